@@ -1,0 +1,74 @@
+# Verbund. `make help` lists the targets.
+GO        ?= go
+BIN       := bin/verbund
+TOOLS     := $(CURDIR)/.tools
+BUF_VERSION             := v1.50.0
+PROTOC_GEN_GO_VERSION   := v1.36.12
+PROTOC_GEN_CONNECT_VERSION := v1.21.1
+export PATH := $(TOOLS):$(PATH)
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build bin/verbund
+	$(GO) build -o $(BIN) ./cmd/verbund
+
+.PHONY: run
+run: build ## start a single node with the sample data (data in .verbund/dev)
+	$(BIN) dev
+
+.PHONY: test
+test: ## run every test (race detector on the concurrent packages)
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 12m ./...
+	$(GO) test -race -count=1 -timeout 12m ./registry/... ./federation/... ./node/...
+
+.PHONY: test-short
+test-short: ## quick tests (skips the slow fault runs)
+	$(GO) test -short ./...
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target for FUZZTIME (default 30s)
+	@for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$t"; $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$${FUZZTIME:-30s} $$pkg || exit 1; \
+	  done; \
+	done
+
+.PHONY: bench
+bench: ## run the benchmarks
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+.PHONY: lint
+lint: tools ## go vet, gofmt, buf lint
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '/gen/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	buf lint
+
+.PHONY: generate
+generate: tools ## regenerate the protobuf and Connect code in proto/gen
+	buf lint
+	rm -rf proto/gen
+	buf generate
+
+.PHONY: checkgenerate
+checkgenerate: generate ## fail if the committed generated code is stale
+	git diff --exit-code -- proto/gen
+
+.PHONY: tools
+tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-connect-go
+
+$(TOOLS)/buf:
+	GOBIN=$(TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+$(TOOLS)/protoc-gen-go:
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+$(TOOLS)/protoc-gen-connect-go:
+	GOBIN=$(TOOLS) $(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(PROTOC_GEN_CONNECT_VERSION)
+
+.PHONY: clean
+clean: ## remove build output and the dev data dir
+	rm -rf bin .verbund

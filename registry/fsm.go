@@ -1,0 +1,557 @@
+package registry
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
+)
+
+// ChangeKind names what a Change touched.
+type ChangeKind string
+
+const (
+	ChangeOrganisation ChangeKind = "organisation"
+	ChangeService      ChangeKind = "service"
+	ChangeOffering     ChangeKind = "offering"
+	ChangeAuditHead    ChangeKind = "audit_head"
+)
+
+// Change is one entity changed by an applied command.
+type Change struct {
+	Index   uint64
+	Kind    ChangeKind
+	ID      string
+	Deleted bool
+}
+
+// LogResult is what FSM.Apply returns for one Raft log entry: one result per
+// signed command in the entry, in order.
+type LogResult struct {
+	Index   uint64
+	Results []*registryv1.CommandResult
+}
+
+// FSMConfig tunes the state machine. Every replica must use the same
+// ReplayWindow and MaxClockSkew: they take part in deterministic decisions.
+type FSMConfig struct {
+	// Commands issued longer ago than this (relative to the leader's clock
+	// when proposed) are refused, which bounds how long dedupe records live.
+	ReplayWindow time.Duration
+	// Commands issued further in the future than this are refused.
+	MaxClockSkew time.Duration
+	// Parallel signature checks per batch; default GOMAXPROCS.
+	VerifyWorkers int
+	Logger        *slog.Logger
+	// OnApply, if set, is called (from the apply goroutine, after commit)
+	// with the changes of each batch. It must not block.
+	OnApply func(changes []Change)
+}
+
+// DefaultFSMConfig returns the production settings.
+func DefaultFSMConfig() FSMConfig {
+	return FSMConfig{ReplayWindow: 24 * time.Hour, MaxClockSkew: 5 * time.Minute}
+}
+
+// FSM is the registry state machine. It implements raft.BatchingFSM: Raft
+// calls Apply/ApplyBatch, Snapshot and Restore from a single goroutine. Reads
+// (queries) run concurrently against badger's MVCC snapshots.
+//
+// The state is persistent: every batch is committed to badger together with
+// the index of its last log, so entries that Raft replays after a restart
+// are recognised and skipped. Badger writes are not synced individually: the
+// Raft log is the durable copy, and Snapshot syncs badger before Raft may
+// compact the log.
+type FSM struct {
+	db  *badger.DB
+	cfg FSMConfig
+	log *slog.Logger
+
+	applied  atomic.Uint64
+	mu       sync.Mutex
+	appliedC chan struct{} // closed when applied advances
+
+	verified verifyCache
+}
+
+var _ raft.BatchingFSM = (*FSM)(nil)
+
+// NewFSM opens the state machine over db, resuming at its last applied index.
+func NewFSM(db *badger.DB, cfg FSMConfig) (*FSM, error) {
+	d := DefaultFSMConfig()
+	if cfg.ReplayWindow <= 0 {
+		cfg.ReplayWindow = d.ReplayWindow
+	}
+	if cfg.MaxClockSkew <= 0 {
+		cfg.MaxClockSkew = d.MaxClockSkew
+	}
+	if cfg.VerifyWorkers <= 0 {
+		cfg.VerifyWorkers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	f := &FSM{db: db, cfg: cfg, log: cfg.Logger, appliedC: make(chan struct{})}
+	f.verified.init(1 << 16)
+	err := db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(keyApplied))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			f.applied.Store(binary.BigEndian.Uint64(v))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read applied index: %w", err)
+	}
+	return f, nil
+}
+
+// DB returns the badger database holding the state (read-only use).
+func (f *FSM) DB() *badger.DB { return f.db }
+
+// AppliedIndex is the index of the last log entry reflected in the state.
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// WaitApplied blocks until the state reflects index, or ctx ends.
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		f.mu.Lock()
+		c := f.appliedC
+		f.mu.Unlock()
+		if f.applied.Load() >= index {
+			return nil
+		}
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for index %d (applied %d): %w", index, f.applied.Load(), ctx.Err())
+		}
+	}
+}
+
+func (f *FSM) setApplied(index uint64) {
+	f.applied.Store(index)
+	f.mu.Lock()
+	close(f.appliedC)
+	f.appliedC = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// Apply applies one log entry.
+func (f *FSM) Apply(l *raft.Log) interface{} { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+// Txn size budget: badger refuses a transaction above ~15% of the memtable
+// size; stay well below and commit between log entries.
+const (
+	txnMaxBytes   = 4 << 20
+	txnMaxEntries = 40000
+)
+
+type pending struct {
+	sc   *SignedCommand
+	err  error // parse or verification error
+	key  *registryv1.PublicKey
+	at   int64 // the log's proposed time: key validity is judged at it
+	done bool  // verified
+}
+
+// ApplyBatch applies a batch of committed log entries: signatures are
+// verified in parallel against the state at the start of the batch, then the
+// commands are applied in log order (re-verifying any command whose issuer's
+// keys changed earlier in the same batch).
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	applied := f.applied.Load()
+
+	entries := make([]*registryv1.LogEntry, len(logs))
+	var all []*pending
+	perLog := make([][]*pending, len(logs))
+	for i, l := range logs {
+		if l.Index <= applied || l.Type != raft.LogCommand {
+			continue
+		}
+		e := &registryv1.LogEntry{}
+		if err := proto.Unmarshal(l.Data, e); err != nil {
+			f.log.Error("undecodable log entry skipped", "index", l.Index, "err", err)
+			continue
+		}
+		entries[i] = e
+		for _, raw := range e.GetSignedCommands() {
+			p := &pending{at: e.GetProposedAtUnixMs()}
+			p.sc, p.err = ParseCommand(raw)
+			perLog[i] = append(perLog[i], p)
+			all = append(all, p)
+		}
+	}
+
+	txn := f.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	f.verifyAll(newStage(nil, txn), all)
+
+	var changes []Change
+	txnBytes, txnEntries := 0, 0
+	last := applied
+	for i, l := range logs {
+		if l.Index <= applied {
+			continue
+		}
+		ls := newStage(nil, txn)
+		if entries[i] != nil {
+			res := &LogResult{Index: l.Index}
+			keysChanged := map[string]bool{}
+			for _, p := range perLog[i] {
+				r := f.applyCommand(ls, p, l.Index, entries[i].GetProposedAtUnixMs(), keysChanged, &changes)
+				res.Results = append(res.Results, r)
+			}
+			f.pruneDedupe(ls, entries[i].GetProposedAtUnixMs())
+			out[i] = res
+		}
+		ls.set([]byte(keyApplied), u64(l.Index))
+		b, n := ls.size()
+		if txnEntries > 0 && (txnBytes+b > txnMaxBytes || txnEntries+n > txnMaxEntries) {
+			if err := f.commit(txn, last, nil); err != nil {
+				f.fatal(err)
+			}
+			txn = f.db.NewTransaction(true)
+			txnBytes, txnEntries = 0, 0
+			ls.txn = txn
+		}
+		if err := ls.flush(txn); errors.Is(err, badger.ErrTxnTooBig) {
+			// One entry larger than a transaction: write it in pieces, the
+			// applied index last, so a crash replays the entry.
+			f.log.Warn("log entry exceeds one badger transaction; writing in parts", "index", l.Index, "writes", n)
+			txn.Discard()
+			if err := f.flushLarge(ls); err != nil {
+				f.fatal(err)
+			}
+			txn = f.db.NewTransaction(true)
+			txnBytes, txnEntries = 0, 0
+		} else if err != nil {
+			f.fatal(err)
+		} else {
+			txnBytes += b
+			txnEntries += n
+		}
+		last = l.Index
+	}
+	if last > applied {
+		if err := f.commit(txn, last, changes); err != nil {
+			f.fatal(err)
+		}
+	}
+	return out
+}
+
+func (f *FSM) commit(txn *badger.Txn, last uint64, changes []Change) error {
+	if err := txn.Commit(); err != nil {
+		return fmt.Errorf("commit applied state up to %d: %w", last, err)
+	}
+	f.setApplied(last)
+	if f.cfg.OnApply != nil && len(changes) > 0 {
+		f.cfg.OnApply(changes)
+	}
+	return nil
+}
+
+func (f *FSM) flushLarge(ls *stage) error {
+	wb := f.db.NewWriteBatch()
+	defer wb.Cancel()
+	var appliedVal []byte
+	for _, k := range ls.order {
+		v := ls.writes[k]
+		if k == keyApplied {
+			appliedVal = v
+			continue
+		}
+		var err error
+		if v == nil {
+			err = wb.Delete([]byte(k))
+		} else {
+			err = wb.Set([]byte(k), v)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return err
+	}
+	if err := f.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(keyApplied), appliedVal) }); err != nil {
+		return err
+	}
+	f.setApplied(binary.BigEndian.Uint64(appliedVal))
+	return nil
+}
+
+// fatal stops the process: a state machine that cannot persist an applied
+// entry must not keep answering as if it had.
+func (f *FSM) fatal(err error) {
+	f.log.Error("registry state machine cannot persist; stopping", "err", err)
+	panic(fmt.Sprintf("registry FSM: %v", err))
+}
+
+// verifyAll checks signatures of all parsed commands in parallel, against
+// the state at the start of the batch.
+func (f *FSM) verifyAll(st *stage, all []*pending) {
+	var todo []*pending
+	orgs := map[string]*registryv1.Organisation{}
+	for _, p := range all {
+		if p.err != nil {
+			continue
+		}
+		org, err := f.lookupOrg(st, orgs, p.sc.Command.GetIssuer())
+		if err != nil {
+			p.err = err
+			continue
+		}
+		if org == nil {
+			// Possibly genesis; decided during apply.
+			continue
+		}
+		p.key, p.err = signingKey(org, p.sc.KID, p.at)
+		if p.err == nil {
+			todo = append(todo, p)
+		}
+	}
+	work := make(chan *pending)
+	var wg sync.WaitGroup
+	n := min(f.cfg.VerifyWorkers, len(todo))
+	for w := 0; w < n; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range work {
+				p.err = f.verify(p.sc, p.key)
+				p.done = p.err == nil
+			}
+		}()
+	}
+	for _, p := range todo {
+		work <- p
+	}
+	close(work)
+	wg.Wait()
+}
+
+func (f *FSM) lookupOrg(st *stage, cache map[string]*registryv1.Organisation, id string) (*registryv1.Organisation, error) {
+	if o, ok := cache[id]; ok {
+		return o, nil
+	}
+	o := &registryv1.Organisation{}
+	ok, err := st.getProto(orgKey(id), o)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		o = nil
+	}
+	cache[id] = o
+	return o, nil
+}
+
+// verify checks sc against pk, consulting the cache of signatures this
+// process already verified with the same key (at the API edge).
+func (f *FSM) verify(sc *SignedCommand, pk *registryv1.PublicKey) error {
+	if f.verified.has(sc.Digest, pk.GetJwkJson()) {
+		return nil
+	}
+	k, err := parseKey(pk)
+	if err != nil {
+		return err
+	}
+	if err := sc.Verify(k); err != nil {
+		return err
+	}
+	f.verified.add(sc.Digest, pk.GetJwkJson())
+	return nil
+}
+
+// PreVerify verifies a command's signature against the local state, as the
+// API does before proposing. A success is remembered so the FSM on this node
+// does not verify the same bytes with the same key again.
+func (f *FSM) PreVerify(sc *SignedCommand) error {
+	txn := f.db.NewTransaction(false)
+	defer txn.Discard()
+	st := newStage(nil, txn)
+	org := &registryv1.Organisation{}
+	ok, err := st.getProto(orgKey(sc.Command.GetIssuer()), org)
+	if err != nil {
+		return err
+	}
+	var pk *registryv1.PublicKey
+	if !ok {
+		var op []byte
+		if op, err = st.get([]byte(keyOperator)); err != nil {
+			return err
+		}
+		if op != nil {
+			return fmt.Errorf("%w: issuer %s is not registered", ErrUnknownKey, sc.Command.GetIssuer())
+		}
+		if pk, _, err = genesisKey(sc.Command, sc.KID); err != nil {
+			return err
+		}
+	} else if pk, err = signingKey(org, sc.KID, time.Now().UnixMilli()); err != nil {
+		return err
+	}
+	return f.verify(sc, pk)
+}
+
+func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64, keysChanged map[string]bool, changes *[]Change) *registryv1.CommandResult {
+	res := &registryv1.CommandResult{Index: index}
+	fail := func(err error) *registryv1.CommandResult {
+		res.ErrorCode, res.ErrorMessage = ErrorCode(err), err.Error()
+		return res
+	}
+	if p.sc != nil {
+		res.CommandId = p.sc.Command.GetId()
+	}
+	if p.err != nil {
+		return fail(p.err)
+	}
+	cmd := p.sc.Command
+	// Idempotency: a command id is applied once per issuer.
+	prev := &registryv1.CommandResult{}
+	if ok, err := ls.getProto(cmdKey(cmd.GetIssuer(), cmd.GetId()), prev); err != nil {
+		return fail(err)
+	} else if ok {
+		prev.Duplicate = true
+		return prev
+	}
+	if cmd.GetIssuedAtUnixMs() < proposedAt-f.cfg.ReplayWindow.Milliseconds() {
+		return fail(fmt.Errorf("%w: command %s was issued more than %v before it was proposed", ErrStale, cmd.GetId(), f.cfg.ReplayWindow))
+	}
+	if cmd.GetIssuedAtUnixMs() > proposedAt+f.cfg.MaxClockSkew.Milliseconds() {
+		return fail(fmt.Errorf("%w: command %s is issued in the future (clock skew over %v)", ErrInvalidArgument, cmd.GetId(), f.cfg.MaxClockSkew))
+	}
+	opBytes, err := ls.get([]byte(keyOperator))
+	if err != nil {
+		return fail(err)
+	}
+	org := &registryv1.Organisation{}
+	exists, err := ls.getProto(orgKey(cmd.GetIssuer()), org)
+	if err != nil {
+		return fail(err)
+	}
+	switch {
+	case !exists && opBytes == nil:
+		pk, _, err := genesisKey(cmd, p.sc.KID)
+		if err != nil {
+			return fail(err)
+		}
+		if err := f.verify(p.sc, pk); err != nil {
+			return fail(err)
+		}
+		org = nil
+	case !exists:
+		return fail(fmt.Errorf("%w: issuer %s is not registered", ErrUnknownKey, cmd.GetIssuer()))
+	case !p.done || keysChanged[cmd.GetIssuer()]:
+		// Not verified in the parallel phase (issuer registered or its keys
+		// changed earlier in this batch): verify against the current state.
+		pk, err := signingKey(org, p.sc.KID, proposedAt)
+		if err != nil {
+			return fail(err)
+		}
+		if err := f.verify(p.sc, pk); err != nil {
+			return fail(err)
+		}
+	}
+	cs := newStage(ls, nil)
+	var cmdChanges []Change
+	a := &applyCtx{st: cs, index: index, issuer: org, cmd: cmd, operator: string(opBytes), changes: &cmdChanges}
+	for i, m := range cmd.GetMutations() {
+		if err := a.apply(m); err != nil {
+			// Record the failure so a retry gets the same answer, but keep
+			// none of the command's changes.
+			fail(fmt.Errorf("mutation %d: %w", i, err))
+			f.storeResult(ls, cmd, res)
+			return res
+		}
+		if po := m.GetPutOrganisation(); po != nil {
+			keysChanged[po.GetId()] = true
+		}
+		if a.operator == "" {
+			if op, _ := cs.get([]byte(keyOperator)); op != nil {
+				a.operator = string(op)
+				a.issuer = org
+			}
+		}
+	}
+	cs.merge()
+	for i := range cmdChanges {
+		cmdChanges[i].Index = index
+	}
+	*changes = append(*changes, cmdChanges...)
+	f.storeResult(ls, cmd, res)
+	return res
+}
+
+func (f *FSM) storeResult(ls *stage, cmd *registryv1.Command, res *registryv1.CommandResult) {
+	_ = ls.setProto(cmdKey(cmd.GetIssuer(), cmd.GetId()), res)
+	ls.set(cmdExpiryKey(cmd.GetIssuedAtUnixMs(), cmd.GetIssuer(), cmd.GetId()), nil)
+}
+
+// pruneDedupe drops dedupe records of commands that fell out of the replay
+// window: such commands are refused as stale anyway. Deterministic, as it
+// depends only on the log's proposed time.
+func (f *FSM) pruneDedupe(ls *stage, proposedAt int64) {
+	cutoff := proposedAt - f.cfg.ReplayWindow.Milliseconds() - time.Minute.Milliseconds()
+	if cutoff <= 0 {
+		return
+	}
+	it := ls.txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pCmdExpiry)})
+	defer it.Close()
+	n := 0
+	for it.Rewind(); it.Valid() && n < 1000; it.Next() {
+		key := it.Item().KeyCopy(nil)
+		rest := key[len(pCmdExpiry):]
+		if len(rest) < 9 || int64(binary.BigEndian.Uint64(rest[:8])) >= cutoff {
+			break
+		}
+		ls.del(key)
+		ls.del(append([]byte(pCmd), rest[9:]...))
+		n++
+	}
+}
+
+// verifyCache remembers (digest, key) pairs whose signature this process
+// verified, bounded in size.
+type verifyCache struct {
+	mu  sync.Mutex
+	max int
+	m   map[[32]byte]string
+}
+
+func (c *verifyCache) init(max int) { c.max, c.m = max, make(map[[32]byte]string) }
+
+func (c *verifyCache) has(d [32]byte, key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[d]
+	return ok && v == key
+}
+
+func (c *verifyCache) add(d [32]byte, key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= c.max {
+		clear(c.m)
+	}
+	c.m[d] = key
+}

@@ -1,0 +1,78 @@
+package registry
+
+import (
+	"encoding/binary"
+	"strings"
+)
+
+// Badger key layout of the registry state. Everything the FSM writes lives
+// under these prefixes in one badger DB, so a snapshot is a scan of the DB.
+//
+//	m/applied                      last applied Raft index (8 bytes BE), written in the same txn as the changes
+//	m/operator                     id of the network operator (set by genesis)
+//	o/<org id>                     Organisation
+//	s/<leika>                      Service
+//	f/<offering id>                Offering
+//	h/<org id>                     AuditHead
+//	c/<issuer>/<command id>        CommandResult: dedupe of applied commands
+//	t/<issued_at BE>/<issuer>/<id> expiry index of the dedupe records
+//	x/ags/<ags>                    -> org id (municipality by AGS)
+//	x/kid/<kid>                    -> org id (every kid belongs to one organisation)
+//	x/on/<folded name>\x00<id>     organisations by name
+//	x/oo/<org id>/<offering id>    offerings of an organisation
+//	x/pa/<leika>/<area>/<offering> provider lookup: offerings by service and area prefix
+//	x/st/<term>/<leika>            -> field mask: full-text search over services
+//	x/ls/<folded life sit.>\x00<leika> services by life situation (NUL: Fold output may hold "/")
+//	x/ln/<folded life situation>   -> display name of the life situation
+const (
+	keyApplied  = "m/applied"
+	keyOperator = "m/operator"
+	pOrg        = "o/"
+	pService    = "s/"
+	pOffering   = "f/"
+	pAuditHead  = "h/"
+	pCmd        = "c/"
+	pCmdExpiry  = "t/"
+	pAGS        = "x/ags/"
+	pKID        = "x/kid/"
+	pOrgName    = "x/on/"
+	pOrgOffers  = "x/oo/"
+	pProvider   = "x/pa/"
+	pSearch     = "x/st/"
+	pLife       = "x/ls/"
+	pLifeName   = "x/ln/"
+)
+
+func k(parts ...string) []byte { return []byte(strings.Join(parts, "")) }
+
+func orgKey(id string) []byte        { return k(pOrg, id) }
+func serviceKey(leika string) []byte { return k(pService, leika) }
+func offeringKey(id string) []byte   { return k(pOffering, id) }
+func auditKey(org string) []byte     { return k(pAuditHead, org) }
+func cmdKey(issuer, id string) []byte {
+	return k(pCmd, issuer, "/", id)
+}
+func cmdExpiryKey(issuedAt int64, issuer, id string) []byte {
+	b := make([]byte, 0, len(pCmdExpiry)+8+len(issuer)+len(id)+2)
+	b = append(b, pCmdExpiry...)
+	b = binary.BigEndian.AppendUint64(b, uint64(issuedAt))
+	b = append(b, '/')
+	b = append(b, issuer...)
+	b = append(b, '/')
+	b = append(b, id...)
+	return b
+}
+func agsKey(ags string) []byte            { return k(pAGS, ags) }
+func kidKey(kid string) []byte            { return k(pKID, kid) }
+func orgNameKey(folded, id string) []byte { return k(pOrgName, folded, "\x00", id) }
+func orgOfferKey(org, off string) []byte  { return k(pOrgOffers, org, "/", off) }
+func providerKey(leika, area, off string) []byte {
+	return k(pProvider, leika, "/", area, "/", off)
+}
+func providerPrefix(leika, area string) []byte { return k(pProvider, leika, "/", area, "/") }
+func searchKey(term, leika string) []byte      { return k(pSearch, term, "/", leika) }
+func lifeKey(folded, leika string) []byte      { return k(pLife, folded, "\x00", leika) }
+func lifePrefix(folded string) []byte          { return k(pLife, folded, "\x00") }
+func lifeNameKey(folded string) []byte         { return k(pLifeName, folded) }
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

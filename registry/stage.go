@@ -1,0 +1,122 @@
+package registry
+
+import (
+	"errors"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+)
+
+// stage is a write overlay over a badger transaction (or over another stage).
+// A command is applied into its own stage and merged into the log's stage
+// only if every mutation succeeds, which makes commands all-or-nothing
+// without relying on badger transaction rollbacks.
+type stage struct {
+	parent *stage
+	txn    *badger.Txn
+	writes map[string][]byte // nil value = delete
+	order  []string
+}
+
+func newStage(parent *stage, txn *badger.Txn) *stage {
+	return &stage{parent: parent, txn: txn, writes: map[string][]byte{}}
+}
+
+// get returns the value of key, or nil if absent.
+func (s *stage) get(key []byte) ([]byte, error) {
+	for st := s; st != nil; st = st.parent {
+		if v, ok := st.writes[string(key)]; ok {
+			return v, nil
+		}
+	}
+	if s.txn == nil {
+		return nil, nil
+	}
+	item, err := s.txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return item.ValueCopy(nil)
+}
+
+func (s *stage) has(key []byte) (bool, error) {
+	v, err := s.get(key)
+	return v != nil, err
+}
+
+func (s *stage) set(key, val []byte) {
+	if val == nil {
+		val = []byte{}
+	}
+	ks := string(key)
+	if _, ok := s.writes[ks]; !ok {
+		s.order = append(s.order, ks)
+	}
+	s.writes[ks] = val
+}
+
+func (s *stage) del(key []byte) {
+	ks := string(key)
+	if _, ok := s.writes[ks]; !ok {
+		s.order = append(s.order, ks)
+	}
+	s.writes[ks] = nil
+}
+
+// merge moves s's writes into its parent.
+func (s *stage) merge() {
+	for _, k := range s.order {
+		v := s.writes[k]
+		if _, ok := s.parent.writes[k]; !ok {
+			s.parent.order = append(s.parent.order, k)
+		}
+		s.parent.writes[k] = v
+	}
+}
+
+// size estimates the bytes and entries s would add to a badger txn.
+func (s *stage) size() (bytes, count int) {
+	for _, k := range s.order {
+		bytes += len(k) + len(s.writes[k]) + 64
+	}
+	return bytes, len(s.order)
+}
+
+func (s *stage) flush(txn *badger.Txn) error {
+	for _, k := range s.order {
+		v := s.writes[k]
+		var err error
+		if v == nil {
+			err = txn.Delete([]byte(k))
+		} else {
+			err = txn.Set([]byte(k), v)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *stage) getProto(key []byte, m proto.Message) (bool, error) {
+	v, err := s.get(key)
+	if err != nil || v == nil {
+		return false, err
+	}
+	if err := proto.Unmarshal(v, m); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func (s *stage) setProto(key []byte, m proto.Message) error {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	s.set(key, b)
+	return nil
+}
