@@ -1,0 +1,312 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/verbund/verbund/proto/gen/verbund/node/v1/nodev1connect"
+	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
+	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
+)
+
+const defaultAddr = "http://127.0.0.1:8080"
+
+// flagSet is the flag.FlagSet of one (sub)command with its usage text.
+type flagSet struct {
+	*flag.FlagSet
+	synopsis string // without "verbund", e.g. "orgs get ID [flags]"
+	summary  string
+	checks   []func() error // run after parsing; errors are usage errors
+}
+
+// newFlagSet creates the FlagSet of a command. Parse errors are reported
+// by parse, not printed by the flag package.
+func newFlagSet(synopsis, summary string) *flagSet {
+	fs := flag.NewFlagSet("verbund "+synopsis, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return &flagSet{FlagSet: fs, synopsis: synopsis, summary: summary}
+}
+
+// check adds a validation run after the flags are parsed.
+func (f *flagSet) check(fn func() error) { f.checks = append(f.checks, fn) }
+
+// usage returns the usage text: synopsis, summary and flags.
+func (f *flagSet) usage() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "usage: verbund %s\n\n%s\n", f.synopsis, f.summary)
+	first := true
+	f.VisitAll(func(fl *flag.Flag) {
+		if first {
+			b.WriteString("\nflags:\n")
+			first = false
+		}
+		dash := "--"
+		if len(fl.Name) == 1 {
+			dash = "-"
+		}
+		arg, help := flag.UnquoteUsage(fl)
+		if arg == "value" && fl.DefValue == "false" { // a bool flag
+			arg = ""
+		}
+		fmt.Fprintf(&b, "  %s%s", dash, fl.Name)
+		if arg != "" {
+			fmt.Fprintf(&b, " %s", strings.ToUpper(arg))
+		}
+		fmt.Fprintf(&b, "\n      %s", help)
+		switch fl.DefValue {
+		case "", "0", "false", "0s":
+		default:
+			fmt.Fprintf(&b, " (default %s)", fl.DefValue)
+		}
+		b.WriteString("\n")
+	})
+	return b.String()
+}
+
+// usageErr returns a usage error that prints this command's usage.
+func (f *flagSet) usageErr(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...), usage: f.usage()}
+}
+
+// parse parses args, allowing flags before and after positional arguments
+// ("--" ends the flags), runs the checks and verifies that there are
+// between minPos and maxPos positional arguments (maxPos < 0: no limit).
+// what describes the expected arguments for the error message.
+func (f *flagSet) parse(env *Env, args []string, minPos, maxPos int, what string) ([]string, error) {
+	var pos []string
+	for {
+		if err := f.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprint(env.Stdout, f.usage())
+				return nil, flag.ErrHelp
+			}
+			return nil, f.usageErr("%v", err)
+		}
+		rest := f.Args()
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		if len(rest) == 0 {
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	switch {
+	case len(pos) < minPos:
+		return nil, f.usageErr("missing %s", what)
+	case maxPos >= 0 && len(pos) > maxPos:
+		return nil, f.usageErr("unexpected argument %q", pos[maxPos])
+	}
+	for _, c := range f.checks {
+		if err := c(); err != nil {
+			return nil, f.usageErr("%v", err)
+		}
+	}
+	return pos, nil
+}
+
+// clientOpts are the flags every client command shares.
+type clientOpts struct {
+	addr         string
+	output       string
+	timeout      time.Duration
+	linearizable bool
+	minIndex     uint64
+}
+
+// clientFlags registers the shared client flags on fs; read adds the read
+// consistency flags (--linearizable, --min-index).
+func clientFlags(fs *flagSet, read bool) *clientOpts {
+	o := &clientOpts{}
+	addr := os.Getenv("VERBUND_ADDR")
+	if addr == "" {
+		addr = defaultAddr
+	}
+	fs.StringVar(&o.addr, "addr", addr, "node API base `url` (env VERBUND_ADDR)")
+	fs.StringVar(&o.output, "o", "table", "output `format`: table or json")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "request timeout, e.g. 30s (0: none)")
+	if read {
+		fs.BoolVar(&o.linearizable, "linearizable", false, "guaranteed-current read, confirmed by the Raft leader")
+		fs.Uint64Var(&o.minIndex, "min-index", 0, "wait until the node has applied Raft `index` (read your own writes)")
+	}
+	fs.check(func() error {
+		switch o.output {
+		case "table", "json":
+		default:
+			return fmt.Errorf("-o %q: want table or json", o.output)
+		}
+		if o.timeout < 0 {
+			return fmt.Errorf("--timeout must not be negative")
+		}
+		a := o.addr
+		if !strings.Contains(a, "://") {
+			a = "http://" + a
+		}
+		u, err := url.Parse(a)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--addr %q is not an http(s) URL", o.addr)
+		}
+		o.addr = strings.TrimRight(a, "/")
+		return nil
+	})
+	return o
+}
+
+var httpClient = &http.Client{Transport: http.DefaultTransport}
+
+func (o *clientOpts) query() registryv1connect.QueryServiceClient {
+	return registryv1connect.NewQueryServiceClient(httpClient, o.addr)
+}
+
+func (o *clientOpts) publisher() registryv1connect.PublishServiceClient {
+	return registryv1connect.NewPublishServiceClient(httpClient, o.addr)
+}
+
+func (o *clientOpts) node() nodev1connect.NodeServiceClient {
+	return nodev1connect.NewNodeServiceClient(httpClient, o.addr)
+}
+
+// context bounds ctx by --timeout.
+func (o *clientOpts) context(ctx context.Context) (context.Context, context.CancelFunc) {
+	if o.timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, o.timeout)
+}
+
+// read returns the ReadOptions selected by --linearizable and --min-index.
+func (o *clientOpts) read() *registryv1.ReadOptions {
+	if !o.linearizable && o.minIndex == 0 {
+		return nil
+	}
+	r := &registryv1.ReadOptions{MinIndex: o.minIndex}
+	if o.linearizable {
+		r.Consistency = registryv1.Consistency_CONSISTENCY_LINEARIZABLE
+	}
+	return r
+}
+
+// rpcErr adds a hint to errors where the cause is usually the flags.
+// Connect errors print as "<code>: <message>".
+func (o *clientOpts) rpcErr(err error) error {
+	switch connect.CodeOf(err) {
+	case connect.CodeUnavailable:
+		// Only when the node could not be reached at all; an unavailable
+		// answer from the node itself (no leader, no quorum) stays as is.
+		var ne net.Error
+		if errors.As(err, &ne) {
+			return fmt.Errorf("%w (node %s; set --addr or VERBUND_ADDR)", err, o.addr)
+		}
+	case connect.CodeDeadlineExceeded:
+		if o.timeout > 0 {
+			return fmt.Errorf("%w (--timeout %s)", err, o.timeout)
+		}
+	}
+	return err
+}
+
+func (o *clientOpts) json() bool { return o.output == "json" }
+
+// emit prints resp as JSON, or runs table and prints the read footer.
+func (o *clientOpts) emit(env *Env, resp proto.Message, ri *registryv1.ReadInfo, table func(w io.Writer)) error {
+	if o.json() {
+		return writeJSON(env.Stdout, resp)
+	}
+	table(env.Stdout)
+	writeReadInfo(env.Stdout, ri)
+	return nil
+}
+
+// writeJSON prints m as indented protojson (unpopulated fields omitted).
+// protojson output is deliberately unstable in its whitespace, so it is
+// re-indented for a stable, diffable form.
+func writeJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{EmitUnpopulated: false}.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode JSON: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, b, "", "  "); err != nil {
+		return fmt.Errorf("encode JSON: %w", err)
+	}
+	buf.WriteByte('\n')
+	_, err = w.Write(buf.Bytes())
+	return err
+}
+
+// writeReadInfo prints the footer that says what a read reflects.
+func writeReadInfo(w io.Writer, ri *registryv1.ReadInfo) {
+	if ri == nil {
+		return
+	}
+	kind := "local"
+	if ri.GetLinearizable() {
+		kind = "linearizable"
+	}
+	node := ri.GetNodeId()
+	if node == "" {
+		node = "?"
+	}
+	fmt.Fprintf(w, "(index %d, %s read on node %s, staleness %dms)\n", ri.GetIndex(), kind, node, ri.GetStalenessMs())
+}
+
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+// row writes one tab-separated table row; cells are sanitised so that
+// tabs and newlines in data cannot break the layout.
+func row(w io.Writer, cells ...string) {
+	for i, c := range cells {
+		if i > 0 {
+			io.WriteString(w, "\t")
+		}
+		io.WriteString(w, cell(c))
+	}
+	io.WriteString(w, "\n")
+}
+
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.Map(func(r rune) rune {
+		if r == '\t' || r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// kv collects "label  value" lines and aligns them; empty values are skipped.
+type kv struct{ tw *tabwriter.Writer }
+
+func newKV(w io.Writer) *kv { return &kv{tw: newTable(w)} }
+
+func (k *kv) add(label, value string) {
+	if value == "" {
+		return
+	}
+	fmt.Fprintf(k.tw, "%s:\t%s\n", label, cell(value))
+}
+
+func (k *kv) flush() { k.tw.Flush() }

@@ -1,0 +1,324 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/hashicorp/raft"
+
+	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
+	"github.com/verbund/verbund/proto/gen/verbund/node/v1/nodev1connect"
+	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
+	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
+	"github.com/verbund/verbund/registry"
+)
+
+// routes builds the HTTP handler: the Connect services (which also speak
+// gRPC and gRPC-Web), gRPC health, and server reflection.
+func (n *Node) routes() http.Handler {
+	mux := http.NewServeMux()
+	opts := []connect.HandlerOption{
+		connect.WithReadMaxBytes(n.cfg.MaxRequestBytes),
+		connect.WithInterceptors(n.errorInterceptor()),
+	}
+	api := &apiServer{n: n}
+	mux.Handle(registryv1connect.NewPublishServiceHandler(api, opts...))
+	mux.Handle(registryv1connect.NewQueryServiceHandler(api, opts...))
+	mux.Handle(nodev1connect.NewNodeServiceHandler(api, opts...))
+	names := []string{
+		registryv1connect.PublishServiceName,
+		registryv1connect.QueryServiceName,
+		nodev1connect.NodeServiceName,
+	}
+	mux.Handle(grpchealth.NewHandler(&healthChecker{n: n}))
+	reflector := grpcreflect.NewStaticReflector(names...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.HandleFunc("GET /{$}", n.indexPage)
+	return mux
+}
+
+// errorInterceptor maps domain errors to Connect codes in one place.
+func (n *Node) errorInterceptor() connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			res, err := next(ctx, req)
+			if err != nil {
+				err = toConnectError(err)
+			}
+			return res, err
+		}
+	}
+}
+
+func toConnectError(err error) error {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return err
+	}
+	code := connect.CodeInternal
+	switch {
+	case errors.Is(err, registry.ErrInvalidArgument):
+		code = connect.CodeInvalidArgument
+	case errors.Is(err, registry.ErrNotFound):
+		code = connect.CodeNotFound
+	case errors.Is(err, registry.ErrInvalidSignature), errors.Is(err, registry.ErrUnknownKey):
+		code = connect.CodeUnauthenticated
+	case errors.Is(err, registry.ErrPermissionDenied):
+		code = connect.CodePermissionDenied
+	case errors.Is(err, registry.ErrPreconditionFailed):
+		code = connect.CodeFailedPrecondition
+	case errors.Is(err, registry.ErrStale):
+		code = connect.CodeAborted
+	case errors.Is(err, registry.ErrTooLarge):
+		code = connect.CodeResourceExhausted
+	case errors.Is(err, registry.ErrNotLeader), errors.Is(err, registry.ErrUnavailable):
+		code = connect.CodeUnavailable
+	case errors.Is(err, registry.ErrIndeterminate):
+		code = connect.CodeUnknown
+	case errors.Is(err, context.DeadlineExceeded):
+		code = connect.CodeDeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = connect.CodeCanceled
+	}
+	return connect.NewError(code, err)
+}
+
+type apiServer struct{ n *Node }
+
+var (
+	_ registryv1connect.PublishServiceHandler = (*apiServer)(nil)
+	_ registryv1connect.QueryServiceHandler   = (*apiServer)(nil)
+	_ nodev1connect.NodeServiceHandler        = (*apiServer)(nil)
+)
+
+func (a *apiServer) Publish(ctx context.Context, req *connect.Request[registryv1.PublishRequest]) (*connect.Response[registryv1.PublishResponse], error) {
+	res, idx, err := a.n.Publish(ctx, req.Msg.GetSignedCommands())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&registryv1.PublishResponse{Results: res, Index: idx}), nil
+}
+
+// readBarrier prepares a read: for LINEARIZABLE it confirms leadership and
+// waits until everything committed before the read started is applied; for
+// min_index it waits until that index is applied locally.
+func (n *Node) readBarrier(ctx context.Context, o *registryv1.ReadOptions) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ReadTimeout)
+	defer cancel()
+	if o.GetMinIndex() > 0 {
+		if err := n.fsm.WaitApplied(ctx, o.GetMinIndex()); err != nil {
+			return false, fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
+		}
+	}
+	if o.GetConsistency() != registryv1.Consistency_CONSISTENCY_LINEARIZABLE {
+		return false, nil
+	}
+	if n.raft.State() != raft.Leader {
+		leader, _ := n.raft.LeaderWithID()
+		return false, fmt.Errorf("%w: linearizable reads are served by the leader (%q)", registry.ErrNotLeader, leader)
+	}
+	// A new leader only knows the commit index once an entry of its own term
+	// is committed: a barrier establishes that once per term.
+	if !n.leaderReady.Load() {
+		n.readyMu.Lock()
+		if !n.leaderReady.Load() {
+			if err := n.raft.Barrier(n.cfg.ReadTimeout).Error(); err != nil {
+				n.readyMu.Unlock()
+				return false, fmt.Errorf("%w: leader barrier: %v", registry.ErrUnavailable, err)
+			}
+			n.leaderReady.Store(true)
+		}
+		n.readyMu.Unlock()
+	}
+	commit := n.raft.CommitIndex()
+	// Confirm with a quorum that we are still the leader, so a deposed
+	// leader in a minority cannot answer from a stale state.
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return false, fmt.Errorf("%w: leadership not confirmed: %v", registry.ErrUnavailable, err)
+	}
+	if err := n.waitStateAt(ctx, commit); err != nil {
+		return false, fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
+	}
+	return true, nil
+}
+
+// waitStateAt waits until the registry state reflects every entry up to
+// index. The FSM only sees command entries, so its applied index stays
+// behind Raft-internal entries (no-op, barrier, configuration) at the end of
+// the log; those change no state, so only command entries are waited for.
+func (n *Node) waitStateAt(ctx context.Context, index uint64) error {
+	for {
+		applied := n.fsm.AppliedIndex()
+		if applied >= index {
+			return nil
+		}
+		next := uint64(0)
+		for i := applied + 1; i <= index; i++ {
+			var l raft.Log
+			if err := n.wal.GetLog(i, &l); err != nil || l.Type == raft.LogCommand {
+				next = i // a command (or compacted away: wait for it too)
+				break
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		if err := n.fsm.WaitApplied(ctx, next); err != nil {
+			return err
+		}
+	}
+}
+
+func (n *Node) readInfo(index uint64, lin bool) *registryv1.ReadInfo {
+	ri := &registryv1.ReadInfo{Index: index, Linearizable: lin, NodeId: n.cfg.NodeID}
+	if n.raft.State() != raft.Leader {
+		if lc := n.raft.LastContact(); !lc.IsZero() {
+			ri.StalenessMs = time.Since(lc).Milliseconds()
+		}
+	}
+	return ri
+}
+
+func (a *apiServer) GetOrganisation(ctx context.Context, req *connect.Request[registryv1.GetOrganisationRequest]) (*connect.Response[registryv1.GetOrganisationResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	o, idx, err := a.n.reader.Organisation(req.Msg.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&registryv1.GetOrganisationResponse{Organisation: o, Read: a.n.readInfo(idx, lin)}), nil
+}
+
+func (a *apiServer) ListOrganisations(ctx context.Context, req *connect.Request[registryv1.ListOrganisationsRequest]) (*connect.Response[registryv1.ListOrganisationsResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	orgs, next, idx, err := a.n.reader.ListOrganisations(registry.OrgFilter{
+		Kind: m.GetKind(), StateCode: m.GetStateCode(), NamePrefix: m.GetNamePrefix(),
+		ARSPrefix: m.GetArsPrefix(), PageSize: int(m.GetPageSize()), PageToken: m.GetPageToken(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&registryv1.ListOrganisationsResponse{Organisations: orgs, NextPageToken: next, Read: a.n.readInfo(idx, lin)}), nil
+}
+
+func (a *apiServer) GetService(ctx context.Context, req *connect.Request[registryv1.GetServiceRequest]) (*connect.Response[registryv1.GetServiceResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	s, idx, err := a.n.reader.Service(req.Msg.GetLeikaKey())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&registryv1.GetServiceResponse{Service: s, Read: a.n.readInfo(idx, lin)}), nil
+}
+
+func (a *apiServer) SearchServices(ctx context.Context, req *connect.Request[registryv1.SearchServicesRequest]) (*connect.Response[registryv1.SearchServicesResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	hits, idx, err := a.n.reader.SearchServices(req.Msg.GetText(), req.Msg.GetLifeSituation(), int(req.Msg.GetLimit()))
+	if err != nil {
+		return nil, err
+	}
+	out := &registryv1.SearchServicesResponse{Read: a.n.readInfo(idx, lin)}
+	for _, h := range hits {
+		out.Hits = append(out.Hits, &registryv1.ServiceHit{Service: h.Service, Score: h.Score})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (a *apiServer) FindProviders(ctx context.Context, req *connect.Request[registryv1.FindProvidersRequest]) (*connect.Response[registryv1.FindProvidersResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	p, err := a.n.reader.FindProviders(req.Msg.GetLeikaKey(), req.Msg.GetArea(), int(req.Msg.GetLimit()))
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&registryv1.FindProvidersResponse{
+		Providers: p.Matches, AreaOrganisation: p.Area, Service: p.Service, Read: a.n.readInfo(p.ReadFrom, lin),
+	}), nil
+}
+
+func (a *apiServer) GetOffering(ctx context.Context, req *connect.Request[registryv1.GetOfferingRequest]) (*connect.Response[registryv1.GetOfferingResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	o, idx, err := a.n.reader.Offering(req.Msg.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&registryv1.GetOfferingResponse{Offering: o, Read: a.n.readInfo(idx, lin)}), nil
+}
+
+func (a *apiServer) ListLifeSituations(ctx context.Context, req *connect.Request[registryv1.ListLifeSituationsRequest]) (*connect.Response[registryv1.ListLifeSituationsResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	ls, idx, err := a.n.reader.LifeSituations()
+	if err != nil {
+		return nil, err
+	}
+	out := &registryv1.ListLifeSituationsResponse{Read: a.n.readInfo(idx, lin)}
+	for _, l := range ls {
+		out.LifeSituations = append(out.LifeSituations, &registryv1.LifeSituation{Name: l.Name, ServiceCount: uint32(l.Services)})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (a *apiServer) GetStatus(ctx context.Context, req *connect.Request[nodev1.GetStatusRequest]) (*connect.Response[nodev1.GetStatusResponse], error) {
+	n := a.n
+	addr, id := n.raft.LeaderWithID()
+	return connect.NewResponse(&nodev1.GetStatusResponse{
+		NodeId:          n.cfg.NodeID,
+		OrganisationId:  n.cfg.OrgID,
+		RaftState:       n.raft.State().String(),
+		LeaderId:        string(id),
+		LeaderAddress:   string(addr),
+		AppliedIndex:    n.fsm.AppliedIndex(),
+		CommitIndex:     n.raft.CommitIndex(),
+		Version:         Version,
+		StartedAtUnixMs: n.started.UnixMilli(),
+		Stats:           n.raft.Stats(),
+	}), nil
+}
+
+// healthChecker reports SERVING once the node has a leader it can reach
+// (or is the leader) and NOT_SERVING otherwise.
+type healthChecker struct{ n *Node }
+
+func (h *healthChecker) Check(_ context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
+	switch req.Service {
+	case "", registryv1connect.PublishServiceName, registryv1connect.QueryServiceName, nodev1connect.NodeServiceName:
+	default:
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
+	}
+	if addr, _ := h.n.raft.LeaderWithID(); addr == "" {
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
+	}
+	return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
+}
+
+func (n *Node) indexPage(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "Verbund node %s (organisation %s), version %s\n\nConnect/gRPC/gRPC-Web API at %s\nServices: %s, %s, %s\nApplied Raft index: %d\n",
+		n.cfg.NodeID, n.cfg.OrgID, Version, n.APIURL(), registryv1connect.PublishServiceName, registryv1connect.QueryServiceName, nodev1connect.NodeServiceName, n.fsm.AppliedIndex())
+}

@@ -1,0 +1,334 @@
+// Package node composes one running Verbund node: storage (badger for the
+// registry state, a write-ahead log for Raft), the registry state machine
+// under hashicorp/raft, the Connect API (gRPC, gRPC-Web and Connect JSON on
+// one port, with gRPC health and reflection), and the node's lifecycle.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+
+	"github.com/verbund/verbund/keys"
+	"github.com/verbund/verbund/registry"
+)
+
+// Version is the node software version.
+var Version = "0.1.0-dev"
+
+// Node is one running node. Create with New, then Start; Close stops it.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+
+	signingKey jose.JSONWebKey
+	encKey     jose.JSONWebKey
+
+	db      *badger.DB
+	wal     *wal.WAL
+	walMeta *metadb.BoltMetaDB
+	snaps   *raft.FileSnapshotStore
+	trans   *raft.NetworkTransport
+	raft    *raft.Raft
+	fsm     *registry.FSM
+	reader  *registry.Reader
+	writer  *registry.Writer
+
+	httpLn  net.Listener
+	httpSrv *http.Server
+
+	leaderReady atomic.Bool
+	readyMu     sync.Mutex
+
+	started time.Time
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closed  atomic.Bool
+}
+
+// New opens the node's storage and keys. Nothing listens until Start.
+func New(cfg Config) (*Node, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID)}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	var err error
+	var created bool
+	if n.signingKey, created, err = keys.LoadOrGenerate(cfg.path("keys", "signing.jwk"), keys.GenerateSigning, cfg.OrgID+"-sig"); err != nil {
+		return nil, err
+	}
+	if created {
+		n.log.Info("generated signing key", "kid", n.signingKey.KeyID)
+	}
+	if n.encKey, _, err = keys.LoadOrGenerate(cfg.path("keys", "encryption.jwk"), keys.GenerateEncryption, cfg.OrgID+"-enc"); err != nil {
+		return nil, err
+	}
+	if err := n.openStorage(); err != nil {
+		n.closeStorage()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) openStorage() error {
+	opts := badger.DefaultOptions(n.cfg.path("state")).
+		WithLogger(badgerLogger{n.log}).
+		WithSyncWrites(false). // the Raft log is the durable copy; see registry.FSM
+		WithNumVersionsToKeep(1).
+		WithCompactL0OnClose(true)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return fmt.Errorf("open state db: %w", err)
+	}
+	n.db = db
+	fsmCfg := n.cfg.FSM
+	fsmCfg.Logger = n.log
+	if n.fsm, err = registry.NewFSM(db, fsmCfg); err != nil {
+		return err
+	}
+	n.reader = registry.NewReader(db)
+	if err := os.MkdirAll(n.cfg.path("raft", "wal"), 0o700); err != nil {
+		return fmt.Errorf("raft dir: %w", err)
+	}
+	// raft-wal's Close does not close the meta store it creates itself
+	// (its bolt file lock would outlive the node): own it and close it.
+	n.walMeta = &metadb.BoltMetaDB{}
+	if n.wal, err = wal.Open(n.cfg.path("raft", "wal"), wal.WithMetaStore(n.walMeta)); err != nil {
+		return fmt.Errorf("open raft log: %w", err)
+	}
+	if n.snaps, err = raft.NewFileSnapshotStoreWithLogger(n.cfg.path("raft"), 3, n.hclog("snapshot")); err != nil {
+		return fmt.Errorf("open snapshot store: %w", err)
+	}
+	return nil
+}
+
+func (n *Node) closeStorage() {
+	if n.wal != nil {
+		_ = n.wal.Close()
+	}
+	if n.walMeta != nil {
+		_ = n.walMeta.Close()
+	}
+	if n.db != nil {
+		_ = n.db.Close()
+	}
+}
+
+func (n *Node) hclog(name string) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Warn, Output: os.Stderr})
+}
+
+// Start starts Raft and the API, then (on a bootstrap node) genesis and the
+// sample data import. It returns once the API listens.
+func (n *Node) Start(ctx context.Context) error {
+	n.started = time.Now()
+	if err := n.startRaft(); err != nil {
+		return err
+	}
+	ctx, n.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	n.wg.Add(2)
+	go func() { defer n.wg.Done(); n.writer.Run(ctx) }()
+	go func() { defer n.wg.Done(); n.watchLeadership(ctx) }()
+	if err := n.startHTTP(); err != nil {
+		return err
+	}
+	n.log.Info("node started", "api", n.APIURL(), "raft", n.cfg.RaftAdvertise, "org", n.cfg.OrgID, "applied", n.fsm.AppliedIndex())
+	if n.cfg.Genesis {
+		if err := n.genesis(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *Node) startRaft() error {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.NodeID)
+	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = n.cfg.CommitTimeout
+	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
+	rc.SnapshotInterval = n.cfg.SnapshotInterval
+	rc.TrailingLogs = n.cfg.TrailingLogs
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+	rc.Logger = n.hclog("raft")
+	// The FSM is persistent: if it already reflects the latest snapshot, do
+	// not wipe it with that snapshot on start; Raft replays only newer logs
+	// and the FSM skips what it has.
+	if snaps, err := n.snaps.List(); err == nil && len(snaps) > 0 && n.fsm.AppliedIndex() >= snaps[0].Index {
+		rc.NoSnapshotRestoreOnStart = true
+	}
+	addr, err := net.ResolveTCPAddr("tcp", n.cfg.RaftAdvertise)
+	if err != nil {
+		return fmt.Errorf("raft advertise address: %w", err)
+	}
+	n.trans, err = raft.NewTCPTransportWithLogger(n.cfg.RaftAddr, addr, 8, 10*time.Second, n.hclog("raft-net"))
+	if err != nil {
+		return fmt.Errorf("raft transport: %w", err)
+	}
+	if n.cfg.Bootstrap {
+		has, err := raft.HasExistingState(n.wal, n.wal, n.snaps)
+		if err != nil {
+			return fmt.Errorf("raft state: %w", err)
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: n.trans.LocalAddr(), Suffrage: raft.Voter}}}
+			if err := raft.BootstrapCluster(rc, n.wal, n.wal, n.snaps, n.trans, conf); err != nil {
+				return fmt.Errorf("bootstrap raft: %w", err)
+			}
+			n.log.Info("bootstrapped a new one-voter cluster")
+		}
+	}
+	if n.raft, err = raft.NewRaft(rc, n.fsm, n.wal, n.wal, n.snaps, n.trans); err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	wcfg := n.cfg.Writer
+	wcfg.Logger = n.log
+	n.writer = registry.NewWriter(n.raft, wcfg)
+	return nil
+}
+
+// watchLeadership clears the "ready for linearizable reads" flag whenever
+// leadership changes; it is set again after a barrier in the new term.
+func (n *Node) watchLeadership(ctx context.Context) {
+	ch := n.raft.LeaderCh()
+	for {
+		select {
+		case isLeader := <-ch:
+			n.leaderReady.Store(false)
+			n.log.Info("leadership changed", "leader", isLeader)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (n *Node) startHTTP() error {
+	ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", n.cfg.HTTPAddr, err)
+	}
+	n.httpLn = ln
+	handler := n.routes()
+	n.httpSrv = &http.Server{
+		Handler:           h2c.NewHandler(handler, &http2.Server{}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server", "err", err)
+		}
+	}()
+	return nil
+}
+
+// APIURL is the base URL of the API.
+func (n *Node) APIURL() string {
+	if n.httpLn == nil {
+		return ""
+	}
+	return "http://" + n.httpLn.Addr().String()
+}
+
+// RaftAddr is the Raft transport's address.
+func (n *Node) RaftAddr() string { return string(n.trans.LocalAddr()) }
+
+// Raft exposes the Raft instance (tests, cluster management).
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// FSM exposes the registry state machine.
+func (n *Node) FSM() *registry.FSM { return n.fsm }
+
+// Reader answers registry queries from the local state.
+func (n *Node) Reader() *registry.Reader { return n.reader }
+
+// SigningKey is this node's organisation signing key.
+func (n *Node) SigningKey() jose.JSONWebKey { return n.signingKey }
+
+// EncryptionKey is this node's organisation encryption key.
+func (n *Node) EncryptionKey() jose.JSONWebKey { return n.encKey }
+
+// Config returns the effective configuration.
+func (n *Node) Config() Config { return n.cfg }
+
+// Close stops the API, Raft and storage. A voter that is the leader hands
+// leadership over first when other voters exist.
+func (n *Node) Close() error {
+	if !n.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	var errs []error
+	if n.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, n.httpSrv.Shutdown(ctx))
+		cancel()
+	}
+	if n.raft != nil {
+		if n.raft.State() == raft.Leader && len(n.voters()) > 1 {
+			if err := n.raft.LeadershipTransfer().Error(); err != nil {
+				n.log.Warn("leadership transfer before shutdown failed", "err", err)
+			}
+		}
+		errs = append(errs, n.raft.Shutdown().Error())
+	}
+	if n.cancel != nil {
+		n.cancel()
+	}
+	if n.trans != nil {
+		errs = append(errs, n.trans.Close())
+	}
+	n.wg.Wait()
+	n.closeStorage()
+	n.log.Info("node stopped")
+	return errors.Join(errs...)
+}
+
+func (n *Node) voters() []raft.Server {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	var out []raft.Server
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error(fmt.Sprintf(f, a...), "component", "badger")
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn(fmt.Sprintf(f, a...), "component", "badger")
+}
+func (b badgerLogger) Infof(string, ...any)  {}
+func (b badgerLogger) Debugf(string, ...any) {}
