@@ -41,6 +41,14 @@ func (n *Node) Publish(ctx context.Context, signed []string) ([]*registryv1.Comm
 			for i := range work {
 				sc, err := registry.ParseCommand(signed[i])
 				if err == nil {
+					// A retry of an applied command: answer from the
+					// dedupe record if this exact command was applied.
+					if prev, _ := n.fsm.LookupResult(sc.Command.GetIssuer(), sc.Command.GetId()); prev != nil {
+						if n.fsm.PreVerify(sc) == nil {
+							results[i] = prev
+							continue
+						}
+					}
 					err = n.fsm.PreVerify(sc)
 				}
 				parsed[i], errs[i] = sc, err
@@ -57,6 +65,9 @@ func (n *Node) Publish(ctx context.Context, signed []string) ([]*registryv1.Comm
 	var submit []*registry.SignedCommand
 	var pos []int
 	for i, sc := range parsed {
+		if results[i] != nil {
+			continue // answered from the dedupe record
+		}
 		err := errs[i]
 		if err != nil && sc != nil && errors.Is(err, registry.ErrUnknownKey) && registering[sc.Command.GetIssuer()] {
 			err = nil // the key arrives with an earlier command: the FSM decides

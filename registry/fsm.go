@@ -166,7 +166,8 @@ const (
 
 type pending struct {
 	sc   *SignedCommand
-	err  error // parse or verification error
+	err  error // parse error (final)
+	verr error // verification error against the state at the start of the batch
 	key  *registryv1.PublicKey
 	at   int64 // the log's proposed time: key validity is judged at it
 	done bool  // verified
@@ -206,6 +207,10 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	f.verifyAll(newStage(nil, txn), all)
 
 	var changes []Change
+	// Issuers whose record changed earlier in this batch: their commands
+	// are verified again against the current state, so that the outcome
+	// does not depend on how Raft batched the logs.
+	keysChanged := map[string]bool{}
 	txnBytes, txnEntries := 0, 0
 	last := applied
 	for i, l := range logs {
@@ -215,7 +220,6 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		ls := newStage(nil, txn)
 		if entries[i] != nil {
 			res := &LogResult{Index: l.Index}
-			keysChanged := map[string]bool{}
 			for _, p := range perLog[i] {
 				r := f.applyCommand(ls, p, l.Index, entries[i].GetProposedAtUnixMs(), keysChanged, &changes)
 				res.Results = append(res.Results, r)
@@ -325,8 +329,8 @@ func (f *FSM) verifyAll(st *stage, all []*pending) {
 			// Possibly genesis; decided during apply.
 			continue
 		}
-		p.key, p.err = signingKey(org, p.sc.KID, p.at)
-		if p.err == nil {
+		p.key, p.verr = signingKey(org, p.sc.KID, p.at)
+		if p.verr == nil {
 			todo = append(todo, p)
 		}
 	}
@@ -338,8 +342,8 @@ func (f *FSM) verifyAll(st *stage, all []*pending) {
 		go func() {
 			defer wg.Done()
 			for p := range work {
-				p.err = f.verify(p.sc, p.key)
-				p.done = p.err == nil
+				p.verr = f.verify(p.sc, p.key)
+				p.done = p.verr == nil
 			}
 		}()
 	}
@@ -426,20 +430,6 @@ func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64
 		return fail(p.err)
 	}
 	cmd := p.sc.Command
-	// Idempotency: a command id is applied once per issuer.
-	prev := &registryv1.CommandResult{}
-	if ok, err := ls.getProto(cmdKey(cmd.GetIssuer(), cmd.GetId()), prev); err != nil {
-		return fail(err)
-	} else if ok {
-		prev.Duplicate = true
-		return prev
-	}
-	if cmd.GetIssuedAtUnixMs() < proposedAt-f.cfg.ReplayWindow.Milliseconds() {
-		return fail(fmt.Errorf("%w: command %s was issued more than %v before it was proposed", ErrStale, cmd.GetId(), f.cfg.ReplayWindow))
-	}
-	if cmd.GetIssuedAtUnixMs() > proposedAt+f.cfg.MaxClockSkew.Milliseconds() {
-		return fail(fmt.Errorf("%w: command %s is issued in the future (clock skew over %v)", ErrInvalidArgument, cmd.GetId(), f.cfg.MaxClockSkew))
-	}
 	opBytes, err := ls.get([]byte(keyOperator))
 	if err != nil {
 		return fail(err)
@@ -461,9 +451,11 @@ func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64
 		org = nil
 	case !exists:
 		return fail(fmt.Errorf("%w: issuer %s is not registered", ErrUnknownKey, cmd.GetIssuer()))
-	case !p.done || keysChanged[cmd.GetIssuer()]:
-		// Not verified in the parallel phase (issuer registered or its keys
-		// changed earlier in this batch): verify against the current state.
+	case keysChanged[cmd.GetIssuer()] || (!p.done && p.verr == nil):
+		// Not verified in the parallel phase, or verified against a record
+		// of the issuer that changed earlier in this batch (issuer
+		// registered, keys rotated, suspended): verify against the current
+		// state, ignoring the outcome of the parallel phase.
 		pk, err := signingKey(org, p.sc.KID, proposedAt)
 		if err != nil {
 			return fail(err)
@@ -471,6 +463,23 @@ func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64
 		if err := f.verify(p.sc, pk); err != nil {
 			return fail(err)
 		}
+	case p.verr != nil:
+		return fail(p.verr)
+	}
+	// Idempotency: a command id is applied once per issuer. Checked after
+	// the signature, so only an authentic command learns the earlier result.
+	prev := &registryv1.CommandResult{}
+	if ok, err := ls.getProto(cmdKey(cmd.GetIssuer(), cmd.GetId()), prev); err != nil {
+		return fail(err)
+	} else if ok {
+		prev.Duplicate = true
+		return prev
+	}
+	if cmd.GetIssuedAtUnixMs() < proposedAt-f.cfg.ReplayWindow.Milliseconds() {
+		return fail(fmt.Errorf("%w: command %s was issued more than %v before it was proposed", ErrStale, cmd.GetId(), f.cfg.ReplayWindow))
+	}
+	if cmd.GetIssuedAtUnixMs() > proposedAt+f.cfg.MaxClockSkew.Milliseconds() {
+		return fail(fmt.Errorf("%w: command %s is issued in the future (clock skew over %v)", ErrInvalidArgument, cmd.GetId(), f.cfg.MaxClockSkew))
 	}
 	cs := newStage(ls, nil)
 	var cmdChanges []Change
@@ -488,8 +497,13 @@ func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64
 		}
 		if a.operator == "" {
 			if op, _ := cs.get([]byte(keyOperator)); op != nil {
+				// Genesis registered the issuer: judge the rest of the
+				// command as the operator's (org is nil here).
 				a.operator = string(op)
-				a.issuer = org
+				a.issuer = &registryv1.Organisation{}
+				if ok, _ := cs.getProto(orgKey(cmd.GetIssuer()), a.issuer); !ok {
+					a.issuer = nil
+				}
 			}
 		}
 	}
@@ -554,4 +568,19 @@ func (c *verifyCache) add(d [32]byte, key string) {
 		clear(c.m)
 	}
 	c.m[d] = key
+}
+
+// LookupResult returns the stored result of an already applied command, or
+// nil. A hit is final (dedupe records only exist for applied commands), so
+// the API answers retries from it without a trip through the log.
+func (f *FSM) LookupResult(issuer, id string) (*registryv1.CommandResult, error) {
+	txn := f.db.NewTransaction(false)
+	defer txn.Discard()
+	res := &registryv1.CommandResult{}
+	ok, err := newStage(nil, txn).getProto(cmdKey(issuer, id), res)
+	if err != nil || !ok {
+		return nil, err
+	}
+	res.Duplicate = true
+	return res, nil
 }

@@ -1,0 +1,155 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/verbund/verbund/keys"
+	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
+	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
+	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
+	"github.com/verbund/verbund/sampledata"
+)
+
+func init() {
+	Register(Command{
+		Name:    "import",
+		Usage:   "import --key OPERATOR_KEY --org OPERATOR_ID --munich-key FILE [flags]",
+		Summary: "import the embedded sample data (municipalities, Munich's catalogue) through the signed write path",
+		Run:     runImport,
+	})
+}
+
+func runImport(ctx context.Context, env *Env, args []string) error {
+	fs := newFlagSet("import --key FILE --org ID --munich-key FILE [flags]",
+		"Import the embedded public sample data: the 16 states, 294 districts, 1,210 municipal\n"+
+			"associations and 11,004 municipalities (signed by the network operator), then\n"+
+			"Munich's key, catalogue and offerings (offerings signed by Munich). Idempotent:\n"+
+			"run it again after an interruption and it resumes; applied batches come back as\n"+
+			"duplicates. Resume with the same --batch.")
+	o := clientFlags(fs, false)
+	var keyFile, org, munichFile string
+	var batch, parallel int
+	var quiet bool
+	fs.StringVar(&keyFile, "key", os.Getenv("VERBUND_KEY"), "the operator's private signing JWK `file` (env VERBUND_KEY)")
+	fs.StringVar(&org, "org", "", "the operator's organisation `id` (default: the node's organisation)")
+	fs.StringVar(&munichFile, "munich-key", "", "Munich's private signing JWK `file` (created if missing)")
+	fs.IntVar(&batch, "batch", 500, "mutations per signed command")
+	fs.IntVar(&parallel, "parallel", 4, "commands in flight")
+	fs.BoolVar(&quiet, "quiet", false, "no progress display")
+	fs.check(func() error {
+		if keyFile == "" {
+			return fmt.Errorf("--key is required")
+		}
+		if munichFile == "" {
+			return fmt.Errorf("--munich-key is required")
+		}
+		if batch < 1 || batch > 1000 {
+			return fmt.Errorf("--batch must be 1..1000")
+		}
+		return nil
+	})
+	if _, err := fs.parse(env, args, 0, 0, ""); err != nil {
+		return err
+	}
+	opKey, err := keys.Load(keyFile)
+	if err != nil {
+		return err
+	}
+	munich, created, err := keys.LoadOrGenerate(munichFile, keys.GenerateSigning, sampledata.MunichARS+"-sig")
+	if err != nil {
+		return err
+	}
+	if created {
+		fmt.Fprintf(env.Stderr, "created Munich's signing key %s in %s\n", munich.KeyID, munichFile)
+	}
+	if org == "" {
+		st, err := o.node().GetStatus(ctx, connect.NewRequest(&nodev1.GetStatusRequest{}))
+		if err != nil {
+			return o.rpcErr(err)
+		}
+		org = st.Msg.GetOrganisationId()
+	}
+	bar := &progressBar{w: env.Stderr, quiet: quiet}
+	sum, err := sampledata.Import(ctx, ConnectPublisher{Client: o.publisher(), Timeout: o.timeout}, sampledata.Options{
+		OperatorID: org, OperatorKey: opKey, MunichKey: munich,
+		BatchSize: batch, Parallel: parallel, OnProgress: bar.update,
+	})
+	bar.finish()
+	if err != nil {
+		return err
+	}
+	if o.json() {
+		fmt.Fprintf(env.Stdout, "{\"records\": %d, \"applied\": %d, \"duplicates\": %d, \"commands\": %d, \"lastIndex\": %d, \"elapsedMs\": %d}\n",
+			sum.Records, sum.Applied, sum.Duplicates, sum.Commands, sum.LastIndex, sum.Elapsed.Milliseconds())
+		return nil
+	}
+	tw := newTable(env.Stdout)
+	row(tw, "PHASE", "RECORDS", "APPLIED", "DUPLICATES", "COMMANDS")
+	for _, p := range sum.Phases {
+		row(tw, p.Phase, fmt.Sprint(p.Records), fmt.Sprint(p.Applied), fmt.Sprint(p.Duplicates), fmt.Sprint(p.Commands))
+	}
+	tw.Flush()
+	fmt.Fprintf(env.Stdout, "\n%d records (%d applied, %d already there) in %v, up to Raft index %d\n",
+		sum.Records, sum.Applied, sum.Duplicates, sum.Elapsed.Round(time.Millisecond), sum.LastIndex)
+	return nil
+}
+
+// ConnectPublisher adapts the PublishService client to sampledata.Publisher.
+type ConnectPublisher struct {
+	Client  registryv1connect.PublishServiceClient
+	Timeout time.Duration
+}
+
+func (p ConnectPublisher) Publish(ctx context.Context, signed []string) (*registryv1.PublishResponse, error) {
+	if p.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.Timeout)
+		defer cancel()
+	}
+	res, err := p.Client.Publish(ctx, connect.NewRequest(&registryv1.PublishRequest{SignedCommands: signed}))
+	if err != nil {
+		return nil, err
+	}
+	return res.Msg, nil
+}
+
+// progressBar draws one line per phase on a terminal-like writer.
+type progressBar struct {
+	w     io.Writer
+	quiet bool
+	phase string
+	last  time.Time
+}
+
+func (b *progressBar) update(p sampledata.Progress) {
+	if b.quiet {
+		return
+	}
+	if p.Phase != b.phase && b.phase != "" {
+		fmt.Fprintln(b.w)
+	}
+	if p.Phase == b.phase && p.Done < p.Total && time.Since(b.last) < 100*time.Millisecond {
+		return
+	}
+	b.phase, b.last = p.Phase, time.Now()
+	const width = 30
+	filled := 0
+	if p.Total > 0 {
+		filled = p.Done * width / p.Total
+	}
+	fmt.Fprintf(b.w, "\r%-15s [%s%s] %6d/%-6d dup %-6d %v", p.Phase,
+		strings.Repeat("#", filled), strings.Repeat(".", width-filled), p.Done, p.Total, p.Duplicates, p.Elapsed.Round(time.Millisecond))
+}
+
+func (b *progressBar) finish() {
+	if !b.quiet && b.phase != "" {
+		fmt.Fprintln(b.w)
+	}
+}
