@@ -96,6 +96,12 @@ func clearOrgMeta(m proto.Message) {
 }
 
 func (a *applyCtx) putOrganisation(o *registryv1.Organisation, pre *registryv1.Precondition) error {
+	if o.GetStatus() == registryv1.OrganisationStatus_ORGANISATION_STATUS_UNSPECIFIED {
+		// Stored as REGISTERED: compare as such, so that re-sending a record
+		// without a status is neither a status change nor a new revision.
+		o = proto.Clone(o).(*registryv1.Organisation)
+		o.Status = registryv1.OrganisationStatus_ORGANISATION_STATUS_REGISTERED
+	}
 	old := &registryv1.Organisation{}
 	exists, err := a.st.getProto(orgKey(o.GetId()), old)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,9 @@ type FSMConfig struct {
 	// Parallel signature checks per batch; default GOMAXPROCS.
 	VerifyWorkers int
 	Logger        *slog.Logger
+	// FeedRetention is how many log indexes of change feed the state keeps
+	// (older watchers get a snapshot first). Part of the deterministic state.
+	FeedRetention uint64
 	// OnApply, if set, is called (from the apply goroutine, after commit)
 	// with the changes of each batch. It must not block.
 	OnApply func(changes []Change)
@@ -61,7 +65,7 @@ type FSMConfig struct {
 
 // DefaultFSMConfig returns the production settings.
 func DefaultFSMConfig() FSMConfig {
-	return FSMConfig{ReplayWindow: 24 * time.Hour, MaxClockSkew: 5 * time.Minute}
+	return FSMConfig{ReplayWindow: 24 * time.Hour, MaxClockSkew: 5 * time.Minute, FeedRetention: 100000}
 }
 
 // FSM is the registry state machine. It implements raft.BatchingFSM: Raft
@@ -95,6 +99,9 @@ func NewFSM(db *badger.DB, cfg FSMConfig) (*FSM, error) {
 	}
 	if cfg.MaxClockSkew <= 0 {
 		cfg.MaxClockSkew = d.MaxClockSkew
+	}
+	if cfg.FeedRetention == 0 {
+		cfg.FeedRetention = d.FeedRetention
 	}
 	if cfg.VerifyWorkers <= 0 {
 		cfg.VerifyWorkers = runtime.GOMAXPROCS(0)
@@ -225,6 +232,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 				res.Results = append(res.Results, r)
 			}
 			f.pruneDedupe(ls, entries[i].GetProposedAtUnixMs())
+			if err := f.recordFeed(ls, l.Index); err != nil {
+				f.fatal(err)
+			}
 			out[i] = res
 		}
 		ls.set([]byte(keyApplied), u64(l.Index))
@@ -583,4 +593,55 @@ func (f *FSM) LookupResult(issuer, id string) (*registryv1.CommandResult, error)
 	}
 	res.Duplicate = true
 	return res, nil
+}
+
+// recordFeed stores the state writes of the log entry at index as a change
+// feed entry (dedupe bookkeeping left out), and drops feed entries that fell
+// out of the retention. Deterministic: it depends on the index only.
+func (f *FSM) recordFeed(ls *stage, index uint64) error {
+	e := &registryv1.FeedEntry{Index: index}
+	for _, k := range ls.order {
+		if strings.HasPrefix(k, pCmd) || strings.HasPrefix(k, pCmdExpiry) || strings.HasPrefix(k, pFeed) || k == keyApplied || k == keyFeedStart {
+			continue
+		}
+		v := ls.writes[k]
+		e.Writes = append(e.Writes, &registryv1.StateWrite{Key: []byte(k), Value: v, Delete: v == nil})
+	}
+	if len(e.Writes) > 0 {
+		if err := ls.setProto(feedKey(index), e); err != nil {
+			return err
+		}
+	}
+	if index <= f.cfg.FeedRetention {
+		return nil
+	}
+	cutoff := index - f.cfg.FeedRetention
+	start := uint64(0)
+	if v, err := ls.get([]byte(keyFeedStart)); err != nil {
+		return err
+	} else if len(v) == 8 {
+		start = binary.BigEndian.Uint64(v)
+	}
+	if start >= cutoff {
+		return nil
+	}
+	it := ls.txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pFeed)})
+	defer it.Close()
+	n := 0
+	newStart := cutoff
+	for it.Rewind(); it.Valid(); it.Next() {
+		key := it.Item().KeyCopy(nil)
+		idx := binary.BigEndian.Uint64(key[len(pFeed):])
+		if idx >= cutoff {
+			break
+		}
+		if n == 1000 {
+			newStart = idx - 1 // continue with the next entry
+			break
+		}
+		ls.del(key)
+		n++
+	}
+	ls.set([]byte(keyFeedStart), u64(newStart))
+	return nil
 }

@@ -10,6 +10,8 @@ import (
 //
 //	m/applied                      last applied Raft index (8 bytes BE), written in the same txn as the changes
 //	m/operator                     id of the network operator (set by genesis)
+//	m/feedstart                    oldest index the change feed still holds entries after
+//	e/<index BE>                   FeedEntry: the state writes of one applied log entry
 //	o/<org id>                     Organisation
 //	s/<leika>                      Service
 //	f/<offering id>                Offering
@@ -25,22 +27,24 @@ import (
 //	x/ls/<folded life sit.>\x00<leika> services by life situation (NUL: Fold output may hold "/")
 //	x/ln/<folded life situation>   -> display name of the life situation
 const (
-	keyApplied  = "m/applied"
-	keyOperator = "m/operator"
-	pOrg        = "o/"
-	pService    = "s/"
-	pOffering   = "f/"
-	pAuditHead  = "h/"
-	pCmd        = "c/"
-	pCmdExpiry  = "t/"
-	pAGS        = "x/ags/"
-	pKID        = "x/kid/"
-	pOrgName    = "x/on/"
-	pOrgOffers  = "x/oo/"
-	pProvider   = "x/pa/"
-	pSearch     = "x/st/"
-	pLife       = "x/ls/"
-	pLifeName   = "x/ln/"
+	keyApplied   = "m/applied"
+	keyOperator  = "m/operator"
+	keyFeedStart = "m/feedstart"
+	pFeed        = "e/"
+	pOrg         = "o/"
+	pService     = "s/"
+	pOffering    = "f/"
+	pAuditHead   = "h/"
+	pCmd         = "c/"
+	pCmdExpiry   = "t/"
+	pAGS         = "x/ags/"
+	pKID         = "x/kid/"
+	pOrgName     = "x/on/"
+	pOrgOffers   = "x/oo/"
+	pProvider    = "x/pa/"
+	pSearch      = "x/st/"
+	pLife        = "x/ls/"
+	pLifeName    = "x/ln/"
 )
 
 func k(parts ...string) []byte { return []byte(strings.Join(parts, "")) }
@@ -76,3 +80,5 @@ func lifePrefix(folded string) []byte          { return k(pLife, folded, "\x00")
 func lifeNameKey(folded string) []byte         { return k(pLifeName, folded) }
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func feedKey(index uint64) []byte { return append([]byte(pFeed), u64(index)...) }

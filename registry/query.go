@@ -396,6 +396,17 @@ func (r *Reader) FindProviders(leika, area string, limit int) (*Providers, error
 				return fmt.Errorf("%w: no municipality with AGS %s", ErrNotFound, area)
 			}
 			ars = string(id)
+			if !ValidARS(ars) {
+				// The AGS belongs to an organisation with a slug id: use its
+				// ARS (the prefixes below need 12 digits).
+				o := &registryv1.Organisation{}
+				if ok, err := st.getProto(orgKey(ars), o); err != nil {
+					return err
+				} else if !ok || !ValidARS(o.GetArs()) {
+					return fmt.Errorf("%w: no municipality with AGS %s", ErrNotFound, area)
+				}
+				ars = o.GetArs()
+			}
 		}
 		res.AreaARS = ars
 		home := &registryv1.Organisation{}
@@ -519,4 +530,3 @@ func distanceKm(a, b *registryv1.GeoPoint) float64 {
 	h := math.Sin(dlat/2)*math.Sin(dlat/2) + math.Cos(a.GetLat()*rad)*math.Cos(b.GetLat()*rad)*math.Sin(dlon/2)*math.Sin(dlon/2)
 	return math.Round(2*r*math.Asin(math.Sqrt(h))*10) / 10
 }
-

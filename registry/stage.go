@@ -24,15 +24,19 @@ func newStage(parent *stage, txn *badger.Txn) *stage {
 
 // get returns the value of key, or nil if absent.
 func (s *stage) get(key []byte) ([]byte, error) {
+	// Reads fall through the overlays to the root's transaction: a
+	// command's stage has no txn of its own.
+	var txn *badger.Txn
 	for st := s; st != nil; st = st.parent {
 		if v, ok := st.writes[string(key)]; ok {
 			return v, nil
 		}
+		txn = st.txn
 	}
-	if s.txn == nil {
+	if txn == nil {
 		return nil, nil
 	}
-	item, err := s.txn.Get(key)
+	item, err := txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, nil
 	}

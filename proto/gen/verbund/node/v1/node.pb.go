@@ -23,6 +23,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type KeyOperation int32
+
+const (
+	KeyOperation_KEY_OPERATION_UNSPECIFIED KeyOperation = 0
+	KeyOperation_KEY_OPERATION_INSTALL     KeyOperation = 1
+	KeyOperation_KEY_OPERATION_USE         KeyOperation = 2
+	KeyOperation_KEY_OPERATION_REMOVE      KeyOperation = 3
+)
+
+// Enum value maps for KeyOperation.
+var (
+	KeyOperation_name = map[int32]string{
+		0: "KEY_OPERATION_UNSPECIFIED",
+		1: "KEY_OPERATION_INSTALL",
+		2: "KEY_OPERATION_USE",
+		3: "KEY_OPERATION_REMOVE",
+	}
+	KeyOperation_value = map[string]int32{
+		"KEY_OPERATION_UNSPECIFIED": 0,
+		"KEY_OPERATION_INSTALL":     1,
+		"KEY_OPERATION_USE":         2,
+		"KEY_OPERATION_REMOVE":      3,
+	}
+)
+
+func (x KeyOperation) Enum() *KeyOperation {
+	p := new(KeyOperation)
+	*p = x
+	return p
+}
+
+func (x KeyOperation) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KeyOperation) Descriptor() protoreflect.EnumDescriptor {
+	return file_verbund_node_v1_node_proto_enumTypes[0].Descriptor()
+}
+
+func (KeyOperation) Type() protoreflect.EnumType {
+	return &file_verbund_node_v1_node_proto_enumTypes[0]
+}
+
+func (x KeyOperation) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KeyOperation.Descriptor instead.
+func (KeyOperation) EnumDescriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{0}
+}
+
 type GetStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -177,6 +229,479 @@ func (x *GetStatusResponse) GetStats() map[string]string {
 	return nil
 }
 
+type ReadIndexRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexRequest) Reset() {
+	*x = ReadIndexRequest{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexRequest) ProtoMessage() {}
+
+func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
+func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{2}
+}
+
+type ReadIndexResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	LeaderId      string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexResponse) Reset() {
+	*x = ReadIndexResponse{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexResponse) ProtoMessage() {}
+
+func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
+func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReadIndexResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ReadIndexResponse) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+type ListMembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMembersRequest) Reset() {
+	*x = ListMembersRequest{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMembersRequest) ProtoMessage() {}
+
+func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
+func (*ListMembersRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{4}
+}
+
+type Member struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	NodeId         string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	OrganisationId string                 `protobuf:"bytes,2,opt,name=organisation_id,json=organisationId,proto3" json:"organisation_id,omitempty"`
+	// voter, replica or member (the configured role).
+	Role string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	// alive, suspect, dead or left.
+	State         string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	ApiAddress    string `protobuf:"bytes,5,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	RaftAddress   string `protobuf:"bytes,6,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	GossipAddress string `protobuf:"bytes,7,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
+	Version       string `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
+	// Suffrage in the Raft configuration: Voter, Nonvoter or "" (not in Raft).
+	RaftSuffrage  string `protobuf:"bytes,9,opt,name=raft_suffrage,json=raftSuffrage,proto3" json:"raft_suffrage,omitempty"`
+	Leader        bool   `protobuf:"varint,10,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Member) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *Member) GetOrganisationId() string {
+	if x != nil {
+		return x.OrganisationId
+	}
+	return ""
+}
+
+func (x *Member) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *Member) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Member) GetApiAddress() string {
+	if x != nil {
+		return x.ApiAddress
+	}
+	return ""
+}
+
+func (x *Member) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *Member) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
+	}
+	return ""
+}
+
+func (x *Member) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Member) GetRaftSuffrage() string {
+	if x != nil {
+		return x.RaftSuffrage
+	}
+	return ""
+}
+
+func (x *Member) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
+type ListMembersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMembersResponse) Reset() {
+	*x = ListMembersResponse{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMembersResponse) ProtoMessage() {}
+
+func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
+func (*ListMembersResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListMembersResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type TransferLeadershipRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Target node id; empty lets Raft choose.
+	NodeId        string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipRequest) Reset() {
+	*x = TransferLeadershipRequest{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipRequest) ProtoMessage() {}
+
+func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *TransferLeadershipRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type TransferLeadershipResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LeaderId      string                 `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipResponse) Reset() {
+	*x = TransferLeadershipResponse{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipResponse) ProtoMessage() {}
+
+func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TransferLeadershipResponse) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+type RotateGossipKeyRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Operation KeyOperation           `protobuf:"varint,1,opt,name=operation,proto3,enum=verbund.node.v1.KeyOperation" json:"operation,omitempty"`
+	// Base64 of a 16, 24 or 32-byte AES key.
+	Key           string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateGossipKeyRequest) Reset() {
+	*x = RotateGossipKeyRequest{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateGossipKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateGossipKeyRequest) ProtoMessage() {}
+
+func (x *RotateGossipKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateGossipKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateGossipKeyRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RotateGossipKeyRequest) GetOperation() KeyOperation {
+	if x != nil {
+		return x.Operation
+	}
+	return KeyOperation_KEY_OPERATION_UNSPECIFIED
+}
+
+func (x *RotateGossipKeyRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type RotateGossipKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          int32                  `protobuf:"varint,1,opt,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateGossipKeyResponse) Reset() {
+	*x = RotateGossipKeyResponse{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateGossipKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateGossipKeyResponse) ProtoMessage() {}
+
+func (x *RotateGossipKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateGossipKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateGossipKeyResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RotateGossipKeyResponse) GetKeys() int32 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
 var File_verbund_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_verbund_node_v1_node_proto_rawDesc = "" +
@@ -199,9 +724,48 @@ const file_verbund_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"StatsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012f\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x12\n" +
+	"\x10ReadIndexRequest\"F\n" +
+	"\x11ReadIndexResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1b\n" +
+	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"\x14\n" +
+	"\x12ListMembersRequest\"\xb6\x02\n" +
+	"\x06Member\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12'\n" +
+	"\x0forganisation_id\x18\x02 \x01(\tR\x0eorganisationId\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x1f\n" +
+	"\vapi_address\x18\x05 \x01(\tR\n" +
+	"apiAddress\x12!\n" +
+	"\fraft_address\x18\x06 \x01(\tR\vraftAddress\x12%\n" +
+	"\x0egossip_address\x18\a \x01(\tR\rgossipAddress\x12\x18\n" +
+	"\aversion\x18\b \x01(\tR\aversion\x12#\n" +
+	"\rraft_suffrage\x18\t \x01(\tR\fraftSuffrage\x12\x16\n" +
+	"\x06leader\x18\n" +
+	" \x01(\bR\x06leader\"H\n" +
+	"\x13ListMembersResponse\x121\n" +
+	"\amembers\x18\x01 \x03(\v2\x17.verbund.node.v1.MemberR\amembers\"4\n" +
+	"\x19TransferLeadershipRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"9\n" +
+	"\x1aTransferLeadershipResponse\x12\x1b\n" +
+	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"g\n" +
+	"\x16RotateGossipKeyRequest\x12;\n" +
+	"\toperation\x18\x01 \x01(\x0e2\x1d.verbund.node.v1.KeyOperationR\toperation\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"-\n" +
+	"\x17RotateGossipKeyResponse\x12\x12\n" +
+	"\x04keys\x18\x01 \x01(\x05R\x04keys*y\n" +
+	"\fKeyOperation\x12\x1d\n" +
+	"\x19KEY_OPERATION_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15KEY_OPERATION_INSTALL\x10\x01\x12\x15\n" +
+	"\x11KEY_OPERATION_USE\x10\x02\x12\x18\n" +
+	"\x14KEY_OPERATION_REMOVE\x10\x032f\n" +
 	"\vNodeService\x12W\n" +
-	"\tGetStatus\x12!.verbund.node.v1.GetStatusRequest\x1a\".verbund.node.v1.GetStatusResponse\"\x03\x90\x02\x01B\xbb\x01\n" +
+	"\tGetStatus\x12!.verbund.node.v1.GetStatusRequest\x1a\".verbund.node.v1.GetStatusResponse\"\x03\x90\x02\x012\x98\x03\n" +
+	"\x0eClusterService\x12R\n" +
+	"\tReadIndex\x12!.verbund.node.v1.ReadIndexRequest\x1a\".verbund.node.v1.ReadIndexResponse\x12]\n" +
+	"\vListMembers\x12#.verbund.node.v1.ListMembersRequest\x1a$.verbund.node.v1.ListMembersResponse\"\x03\x90\x02\x01\x12m\n" +
+	"\x12TransferLeadership\x12*.verbund.node.v1.TransferLeadershipRequest\x1a+.verbund.node.v1.TransferLeadershipResponse\x12d\n" +
+	"\x0fRotateGossipKey\x12'.verbund.node.v1.RotateGossipKeyRequest\x1a(.verbund.node.v1.RotateGossipKeyResponseB\xbb\x01\n" +
 	"\x13com.verbund.node.v1B\tNodeProtoP\x01Z;github.com/verbund/verbund/proto/gen/verbund/node/v1;nodev1\xa2\x02\x03VNX\xaa\x02\x0fVerbund.Node.V1\xca\x02\x0fVerbund\\Node\\V1\xe2\x02\x1bVerbund\\Node\\V1\\GPBMetadata\xea\x02\x11Verbund::Node::V1b\x06proto3"
 
 var (
@@ -216,21 +780,42 @@ func file_verbund_node_v1_node_proto_rawDescGZIP() []byte {
 	return file_verbund_node_v1_node_proto_rawDescData
 }
 
-var file_verbund_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_verbund_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_verbund_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_verbund_node_v1_node_proto_goTypes = []any{
-	(*GetStatusRequest)(nil),  // 0: verbund.node.v1.GetStatusRequest
-	(*GetStatusResponse)(nil), // 1: verbund.node.v1.GetStatusResponse
-	nil,                       // 2: verbund.node.v1.GetStatusResponse.StatsEntry
+	(KeyOperation)(0),                  // 0: verbund.node.v1.KeyOperation
+	(*GetStatusRequest)(nil),           // 1: verbund.node.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),          // 2: verbund.node.v1.GetStatusResponse
+	(*ReadIndexRequest)(nil),           // 3: verbund.node.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),          // 4: verbund.node.v1.ReadIndexResponse
+	(*ListMembersRequest)(nil),         // 5: verbund.node.v1.ListMembersRequest
+	(*Member)(nil),                     // 6: verbund.node.v1.Member
+	(*ListMembersResponse)(nil),        // 7: verbund.node.v1.ListMembersResponse
+	(*TransferLeadershipRequest)(nil),  // 8: verbund.node.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 9: verbund.node.v1.TransferLeadershipResponse
+	(*RotateGossipKeyRequest)(nil),     // 10: verbund.node.v1.RotateGossipKeyRequest
+	(*RotateGossipKeyResponse)(nil),    // 11: verbund.node.v1.RotateGossipKeyResponse
+	nil,                                // 12: verbund.node.v1.GetStatusResponse.StatsEntry
 }
 var file_verbund_node_v1_node_proto_depIdxs = []int32{
-	2, // 0: verbund.node.v1.GetStatusResponse.stats:type_name -> verbund.node.v1.GetStatusResponse.StatsEntry
-	0, // 1: verbund.node.v1.NodeService.GetStatus:input_type -> verbund.node.v1.GetStatusRequest
-	1, // 2: verbund.node.v1.NodeService.GetStatus:output_type -> verbund.node.v1.GetStatusResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	12, // 0: verbund.node.v1.GetStatusResponse.stats:type_name -> verbund.node.v1.GetStatusResponse.StatsEntry
+	6,  // 1: verbund.node.v1.ListMembersResponse.members:type_name -> verbund.node.v1.Member
+	0,  // 2: verbund.node.v1.RotateGossipKeyRequest.operation:type_name -> verbund.node.v1.KeyOperation
+	1,  // 3: verbund.node.v1.NodeService.GetStatus:input_type -> verbund.node.v1.GetStatusRequest
+	3,  // 4: verbund.node.v1.ClusterService.ReadIndex:input_type -> verbund.node.v1.ReadIndexRequest
+	5,  // 5: verbund.node.v1.ClusterService.ListMembers:input_type -> verbund.node.v1.ListMembersRequest
+	8,  // 6: verbund.node.v1.ClusterService.TransferLeadership:input_type -> verbund.node.v1.TransferLeadershipRequest
+	10, // 7: verbund.node.v1.ClusterService.RotateGossipKey:input_type -> verbund.node.v1.RotateGossipKeyRequest
+	2,  // 8: verbund.node.v1.NodeService.GetStatus:output_type -> verbund.node.v1.GetStatusResponse
+	4,  // 9: verbund.node.v1.ClusterService.ReadIndex:output_type -> verbund.node.v1.ReadIndexResponse
+	7,  // 10: verbund.node.v1.ClusterService.ListMembers:output_type -> verbund.node.v1.ListMembersResponse
+	9,  // 11: verbund.node.v1.ClusterService.TransferLeadership:output_type -> verbund.node.v1.TransferLeadershipResponse
+	11, // 12: verbund.node.v1.ClusterService.RotateGossipKey:output_type -> verbund.node.v1.RotateGossipKeyResponse
+	8,  // [8:13] is the sub-list for method output_type
+	3,  // [3:8] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_verbund_node_v1_node_proto_init() }
@@ -243,13 +828,14 @@ func file_verbund_node_v1_node_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbund_node_v1_node_proto_rawDesc), len(file_verbund_node_v1_node_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   3,
+			NumEnums:      1,
+			NumMessages:   12,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_verbund_node_v1_node_proto_goTypes,
 		DependencyIndexes: file_verbund_node_v1_node_proto_depIdxs,
+		EnumInfos:         file_verbund_node_v1_node_proto_enumTypes,
 		MessageInfos:      file_verbund_node_v1_node_proto_msgTypes,
 	}.Build()
 	File_verbund_node_v1_node_proto = out.File

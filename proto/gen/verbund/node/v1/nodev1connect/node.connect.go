@@ -24,6 +24,8 @@ const _ = connect.IsAtLeastVersion1_13_0
 const (
 	// NodeServiceName is the fully-qualified name of the NodeService service.
 	NodeServiceName = "verbund.node.v1.NodeService"
+	// ClusterServiceName is the fully-qualified name of the ClusterService service.
+	ClusterServiceName = "verbund.node.v1.ClusterService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -36,6 +38,18 @@ const (
 const (
 	// NodeServiceGetStatusProcedure is the fully-qualified name of the NodeService's GetStatus RPC.
 	NodeServiceGetStatusProcedure = "/verbund.node.v1.NodeService/GetStatus"
+	// ClusterServiceReadIndexProcedure is the fully-qualified name of the ClusterService's ReadIndex
+	// RPC.
+	ClusterServiceReadIndexProcedure = "/verbund.node.v1.ClusterService/ReadIndex"
+	// ClusterServiceListMembersProcedure is the fully-qualified name of the ClusterService's
+	// ListMembers RPC.
+	ClusterServiceListMembersProcedure = "/verbund.node.v1.ClusterService/ListMembers"
+	// ClusterServiceTransferLeadershipProcedure is the fully-qualified name of the ClusterService's
+	// TransferLeadership RPC.
+	ClusterServiceTransferLeadershipProcedure = "/verbund.node.v1.ClusterService/TransferLeadership"
+	// ClusterServiceRotateGossipKeyProcedure is the fully-qualified name of the ClusterService's
+	// RotateGossipKey RPC.
+	ClusterServiceRotateGossipKeyProcedure = "/verbund.node.v1.ClusterService/RotateGossipKey"
 )
 
 // NodeServiceClient is a client for the verbund.node.v1.NodeService service.
@@ -108,4 +122,164 @@ type UnimplementedNodeServiceHandler struct{}
 
 func (UnimplementedNodeServiceHandler) GetStatus(context.Context, *connect.Request[v1.GetStatusRequest]) (*connect.Response[v1.GetStatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.node.v1.NodeService.GetStatus is not implemented"))
+}
+
+// ClusterServiceClient is a client for the verbund.node.v1.ClusterService service.
+type ClusterServiceClient interface {
+	// ReadIndex is served by the leader: it confirms its leadership with a
+	// quorum and returns its commit index. A follower that waits until it has
+	// applied that index can answer a linearizable read itself.
+	ReadIndex(context.Context, *connect.Request[v1.ReadIndexRequest]) (*connect.Response[v1.ReadIndexResponse], error)
+	ListMembers(context.Context, *connect.Request[v1.ListMembersRequest]) (*connect.Response[v1.ListMembersResponse], error)
+	// TransferLeadership asks the leader to hand leadership to another voter.
+	TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error)
+	// Gossip keyring rotation on this node: install, use, remove.
+	RotateGossipKey(context.Context, *connect.Request[v1.RotateGossipKeyRequest]) (*connect.Response[v1.RotateGossipKeyResponse], error)
+}
+
+// NewClusterServiceClient constructs a client for the verbund.node.v1.ClusterService service. By
+// default, it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses,
+// and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the
+// connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) ClusterServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	clusterServiceMethods := v1.File_verbund_node_v1_node_proto.Services().ByName("ClusterService").Methods()
+	return &clusterServiceClient{
+		readIndex: connect.NewClient[v1.ReadIndexRequest, v1.ReadIndexResponse](
+			httpClient,
+			baseURL+ClusterServiceReadIndexProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("ReadIndex")),
+			connect.WithClientOptions(opts...),
+		),
+		listMembers: connect.NewClient[v1.ListMembersRequest, v1.ListMembersResponse](
+			httpClient,
+			baseURL+ClusterServiceListMembersProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("ListMembers")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		transferLeadership: connect.NewClient[v1.TransferLeadershipRequest, v1.TransferLeadershipResponse](
+			httpClient,
+			baseURL+ClusterServiceTransferLeadershipProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("TransferLeadership")),
+			connect.WithClientOptions(opts...),
+		),
+		rotateGossipKey: connect.NewClient[v1.RotateGossipKeyRequest, v1.RotateGossipKeyResponse](
+			httpClient,
+			baseURL+ClusterServiceRotateGossipKeyProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("RotateGossipKey")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// clusterServiceClient implements ClusterServiceClient.
+type clusterServiceClient struct {
+	readIndex          *connect.Client[v1.ReadIndexRequest, v1.ReadIndexResponse]
+	listMembers        *connect.Client[v1.ListMembersRequest, v1.ListMembersResponse]
+	transferLeadership *connect.Client[v1.TransferLeadershipRequest, v1.TransferLeadershipResponse]
+	rotateGossipKey    *connect.Client[v1.RotateGossipKeyRequest, v1.RotateGossipKeyResponse]
+}
+
+// ReadIndex calls verbund.node.v1.ClusterService.ReadIndex.
+func (c *clusterServiceClient) ReadIndex(ctx context.Context, req *connect.Request[v1.ReadIndexRequest]) (*connect.Response[v1.ReadIndexResponse], error) {
+	return c.readIndex.CallUnary(ctx, req)
+}
+
+// ListMembers calls verbund.node.v1.ClusterService.ListMembers.
+func (c *clusterServiceClient) ListMembers(ctx context.Context, req *connect.Request[v1.ListMembersRequest]) (*connect.Response[v1.ListMembersResponse], error) {
+	return c.listMembers.CallUnary(ctx, req)
+}
+
+// TransferLeadership calls verbund.node.v1.ClusterService.TransferLeadership.
+func (c *clusterServiceClient) TransferLeadership(ctx context.Context, req *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error) {
+	return c.transferLeadership.CallUnary(ctx, req)
+}
+
+// RotateGossipKey calls verbund.node.v1.ClusterService.RotateGossipKey.
+func (c *clusterServiceClient) RotateGossipKey(ctx context.Context, req *connect.Request[v1.RotateGossipKeyRequest]) (*connect.Response[v1.RotateGossipKeyResponse], error) {
+	return c.rotateGossipKey.CallUnary(ctx, req)
+}
+
+// ClusterServiceHandler is an implementation of the verbund.node.v1.ClusterService service.
+type ClusterServiceHandler interface {
+	// ReadIndex is served by the leader: it confirms its leadership with a
+	// quorum and returns its commit index. A follower that waits until it has
+	// applied that index can answer a linearizable read itself.
+	ReadIndex(context.Context, *connect.Request[v1.ReadIndexRequest]) (*connect.Response[v1.ReadIndexResponse], error)
+	ListMembers(context.Context, *connect.Request[v1.ListMembersRequest]) (*connect.Response[v1.ListMembersResponse], error)
+	// TransferLeadership asks the leader to hand leadership to another voter.
+	TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error)
+	// Gossip keyring rotation on this node: install, use, remove.
+	RotateGossipKey(context.Context, *connect.Request[v1.RotateGossipKeyRequest]) (*connect.Response[v1.RotateGossipKeyResponse], error)
+}
+
+// NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	clusterServiceMethods := v1.File_verbund_node_v1_node_proto.Services().ByName("ClusterService").Methods()
+	clusterServiceReadIndexHandler := connect.NewUnaryHandler(
+		ClusterServiceReadIndexProcedure,
+		svc.ReadIndex,
+		connect.WithSchema(clusterServiceMethods.ByName("ReadIndex")),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterServiceListMembersHandler := connect.NewUnaryHandler(
+		ClusterServiceListMembersProcedure,
+		svc.ListMembers,
+		connect.WithSchema(clusterServiceMethods.ByName("ListMembers")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterServiceTransferLeadershipHandler := connect.NewUnaryHandler(
+		ClusterServiceTransferLeadershipProcedure,
+		svc.TransferLeadership,
+		connect.WithSchema(clusterServiceMethods.ByName("TransferLeadership")),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterServiceRotateGossipKeyHandler := connect.NewUnaryHandler(
+		ClusterServiceRotateGossipKeyProcedure,
+		svc.RotateGossipKey,
+		connect.WithSchema(clusterServiceMethods.ByName("RotateGossipKey")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/verbund.node.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case ClusterServiceReadIndexProcedure:
+			clusterServiceReadIndexHandler.ServeHTTP(w, r)
+		case ClusterServiceListMembersProcedure:
+			clusterServiceListMembersHandler.ServeHTTP(w, r)
+		case ClusterServiceTransferLeadershipProcedure:
+			clusterServiceTransferLeadershipHandler.ServeHTTP(w, r)
+		case ClusterServiceRotateGossipKeyProcedure:
+			clusterServiceRotateGossipKeyHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedClusterServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedClusterServiceHandler struct{}
+
+func (UnimplementedClusterServiceHandler) ReadIndex(context.Context, *connect.Request[v1.ReadIndexRequest]) (*connect.Response[v1.ReadIndexResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.node.v1.ClusterService.ReadIndex is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) ListMembers(context.Context, *connect.Request[v1.ListMembersRequest]) (*connect.Response[v1.ListMembersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.node.v1.ClusterService.ListMembers is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.node.v1.ClusterService.TransferLeadership is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) RotateGossipKey(context.Context, *connect.Request[v1.RotateGossipKeyRequest]) (*connect.Response[v1.RotateGossipKeyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.node.v1.ClusterService.RotateGossipKey is not implemented"))
 }

@@ -1,0 +1,225 @@
+package registry
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
+)
+
+// Changed returns a channel that is closed when the applied index advances.
+func (f *FSM) Changed() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.appliedC
+}
+
+// FeedAfter returns up to max change feed entries with an index above
+// after, and the applied index of the same snapshot of the state: when no
+// entry is returned, nothing changed between after and that index. ok is
+// false when after is older than the feed retains (send a snapshot first).
+func (r *Reader) FeedAfter(after uint64, max int) (entries []*registryv1.FeedEntry, applied uint64, ok bool, err error) {
+	applied, err = r.view(func(st *stage) error {
+		start := uint64(0)
+		if v, err := st.get([]byte(keyFeedStart)); err != nil {
+			return err
+		} else if len(v) == 8 {
+			start = binary.BigEndian.Uint64(v)
+		}
+		if after < start {
+			return nil
+		}
+		ok = true
+		it := st.txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pFeed), PrefetchValues: true})
+		defer it.Close()
+		for it.Seek(feedKey(after + 1)); it.Valid() && len(entries) < max; it.Next() {
+			e := &registryv1.FeedEntry{}
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
+				return err
+			}
+			entries = append(entries, e)
+		}
+		return nil
+	})
+	return entries, applied, ok, err
+}
+
+// replicated reports whether a state key is part of what replicas copy:
+// everything but the feed itself, dedupe bookkeeping and the index markers.
+func replicated(key []byte) bool {
+	k := string(key)
+	return !(strings.HasPrefix(k, pFeed) || strings.HasPrefix(k, pCmd) || strings.HasPrefix(k, pCmdExpiry) || k == keyApplied || k == keyFeedStart)
+}
+
+// SnapshotWrites streams the whole replicated state, from one consistent
+// view, in chunks of about chunk writes, and returns the index it reflects.
+func (r *Reader) SnapshotWrites(ctx context.Context, chunk int, fn func(writes []*registryv1.StateWrite) error) (uint64, error) {
+	return r.view(func(st *stage) error {
+		it := st.txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256})
+		defer it.Close()
+		var batch []*registryv1.StateWrite
+		for it.Rewind(); it.Valid(); it.Next() {
+			if !replicated(it.Item().Key()) {
+				continue
+			}
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			batch = append(batch, &registryv1.StateWrite{Key: it.Item().KeyCopy(nil), Value: v})
+			if len(batch) >= chunk {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				if err := fn(batch); err != nil {
+					return err
+				}
+				batch = nil
+			}
+		}
+		return fn(batch)
+	})
+}
+
+// Changes derives the entity changes from state writes at index: every
+// write of an organisation, service, offering or audit head record.
+func Changes(index uint64, writes []*registryv1.StateWrite, withValues bool) []*registryv1.Change {
+	var out []*registryv1.Change
+	for _, w := range writes {
+		k := string(w.GetKey())
+		c := &registryv1.Change{Index: index, Deleted: w.GetDelete()}
+		var m proto.Message
+		switch {
+		case strings.HasPrefix(k, pOrg):
+			c.Kind, c.Id = registryv1.ChangeKind_CHANGE_KIND_ORGANISATION, k[len(pOrg):]
+			if withValues && !c.Deleted {
+				o := &registryv1.Organisation{}
+				m, c.Entity = o, &registryv1.Change_Organisation{Organisation: o}
+			}
+		case strings.HasPrefix(k, pService):
+			c.Kind, c.Id = registryv1.ChangeKind_CHANGE_KIND_SERVICE, k[len(pService):]
+			if withValues && !c.Deleted {
+				s := &registryv1.Service{}
+				m, c.Entity = s, &registryv1.Change_Service{Service: s}
+			}
+		case strings.HasPrefix(k, pOffering):
+			c.Kind, c.Id = registryv1.ChangeKind_CHANGE_KIND_OFFERING, k[len(pOffering):]
+			if withValues && !c.Deleted {
+				o := &registryv1.Offering{}
+				m, c.Entity = o, &registryv1.Change_Offering{Offering: o}
+			}
+		case strings.HasPrefix(k, pAuditHead):
+			c.Kind, c.Id = registryv1.ChangeKind_CHANGE_KIND_AUDIT_HEAD, k[len(pAuditHead):]
+			if withValues && !c.Deleted {
+				h := &registryv1.AuditHead{}
+				m, c.Entity = h, &registryv1.Change_AuditHead{AuditHead: h}
+			}
+		default:
+			continue
+		}
+		if m != nil {
+			if err := proto.Unmarshal(w.GetValue(), m); err != nil {
+				continue
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// Replica is a read copy of the registry state kept from the change feed
+// (a member node's local registry). Reads use a Reader over the same DB.
+type Replica struct {
+	db       *badger.DB
+	applied  atomic.Uint64
+	mu       sync.Mutex
+	appliedC chan struct{}
+	inSnap   bool
+}
+
+// NewReplica opens a replica over db, resuming at its stored index.
+func NewReplica(db *badger.DB) (*Replica, error) {
+	r := &Replica{db: db, appliedC: make(chan struct{})}
+	idx, err := NewReader(db).view(func(*stage) error { return nil })
+	if err != nil {
+		return nil, err
+	}
+	r.applied.Store(idx)
+	return r, nil
+}
+
+// AppliedIndex is the index the copy reflects (0 during a snapshot).
+func (r *Replica) AppliedIndex() uint64 { return r.applied.Load() }
+
+// WaitApplied blocks until the copy reflects index, or ctx ends.
+func (r *Replica) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		r.mu.Lock()
+		c := r.appliedC
+		r.mu.Unlock()
+		if r.applied.Load() >= index {
+			return nil
+		}
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for index %d (replica at %d): %w", index, r.applied.Load(), ctx.Err())
+		}
+	}
+}
+
+// Apply applies one message of a Watch stream (with state writes). A
+// snapshot resets the copy; its index is recorded only with its last part,
+// so an interrupted snapshot leaves the copy at index 0 and the next watch
+// starts over with a snapshot.
+func (r *Replica) Apply(m *registryv1.WatchResponse) error {
+	if m.GetReset_() {
+		if err := r.db.DropAll(); err != nil {
+			return fmt.Errorf("replica reset: %w", err)
+		}
+		r.setApplied(0)
+		r.inSnap = true
+	}
+	wb := r.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, w := range m.GetWrites() {
+		var err error
+		if w.GetDelete() {
+			err = wb.Delete(w.GetKey())
+		} else {
+			err = wb.Set(w.GetKey(), w.GetValue())
+		}
+		if err != nil {
+			return fmt.Errorf("replica apply: %w", err)
+		}
+	}
+	done := !m.GetSnapshot() || m.GetSnapshotDone()
+	if done && m.GetIndex() > 0 {
+		if err := wb.Set([]byte(keyApplied), u64(m.GetIndex())); err != nil {
+			return err
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("replica apply: %w", err)
+	}
+	if done && m.GetIndex() > r.applied.Load() {
+		r.inSnap = false
+		r.setApplied(m.GetIndex())
+	}
+	return nil
+}
+
+func (r *Replica) setApplied(i uint64) {
+	r.applied.Store(i)
+	r.mu.Lock()
+	close(r.appliedC)
+	r.appliedC = make(chan struct{})
+	r.mu.Unlock()
+}
