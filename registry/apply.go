@@ -2,6 +2,7 @@ package registry
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -221,7 +222,9 @@ func (a *applyCtx) putService(s *registryv1.Service, pre *registryv1.Preconditio
 	n.Revision, n.UpdatedAtUnixMs, n.UpdatedBy = a.index, a.cmd.GetIssuedAtUnixMs(), a.cmd.GetIssuer()
 	newTerms := serviceTerms(n)
 	if exists {
-		for t := range serviceTerms(old) {
+		// Sorted: the write order enters the change feed, which must be
+		// identical on every replica.
+		for _, t := range slices.Sorted(maps.Keys(serviceTerms(old))) {
 			if _, ok := newTerms[t]; !ok {
 				a.st.del(searchKey(t, old.GetLeikaKey()))
 			}
