@@ -31,10 +31,14 @@ func (n *Node) routes() http.Handler {
 	mux.Handle(registryv1connect.NewPublishServiceHandler(api, opts...))
 	mux.Handle(registryv1connect.NewQueryServiceHandler(api, opts...))
 	mux.Handle(nodev1connect.NewNodeServiceHandler(api, opts...))
+	mux.Handle(registryv1connect.NewWatchServiceHandler(api, opts...))
+	mux.Handle(nodev1connect.NewClusterServiceHandler(api, opts...))
 	names := []string{
 		registryv1connect.PublishServiceName,
 		registryv1connect.QueryServiceName,
+		registryv1connect.WatchServiceName,
 		nodev1connect.NodeServiceName,
+		nodev1connect.ClusterServiceName,
 	}
 	mux.Handle(grpchealth.NewHandler(&healthChecker{n: n}))
 	reflector := grpcreflect.NewStaticReflector(names...)
@@ -96,57 +100,91 @@ var (
 	_ registryv1connect.PublishServiceHandler = (*apiServer)(nil)
 	_ registryv1connect.QueryServiceHandler   = (*apiServer)(nil)
 	_ nodev1connect.NodeServiceHandler        = (*apiServer)(nil)
+	_ registryv1connect.WatchServiceHandler   = (*apiServer)(nil)
+	_ nodev1connect.ClusterServiceHandler     = (*apiServer)(nil)
 )
 
+// Publish accepts signed commands on any node: the leader proposes them,
+// any other node forwards them to the leader (the client is not bounced).
 func (a *apiServer) Publish(ctx context.Context, req *connect.Request[registryv1.PublishRequest]) (*connect.Response[registryv1.PublishResponse], error) {
-	res, idx, err := a.n.Publish(ctx, req.Msg.GetSignedCommands())
+	n := a.n
+	var res []*registryv1.CommandResult
+	var idx uint64
+	var err error
+	if n.isServer() && n.raft.State() == raft.Leader {
+		res, idx, err = n.Publish(ctx, req.Msg.GetSignedCommands())
+		if errors.Is(err, registry.ErrNotLeader) {
+			res, idx, err = n.forwardPublish(ctx, hops(req.Header()), req.Msg.GetSignedCommands())
+		}
+	} else {
+		if len(req.Msg.GetSignedCommands()) > registry.MaxCommandsPerRequest {
+			return nil, fmt.Errorf("%w: %d commands, at most %d a request", registry.ErrTooLarge, len(req.Msg.GetSignedCommands()), registry.MaxCommandsPerRequest)
+		}
+		res, idx, err = n.forwardPublish(ctx, hops(req.Header()), req.Msg.GetSignedCommands())
+	}
 	if err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&registryv1.PublishResponse{Results: res, Index: idx}), nil
 }
 
-// readBarrier prepares a read: for LINEARIZABLE it confirms leadership and
-// waits until everything committed before the read started is applied; for
-// min_index it waits until that index is applied locally.
+// readBarrier prepares a read: for LINEARIZABLE it obtains a read index
+// from the leader (itself, or over the network) and waits until the local
+// state reflects it; for min_index it waits until that index is applied.
 func (n *Node) readBarrier(ctx context.Context, o *registryv1.ReadOptions) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ReadTimeout)
 	defer cancel()
 	if o.GetMinIndex() > 0 {
-		if err := n.fsm.WaitApplied(ctx, o.GetMinIndex()); err != nil {
+		if err := n.state.WaitApplied(ctx, o.GetMinIndex()); err != nil {
 			return false, fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
 		}
 	}
 	if o.GetConsistency() != registryv1.Consistency_CONSISTENCY_LINEARIZABLE {
 		return false, nil
 	}
-	if n.raft.State() != raft.Leader {
-		leader, _ := n.raft.LeaderWithID()
-		return false, fmt.Errorf("%w: linearizable reads are served by the leader (%q)", registry.ErrNotLeader, leader)
+	var idx uint64
+	var err error
+	if n.isServer() && n.raft.State() == raft.Leader {
+		idx, err = n.leaderReadIndex(ctx)
+	} else {
+		idx, err = n.forwardReadIndex(ctx, 0)
 	}
-	// A new leader only knows the commit index once an entry of its own term
-	// is committed: a barrier establishes that once per term.
+	if err != nil {
+		return false, err
+	}
+	if err := n.state.WaitApplied(ctx, idx); err != nil {
+		return false, fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
+	}
+	return true, nil
+}
+
+// leaderReadIndex returns an index at which the state reflects every write
+// committed before the call: the leader confirms with a quorum that it still
+// leads (so a deposed leader in a minority cannot answer), and waits until
+// its own state has applied its commit index. The index returned is the
+// leader's applied index, which followers' state machines also reach.
+func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
+	// A new leader only knows the commit index once an entry of its own
+	// term is committed: a barrier establishes that once per term.
 	if !n.leaderReady.Load() {
 		n.readyMu.Lock()
 		if !n.leaderReady.Load() {
 			if err := n.raft.Barrier(n.cfg.ReadTimeout).Error(); err != nil {
 				n.readyMu.Unlock()
-				return false, fmt.Errorf("%w: leader barrier: %v", registry.ErrUnavailable, err)
+				return 0, fmt.Errorf("%w: leader barrier: %v", registry.ErrUnavailable, err)
 			}
 			n.leaderReady.Store(true)
 		}
 		n.readyMu.Unlock()
 	}
 	commit := n.raft.CommitIndex()
-	// Confirm with a quorum that we are still the leader, so a deposed
-	// leader in a minority cannot answer from a stale state.
 	if err := n.raft.VerifyLeader().Error(); err != nil {
-		return false, fmt.Errorf("%w: leadership not confirmed: %v", registry.ErrUnavailable, err)
+		return 0, fmt.Errorf("%w: leadership not confirmed: %v", registry.ErrUnavailable, err)
 	}
 	if err := n.waitStateAt(ctx, commit); err != nil {
-		return false, fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
+		return 0, fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
 	}
-	return true, nil
+	return n.fsm.AppliedIndex(), nil
 }
 
 // waitStateAt waits until the registry state reflects every entry up to
@@ -178,12 +216,31 @@ func (n *Node) waitStateAt(ctx context.Context, index uint64) error {
 
 func (n *Node) readInfo(index uint64, lin bool) *registryv1.ReadInfo {
 	ri := &registryv1.ReadInfo{Index: index, Linearizable: lin, NodeId: n.cfg.NodeID}
-	if n.raft.State() != raft.Leader {
-		if lc := n.raft.LastContact(); !lc.IsZero() {
-			ri.StalenessMs = time.Since(lc).Milliseconds()
-		}
+	if !lin {
+		ri.StalenessMs = n.staleness().Milliseconds()
 	}
 	return ri
+}
+
+// staleness is how long ago this node last heard from the source of its
+// state: 0 on the leader, the last leader contact on a follower, the last
+// change feed message on a member (-1 ms: never).
+func (n *Node) staleness() time.Duration {
+	if !n.isServer() {
+		last := n.lastFeed.Load()
+		if last == 0 {
+			return -time.Millisecond
+		}
+		return time.Since(time.UnixMilli(last))
+	}
+	if n.raft.State() == raft.Leader {
+		return 0
+	}
+	lc := n.raft.LastContact()
+	if lc.IsZero() {
+		return -time.Millisecond
+	}
+	return time.Since(lc)
 }
 
 func (a *apiServer) GetOrganisation(ctx context.Context, req *connect.Request[registryv1.GetOrganisationRequest]) (*connect.Response[registryv1.GetOrganisationResponse], error) {
@@ -286,6 +343,13 @@ func (a *apiServer) ListLifeSituations(ctx context.Context, req *connect.Request
 
 func (a *apiServer) GetStatus(ctx context.Context, req *connect.Request[nodev1.GetStatusRequest]) (*connect.Response[nodev1.GetStatusResponse], error) {
 	n := a.n
+	if !n.isServer() {
+		return connect.NewResponse(&nodev1.GetStatusResponse{
+			NodeId: n.cfg.NodeID, OrganisationId: n.cfg.OrgID, RaftState: "Member",
+			AppliedIndex: n.replica.AppliedIndex(), Version: Version, StartedAtUnixMs: n.started.UnixMilli(),
+			Stats: map[string]string{"staleness_ms": fmt.Sprint(n.staleness().Milliseconds())},
+		}), nil
+	}
 	addr, id := n.raft.LeaderWithID()
 	return connect.NewResponse(&nodev1.GetStatusResponse{
 		NodeId:          n.cfg.NodeID,
@@ -307,11 +371,16 @@ type healthChecker struct{ n *Node }
 
 func (h *healthChecker) Check(_ context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
 	switch req.Service {
-	case "", registryv1connect.PublishServiceName, registryv1connect.QueryServiceName, nodev1connect.NodeServiceName:
+	case "", registryv1connect.PublishServiceName, registryv1connect.QueryServiceName, nodev1connect.NodeServiceName,
+		registryv1connect.WatchServiceName, nodev1connect.ClusterServiceName:
 	default:
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
 	}
-	if addr, _ := h.n.raft.LeaderWithID(); addr == "" {
+	if !h.n.isServer() {
+		if st := h.n.staleness(); st < 0 || st > followStaleWindow {
+			return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
+		}
+	} else if addr, _ := h.n.raft.LeaderWithID(); addr == "" {
 		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
 	}
 	return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
@@ -320,5 +389,5 @@ func (h *healthChecker) Check(_ context.Context, req *grpchealth.CheckRequest) (
 func (n *Node) indexPage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fmt.Fprintf(w, "Verbund node %s (organisation %s), version %s\n\nConnect/gRPC/gRPC-Web API at %s\nServices: %s, %s, %s\nApplied Raft index: %d\n",
-		n.cfg.NodeID, n.cfg.OrgID, Version, n.APIURL(), registryv1connect.PublishServiceName, registryv1connect.QueryServiceName, nodev1connect.NodeServiceName, n.fsm.AppliedIndex())
+		n.cfg.NodeID, n.cfg.OrgID, Version, n.APIURL(), registryv1connect.PublishServiceName, registryv1connect.QueryServiceName, nodev1connect.NodeServiceName, n.state.AppliedIndex())
 }

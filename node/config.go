@@ -5,10 +5,21 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+
 	"github.com/verbund/verbund/registry"
+)
+
+// Roles of a node.
+const (
+	RoleVoter   = "voter"
+	RoleReplica = "replica"
+	RoleMember  = "member"
 )
 
 // Config configures one node. Zero values take the defaults of
@@ -37,6 +48,41 @@ type Config struct {
 	// SampleData imports the embedded public sample data (11,004
 	// municipalities, Munich's catalogue) on first start.
 	SampleData bool
+
+	// Role: "voter" (a Raft server that may vote), "replica" (a Raft
+	// server that never votes: local, fast, current reads) or "member" (no
+	// Raft state; a read copy fed by the change feed, writes forwarded).
+	Role string
+	// Voters is how many voters the leader keeps in the Raft configuration
+	// (3 or 5); further voter-role servers join as non-voters.
+	Voters int
+	// DeadServerGrace: a server gossip reports dead for this long is
+	// removed from the Raft configuration by the leader.
+	DeadServerGrace time.Duration
+	// ReconcileInterval is how often the leader reconciles Raft membership
+	// with gossip.
+	ReconcileInterval time.Duration
+
+	// GossipAddr is the memberlist bind address ("" disables gossip: a
+	// single node). Join lists gossip seeds (host:port).
+	GossipAddr string
+	Join       []string
+	// GossipKeys are AES keys (16, 24 or 32 bytes); the first encrypts.
+	GossipKeys [][]byte
+	// GossipLabel keeps networks apart on shared infrastructure.
+	GossipLabel string
+	// GossipProfile: "lan" (default) or "local" (tests).
+	GossipProfile string
+	// GossipRejoinInterval: how often dead peers and seeds are re-joined.
+	GossipRejoinInterval time.Duration
+	// WrapRaftTransport, if set, wraps the Raft transport (fault injection
+	// in tests).
+	WrapRaftTransport func(raft.Transport) raft.Transport
+	// PeerHTTPClient carries node-to-node API calls (forwarding, read
+	// index, change feed); default http.DefaultClient, or TLS when set up.
+	PeerHTTPClient *http.Client
+	// GossipTransport replaces memberlist's network transport (tests).
+	GossipTransport memberlist.NodeAwareTransport
 
 	// Raft timing; tests shorten these.
 	HeartbeatTimeout   time.Duration
@@ -74,6 +120,10 @@ func DefaultConfig() Config {
 		TrailingLogs:       10240,
 		FSM:                registry.DefaultFSMConfig(),
 		MaxRequestBytes:    16 << 20,
+		Role:               RoleVoter,
+		Voters:             3,
+		DeadServerGrace:    30 * time.Second,
+		ReconcileInterval:  time.Second,
 		ReadTimeout:        5 * time.Second,
 	}
 }
@@ -107,6 +157,14 @@ func (c Config) withDefaults() Config {
 	set(&c.CommitTimeout, d.CommitTimeout)
 	set(&c.SnapshotInterval, d.SnapshotInterval)
 	set(&c.ReadTimeout, d.ReadTimeout)
+	set(&c.DeadServerGrace, d.DeadServerGrace)
+	set(&c.ReconcileInterval, d.ReconcileInterval)
+	if c.Role == "" {
+		c.Role = d.Role
+	}
+	if c.Voters == 0 {
+		c.Voters = d.Voters
+	}
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = d.SnapshotThreshold
 	}
@@ -137,6 +195,30 @@ func (c Config) Validate() error {
 	for name, a := range map[string]string{"http addr": c.HTTPAddr, "raft addr": c.RaftAddr, "raft advertise": c.RaftAdvertise} {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %w", name, a, err))
+		}
+	}
+	switch c.Role {
+	case RoleVoter, RoleReplica, RoleMember:
+	default:
+		errs = append(errs, fmt.Errorf("role %q must be voter, replica or member", c.Role))
+	}
+	if c.Voters < 1 || c.Voters > 9 {
+		errs = append(errs, fmt.Errorf("voters %d must be 1..9 (3 or 5 recommended)", c.Voters))
+	}
+	if c.Bootstrap && c.Role != RoleVoter {
+		errs = append(errs, errors.New("only a voter can bootstrap"))
+	}
+	if c.Role == RoleMember && c.GossipAddr == "" {
+		errs = append(errs, errors.New("a member needs gossip (gossip addr and join seeds) to find servers"))
+	}
+	if c.GossipAddr != "" {
+		if _, _, err := net.SplitHostPort(c.GossipAddr); err != nil {
+			errs = append(errs, fmt.Errorf("gossip addr %q: %w", c.GossipAddr, err))
+		}
+	}
+	for _, k := range c.GossipKeys {
+		if l := len(k); l != 16 && l != 24 && l != 32 {
+			errs = append(errs, fmt.Errorf("gossip key of %d bytes: want 16, 24 or 32", l))
 		}
 	}
 	if c.Genesis && !c.Bootstrap {

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 
+	"github.com/verbund/verbund/federation/membership"
 	"github.com/verbund/verbund/keys"
 	"github.com/verbund/verbund/registry"
 )
@@ -46,9 +47,15 @@ type Node struct {
 	snaps   *raft.FileSnapshotStore
 	trans   *raft.NetworkTransport
 	raft    *raft.Raft
-	fsm     *registry.FSM
+	fsm     *registry.FSM     // servers (voter, replica)
+	replica *registry.Replica // members
 	reader  *registry.Reader
 	writer  *registry.Writer
+	state   stateIndex
+
+	gossip   *membership.Membership
+	peers    *peerClients
+	lastFeed atomic.Int64 // members: unix ms of the last change feed message
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -101,12 +108,20 @@ func (n *Node) openStorage() error {
 		return fmt.Errorf("open state db: %w", err)
 	}
 	n.db = db
+	n.reader = registry.NewReader(db)
+	if n.cfg.Role == RoleMember {
+		if n.replica, err = registry.NewReplica(db); err != nil {
+			return err
+		}
+		n.state = n.replica
+		return nil
+	}
 	fsmCfg := n.cfg.FSM
 	fsmCfg.Logger = n.log
 	if n.fsm, err = registry.NewFSM(db, fsmCfg); err != nil {
 		return err
 	}
-	n.reader = registry.NewReader(db)
+	n.state = n.fsm
 	if err := os.MkdirAll(n.cfg.path("raft", "wal"), 0o700); err != nil {
 		return fmt.Errorf("raft dir: %w", err)
 	}
@@ -142,17 +157,36 @@ func (n *Node) hclog(name string) hclog.Logger {
 // sample data import. It returns once the API listens.
 func (n *Node) Start(ctx context.Context) error {
 	n.started = time.Now()
-	if err := n.startRaft(); err != nil {
-		return err
+	hc := n.cfg.PeerHTTPClient
+	if hc == nil {
+		hc = http.DefaultClient
 	}
-	ctx, n.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	n.wg.Add(2)
-	go func() { defer n.wg.Done(); n.writer.Run(ctx) }()
-	go func() { defer n.wg.Done(); n.watchLeadership(ctx) }()
+	n.peers = newPeerClients(hc)
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.cancel = cancel
+	if n.isServer() {
+		if err := n.startRaft(); err != nil {
+			return err
+		}
+		n.wg.Add(2)
+		go func() { defer n.wg.Done(); n.writer.Run(runCtx) }()
+		go func() { defer n.wg.Done(); n.watchLeadership(runCtx) }()
+	}
 	if err := n.startHTTP(); err != nil {
 		return err
 	}
-	n.log.Info("node started", "api", n.APIURL(), "raft", n.cfg.RaftAdvertise, "org", n.cfg.OrgID, "applied", n.fsm.AppliedIndex())
+	if err := n.startGossip(runCtx); err != nil {
+		return err
+	}
+	if n.isServer() && n.gossip != nil {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.reconcileLoop(runCtx) }()
+	}
+	if !n.isServer() {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.followLoop(runCtx) }()
+	}
+	n.log.Info("node started", "role", n.cfg.Role, "api", n.APIURL(), "raft", n.cfg.RaftAdvertise, "gossip", n.cfg.GossipAddr, "org", n.cfg.OrgID, "applied", n.state.AppliedIndex())
 	if n.cfg.Genesis {
 		if err := n.genesis(ctx); err != nil {
 			return err
@@ -188,6 +222,10 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("raft transport: %w", err)
 	}
+	var trans raft.Transport = n.trans
+	if n.cfg.WrapRaftTransport != nil {
+		trans = n.cfg.WrapRaftTransport(trans)
+	}
 	if n.cfg.Bootstrap {
 		has, err := raft.HasExistingState(n.wal, n.wal, n.snaps)
 		if err != nil {
@@ -195,13 +233,13 @@ func (n *Node) startRaft() error {
 		}
 		if !has {
 			conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: n.trans.LocalAddr(), Suffrage: raft.Voter}}}
-			if err := raft.BootstrapCluster(rc, n.wal, n.wal, n.snaps, n.trans, conf); err != nil {
+			if err := raft.BootstrapCluster(rc, n.wal, n.wal, n.snaps, trans, conf); err != nil {
 				return fmt.Errorf("bootstrap raft: %w", err)
 			}
 			n.log.Info("bootstrapped a new one-voter cluster")
 		}
 	}
-	if n.raft, err = raft.NewRaft(rc, n.fsm, n.wal, n.wal, n.snaps, n.trans); err != nil {
+	if n.raft, err = raft.NewRaft(rc, n.fsm, n.wal, n.wal, n.snaps, trans); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	wcfg := n.cfg.Writer
@@ -255,8 +293,29 @@ func (n *Node) APIURL() string {
 	return "http://" + n.httpLn.Addr().String()
 }
 
-// RaftAddr is the Raft transport's address.
-func (n *Node) RaftAddr() string { return string(n.trans.LocalAddr()) }
+// RaftAddr is the Raft transport's address ("" on a member).
+func (n *Node) RaftAddr() string {
+	if n.trans == nil {
+		return ""
+	}
+	return string(n.trans.LocalAddr())
+}
+
+// isServer reports whether the node holds Raft state (voter or replica).
+func (n *Node) isServer() bool { return n.cfg.Role != RoleMember }
+
+// Gossip returns the node's gossip membership (nil without gossip).
+func (n *Node) Gossip() *membership.Membership { return n.gossip }
+
+// AppliedIndex is the index the node's registry state reflects.
+func (n *Node) AppliedIndex() uint64 { return n.state.AppliedIndex() }
+
+// stateIndex is what reads need of the local state: the FSM on a server,
+// the replica on a member.
+type stateIndex interface {
+	AppliedIndex() uint64
+	WaitApplied(ctx context.Context, index uint64) error
+}
 
 // Raft exposes the Raft instance (tests, cluster management).
 func (n *Node) Raft() *raft.Raft { return n.raft }
@@ -278,7 +337,14 @@ func (n *Node) Config() Config { return n.cfg }
 
 // Close stops the API, Raft and storage. A voter that is the leader hands
 // leadership over first when other voters exist.
-func (n *Node) Close() error {
+func (n *Node) Close() error { return n.close(true) }
+
+// Kill stops the node without handing over leadership or leaving gossip
+// gracefully: in tests, the in-process stand-in for a crash (the e2e tests
+// use real processes and SIGKILL).
+func (n *Node) Kill() error { return n.close(false) }
+
+func (n *Node) close(graceful bool) error {
 	if !n.closed.CompareAndSwap(false, true) {
 		return nil
 	}
@@ -288,8 +354,11 @@ func (n *Node) Close() error {
 		errs = append(errs, n.httpSrv.Shutdown(ctx))
 		cancel()
 	}
+	if n.gossip != nil {
+		errs = append(errs, n.gossip.Shutdown())
+	}
 	if n.raft != nil {
-		if n.raft.State() == raft.Leader && len(n.voters()) > 1 {
+		if graceful && n.raft.State() == raft.Leader && len(n.voters()) > 1 {
 			if err := n.raft.LeadershipTransfer().Error(); err != nil {
 				n.log.Warn("leadership transfer before shutdown failed", "err", err)
 			}

@@ -24,7 +24,10 @@ func (n *Node) Publish(ctx context.Context, signed []string) ([]*registryv1.Comm
 	if len(signed) > registry.MaxCommandsPerRequest {
 		return nil, 0, fmt.Errorf("%w: %d commands, at most %d a request", registry.ErrTooLarge, len(signed), registry.MaxCommandsPerRequest)
 	}
-	if n.raft.State() != raft.Leader {
+	if !n.isServer() || n.raft.State() != raft.Leader {
+		if !n.isServer() {
+			return nil, 0, fmt.Errorf("%w: a member forwards writes", registry.ErrNotLeader)
+		}
 		leader, _ := n.raft.LeaderWithID()
 		return nil, 0, fmt.Errorf("%w: leader is %q", registry.ErrNotLeader, leader)
 	}

@@ -1,0 +1,130 @@
+package node
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
+
+	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
+	"github.com/verbund/verbund/registry"
+)
+
+func (a *apiServer) ReadIndex(ctx context.Context, req *connect.Request[nodev1.ReadIndexRequest]) (*connect.Response[nodev1.ReadIndexResponse], error) {
+	n := a.n
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ReadTimeout)
+	defer cancel()
+	var idx uint64
+	var err error
+	if n.isServer() && n.raft.State() == raft.Leader {
+		idx, err = n.leaderReadIndex(ctx)
+	} else {
+		idx, err = n.forwardReadIndex(ctx, hops(req.Header()))
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := &nodev1.ReadIndexResponse{Index: idx}
+	if n.isServer() {
+		_, id := n.raft.LeaderWithID()
+		out.LeaderId = string(id)
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (a *apiServer) ListMembers(ctx context.Context, req *connect.Request[nodev1.ListMembersRequest]) (*connect.Response[nodev1.ListMembersResponse], error) {
+	n := a.n
+	suffrage := map[string]string{}
+	leader := ""
+	if n.isServer() {
+		if f := n.raft.GetConfiguration(); f.Error() == nil {
+			for _, s := range f.Configuration().Servers {
+				suffrage[string(s.ID)] = s.Suffrage.String()
+			}
+		}
+		_, id := n.raft.LeaderWithID()
+		leader = string(id)
+	}
+	out := &nodev1.ListMembersResponse{}
+	if n.gossip == nil {
+		out.Members = append(out.Members, &nodev1.Member{
+			NodeId: n.cfg.NodeID, OrganisationId: n.cfg.OrgID, Role: n.cfg.Role, State: "alive",
+			ApiAddress: n.APIURL(), RaftAddress: n.RaftAddr(), Version: Version,
+			RaftSuffrage: suffrage[n.cfg.NodeID], Leader: leader == n.cfg.NodeID,
+		})
+		return connect.NewResponse(out), nil
+	}
+	seen := map[string]bool{}
+	for _, m := range n.gossip.Members() {
+		seen[m.NodeID] = true
+		out.Members = append(out.Members, &nodev1.Member{
+			NodeId: m.NodeID, OrganisationId: m.OrgID, Role: string(m.Role), State: string(m.State),
+			ApiAddress: m.APIAddr, RaftAddress: m.RaftAddr, GossipAddress: m.GossipAddr, Version: m.Version,
+			RaftSuffrage: suffrage[m.NodeID], Leader: leader != "" && leader == m.NodeID,
+		})
+	}
+	// Raft servers gossip has never seen (or forgot).
+	for id, s := range suffrage {
+		if !seen[id] {
+			out.Members = append(out.Members, &nodev1.Member{NodeId: id, State: "unknown", RaftSuffrage: s, Leader: leader == id})
+		}
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (a *apiServer) TransferLeadership(ctx context.Context, req *connect.Request[nodev1.TransferLeadershipRequest]) (*connect.Response[nodev1.TransferLeadershipResponse], error) {
+	n := a.n
+	if !n.isServer() || n.raft.State() != raft.Leader {
+		return nil, fmt.Errorf("%w: ask the leader", registry.ErrNotLeader)
+	}
+	var f raft.Future
+	if id := req.Msg.GetNodeId(); id != "" {
+		var addr raft.ServerAddress
+		if cf := n.raft.GetConfiguration(); cf.Error() == nil {
+			for _, s := range cf.Configuration().Servers {
+				if string(s.ID) == id && s.Suffrage == raft.Voter {
+					addr = s.Address
+				}
+			}
+		}
+		if addr == "" {
+			return nil, fmt.Errorf("%w: %s is not a voter", registry.ErrInvalidArgument, id)
+		}
+		f = n.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
+	} else {
+		f = n.raft.LeadershipTransfer()
+	}
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("%w: %v", registry.ErrUnavailable, err)
+	}
+	_, id := n.raft.LeaderWithID()
+	return connect.NewResponse(&nodev1.TransferLeadershipResponse{LeaderId: string(id)}), nil
+}
+
+func (a *apiServer) RotateGossipKey(ctx context.Context, req *connect.Request[nodev1.RotateGossipKeyRequest]) (*connect.Response[nodev1.RotateGossipKeyResponse], error) {
+	n := a.n
+	if n.gossip == nil {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("gossip is not enabled on this node"))
+	}
+	key, err := base64.StdEncoding.DecodeString(req.Msg.GetKey())
+	if err != nil {
+		return nil, fmt.Errorf("%w: key is not base64", registry.ErrInvalidArgument)
+	}
+	switch req.Msg.GetOperation() {
+	case nodev1.KeyOperation_KEY_OPERATION_INSTALL:
+		err = n.gossip.InstallKey(key)
+	case nodev1.KeyOperation_KEY_OPERATION_USE:
+		err = n.gossip.UseKey(key)
+	case nodev1.KeyOperation_KEY_OPERATION_REMOVE:
+		err = n.gossip.RemoveKey(key)
+	default:
+		return nil, fmt.Errorf("%w: operation must be install, use or remove", registry.ErrInvalidArgument)
+	}
+	if err != nil {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
+	}
+	return connect.NewResponse(&nodev1.RotateGossipKeyResponse{Keys: int32(len(n.gossip.ListKeys()))}), nil
+}

@@ -1,0 +1,138 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
+
+	"github.com/verbund/verbund/federation/membership"
+	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
+	"github.com/verbund/verbund/proto/gen/verbund/node/v1/nodev1connect"
+	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
+	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
+	"github.com/verbund/verbund/registry"
+)
+
+// hopHeader counts how often a request was forwarded between nodes, so a
+// request chasing a moving leader stops instead of looping.
+const (
+	hopHeader = "Verbund-Forwarded"
+	maxHops   = 2
+)
+
+// peerClients caches Connect clients per peer API base URL.
+type peerClients struct {
+	hc *http.Client
+	mu sync.Mutex
+	m  map[string]*peerClient
+}
+
+type peerClient struct {
+	publish registryv1connect.PublishServiceClient
+	cluster nodev1connect.ClusterServiceClient
+	watch   registryv1connect.WatchServiceClient
+}
+
+func newPeerClients(hc *http.Client) *peerClients {
+	return &peerClients{hc: hc, m: map[string]*peerClient{}}
+}
+
+func (p *peerClients) get(base string) *peerClient {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.m[base]
+	if !ok {
+		c = &peerClient{
+			publish: registryv1connect.NewPublishServiceClient(p.hc, base),
+			cluster: nodev1connect.NewClusterServiceClient(p.hc, base),
+			watch:   registryv1connect.NewWatchServiceClient(p.hc, base),
+		}
+		p.m[base] = c
+	}
+	return c
+}
+
+func hops(h http.Header) int {
+	v, _ := strconv.Atoi(h.Get(hopHeader))
+	return v
+}
+
+// forwardTarget returns the API address to forward a leader-only request
+// to: the Raft leader on a server, any live server on a member (which
+// forwards on to its leader).
+func (n *Node) forwardTarget() (string, error) {
+	if n.isServer() {
+		_, id := n.raft.LeaderWithID()
+		if id == "" {
+			return "", fmt.Errorf("%w: no leader known", registry.ErrUnavailable)
+		}
+		if id == raft.ServerID(n.cfg.NodeID) {
+			return "", fmt.Errorf("%w: leadership is changing", registry.ErrUnavailable)
+		}
+		m, ok := n.memberByNodeID(string(id))
+		if !ok || m.APIAddr == "" {
+			return "", fmt.Errorf("%w: leader %s has no known API address", registry.ErrUnavailable, id)
+		}
+		return m.APIAddr, nil
+	}
+	servers := n.liveServers()
+	if len(servers) == 0 {
+		return "", fmt.Errorf("%w: no live server known to this member", registry.ErrUnavailable)
+	}
+	return servers[rand.IntN(len(servers))].APIAddr, nil
+}
+
+func (n *Node) liveServers() []membership.Member {
+	if n.gossip == nil {
+		return nil
+	}
+	var out []membership.Member
+	for _, m := range n.gossip.Alive() {
+		if (m.Role == membership.RoleVoter || m.Role == membership.RoleReplica) && m.APIAddr != "" && m.NodeID != n.cfg.NodeID {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// forwardPublish sends signed commands on towards the leader.
+func (n *Node) forwardPublish(ctx context.Context, hop int, signed []string) ([]*registryv1.CommandResult, uint64, error) {
+	if hop >= maxHops {
+		return nil, 0, fmt.Errorf("%w: forwarded %d times without reaching the leader", registry.ErrUnavailable, hop)
+	}
+	target, err := n.forwardTarget()
+	if err != nil {
+		return nil, 0, err
+	}
+	req := connect.NewRequest(&registryv1.PublishRequest{SignedCommands: signed})
+	req.Header().Set(hopHeader, strconv.Itoa(hop+1))
+	res, err := n.peers.get(target).publish.Publish(ctx, req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("forward to %s: %w", target, err)
+	}
+	return res.Msg.GetResults(), res.Msg.GetIndex(), nil
+}
+
+// forwardReadIndex asks the leader for a read index.
+func (n *Node) forwardReadIndex(ctx context.Context, hop int) (uint64, error) {
+	if hop >= maxHops {
+		return 0, fmt.Errorf("%w: forwarded %d times without reaching the leader", registry.ErrUnavailable, hop)
+	}
+	target, err := n.forwardTarget()
+	if err != nil {
+		return 0, err
+	}
+	req := connect.NewRequest(&nodev1.ReadIndexRequest{})
+	req.Header().Set(hopHeader, strconv.Itoa(hop+1))
+	res, err := n.peers.get(target).cluster.ReadIndex(ctx, req)
+	if err != nil {
+		return 0, fmt.Errorf("read index from %s: %w", target, err)
+	}
+	return res.Msg.GetIndex(), nil
+}

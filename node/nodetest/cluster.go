@@ -1,0 +1,406 @@
+// Package nodetest starts a cluster of real Verbund nodes inside one test
+// process: real Raft over TCP on loopback, real memberlist gossip, badger in
+// temporary directories, short timeouts. Every link between nodes (Raft
+// RPCs including pre-vote, node-to-node HTTP, gossip) goes through a Net
+// that can partition, isolate, drop and delay, and nodes can be killed and
+// restarted from their data directories.
+package nodetest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/hashicorp/raft"
+
+	"github.com/verbund/verbund/federation/membership"
+	"github.com/verbund/verbund/node"
+	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
+)
+
+// Options shape a cluster.
+type Options struct {
+	Voters   int // voter-role servers (the first bootstraps)
+	Replicas int // non-voting servers
+	Members  int // no Raft state, read copy from the change feed
+	// Voters in the Raft configuration (default: Voters).
+	RaftVoters int
+	// SnapshotThreshold: low values force snapshots (and installs) often.
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	DeadServerGrace   time.Duration
+	Seed              uint64
+	// LogLevel for the nodes' logs, which go to t.Log (default warn).
+	LogLevel slog.Level
+}
+
+// Cluster is a set of nodes under test.
+type Cluster struct {
+	t     testing.TB
+	opts  Options
+	Net   *Net
+	Nodes []*Member
+	mu    sync.Mutex
+}
+
+// Member is one node slot: it keeps its data dir and addresses across
+// kills and restarts.
+type Member struct {
+	Index  int
+	ID     string
+	Role   string
+	Dir    string
+	cfg    node.Config
+	gossip *membership.FaultyTransport
+
+	mu   sync.Mutex
+	node *node.Node
+}
+
+// Node returns the running node, or nil while it is down.
+func (m *Member) Node() *node.Node {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.node
+}
+
+// API is the member's API base URL.
+func (m *Member) API() string { return "http://" + m.cfg.HTTPAddr }
+
+// Start creates and starts a cluster and waits until it has a leader and
+// every server is in the Raft configuration.
+func Start(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Voters < 1 {
+		opts.Voters = 3
+	}
+	if opts.RaftVoters == 0 {
+		opts.RaftVoters = opts.Voters
+	}
+	if opts.DeadServerGrace == 0 {
+		opts.DeadServerGrace = time.Hour // fault tests restart nodes; no removal churn
+	}
+	if opts.LogLevel == 0 {
+		opts.LogLevel = slog.LevelWarn
+	}
+	c := &Cluster{t: t, opts: opts, Net: newNet(opts.Seed)}
+	roles := []string{}
+	for i := 0; i < opts.Voters; i++ {
+		roles = append(roles, node.RoleVoter)
+	}
+	for i := 0; i < opts.Replicas; i++ {
+		roles = append(roles, node.RoleReplica)
+	}
+	for i := 0; i < opts.Members; i++ {
+		roles = append(roles, node.RoleMember)
+	}
+	base := t.TempDir()
+	var seed string
+	for i, role := range roles {
+		m, err := c.newMember(i, role, filepath.Join(base, fmt.Sprintf("n%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			m.cfg.Bootstrap, m.cfg.Genesis = true, true
+			seed = m.cfg.GossipAddr
+		} else {
+			m.cfg.Join = []string{seed}
+		}
+		c.Nodes = append(c.Nodes, m)
+	}
+	t.Cleanup(c.Shutdown)
+	for _, m := range c.Nodes {
+		if err := c.startMember(m); err != nil {
+			t.Fatalf("start %s: %v", m.ID, err)
+		}
+	}
+	servers := opts.Voters + opts.Replicas
+	if err := c.WaitFor(30*time.Second, func() error {
+		l := c.Leader()
+		if l == nil {
+			return fmt.Errorf("no leader")
+		}
+		f := l.Node().Raft().GetConfiguration()
+		if err := f.Error(); err != nil {
+			return err
+		}
+		if got := len(f.Configuration().Servers); got != servers {
+			return fmt.Errorf("%d servers in raft, want %d", got, servers)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("cluster did not form: %v", err)
+	}
+	return c
+}
+
+func (c *Cluster) newMember(i int, role, dir string) (*Member, error) {
+	m := &Member{Index: i, ID: fmt.Sprintf("n%d", i), Role: role, Dir: dir}
+	cfg := node.DefaultConfig()
+	cfg.NodeID = m.ID
+	cfg.OrgID = fmt.Sprintf("org-n%d", i)
+	if i == 0 {
+		cfg.OrgID = "test-operator"
+	}
+	cfg.Role = role
+	cfg.DataDir = dir
+	cfg.Voters = c.opts.RaftVoters
+	var err error
+	if cfg.HTTPAddr, err = freeAddr(); err != nil {
+		return nil, err
+	}
+	if cfg.RaftAddr, err = freeAddr(); err != nil {
+		return nil, err
+	}
+	cfg.RaftAdvertise = cfg.RaftAddr
+	gt, err := membership.NewNetTransport("127.0.0.1", 0, nil)
+	if err != nil {
+		return nil, err
+	}
+	_ = gt.Shutdown()
+	cfg.GossipAddr = fmt.Sprintf("127.0.0.1:%d", gt.GetAutoBindPort())
+	cfg.GossipProfile = membership.ProfileLocal
+	cfg.GossipRejoinInterval = 500 * time.Millisecond
+	cfg.HeartbeatTimeout = 200 * time.Millisecond
+	cfg.ElectionTimeout = 200 * time.Millisecond
+	cfg.LeaderLeaseTimeout = 100 * time.Millisecond
+	cfg.CommitTimeout = 5 * time.Millisecond
+	cfg.ReconcileInterval = 100 * time.Millisecond
+	cfg.DeadServerGrace = c.opts.DeadServerGrace
+	cfg.ReadTimeout = 2 * time.Second
+	if c.opts.SnapshotThreshold > 0 {
+		cfg.SnapshotThreshold = c.opts.SnapshotThreshold
+		cfg.SnapshotInterval = 200 * time.Millisecond
+	}
+	if c.opts.TrailingLogs > 0 {
+		cfg.TrailingLogs = c.opts.TrailingLogs
+	}
+	cfg.WrapRaftTransport = func(t raft.Transport) raft.Transport { return &raftTransport{inner: t, net: c.Net, self: i} }
+	cfg.PeerHTTPClient = &http.Client{Transport: &roundTripper{inner: http.DefaultTransport, net: c.Net, self: i}}
+	cfg.Logger = slog.New(slog.NewTextHandler(&tlog{t: c.t, prefix: m.ID}, &slog.HandlerOptions{Level: c.opts.LogLevel}))
+	m.cfg = cfg
+	c.Net.register(i, cfg.RaftAddr, cfg.HTTPAddr)
+	return m, nil
+}
+
+func (c *Cluster) startMember(m *Member) error {
+	host, port := splitHostPort(m.cfg.GossipAddr)
+	inner, err := membership.NewNetTransport(host, port, nil)
+	if err != nil {
+		return err
+	}
+	m.gossip = membership.NewFaultyTransport(inner)
+	cfg := m.cfg
+	cfg.GossipTransport = m.gossip
+	c.applyGossipBlocks(m)
+	n, err := node.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		n.Kill()
+		return err
+	}
+	m.mu.Lock()
+	m.node = n
+	m.mu.Unlock()
+	return nil
+}
+
+// Kill stops node i abruptly (no leadership hand-over, no gossip leave).
+func (c *Cluster) Kill(i int) {
+	m := c.Nodes[i]
+	m.mu.Lock()
+	n := m.node
+	m.node = nil
+	m.mu.Unlock()
+	if n != nil {
+		_ = n.Kill()
+	}
+}
+
+// Restart starts node i again from its data dir.
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	m := c.Nodes[i]
+	if m.Node() != nil {
+		c.Kill(i)
+	}
+	m.cfg.Bootstrap, m.cfg.Genesis = false, false // state exists; never re-bootstrap
+	if err := c.startMember(m); err != nil {
+		c.t.Fatalf("restart %s: %v", m.ID, err)
+	}
+}
+
+// Partition splits the nodes into groups that cannot reach each other.
+// Nodes not named in any group keep all their links.
+func (c *Cluster) Partition(groups ...[]int) {
+	for gi, g := range groups {
+		for gj, h := range groups {
+			if gi == gj {
+				continue
+			}
+			for _, i := range g {
+				for _, j := range h {
+					c.Net.Block(i, j)
+				}
+			}
+		}
+	}
+	for _, m := range c.Nodes {
+		c.applyGossipBlocks(m)
+	}
+}
+
+// Isolate cuts node i off from every other node.
+func (c *Cluster) Isolate(i int) {
+	var rest []int
+	for j := range c.Nodes {
+		if j != i {
+			rest = append(rest, j)
+		}
+	}
+	c.Partition([]int{i}, rest)
+}
+
+// Bridge: a and b cannot reach each other, but both reach bridge.
+func (c *Cluster) Bridge(a, b []int) {
+	c.Partition(a, b)
+}
+
+// Heal restores every link.
+func (c *Cluster) Heal() {
+	c.Net.HealAll()
+	for _, m := range c.Nodes {
+		if m.gossip != nil {
+			m.gossip.Heal()
+		}
+	}
+}
+
+func (c *Cluster) applyGossipBlocks(m *Member) {
+	if m.gossip == nil {
+		return
+	}
+	m.gossip.Heal()
+	for _, o := range c.Nodes {
+		if o == m {
+			continue
+		}
+		c.Net.mu.RLock()
+		blocked := c.Net.blocked[[2]int{m.Index, o.Index}] || c.Net.blocked[[2]int{o.Index, m.Index}]
+		c.Net.mu.RUnlock()
+		if blocked {
+			m.gossip.Block(o.cfg.GossipAddr)
+		}
+	}
+}
+
+// Leader returns the member that is Raft leader (the one with the highest
+// term if a deposed leader still believes it leads), or nil.
+func (c *Cluster) Leader() *Member {
+	var best *Member
+	var bestTerm uint64
+	for _, m := range c.Nodes {
+		n := m.Node()
+		if n == nil || n.Raft() == nil || n.Raft().State() != raft.Leader {
+			continue
+		}
+		var term uint64
+		fmt.Sscan(n.Raft().Stats()["term"], &term)
+		if best == nil || term > bestTerm {
+			best, bestTerm = m, term
+		}
+	}
+	return best
+}
+
+// WaitLeader waits for a leader and fails the test if none appears in
+// bound: a cluster that never elects again must fail, not hang.
+func (c *Cluster) WaitLeader(bound time.Duration) *Member {
+	c.t.Helper()
+	var l *Member
+	if err := c.WaitFor(bound, func() error {
+		if l = c.Leader(); l == nil {
+			return fmt.Errorf("no leader")
+		}
+		return nil
+	}); err != nil {
+		c.t.Fatalf("no leader within %v after the faults were healed", bound)
+	}
+	return l
+}
+
+// WaitFor polls cond until it returns nil or the bound passes.
+func (c *Cluster) WaitFor(bound time.Duration, cond func() error) error {
+	deadline := time.Now().Add(bound)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return err
+}
+
+// OperatorKey is the network operator's signing key (node 0's).
+func (c *Cluster) OperatorKey() jose.JSONWebKey {
+	k, err := loadKey(filepath.Join(c.Nodes[0].Dir, "keys", "signing.jwk"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return k
+}
+
+// Publish and Query clients for node i (plain HTTP, not through the Net:
+// clients are outside the cluster).
+func (c *Cluster) Publish(i int) registryv1connect.PublishServiceClient {
+	return registryv1connect.NewPublishServiceClient(clientHTTP, c.Nodes[i].API())
+}
+
+func (c *Cluster) Query(i int) registryv1connect.QueryServiceClient {
+	return registryv1connect.NewQueryServiceClient(clientHTTP, c.Nodes[i].API())
+}
+
+var clientHTTP = &http.Client{Timeout: 10 * time.Second}
+
+// Shutdown stops every node.
+func (c *Cluster) Shutdown() {
+	var wg sync.WaitGroup
+	for i := range c.Nodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.Kill(i) }()
+	}
+	wg.Wait()
+}
+
+type tlog struct {
+	t      testing.TB
+	prefix string
+}
+
+func (w *tlog) Write(p []byte) (int, error) {
+	defer func() { _ = recover() }() // logging after the test ended
+	w.t.Log(w.prefix + " " + strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func splitHostPort(a string) (string, int) {
+	u, _ := url.Parse("x://" + a)
+	var p int
+	fmt.Sscan(u.Port(), &p)
+	return u.Hostname(), p
+}
+
