@@ -18,7 +18,7 @@ const (
 	snapshotChunk     = 2000
 	feedHeartbeat     = time.Second
 	followRetryMin    = 100 * time.Millisecond
-	followRetryMax    = 5 * time.Second
+	followRetryMax    = 2 * time.Second
 	followStaleWindow = 3 * feedHeartbeat
 )
 
@@ -41,7 +41,7 @@ func (a *apiServer) Watch(ctx context.Context, req *connect.Request[registryv1.W
 		if err != nil {
 			return err
 		}
-		if !ok || after == 0 {
+		if !ok || (after == 0 && applied > 0) {
 			// Too old for the feed (or a fresh start): a snapshot first.
 			if after, err = n.streamSnapshot(ctx, withWrites, withValues, send); err != nil {
 				return err
@@ -72,6 +72,8 @@ func (a *apiServer) Watch(ctx context.Context, req *connect.Request[registryv1.W
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-n.runCtx.Done():
+			return connect.NewError(connect.CodeUnavailable, errors.New("node shutting down"))
 		case <-changed:
 		case <-time.After(feedHeartbeat):
 			if err := send(&registryv1.WatchResponse{Index: after, Heartbeat: true}); err != nil {
@@ -109,23 +111,37 @@ func (n *Node) streamSnapshot(ctx context.Context, withWrites, withValues bool, 
 }
 
 // followLoop keeps a member's read copy current from a server's feed,
-// moving to another server when one fails.
+// moving to another server when one fails (avoiding the one that just did).
 func (n *Node) followLoop(ctx context.Context) {
 	backoff := followRetryMin
+	lastFailed := ""
 	for ctx.Err() == nil {
 		servers := n.liveServers()
+		if len(servers) > 1 && lastFailed != "" {
+			for i, s := range servers {
+				if s.NodeID == lastFailed {
+					servers = append(servers[:i], servers[i+1:]...)
+					break
+				}
+			}
+		}
 		if len(servers) == 0 {
 			sleep(ctx, backoff)
 			backoff = min(backoff*2, followRetryMax)
 			continue
 		}
 		s := servers[rand.IntN(len(servers))]
+		start := time.Now()
 		err := n.follow(ctx, s.APIAddr)
 		if ctx.Err() != nil {
 			return
 		}
+		if time.Since(start) > followStaleWindow {
+			backoff = followRetryMin // it worked for a while
+		}
+		lastFailed = s.NodeID
 		n.log.Warn("change feed interrupted; switching server", "server", s.NodeID, "err", err, "applied", n.replica.AppliedIndex())
-		sleep(ctx, backoff+time.Duration(rand.Int64N(int64(backoff))))
+		sleep(ctx, backoff/2+time.Duration(rand.Int64N(int64(backoff))))
 		backoff = min(backoff*2, followRetryMax)
 	}
 }
@@ -133,6 +149,10 @@ func (n *Node) followLoop(ctx context.Context) {
 func (n *Node) follow(ctx context.Context, api string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A stream that goes quiet (no heartbeat) is dead: cancel it. Armed
+	// before the call, which waits for the server's first message.
+	watchdog := time.AfterFunc(followStaleWindow, cancel)
+	defer watchdog.Stop()
 	stream, err := n.peers.get(api).watch.Watch(ctx, connect.NewRequest(&registryv1.WatchRequest{
 		AfterIndex: n.replica.AppliedIndex(), IncludeStateWrites: true, OmitValues: true,
 	}))
@@ -140,9 +160,6 @@ func (n *Node) follow(ctx context.Context, api string) error {
 		return err
 	}
 	defer stream.Close()
-	// A stream that goes quiet (no heartbeat) is dead: cancel it.
-	watchdog := time.AfterFunc(followStaleWindow, cancel)
-	defer watchdog.Stop()
 	for stream.Receive() {
 		watchdog.Reset(followStaleWindow)
 		m := stream.Msg()

@@ -65,6 +65,7 @@ type Node struct {
 
 	started time.Time
 	cancel  context.CancelFunc
+	runCtx  context.Context
 	wg      sync.WaitGroup
 	closed  atomic.Bool
 }
@@ -163,7 +164,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.peers = newPeerClients(hc)
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	n.cancel = cancel
+	n.cancel, n.runCtx = cancel, runCtx
 	if n.isServer() {
 		if err := n.startRaft(); err != nil {
 			return err
@@ -349,14 +350,8 @@ func (n *Node) close(graceful bool) error {
 		return nil
 	}
 	var errs []error
-	if n.httpSrv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		errs = append(errs, n.httpSrv.Shutdown(ctx))
-		cancel()
-	}
-	if n.gossip != nil {
-		errs = append(errs, n.gossip.Shutdown())
-	}
+	// A leader hands over first (graceful only), then Raft stops, so no
+	// request is served from a node that is going away.
 	if n.raft != nil {
 		if graceful && n.raft.State() == raft.Leader && len(n.voters()) > 1 {
 			if err := n.raft.LeadershipTransfer().Error(); err != nil {
@@ -366,7 +361,21 @@ func (n *Node) close(graceful bool) error {
 		errs = append(errs, n.raft.Shutdown().Error())
 	}
 	if n.cancel != nil {
-		n.cancel()
+		n.cancel() // stops loops and change feed streams
+	}
+	if n.httpSrv != nil {
+		wait := time.Second
+		if !graceful {
+			wait = 0
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		if err := n.httpSrv.Shutdown(ctx); err != nil {
+			_ = n.httpSrv.Close() // long-lived streams: cut them
+		}
+		cancel()
+	}
+	if n.gossip != nil {
+		errs = append(errs, n.gossip.Shutdown())
 	}
 	if n.trans != nil {
 		errs = append(errs, n.trans.Close())

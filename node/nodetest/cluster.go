@@ -136,11 +136,42 @@ func Start(t testing.TB, opts Options) *Cluster {
 		if got := len(f.Configuration().Servers); got != servers {
 			return fmt.Errorf("%d servers in raft, want %d", got, servers)
 		}
-		return nil
+		return c.caughtUp(l)
 	}); err != nil {
 		t.Fatalf("cluster did not form: %v", err)
 	}
 	return c
+}
+
+// caughtUp checks that every running node reflects the leader's state.
+func (c *Cluster) caughtUp(l *Member) error {
+	want := l.Node().AppliedIndex()
+	for _, m := range c.Nodes {
+		n := m.Node()
+		if n == nil {
+			continue
+		}
+		if got := n.AppliedIndex(); got < want {
+			return fmt.Errorf("%s at index %d, leader at %d", m.ID, got, want)
+		}
+		if r := n.Raft(); r != nil {
+			if got := r.LastIndex(); got < l.Node().Raft().LastIndex() {
+				return fmt.Errorf("%s raft log at %d, leader at %d", m.ID, got, l.Node().Raft().LastIndex())
+			}
+		}
+	}
+	return nil
+}
+
+// WaitCaughtUp waits until every running node reflects the leader's state.
+func (c *Cluster) WaitCaughtUp(bound time.Duration) error {
+	return c.WaitFor(bound, func() error {
+		l := c.Leader()
+		if l == nil {
+			return fmt.Errorf("no leader")
+		}
+		return c.caughtUp(l)
+	})
 }
 
 func (c *Cluster) newMember(i int, role, dir string) (*Member, error) {
@@ -403,4 +434,3 @@ func splitHostPort(a string) (string, int) {
 	fmt.Sscan(u.Port(), &p)
 	return u.Hostname(), p
 }
-
