@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/netip"
 
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
@@ -75,8 +77,35 @@ func (a *apiServer) ListMembers(ctx context.Context, req *connect.Request[nodev1
 	return connect.NewResponse(out), nil
 }
 
+// peerKey marks requests that arrived on the mTLS peer listener.
+type peerKey struct{}
+
+func markPeer(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+			r = r.WithContext(context.WithValue(r.Context(), peerKey{}, true))
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// checkAdmin allows operator actions from this machine (loopback) or from an
+// authenticated peer node; the public API refuses them.
+func checkAdmin(ctx context.Context, p connect.Peer) error {
+	if v, _ := ctx.Value(peerKey{}).(bool); v {
+		return nil
+	}
+	if ap, err := netip.ParseAddrPort(p.Addr); err == nil && ap.Addr().IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%w: cluster administration only from loopback or an authenticated peer", registry.ErrPermissionDenied)
+}
+
 func (a *apiServer) TransferLeadership(ctx context.Context, req *connect.Request[nodev1.TransferLeadershipRequest]) (*connect.Response[nodev1.TransferLeadershipResponse], error) {
 	n := a.n
+	if err := checkAdmin(ctx, req.Peer()); err != nil {
+		return nil, err
+	}
 	if !n.isServer() || n.raft.State() != raft.Leader {
 		return nil, fmt.Errorf("%w: ask the leader", registry.ErrNotLeader)
 	}
@@ -106,6 +135,9 @@ func (a *apiServer) TransferLeadership(ctx context.Context, req *connect.Request
 
 func (a *apiServer) RotateGossipKey(ctx context.Context, req *connect.Request[nodev1.RotateGossipKeyRequest]) (*connect.Response[nodev1.RotateGossipKeyResponse], error) {
 	n := a.n
+	if err := checkAdmin(ctx, req.Peer()); err != nil {
+		return nil, err
+	}
 	if n.gossip == nil {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("gossip is not enabled on this node"))
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 
+	"github.com/verbund/verbund/federation/peertls"
 	"github.com/verbund/verbund/registry"
 )
 
@@ -78,6 +79,16 @@ type Config struct {
 	// WrapRaftTransport, if set, wraps the Raft transport (fault injection
 	// in tests).
 	WrapRaftTransport func(raft.Transport) raft.Transport
+	// TLS, if set, secures node-to-node traffic with mutual TLS under the
+	// network's CA: Raft runs over TLS, and the API is also served on
+	// PeerAddr with client certificates required; gossip advertises that
+	// address, so forwarding, read index and the change feed use it.
+	TLS *peertls.Bundle
+	// PeerAddr is the mTLS listener for node-to-node API calls (with TLS).
+	PeerAddr string
+	// AllowPublic permits binding non-loopback addresses. Off by default:
+	// nothing listens beyond this machine unless configured.
+	AllowPublic bool
 	// PeerHTTPClient carries node-to-node API calls (forwarding, read
 	// index, change feed); default http.DefaultClient, or TLS when set up.
 	PeerHTTPClient *http.Client
@@ -196,6 +207,24 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %w", name, a, err))
 		}
+	}
+	binds := map[string]string{"http addr": c.HTTPAddr, "gossip addr": c.GossipAddr, "peer addr": c.PeerAddr}
+	if c.Role != RoleMember {
+		binds["raft addr"] = c.RaftAddr
+	}
+	for name, a := range binds {
+		if a == "" {
+			continue
+		}
+		if err := peertls.CheckBind(a, c.AllowPublic); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	if c.TLS != nil && c.PeerAddr == "" {
+		errs = append(errs, errors.New("TLS needs a peer addr for node-to-node API calls"))
+	}
+	if c.TLS != nil && c.TLS.NodeID() != c.NodeID {
+		errs = append(errs, fmt.Errorf("TLS certificate is for node %q, this node is %q", c.TLS.NodeID(), c.NodeID))
 	}
 	switch c.Role {
 	case RoleVoter, RoleReplica, RoleMember:

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/net/http2/h2c"
 
 	"github.com/verbund/verbund/federation/membership"
+	"github.com/verbund/verbund/federation/peertls"
 	"github.com/verbund/verbund/keys"
 	"github.com/verbund/verbund/registry"
 )
@@ -59,6 +60,8 @@ type Node struct {
 
 	httpLn  net.Listener
 	httpSrv *http.Server
+	peerLn  net.Listener
+	peerSrv *http.Server
 
 	leaderReady atomic.Bool
 	readyMu     sync.Mutex
@@ -159,6 +162,9 @@ func (n *Node) hclog(name string) hclog.Logger {
 func (n *Node) Start(ctx context.Context) error {
 	n.started = time.Now()
 	hc := n.cfg.PeerHTTPClient
+	if hc == nil && n.cfg.TLS != nil {
+		hc = n.cfg.TLS.HTTPClient()
+	}
 	if hc == nil {
 		hc = http.DefaultClient
 	}
@@ -219,7 +225,12 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("raft advertise address: %w", err)
 	}
-	n.trans, err = raft.NewTCPTransportWithLogger(n.cfg.RaftAddr, addr, 8, 10*time.Second, n.hclog("raft-net"))
+	if n.cfg.TLS != nil {
+		n.trans, err = peertls.NewRaftTransport(n.cfg.RaftAddr, n.cfg.RaftAdvertise, n.cfg.TLS, 8, 10*time.Second, n.hclog("raft-net"),
+			peertls.WithAllowPublic(n.cfg.AllowPublic))
+	} else {
+		n.trans, err = raft.NewTCPTransportWithLogger(n.cfg.RaftAddr, addr, 8, 10*time.Second, n.hclog("raft-net"))
+	}
 	if err != nil {
 		return fmt.Errorf("raft transport: %w", err)
 	}
@@ -283,7 +294,38 @@ func (n *Node) startHTTP() error {
 			n.log.Error("http server", "err", err)
 		}
 	}()
+	if n.cfg.TLS == nil {
+		return nil
+	}
+	// The node-to-node listener: the same API, mutual TLS required.
+	pln, err := net.Listen("tcp", n.cfg.PeerAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", n.cfg.PeerAddr, err)
+	}
+	n.peerLn = pln
+	n.peerSrv = &http.Server{
+		Handler:           markPeer(handler),
+		TLSConfig:         n.cfg.TLS.ServerConfig(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.peerSrv.ServeTLS(pln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("peer https server", "err", err)
+		}
+	}()
 	return nil
+}
+
+// PeerURL is the address other nodes use for API calls: the mTLS peer
+// listener with TLS, else the public API.
+func (n *Node) PeerURL() string {
+	if n.peerLn != nil {
+		return "https://" + n.peerLn.Addr().String()
+	}
+	return n.APIURL()
 }
 
 // APIURL is the base URL of the API.
@@ -373,6 +415,9 @@ func (n *Node) close(graceful bool) error {
 			_ = n.httpSrv.Close() // long-lived streams: cut them
 		}
 		cancel()
+	}
+	if n.peerSrv != nil {
+		_ = n.peerSrv.Close()
 	}
 	if n.gossip != nil {
 		errs = append(errs, n.gossip.Shutdown())

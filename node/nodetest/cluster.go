@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/verbund/verbund/federation/membership"
+	"github.com/verbund/verbund/federation/peertls"
 	"github.com/verbund/verbund/node"
 	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
 )
@@ -40,15 +41,19 @@ type Options struct {
 	Seed              uint64
 	// LogLevel for the nodes' logs, which go to t.Log (default warn).
 	LogLevel slog.Level
+	// TLS runs Raft and node-to-node API calls over mutual TLS with a
+	// fresh CA and a certificate per node.
+	TLS bool
 }
 
 // Cluster is a set of nodes under test.
 type Cluster struct {
-	t     testing.TB
-	opts  Options
-	Net   *Net
-	Nodes []*Member
-	mu    sync.Mutex
+	caCert, caKey []byte
+	t             testing.TB
+	opts          Options
+	Net           *Net
+	Nodes         []*Member
+	mu            sync.Mutex
 }
 
 // Member is one node slot: it keeps its data dir and addresses across
@@ -92,6 +97,12 @@ func Start(t testing.TB, opts Options) *Cluster {
 		opts.LogLevel = slog.LevelWarn
 	}
 	c := &Cluster{t: t, opts: opts, Net: newNet(opts.Seed)}
+	if opts.TLS {
+		var err error
+		if c.caCert, c.caKey, err = peertls.NewCA("nodetest CA", 24*time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
 	roles := []string{}
 	for i := 0; i < opts.Voters; i++ {
 		roles = append(roles, node.RoleVoter)
@@ -216,10 +227,27 @@ func (c *Cluster) newMember(i int, role, dir string) (*Member, error) {
 		cfg.TrailingLogs = c.opts.TrailingLogs
 	}
 	cfg.WrapRaftTransport = func(t raft.Transport) raft.Transport { return &raftTransport{inner: t, net: c.Net, self: i} }
-	cfg.PeerHTTPClient = &http.Client{Transport: &roundTripper{inner: http.DefaultTransport, net: c.Net, self: i}}
+	var inner http.RoundTripper = http.DefaultTransport
+	if c.opts.TLS {
+		certPEM, keyPEM, err := peertls.IssueNodeCert(c.caCert, c.caKey, m.ID, []string{"127.0.0.1", "localhost"}, 24*time.Hour)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.TLS, err = peertls.FromPEM(c.caCert, certPEM, keyPEM); err != nil {
+			return nil, err
+		}
+		if cfg.PeerAddr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		inner = cfg.TLS.HTTPTransport()
+	}
+	cfg.PeerHTTPClient = &http.Client{Transport: &roundTripper{inner: inner, net: c.Net, self: i}}
 	cfg.Logger = slog.New(slog.NewTextHandler(&tlog{t: c.t, prefix: m.ID}, &slog.HandlerOptions{Level: c.opts.LogLevel}))
 	m.cfg = cfg
 	c.Net.register(i, cfg.RaftAddr, cfg.HTTPAddr)
+	if cfg.PeerAddr != "" {
+		c.Net.register(i, cfg.RaftAddr, cfg.PeerAddr)
+	}
 	return m, nil
 }
 
