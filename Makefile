@@ -21,6 +21,14 @@ build: ## build bin/verbund
 run: build ## start a single node with the sample data (data in .verbund/dev)
 	$(BIN) dev
 
+.PHONY: cluster
+cluster: build ## start 3 voters + 2 members on loopback (mTLS, sample data); Ctrl-C stops all
+	scripts/cluster.sh
+
+.PHONY: cluster-stop
+cluster-stop: ## stop a cluster started by `make cluster` in another shell
+	-@for f in .verbund/cluster/*.pid; do [ -f "$$f" ] && kill $$(cat "$$f") 2>/dev/null; rm -f "$$f"; done; true
+
 .PHONY: test
 test: ## run every test (race detector on the concurrent packages)
 	$(GO) vet ./...

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/verbund/verbund/federation/peertls"
 	"github.com/verbund/verbund/node"
 )
 
@@ -42,6 +44,20 @@ type nodeFlags struct {
 	Genesis    bool   `yaml:"genesis"`
 	SampleData bool   `yaml:"sample-data"`
 	LogLevel   string `yaml:"log-level"`
+
+	Role          string `yaml:"role"`
+	Voters        int    `yaml:"voters"`
+	RaftAdvertise string `yaml:"raft-advertise"`
+	GossipAddr    string `yaml:"gossip-addr"`
+	Join          string `yaml:"join"`
+	GossipKeys    string `yaml:"gossip-keys"`
+	GossipLabel   string `yaml:"gossip-label"`
+	DeadGrace     string `yaml:"dead-server-grace"`
+	TLSCA         string `yaml:"tls-ca"`
+	TLSCert       string `yaml:"tls-cert"`
+	TLSKey        string `yaml:"tls-key"`
+	PeerAddr      string `yaml:"peer-addr"`
+	AllowPublic   bool   `yaml:"allow-public"`
 }
 
 func (f *nodeFlags) register(fs *flagSet, d nodeFlags) {
@@ -55,6 +71,19 @@ func (f *nodeFlags) register(fs *flagSet, d nodeFlags) {
 	fs.BoolVar(&f.Genesis, "genesis", d.Genesis, "register this node's organisation as network operator on an empty registry")
 	fs.BoolVar(&f.SampleData, "sample-data", d.SampleData, "import the embedded sample data on first start (with --genesis)")
 	fs.StringVar(&f.LogLevel, "log-level", d.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&f.Role, "role", d.Role, "voter (may vote in Raft), replica (non-voting Raft copy) or member (read copy from the change feed)")
+	fs.IntVar(&f.Voters, "voters", d.Voters, "number of Raft voters the leader keeps (3 or 5)")
+	fs.StringVar(&f.RaftAdvertise, "raft-advertise", d.RaftAdvertise, "Raft address other servers dial (default: --raft-addr)")
+	fs.StringVar(&f.GossipAddr, "gossip-addr", d.GossipAddr, "gossip (memberlist) bind address; empty: no gossip, a single node")
+	fs.StringVar(&f.Join, "join", d.Join, "comma-separated gossip addresses of known nodes to join through")
+	fs.StringVar(&f.GossipKeys, "gossip-key", d.GossipKeys, "comma-separated base64 gossip encryption keys, primary first (env VERBUND_GOSSIP_KEY)")
+	fs.StringVar(&f.GossipLabel, "gossip-label", d.GossipLabel, "gossip label separating networks")
+	fs.StringVar(&f.DeadGrace, "dead-server-grace", d.DeadGrace, "remove a server from Raft after gossip reports it dead this long (e.g. 30s)")
+	fs.StringVar(&f.TLSCA, "tls-ca", d.TLSCA, "network CA certificate (PEM): enables mutual TLS for Raft and node-to-node calls")
+	fs.StringVar(&f.TLSCert, "tls-cert", d.TLSCert, "this node's certificate (PEM), issued by verbund certs issue")
+	fs.StringVar(&f.TLSKey, "tls-key", d.TLSKey, "this node's private key (PEM, mode 0600)")
+	fs.StringVar(&f.PeerAddr, "peer-addr", d.PeerAddr, "mTLS listener for node-to-node API calls (with --tls-*)")
+	fs.BoolVar(&f.AllowPublic, "allow-public", d.AllowPublic, "allow listening on non-loopback addresses")
 }
 
 func (f nodeFlags) config(stderr interface{ Write([]byte) (int, error) }) (node.Config, error) {
@@ -67,6 +96,47 @@ func (f nodeFlags) config(stderr interface{ Write([]byte) (int, error) }) (node.
 	cfg.DataDir, cfg.HTTPAddr, cfg.RaftAddr = f.DataDir, f.HTTPAddr, f.RaftAddr
 	cfg.Bootstrap, cfg.Genesis, cfg.SampleData = f.Bootstrap, f.Genesis, f.SampleData
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	if f.Role != "" {
+		cfg.Role = f.Role
+	}
+	if f.Voters != 0 {
+		cfg.Voters = f.Voters
+	}
+	cfg.RaftAdvertise, cfg.GossipAddr, cfg.GossipLabel = f.RaftAdvertise, f.GossipAddr, f.GossipLabel
+	cfg.PeerAddr, cfg.AllowPublic = f.PeerAddr, f.AllowPublic
+	for _, j := range strings.Split(f.Join, ",") {
+		if j = strings.TrimSpace(j); j != "" {
+			cfg.Join = append(cfg.Join, j)
+		}
+	}
+	keys := f.GossipKeys
+	if keys == "" {
+		keys = os.Getenv("VERBUND_GOSSIP_KEY")
+	}
+	for _, k := range strings.Split(keys, ",") {
+		if k = strings.TrimSpace(k); k == "" {
+			continue
+		}
+		b, err := base64.StdEncoding.DecodeString(k)
+		if err != nil {
+			return cfg, fmt.Errorf("--gossip-key: not base64: %w", err)
+		}
+		cfg.GossipKeys = append(cfg.GossipKeys, b)
+	}
+	if f.DeadGrace != "" {
+		d, err := time.ParseDuration(f.DeadGrace)
+		if err != nil {
+			return cfg, fmt.Errorf("--dead-server-grace: %w", err)
+		}
+		cfg.DeadServerGrace = d
+	}
+	if f.TLSCA != "" || f.TLSCert != "" || f.TLSKey != "" {
+		b, err := peertls.Load(peertls.Files{CAFile: f.TLSCA, CertFile: f.TLSCert, KeyFile: f.TLSKey})
+		if err != nil {
+			return cfg, fmt.Errorf("TLS: %w", err)
+		}
+		cfg.TLS = b
+	}
 	return cfg, nil
 }
 
@@ -149,7 +219,15 @@ func serve(ctx context.Context, env *Env, cfg node.Config) error {
 	fmt.Fprintf(env.Stdout, "Verbund node %s (organisation %s) is running.\n", c.NodeID, c.OrgID)
 	fmt.Fprintf(env.Stdout, "  API (Connect, gRPC, gRPC-Web): %s\n", n.APIURL())
 	fmt.Fprintf(env.Stdout, "  Web page:                      %s/\n", n.APIURL())
-	fmt.Fprintf(env.Stdout, "  Raft:                          %s\n", n.RaftAddr())
+	if a := n.RaftAddr(); a != "" {
+		fmt.Fprintf(env.Stdout, "  Raft:                          %s\n", a)
+	}
+	if c.GossipAddr != "" {
+		fmt.Fprintf(env.Stdout, "  Gossip:                        %s (role %s)\n", c.GossipAddr, c.Role)
+	}
+	if n.PeerURL() != n.APIURL() {
+		fmt.Fprintf(env.Stdout, "  Peer API (mTLS):               %s\n", n.PeerURL())
+	}
 	fmt.Fprintf(env.Stdout, "  Data dir:                      %s\n", c.DataDir)
 	fmt.Fprintf(env.Stdout, "Try: bin/verbund providers --addr %s --service 99050012104000 --area 091620000000\n", n.APIURL())
 	fmt.Fprintf(env.Stdout, "     bin/verbund services search umzug --addr %s\n", n.APIURL())

@@ -54,6 +54,7 @@ type Cluster struct {
 	Net           *Net
 	Nodes         []*Member
 	mu            sync.Mutex
+	logs          logCounts
 }
 
 // Member is one node slot: it keeps its data dir and addresses across
@@ -242,7 +243,7 @@ func (c *Cluster) newMember(i int, role, dir string) (*Member, error) {
 		inner = cfg.TLS.HTTPTransport()
 	}
 	cfg.PeerHTTPClient = &http.Client{Transport: &roundTripper{inner: inner, net: c.Net, self: i}}
-	cfg.Logger = slog.New(slog.NewTextHandler(&tlog{t: c.t, prefix: m.ID}, &slog.HandlerOptions{Level: c.opts.LogLevel}))
+	cfg.Logger = c.newLogger(c.t, m.ID)
 	m.cfg = cfg
 	c.Net.register(i, cfg.RaftAddr, cfg.HTTPAddr)
 	if cfg.PeerAddr != "" {
