@@ -44,6 +44,8 @@ type Options struct {
 	// TLS runs Raft and node-to-node API calls over mutual TLS with a
 	// fresh CA and a certificate per node.
 	TLS bool
+	// SampleData imports the embedded sample data at genesis.
+	SampleData bool
 }
 
 // Cluster is a set of nodes under test.
@@ -122,7 +124,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 			t.Fatal(err)
 		}
 		if i == 0 {
-			m.cfg.Bootstrap, m.cfg.Genesis = true, true
+			m.cfg.Bootstrap, m.cfg.Genesis, m.cfg.SampleData = true, true, opts.SampleData
 			seed = m.cfg.GossipAddr
 		} else {
 			m.cfg.Join = []string{seed}
@@ -276,6 +278,26 @@ func (c *Cluster) startMember(m *Member) error {
 	m.node = n
 	m.mu.Unlock()
 	return nil
+}
+
+// AddNode starts one more node with the given role, joining through node
+// 0's gossip address, and returns its index.
+func (c *Cluster) AddNode(role string) int {
+	c.t.Helper()
+	c.mu.Lock()
+	i := len(c.Nodes)
+	m, err := c.newMember(i, role, filepath.Join(filepath.Dir(c.Nodes[0].Dir), fmt.Sprintf("n%d", i)))
+	if err != nil {
+		c.mu.Unlock()
+		c.t.Fatal(err)
+	}
+	m.cfg.Join = []string{c.Nodes[0].cfg.GossipAddr}
+	c.Nodes = append(c.Nodes, m)
+	c.mu.Unlock()
+	if err := c.startMember(m); err != nil {
+		c.t.Fatalf("start %s: %v", m.ID, err)
+	}
+	return i
 }
 
 // Kill stops node i abruptly (no leadership hand-over, no gossip leave).

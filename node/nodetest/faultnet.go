@@ -206,12 +206,36 @@ type roundTripper struct {
 }
 
 func (r *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
-	if j, ok := r.net.apiTarget(req.URL.Host); ok {
-		if err := r.net.check(r.self, j); err != nil {
-			return nil, err
-		}
+	j, ok := r.net.apiTarget(req.URL.Host)
+	if !ok {
+		return r.inner.RoundTrip(req)
 	}
-	return r.inner.RoundTrip(req)
+	if err := r.net.check(r.self, j); err != nil {
+		return nil, err
+	}
+	resp, err := r.inner.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	// Established streams (the change feed) break when the link is cut.
+	resp.Body = &cutBody{ReadCloser: resp.Body, net: r.net, from: j, to: r.self}
+	return resp, nil
+}
+
+type cutBody struct {
+	io.ReadCloser
+	net      *Net
+	from, to int
+}
+
+func (b *cutBody) Read(p []byte) (int, error) {
+	b.net.mu.RLock()
+	blocked := b.net.blocked[[2]int{b.from, b.to}]
+	b.net.mu.RUnlock()
+	if blocked {
+		return 0, fmt.Errorf("%w (%d -> %d): connection cut", ErrBlocked, b.from, b.to)
+	}
+	return b.ReadCloser.Read(p)
 }
 
 func freeAddr() (string, error) {
