@@ -13,9 +13,11 @@ import (
 	"github.com/hashicorp/raft"
 
 	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
+	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
 	"github.com/verbund/verbund/proto/gen/verbund/node/v1/nodev1connect"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
+	"github.com/verbund/verbund/keys"
 	"github.com/verbund/verbund/registry"
 )
 
@@ -33,12 +35,15 @@ func (n *Node) routes() http.Handler {
 	mux.Handle(nodev1connect.NewNodeServiceHandler(api, opts...))
 	mux.Handle(registryv1connect.NewWatchServiceHandler(api, opts...))
 	mux.Handle(nodev1connect.NewClusterServiceHandler(api, opts...))
+	hoPath, hoHandler := n.handover.Handler()
+	mux.Handle(hoPath, hoHandler)
 	names := []string{
 		registryv1connect.PublishServiceName,
 		registryv1connect.QueryServiceName,
 		registryv1connect.WatchServiceName,
 		nodev1connect.NodeServiceName,
 		nodev1connect.ClusterServiceName,
+		federationv1connect.HandoverServiceName,
 	}
 	mux.Handle(grpchealth.NewHandler(&healthChecker{n: n}))
 	reflector := grpcreflect.NewStaticReflector(names...)
@@ -344,14 +349,22 @@ func (a *apiServer) ListLifeSituations(ctx context.Context, req *connect.Request
 func (a *apiServer) GetStatus(ctx context.Context, req *connect.Request[nodev1.GetStatusRequest]) (*connect.Response[nodev1.GetStatusResponse], error) {
 	n := a.n
 	if !n.isServer() {
+		sig, _ := keys.Published(n.signingKey)
+		enc, _ := keys.Published(n.encKey)
 		return connect.NewResponse(&nodev1.GetStatusResponse{
+			Keys: []*registryv1.PublicKey{sig, enc}, PeerUrl: n.PeerURL(), Role: n.cfg.Role,
 			NodeId: n.cfg.NodeID, OrganisationId: n.cfg.OrgID, RaftState: "Member",
 			AppliedIndex: n.replica.AppliedIndex(), Version: Version, StartedAtUnixMs: n.started.UnixMilli(),
 			Stats: map[string]string{"staleness_ms": fmt.Sprint(n.staleness().Milliseconds())},
 		}), nil
 	}
 	addr, id := n.raft.LeaderWithID()
+	sig, _ := keys.Published(n.signingKey)
+	enc, _ := keys.Published(n.encKey)
 	return connect.NewResponse(&nodev1.GetStatusResponse{
+		Keys:            []*registryv1.PublicKey{sig, enc},
+		PeerUrl:         n.PeerURL(),
+		Role:            n.cfg.Role,
 		NodeId:          n.cfg.NodeID,
 		OrganisationId:  n.cfg.OrgID,
 		RaftState:       n.raft.State().String(),

@@ -44,7 +44,7 @@ func (n *Node) genesis(ctx context.Context) error {
 			Id:          n.cfg.OrgID,
 			Kind:        registryv1.OrganisationKind_ORGANISATION_KIND_NETWORK_OPERATOR,
 			Name:        name,
-			ApiEndpoint: n.APIURL(),
+			ApiEndpoint: n.PeerURL(),
 			Keys:        []*registryv1.PublicKey{pub, encPub},
 			Status:      registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE,
 		}}})

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 
+	"github.com/verbund/verbund/federation/handover"
 	"github.com/verbund/verbund/federation/membership"
 	"github.com/verbund/verbund/federation/peertls"
 	"github.com/verbund/verbund/keys"
@@ -53,6 +54,9 @@ type Node struct {
 	reader  *registry.Reader
 	writer  *registry.Writer
 	state   stateIndex
+
+	hoDB     *badger.DB
+	handover *handover.Service
 
 	gossip   *membership.Membership
 	peers    *peerClients
@@ -132,7 +136,7 @@ func (n *Node) openStorage() error {
 	// raft-wal's Close does not close the meta store it creates itself
 	// (its bolt file lock would outlive the node): own it and close it.
 	n.walMeta = &metadb.BoltMetaDB{}
-	if n.wal, err = wal.Open(n.cfg.path("raft", "wal"), wal.WithMetaStore(n.walMeta)); err != nil {
+	if n.wal, err = wal.Open(n.cfg.path("raft", "wal"), wal.WithMetaStore(n.walMeta), wal.WithSegmentSize(n.cfg.WALSegmentSize)); err != nil {
 		return fmt.Errorf("open raft log: %w", err)
 	}
 	if n.snaps, err = raft.NewFileSnapshotStoreWithLogger(n.cfg.path("raft"), 3, n.hclog("snapshot")); err != nil {
@@ -178,6 +182,9 @@ func (n *Node) Start(ctx context.Context) error {
 		n.wg.Add(2)
 		go func() { defer n.wg.Done(); n.writer.Run(runCtx) }()
 		go func() { defer n.wg.Done(); n.watchLeadership(runCtx) }()
+	}
+	if err := n.startHandover(runCtx); err != nil {
+		return err
 	}
 	if err := n.startHTTP(); err != nil {
 		return err
@@ -245,13 +252,13 @@ func (n *Node) startRaft() error {
 		}
 		if !has {
 			conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: n.trans.LocalAddr(), Suffrage: raft.Voter}}}
-			if err := raft.BootstrapCluster(rc, n.wal, n.wal, n.snaps, trans, conf); err != nil {
+			if err := raft.BootstrapCluster(rc, walLogStore{n.wal}, n.wal, n.snaps, trans, conf); err != nil {
 				return fmt.Errorf("bootstrap raft: %w", err)
 			}
 			n.log.Info("bootstrapped a new one-voter cluster")
 		}
 	}
-	if n.raft, err = raft.NewRaft(rc, n.fsm, n.wal, n.wal, n.snaps, trans); err != nil {
+	if n.raft, err = raft.NewRaft(rc, n.fsm, walLogStore{n.wal}, n.wal, n.snaps, trans); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	wcfg := n.cfg.Writer
@@ -426,6 +433,12 @@ func (n *Node) close(graceful bool) error {
 		errs = append(errs, n.trans.Close())
 	}
 	n.wg.Wait()
+	if n.handover != nil {
+		errs = append(errs, n.handover.Close())
+	}
+	if n.hoDB != nil {
+		errs = append(errs, n.hoDB.Close())
+	}
 	n.closeStorage()
 	n.log.Info("node stopped")
 	return errors.Join(errs...)

@@ -530,3 +530,10 @@ func distanceKm(a, b *registryv1.GeoPoint) float64 {
 	h := math.Sin(dlat/2)*math.Sin(dlat/2) + math.Cos(a.GetLat()*rad)*math.Cos(b.GetLat()*rad)*math.Sin(dlon/2)*math.Sin(dlon/2)
 	return math.Round(2*r*math.Asin(math.Sqrt(h))*10) / 10
 }
+
+// KeyOwner returns the organisation that registered kid ("" if none).
+func (r *Reader) KeyOwner(kid string) (string, error) {
+	var owner []byte
+	_, err := r.view(func(st *stage) (err error) { owner, err = st.get(kidKey(kid)); return })
+	return string(owner), err
+}

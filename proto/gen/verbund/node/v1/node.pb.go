@@ -9,6 +9,7 @@
 package nodev1
 
 import (
+	v1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -125,8 +126,14 @@ type GetStatusResponse struct {
 	Version         string            `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
 	StartedAtUnixMs int64             `protobuf:"varint,9,opt,name=started_at_unix_ms,json=startedAtUnixMs,proto3" json:"started_at_unix_ms,omitempty"`
 	Stats           map[string]string `protobuf:"bytes,10,rep,name=stats,proto3" json:"stats,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The public halves of the organisation keys this node holds (what the
+	// operator registers when onboarding the organisation).
+	Keys []*v1.PublicKey `protobuf:"bytes,11,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Address other nodes use for API calls (mTLS peer listener if set up).
+	PeerUrl       string `protobuf:"bytes,12,opt,name=peer_url,json=peerUrl,proto3" json:"peer_url,omitempty"`
+	Role          string `protobuf:"bytes,13,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
@@ -227,6 +234,27 @@ func (x *GetStatusResponse) GetStats() map[string]string {
 		return x.Stats
 	}
 	return nil
+}
+
+func (x *GetStatusResponse) GetKeys() []*v1.PublicKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetPeerUrl() string {
+	if x != nil {
+		return x.PeerUrl
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
 }
 
 type ReadIndexRequest struct {
@@ -706,8 +734,8 @@ var File_verbund_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_verbund_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x1averbund/node/v1/node.proto\x12\x0fverbund.node.v1\"\x12\n" +
-	"\x10GetStatusRequest\"\xc6\x03\n" +
+	"\x1averbund/node/v1/node.proto\x12\x0fverbund.node.v1\x1a\"verbund/registry/v1/registry.proto\"\x12\n" +
+	"\x10GetStatusRequest\"\xa9\x04\n" +
 	"\x11GetStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12'\n" +
 	"\x0forganisation_id\x18\x02 \x01(\tR\x0eorganisationId\x12\x1d\n" +
@@ -720,7 +748,10 @@ const file_verbund_node_v1_node_proto_rawDesc = "" +
 	"\aversion\x18\b \x01(\tR\aversion\x12+\n" +
 	"\x12started_at_unix_ms\x18\t \x01(\x03R\x0fstartedAtUnixMs\x12C\n" +
 	"\x05stats\x18\n" +
-	" \x03(\v2-.verbund.node.v1.GetStatusResponse.StatsEntryR\x05stats\x1a8\n" +
+	" \x03(\v2-.verbund.node.v1.GetStatusResponse.StatsEntryR\x05stats\x122\n" +
+	"\x04keys\x18\v \x03(\v2\x1e.verbund.registry.v1.PublicKeyR\x04keys\x12\x19\n" +
+	"\bpeer_url\x18\f \x01(\tR\apeerUrl\x12\x12\n" +
+	"\x04role\x18\r \x01(\tR\x04role\x1a8\n" +
 	"\n" +
 	"StatsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -796,26 +827,28 @@ var file_verbund_node_v1_node_proto_goTypes = []any{
 	(*RotateGossipKeyRequest)(nil),     // 10: verbund.node.v1.RotateGossipKeyRequest
 	(*RotateGossipKeyResponse)(nil),    // 11: verbund.node.v1.RotateGossipKeyResponse
 	nil,                                // 12: verbund.node.v1.GetStatusResponse.StatsEntry
+	(*v1.PublicKey)(nil),               // 13: verbund.registry.v1.PublicKey
 }
 var file_verbund_node_v1_node_proto_depIdxs = []int32{
 	12, // 0: verbund.node.v1.GetStatusResponse.stats:type_name -> verbund.node.v1.GetStatusResponse.StatsEntry
-	6,  // 1: verbund.node.v1.ListMembersResponse.members:type_name -> verbund.node.v1.Member
-	0,  // 2: verbund.node.v1.RotateGossipKeyRequest.operation:type_name -> verbund.node.v1.KeyOperation
-	1,  // 3: verbund.node.v1.NodeService.GetStatus:input_type -> verbund.node.v1.GetStatusRequest
-	3,  // 4: verbund.node.v1.ClusterService.ReadIndex:input_type -> verbund.node.v1.ReadIndexRequest
-	5,  // 5: verbund.node.v1.ClusterService.ListMembers:input_type -> verbund.node.v1.ListMembersRequest
-	8,  // 6: verbund.node.v1.ClusterService.TransferLeadership:input_type -> verbund.node.v1.TransferLeadershipRequest
-	10, // 7: verbund.node.v1.ClusterService.RotateGossipKey:input_type -> verbund.node.v1.RotateGossipKeyRequest
-	2,  // 8: verbund.node.v1.NodeService.GetStatus:output_type -> verbund.node.v1.GetStatusResponse
-	4,  // 9: verbund.node.v1.ClusterService.ReadIndex:output_type -> verbund.node.v1.ReadIndexResponse
-	7,  // 10: verbund.node.v1.ClusterService.ListMembers:output_type -> verbund.node.v1.ListMembersResponse
-	9,  // 11: verbund.node.v1.ClusterService.TransferLeadership:output_type -> verbund.node.v1.TransferLeadershipResponse
-	11, // 12: verbund.node.v1.ClusterService.RotateGossipKey:output_type -> verbund.node.v1.RotateGossipKeyResponse
-	8,  // [8:13] is the sub-list for method output_type
-	3,  // [3:8] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	13, // 1: verbund.node.v1.GetStatusResponse.keys:type_name -> verbund.registry.v1.PublicKey
+	6,  // 2: verbund.node.v1.ListMembersResponse.members:type_name -> verbund.node.v1.Member
+	0,  // 3: verbund.node.v1.RotateGossipKeyRequest.operation:type_name -> verbund.node.v1.KeyOperation
+	1,  // 4: verbund.node.v1.NodeService.GetStatus:input_type -> verbund.node.v1.GetStatusRequest
+	3,  // 5: verbund.node.v1.ClusterService.ReadIndex:input_type -> verbund.node.v1.ReadIndexRequest
+	5,  // 6: verbund.node.v1.ClusterService.ListMembers:input_type -> verbund.node.v1.ListMembersRequest
+	8,  // 7: verbund.node.v1.ClusterService.TransferLeadership:input_type -> verbund.node.v1.TransferLeadershipRequest
+	10, // 8: verbund.node.v1.ClusterService.RotateGossipKey:input_type -> verbund.node.v1.RotateGossipKeyRequest
+	2,  // 9: verbund.node.v1.NodeService.GetStatus:output_type -> verbund.node.v1.GetStatusResponse
+	4,  // 10: verbund.node.v1.ClusterService.ReadIndex:output_type -> verbund.node.v1.ReadIndexResponse
+	7,  // 11: verbund.node.v1.ClusterService.ListMembers:output_type -> verbund.node.v1.ListMembersResponse
+	9,  // 12: verbund.node.v1.ClusterService.TransferLeadership:output_type -> verbund.node.v1.TransferLeadershipResponse
+	11, // 13: verbund.node.v1.ClusterService.RotateGossipKey:output_type -> verbund.node.v1.RotateGossipKeyResponse
+	9,  // [9:14] is the sub-list for method output_type
+	4,  // [4:9] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_verbund_node_v1_node_proto_init() }
