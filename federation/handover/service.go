@@ -1,0 +1,319 @@
+package handover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/verbund/verbund/federation/envelope"
+	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
+)
+
+// Directory finds the API endpoint of an organisation's node (the
+// registry's Organisation.api_endpoint).
+type Directory interface {
+	Endpoint(ctx context.Context, org string) (string, error)
+}
+
+// Liveness says whether an organisation's node is believed to be up
+// (gossip). The deliverer pauses deliveries to organisations that are not
+// alive instead of spending attempts on them. A nil Liveness means always
+// alive. Never used to authorise anything.
+type Liveness interface {
+	Alive(org string) bool
+}
+
+// Dialer returns a client for another node's HandoverService at endpoint.
+// The node supplies TLS-capable clients; clients may be cached.
+type Dialer interface {
+	Client(endpoint string) federationv1connect.HandoverServiceClient
+}
+
+// AuditPublisher publishes the head of this organisation's audit chain to
+// the registry (the node signs a put_audit_head command). It must be
+// idempotent: the same head may be published again after a crash.
+type AuditPublisher interface {
+	PublishAuditHead(ctx context.Context, seq uint64, hash string) error
+}
+
+// ErrNoAuditHead is returned by an AuditHeadSource when nothing has been
+// published yet.
+var ErrNoAuditHead = errors.New("handover: no published audit head")
+
+// AuditHeadSource reads the audit head the registry holds for an
+// organisation (registry.Reader.AuditHead). Optional; VerifyAudit checks
+// it in addition to the heads this node recorded as published.
+type AuditHeadSource interface {
+	PublishedAuditHead(ctx context.Context, org string) (seq uint64, hash string, err error)
+}
+
+// Config configures a Service.
+type Config struct {
+	// OrgID is this node's organisation.
+	OrgID string
+	// SigningKey is the organisation's current Ed25519 signing key (private).
+	SigningKey jose.JSONWebKey
+	// EncryptionKey is the current P-256 decryption key (private);
+	// OldEncryptionKeys are earlier ones, kept to open envelopes sealed
+	// before a rotation.
+	EncryptionKey     jose.JSONWebKey
+	OldEncryptionKeys []jose.JSONWebKey
+	// DB holds outbox, inbox, dedupe records and the audit log (keys under
+	// "ho/"). Every change that an answer depends on is committed and synced
+	// before the answer: if the DB was opened with SyncWrites(true) the
+	// commit syncs, otherwise the Service calls DB.Sync() after each group
+	// commit. Prefer a dedicated DB opened with OpenDB (SyncWrites(true)).
+	DB *badger.DB
+	// Resolver finds published keys (the registry).
+	Resolver envelope.KeyResolver
+	// Directory finds other nodes' endpoints.
+	Directory Directory
+	// Liveness (optional) pauses deliveries to nodes that are down.
+	Liveness Liveness
+	// Dialer makes clients for other nodes.
+	Dialer Dialer
+	// Audit (optional) publishes the audit chain head every AuditInterval.
+	Audit AuditPublisher
+	// AuditHeads (optional) reads the published head back for VerifyAudit.
+	AuditHeads AuditHeadSource
+	Logger     *slog.Logger
+
+	// RetryMin and RetryMax bound the exponential backoff between delivery
+	// attempts (with jitter). Defaults 500ms and 5m.
+	RetryMin, RetryMax time.Duration
+	// MaxAttempts gives up (state failed) after this many failed attempts;
+	// 0 retries for ever (until the envelope expires).
+	MaxAttempts int
+	// DeliveryTimeout bounds one delivery attempt (default 30s).
+	DeliveryTimeout time.Duration
+	// Workers is the number of concurrent deliveries (default 16).
+	Workers int
+	// AuditInterval is how often the audit head is published (default 1m).
+	AuditInterval time.Duration
+	// HandoverTTL is the lifetime (exp - iat) of handovers and events
+	// (default 30 days): an envelope not delivered by then fails.
+	HandoverTTL time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+
+	// hooks inject faults and broken variants in tests.
+	hooks *testHooks
+}
+
+// testHooks are test-only fault injection points. A hook that returns an
+// error simulates a crash at that point: the operation stops there, its
+// caller gets no answer, and the durable state is what was committed.
+type testHooks struct {
+	afterOutboxWrite   func(id string) error // SendHandover: outbox entry durable, not yet answered
+	afterInboxWrite    func(id string) error // DeliverHandover/Event: inbox durable, receipt not returned
+	beforeReceiptStore func(id string) error // deliverer: receipt received, not yet stored
+	// Deliberately broken variants, for control runs that must be caught:
+	skipDedupe  bool // do not check or write dedupe records
+	asyncOutbox bool // answer SendHandover before the outbox write
+}
+
+func (c *Config) withDefaults() {
+	if c.RetryMin <= 0 {
+		c.RetryMin = 500 * time.Millisecond
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 5 * time.Minute
+	}
+	if c.RetryMax < c.RetryMin {
+		c.RetryMax = c.RetryMin
+	}
+	if c.DeliveryTimeout <= 0 {
+		c.DeliveryTimeout = 30 * time.Second
+	}
+	if c.Workers <= 0 {
+		c.Workers = 16
+	}
+	if c.AuditInterval <= 0 {
+		c.AuditInterval = time.Minute
+	}
+	if c.HandoverTTL <= 0 {
+		c.HandoverTTL = 30 * 24 * time.Hour
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.hooks == nil {
+		c.hooks = &testHooks{}
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.OrgID == "":
+		return errors.New("handover: OrgID is required")
+	case c.DB == nil:
+		return errors.New("handover: DB is required")
+	case c.Resolver == nil:
+		return errors.New("handover: Resolver is required")
+	case c.Directory == nil:
+		return errors.New("handover: Directory is required")
+	case c.Dialer == nil:
+		return errors.New("handover: Dialer is required")
+	case c.SigningKey.KeyID == "" || c.SigningKey.IsPublic():
+		return errors.New("handover: SigningKey must be a private key with a kid")
+	case c.EncryptionKey.KeyID == "" || c.EncryptionKey.IsPublic():
+		return errors.New("handover: EncryptionKey must be a private key with a kid")
+	}
+	return nil
+}
+
+// OpenDB opens (or creates) a badger database for the handover state at
+// dir, with SyncWrites(true) so that every commit is on disk before it
+// returns.
+func OpenDB(dir string, logger *slog.Logger) (*badger.DB, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	opts := badger.DefaultOptions(dir).
+		WithSyncWrites(true).
+		WithLogger(badgerLogger{logger}).
+		WithNumVersionsToKeep(1).
+		WithCompactL0OnClose(true)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("handover: open %s: %w", dir, err)
+	}
+	return db, nil
+}
+
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error(fmt.Sprintf(f, a...), "component", "badger-handover")
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn(fmt.Sprintf(f, a...), "component", "badger-handover")
+}
+func (b badgerLogger) Infof(string, ...any)  {}
+func (b badgerLogger) Debugf(string, ...any) {}
+
+// Service is one organisation's handover endpoint: outbox and deliverer,
+// inbox, case lifecycle, tracking and audit log. Create it with New, serve
+// Handler, call Run in a goroutine, and Close when done (before closing
+// the DB).
+type Service struct {
+	cfg     Config
+	log     *slog.Logger
+	db      *badger.DB
+	decKeys []jose.JSONWebKey
+	com     *committer
+	del     *deliverer
+	stats   counters
+
+	lastPublished atomic.Uint64
+
+	gate     sync.RWMutex
+	closed   bool
+	inflight sync.WaitGroup
+	runMu    sync.Mutex
+	runs     sync.WaitGroup
+	ctx      context.Context // cancelled by Close
+	cancel   context.CancelFunc
+}
+
+// New opens the Service on cfg.DB. Everything it knows is in the DB: a new
+// Service on the same DB after a crash continues where the old one stopped
+// (pending deliveries are retried; duplicates are answered from the dedupe
+// records).
+func New(cfg Config) (*Service, error) {
+	cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, db: cfg.DB, log: cfg.Logger.With("component", "handover", "org", cfg.OrgID)}
+	s.decKeys = append([]jose.JSONWebKey{cfg.EncryptionKey}, cfg.OldEncryptionKeys...)
+	s.stats.init()
+	var err error
+	if s.com, err = newCommitter(cfg.DB, cfg.Now); err != nil {
+		return nil, err
+	}
+	if err := s.loadLastPublished(); err != nil {
+		s.com.stop()
+		return nil, err
+	}
+	s.del = newDeliverer(s)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// Run runs the deliverer and the audit publisher until ctx is cancelled or
+// Close is called.
+func (s *Service) Run(ctx context.Context) {
+	s.runMu.Lock()
+	if s.isClosed() {
+		s.runMu.Unlock()
+		return
+	}
+	s.runs.Add(1)
+	s.runMu.Unlock()
+	defer s.runs.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.del.run(ctx) }()
+	go func() { defer wg.Done(); s.auditLoop(ctx) }()
+	wg.Wait()
+	st := s.Stats()
+	s.log.Info("handover service stopped", "delivered", st.Delivered, "received", st.Received,
+		"duplicates", st.Duplicates, "retries", st.Retries, "rejected", st.RejectedTotal())
+}
+
+// Close stops Run, waits for requests in progress, and stops the
+// committer. Work not yet committed is dropped, as in a crash; nothing was
+// acknowledged for it. The DB stays open.
+func (s *Service) Close() error {
+	s.gate.Lock()
+	already := s.closed
+	s.closed = true
+	s.gate.Unlock()
+	if already {
+		return nil
+	}
+	s.runMu.Lock() // no Run starts after this
+	s.runMu.Unlock()
+	s.cancel()
+	s.runs.Wait()
+	s.inflight.Wait()
+	s.com.stop()
+	return nil
+}
+
+func (s *Service) isClosed() bool {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	return s.closed
+}
+
+// enter registers a request; the returned func must be called when done.
+func (s *Service) enter() (func(), error) {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	if s.closed {
+		return nil, errUnavailable("service is shutting down")
+	}
+	s.inflight.Add(1)
+	return s.inflight.Done, nil
+}
+
+func (s *Service) now() time.Time { return s.cfg.Now() }
+
+// OrgID is the organisation this Service runs for.
+func (s *Service) OrgID() string { return s.cfg.OrgID }
