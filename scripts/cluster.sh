@@ -68,6 +68,16 @@ while read -r id role org http raft gossip peer; do
   done
 done <<< "$NODES"
 
+# The operator onboards the other organisations: their nodes' public keys
+# and peer endpoints go into the registry, so they can sign and receive
+# handovers. Idempotent: a restart republishes the same record.
+while read -r id role org http raft gossip peer; do
+  [ "$id" = n1 ] && continue
+  "$BIN" onboard --node "http://127.0.0.1:$((http+OFF))" --key "$DIR/n1/keys/signing.jwk" \
+    --addr "http://127.0.0.1:$((18081+OFF))" --timeout 30s >> "$DIR/onboard.log" 2>&1 \
+    || { echo "onboarding $org failed:"; cat "$DIR/onboard.log"; exit 1; }
+done <<< "$NODES"
+
 echo
 echo "Verbund local network is running (data in $DIR, logs in $DIR/<node>.log):"
 echo
