@@ -35,7 +35,7 @@ func (n *Node) routes() http.Handler {
 	mux.Handle(nodev1connect.NewNodeServiceHandler(api, opts...))
 	mux.Handle(registryv1connect.NewWatchServiceHandler(api, opts...))
 	mux.Handle(nodev1connect.NewClusterServiceHandler(api, opts...))
-	hoPath, hoHandler := n.handover.Handler()
+	hoPath, hoHandler := n.handoverHandler()
 	mux.Handle(hoPath, hoHandler)
 	names := []string{
 		registryv1connect.PublishServiceName,

@@ -2,18 +2,17 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
+	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
-	"github.com/verbund/verbund/federation/envelope"
 	"github.com/verbund/verbund/federation/handover"
-	"github.com/verbund/verbund/federation/membership"
-	"github.com/verbund/verbund/keys"
 	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 	"github.com/verbund/verbund/registry"
@@ -29,14 +28,22 @@ func (n *Node) startHandover(ctx context.Context) error {
 	}
 	n.hoDB = db
 	hc := n.peers.hc
+	rk := handover.RegistryKeys{Lookup: func(_ context.Context, id string) (*registryv1.Organisation, error) {
+		o, _, err := n.reader.Organisation(id)
+		return o, err
+	}}
+	var liveness handover.Liveness
+	if n.gossip != nil {
+		liveness = handover.GossipLiveness{Members: n.gossip.Members}
+	}
 	svc, err := handover.New(handover.Config{
 		OrgID:         n.cfg.OrgID,
 		SigningKey:    n.signingKey,
 		EncryptionKey: n.encKey,
 		DB:            db,
-		Resolver:      registryKeys{r: n.reader},
-		Directory:     registryDirectory{r: n.reader},
-		Liveness:      gossipLiveness{n: n},
+		Resolver:      rk,
+		Directory:     rk,
+		Liveness:      liveness,
 		Dialer:        &handoverDialer{hc: hc, m: map[string]federationv1connect.HandoverServiceClient{}},
 		Audit:         auditPublisher{n: n},
 		AuditHeads:    registryAuditHeads{r: n.reader},
@@ -55,89 +62,29 @@ func (n *Node) startHandover(ctx context.Context) error {
 // Handover exposes the handover service (tests).
 func (n *Node) Handover() *handover.Service { return n.handover }
 
-// registryKeys resolves JOSE keys from the replicated registry.
-type registryKeys struct{ r *registry.Reader }
-
-func (k registryKeys) lookup(org, kid, use string) (*registryv1.PublicKey, error) {
-	o, _, err := k.r.Organisation(org)
-	if err != nil {
-		return nil, fmt.Errorf("%w: organisation %s: %v", envelope.ErrUnknownKey, org, err)
-	}
-	for _, pk := range o.GetKeys() {
-		if pk.GetKid() == kid && pk.GetUse() == use {
-			return pk, nil
+// handoverHandler mounts the handover service. Other nodes may call only the
+// peer procedures (deliver handover/event, case timeline: authenticated by
+// the signatures they carry). The case-worker procedures (send, inbox,
+// accept, ...) make this node sign on behalf of its organisation, so they
+// are served only to callers on this machine, never over the peer listener.
+func (n *Node) handoverHandler() (string, http.Handler) {
+	staffOnly := connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			if p := req.Spec().Procedure; !handover.PeerProcedures[p] {
+				fromPeer, _ := ctx.Value(peerKey{}).(bool)
+				if fromPeer || !isLoopback(req.Peer().Addr) {
+					return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s is served to case workers on this node only", p))
+				}
+			}
+			return next(ctx, req)
 		}
-	}
-	if owner, _ := k.r.KeyOwner(kid); owner != "" && owner != org {
-		return nil, fmt.Errorf("%w: %s belongs to %s, not %s", envelope.ErrKeyNotOwned, kid, owner, org)
-	}
-	return nil, fmt.Errorf("%w: %s has no %s key %q", envelope.ErrUnknownKey, org, use, kid)
+	})
+	return n.handover.Handler(connect.WithInterceptors(staffOnly))
 }
 
-func (k registryKeys) VerificationKey(ctx context.Context, org, kid string, at time.Time) (jose.JSONWebKey, error) {
-	pk, err := k.lookup(org, kid, keys.UseSig)
-	if err != nil {
-		return jose.JSONWebKey{}, err
-	}
-	switch pk.GetStatus() {
-	case registryv1.KeyStatus_KEY_STATUS_ACTIVE:
-	case registryv1.KeyStatus_KEY_STATUS_RETIRING:
-		if at.UnixMilli() > pk.GetNotAfterUnixMs() {
-			return jose.JSONWebKey{}, fmt.Errorf("%w: %s retired at %v", envelope.ErrKeyInactive, kid, time.UnixMilli(pk.GetNotAfterUnixMs()))
-		}
-	default:
-		return jose.JSONWebKey{}, fmt.Errorf("%w: %s", envelope.ErrRevokedKey, kid)
-	}
-	return keys.ParsePublic(pk)
-}
-
-func (k registryKeys) EncryptionKey(ctx context.Context, org string) (jose.JSONWebKey, error) {
-	o, _, err := k.r.Organisation(org)
-	if err != nil {
-		return jose.JSONWebKey{}, fmt.Errorf("%w: organisation %s: %v", envelope.ErrUnknownKey, org, err)
-	}
-	for _, pk := range o.GetKeys() {
-		if pk.GetUse() == keys.UseEnc && pk.GetStatus() == registryv1.KeyStatus_KEY_STATUS_ACTIVE {
-			return keys.ParsePublic(pk)
-		}
-	}
-	return jose.JSONWebKey{}, fmt.Errorf("%w: %s has no active encryption key", envelope.ErrUnknownKey, org)
-}
-
-// registryDirectory finds an organisation's node from its registered
-// api_endpoint.
-type registryDirectory struct{ r *registry.Reader }
-
-func (d registryDirectory) Endpoint(ctx context.Context, org string) (string, error) {
-	o, _, err := d.r.Organisation(org)
-	if err != nil {
-		return "", err
-	}
-	if o.GetApiEndpoint() == "" {
-		return "", fmt.Errorf("organisation %s has no node endpoint registered", org)
-	}
-	return o.GetApiEndpoint(), nil
-}
-
-// gossipLiveness pauses deliveries to organisations whose nodes gossip
-// reports down. An organisation gossip does not know is tried anyway.
-type gossipLiveness struct{ n *Node }
-
-func (l gossipLiveness) Alive(org string) bool {
-	if l.n.gossip == nil {
-		return true
-	}
-	known := false
-	for _, m := range l.n.gossip.Members() {
-		if m.OrgID != org {
-			continue
-		}
-		known = true
-		if m.State == membership.StateAlive || m.State == membership.StateSuspect {
-			return true
-		}
-	}
-	return !known
+func isLoopback(addr string) bool {
+	ap, err := netip.ParseAddrPort(addr)
+	return err == nil && ap.Addr().IsLoopback()
 }
 
 type handoverDialer struct {
@@ -172,8 +119,11 @@ type registryAuditHeads struct{ r *registry.Reader }
 
 func (h registryAuditHeads) PublishedAuditHead(ctx context.Context, org string) (uint64, string, error) {
 	head, _, err := h.r.AuditHead(org)
-	if err != nil {
+	if errors.Is(err, registry.ErrNotFound) {
 		return 0, "", fmt.Errorf("%w: %v", handover.ErrNoAuditHead, err)
+	}
+	if err != nil {
+		return 0, "", err
 	}
 	return head.GetSequence(), head.GetHash(), nil
 }

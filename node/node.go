@@ -183,15 +183,16 @@ func (n *Node) Start(ctx context.Context) error {
 		go func() { defer n.wg.Done(); n.writer.Run(runCtx) }()
 		go func() { defer n.wg.Done(); n.watchLeadership(runCtx) }()
 	}
-	if err := n.startHandover(runCtx); err != nil {
-		return err
-	}
-	if err := n.startHTTP(); err != nil {
+	if err := n.listen(); err != nil {
 		return err
 	}
 	if err := n.startGossip(runCtx); err != nil {
 		return err
 	}
+	if err := n.startHandover(runCtx); err != nil {
+		return err
+	}
+	n.serveHTTP()
 	if n.isServer() && n.gossip != nil {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.reconcileLoop(runCtx) }()
@@ -282,12 +283,26 @@ func (n *Node) watchLeadership(ctx context.Context) {
 	}
 }
 
-func (n *Node) startHTTP() error {
+// listen opens the API listeners, so their addresses are known (gossip
+// announces them) before anything is served.
+func (n *Node) listen() error {
 	ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", n.cfg.HTTPAddr, err)
 	}
 	n.httpLn = ln
+	if n.cfg.TLS == nil {
+		return nil
+	}
+	// The node-to-node listener: the same API, mutual TLS required.
+	if n.peerLn, err = net.Listen("tcp", n.cfg.PeerAddr); err != nil {
+		return fmt.Errorf("listen on %s: %w", n.cfg.PeerAddr, err)
+	}
+	return nil
+}
+
+// serveHTTP serves the API on the listeners opened by listen.
+func (n *Node) serveHTTP() {
 	handler := n.routes()
 	n.httpSrv = &http.Server{
 		Handler:           h2c.NewHandler(handler, &http2.Server{}),
@@ -297,19 +312,13 @@ func (n *Node) startHTTP() error {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.httpSrv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server", "err", err)
 		}
 	}()
-	if n.cfg.TLS == nil {
-		return nil
+	if n.peerLn == nil {
+		return
 	}
-	// The node-to-node listener: the same API, mutual TLS required.
-	pln, err := net.Listen("tcp", n.cfg.PeerAddr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", n.cfg.PeerAddr, err)
-	}
-	n.peerLn = pln
 	n.peerSrv = &http.Server{
 		Handler:           markPeer(handler),
 		TLSConfig:         n.cfg.TLS.ServerConfig(),
@@ -319,11 +328,10 @@ func (n *Node) startHTTP() error {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.peerSrv.ServeTLS(pln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.peerSrv.ServeTLS(n.peerLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("peer https server", "err", err)
 		}
 	}()
-	return nil
 }
 
 // PeerURL is the address other nodes use for API calls: the mTLS peer
@@ -425,6 +433,12 @@ func (n *Node) close(graceful bool) error {
 	}
 	if n.peerSrv != nil {
 		_ = n.peerSrv.Close()
+	}
+	if n.httpSrv == nil && n.httpLn != nil {
+		_ = n.httpLn.Close()
+	}
+	if n.peerSrv == nil && n.peerLn != nil {
+		_ = n.peerLn.Close()
 	}
 	if n.gossip != nil {
 		errs = append(errs, n.gossip.Shutdown())

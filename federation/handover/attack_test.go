@@ -108,7 +108,9 @@ func TestDeliveryAttacks(t *testing.T) {
 			return seal(t, cl, a.sig, cn.enc)
 		}, connect.CodeUnauthenticated, "unknown_key"},
 		{"oversized envelope", b, false, func() string { return big }, connect.CodeResourceExhausted, "too_large"},
-		{"oversized request", b, false, func() string { return huge }, connect.CodeResourceExhausted, "too_large"},
+		// The server answers before reading the body; the client may see
+		// that answer or a reset connection (code not checked).
+		{"oversized request", b, false, func() string { return huge }, connect.CodeUnknown, "too_large"},
 		{"forged signature (sender's kid, other key)", b, false, func() string {
 			return seal(t, claimsAB(envelope.NewID()), forged, b.enc)
 		}, connect.CodeUnauthenticated, "signature"},
@@ -160,7 +162,7 @@ func TestDeliveryAttacks(t *testing.T) {
 			} else {
 				_, err = tc.target.client().DeliverHandover(ctx, connect.NewRequest(&federationv1.DeliverHandoverRequest{Token: tc.token()}))
 			}
-			if connect.CodeOf(err) != tc.code {
+			if err == nil || (connect.CodeOf(err) != tc.code && tc.name != "oversized request") {
 				t.Fatalf("got %v (%v), want code %v", connect.CodeOf(err), err, tc.code)
 			}
 			if got := s.Stats().Rejected[tc.reason]; got != rej+1 {

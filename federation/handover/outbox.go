@@ -252,15 +252,62 @@ func (h *taskHeap) Pop() any {
 // deliverer sends pending outbox entries, with retries, exponential
 // backoff with jitter, and pauses while the recipient is not alive.
 type deliverer struct {
-	s     *Service
-	mu    sync.Mutex
-	tasks map[string]*task
-	queue taskHeap
-	wake  chan struct{}
+	s      *Service
+	mu     sync.Mutex
+	tasks  map[string]*task
+	queue  taskHeap
+	parked map[string][]*task // recipient -> tasks waiting for it to be alive
+	wake   chan struct{}
 }
 
 func newDeliverer(s *Service) *deliverer {
-	return &deliverer{s: s, tasks: map[string]*task{}, wake: make(chan struct{}, 1)}
+	return &deliverer{s: s, tasks: map[string]*task{}, parked: map[string][]*task{}, wake: make(chan struct{}, 1)}
+}
+
+// park holds t until Liveness says its recipient is alive again; parked
+// tasks cost nothing until then (checked every RetryMin).
+func (d *deliverer) park(t *task) {
+	d.mu.Lock()
+	d.parked[t.to] = append(d.parked[t.to], t)
+	d.mu.Unlock()
+}
+
+// unpark schedules the tasks of every recipient that is alive again,
+// spread over RetryMin so they do not all hit the recipient at once.
+func (d *deliverer) unpark() {
+	l := d.s.cfg.Liveness
+	d.mu.Lock()
+	if len(d.parked) == 0 {
+		d.mu.Unlock()
+		return
+	}
+	orgs := make([]string, 0, len(d.parked))
+	for org := range d.parked {
+		orgs = append(orgs, org)
+	}
+	d.mu.Unlock()
+	var ready []string
+	for _, org := range orgs {
+		if l == nil || l.Alive(org) {
+			ready = append(ready, org)
+		}
+	}
+	if len(ready) == 0 {
+		return
+	}
+	d.mu.Lock()
+	now := time.Now()
+	spread := int64(d.s.cfg.RetryMin)
+	for _, org := range ready {
+		for _, t := range d.parked[org] {
+			t.due = now.Add(time.Duration(rand.Int64N(spread/4 + 1)))
+			t.queued = true
+			heap.Push(&d.queue, t)
+		}
+		delete(d.parked, org)
+	}
+	d.mu.Unlock()
+	d.signal()
 }
 
 func (d *deliverer) pending() int {
@@ -351,6 +398,8 @@ func (d *deliverer) run(ctx context.Context) {
 	defer func() { close(work); wg.Wait() }()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	recheck := time.NewTicker(d.s.cfg.RetryMin)
+	defer recheck.Stop()
 	for {
 		d.mu.Lock()
 		var next *task
@@ -382,6 +431,8 @@ func (d *deliverer) run(ctx context.Context) {
 			return
 		case <-d.wake:
 		case <-tc:
+		case <-recheck.C:
+			d.unpark()
 		}
 		if tc != nil && !timer.Stop() {
 			select {
@@ -415,7 +466,7 @@ func (d *deliverer) attempt(ctx context.Context, t *task) {
 	if l := s.cfg.Liveness; l != nil && t.to != "" && !l.Alive(t.to) {
 		// Do not spend attempts on a node gossip says is down.
 		s.stats.paused.Add(1)
-		d.reschedule(t, d.backoff(1))
+		d.park(t)
 		return
 	}
 	var rec outboxRecord
@@ -445,9 +496,9 @@ func (d *deliverer) attempt(ctx context.Context, t *task) {
 		return
 	}
 	if l := s.cfg.Liveness; l != nil && !l.Alive(rec.To) {
-		// Do not spend attempts on a node gossip says is down.
+		t.to = rec.To
 		s.stats.paused.Add(1)
-		d.reschedule(t, d.backoff(1))
+		d.park(t)
 		return
 	}
 	s.stats.attempts.Add(1)
