@@ -1,0 +1,228 @@
+package e2e
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/verbund/verbund/federation/envelope"
+	"github.com/verbund/verbund/federation/handover"
+	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
+	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
+	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
+	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
+)
+
+// TestHandoversSurviveSIGKILL runs a sender and a recipient node as real
+// processes, sends handovers from several goroutines, and SIGKILLs and
+// restarts both processes at random moments. At the end every handover the
+// sender acknowledged is in the recipient's inbox exactly once, every
+// outbox entry holds a receipt that verifies offline against the keys in
+// the registry, and both audit logs verify against their published heads.
+func TestHandoversSurviveSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level crash test")
+	}
+	const total = 300
+	dirA, dirB := t.TempDir(), t.TempDir()
+	gossipA := freeAddr(t)
+	argsA := []string{"node", "--org", "verbund-operator", "--bootstrap", "--genesis", "--data-dir", dirA,
+		"--http-addr", freeAddr(t), "--raft-addr", freeAddr(t), "--gossip-addr", gossipA, "--log-level", "warn"}
+	argsB := []string{"node", "--org", "091620000000", "--role", "member", "--data-dir", dirB,
+		"--http-addr", freeAddr(t), "--gossip-addr", freeAddr(t), "--join", gossipA, "--log-level", "warn"}
+	a := start(t, argsA...)
+	b := start(t, argsB...)
+	waitHTTP(t, a.api)
+	if out, err := run(t, "onboard", "--node", b.api, "--key", filepath.Join(dirA, "keys", "signing.jwk"),
+		"--addr", a.api, "--name", "München", "--kind", "municipality", "--timeout", "30s"); err != nil {
+		t.Fatalf("onboard: %v\n%s", err, out)
+	}
+	client := func(api string) federationv1connect.HandoverServiceClient {
+		return federationv1connect.NewHandoverServiceClient(http.DefaultClient, api)
+	}
+	var mu sync.Mutex
+	procs := map[string]*proc{"A": a, "B": b}
+	args := map[string][]string{"A": argsA, "B": argsB}
+	current := func(name string) *proc { mu.Lock(); defer mu.Unlock(); return procs[name] }
+
+	// Senders: each handover has an idempotency key and is retried until
+	// the sender acknowledges it (across sender crashes).
+	acked := make([]string, total) // handover ids
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for w := 0; w < 6; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				for {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					res, err := client(current("A").api).SendHandover(ctx, connect.NewRequest(&federationv1.SendHandoverRequest{
+						RecipientOrganisationId: "091620000000",
+						CaseJson:                fmt.Sprintf(`{"applicant":"Erika Mustermann %d","subject":"Ummeldung"}`, i),
+						Reason:                  "Umzug nach München",
+						LeikaKey:                "99115005000000",
+						IdempotencyKey:          fmt.Sprintf("e2e-handover-case-%04d", i),
+					}))
+					cancel()
+					if err == nil {
+						acked[i] = res.Msg.GetHandoverId()
+						sent.Add(1)
+						time.Sleep(40 * time.Millisecond) // spread sends over the nemesis' schedule
+						break
+					}
+					if c := connect.CodeOf(err); c == connect.CodeInvalidArgument || c == connect.CodePermissionDenied {
+						t.Errorf("handover %d refused: %v", i, err)
+						break
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	// The nemesis: SIGKILL and restart each side a few times.
+	stopNemesis := make(chan struct{})
+	kills := map[string]int{}
+	var killsMu sync.Mutex
+	enough := func() bool { killsMu.Lock(); defer killsMu.Unlock(); return kills["A"] >= 2 && kills["B"] >= 2 }
+	nemesisDone := make(chan struct{})
+	go func() {
+		defer close(nemesisDone)
+		rng := rand.New(rand.NewPCG(42, 7))
+		for {
+			select {
+			case <-stopNemesis:
+				return
+			case <-time.After(time.Duration(150+rng.IntN(350)) * time.Millisecond):
+			}
+			name := []string{"A", "B"}[rng.IntN(2)]
+			p := current(name)
+			p.kill()
+			killsMu.Lock()
+			kills[name]++
+			killsMu.Unlock()
+			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+			np := start(t, args[name]...)
+			mu.Lock()
+			procs[name] = np
+			mu.Unlock()
+		}
+	}()
+	go func() {
+		for i := 0; i < total; i++ {
+			work <- i
+		}
+		close(work)
+	}()
+	wg.Wait()
+	// Keep crashing (now during delivery) until both sides died twice.
+	for deadline := time.Now().Add(60 * time.Second); !enough() && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	close(stopNemesis)
+	<-nemesisDone
+	t.Logf("%d handovers acknowledged; SIGKILLs: sender %d, recipient %d", sent.Load(), kills["A"], kills["B"])
+	if !enough() {
+		t.Fatalf("the nemesis did not kill both sides: %v", kills)
+	}
+
+	// Wait until every outbox entry is delivered.
+	var outbox []*federationv1.OutboxEntry
+	if err := waitUntil(90*time.Second, func() error {
+		outbox = nil
+		tok := ""
+		for {
+			res, err := client(current("A").api).ListOutbox(context.Background(), connect.NewRequest(&federationv1.ListOutboxRequest{PageSize: 1000, PageToken: tok}))
+			if err != nil {
+				return err
+			}
+			outbox = append(outbox, res.Msg.GetEntries()...)
+			if tok = res.Msg.GetNextPageToken(); tok == "" {
+				break
+			}
+		}
+		pending := 0
+		for _, e := range outbox {
+			if e.GetState() != federationv1.OutboxState_OUTBOX_STATE_DELIVERED {
+				pending++
+			}
+		}
+		if pending > 0 {
+			return fmt.Errorf("%d of %d outbox entries not delivered", pending, len(outbox))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(outbox) != total {
+		t.Fatalf("outbox has %d entries, want %d (one per idempotency key)", len(outbox), total)
+	}
+	// Exactly once in the recipient's inbox.
+	inbox := map[string]int{}
+	tok := ""
+	for {
+		res, err := client(current("B").api).ListInbox(context.Background(), connect.NewRequest(&federationv1.ListInboxRequest{PageSize: 1000, PageToken: tok}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range res.Msg.GetCases() {
+			inbox[c.GetHandoverId()]++
+		}
+		if tok = res.Msg.GetNextPageToken(); tok == "" {
+			break
+		}
+	}
+	for i, id := range acked {
+		if inbox[id] != 1 {
+			t.Errorf("handover %d (%s) is %d times in the inbox", i, id, inbox[id])
+		}
+	}
+	if len(inbox) != total {
+		t.Errorf("inbox holds %d handovers, want %d", len(inbox), total)
+	}
+	// Receipts verify offline against the registry's keys.
+	q := registryv1connect.NewQueryServiceClient(http.DefaultClient, current("A").api)
+	resolver := handover.RegistryKeys{Lookup: func(ctx context.Context, id string) (*registryv1.Organisation, error) {
+		res, err := q.GetOrganisation(ctx, connect.NewRequest(&registryv1.GetOrganisationRequest{Id: id}))
+		if err != nil {
+			return nil, err
+		}
+		return res.Msg.GetOrganisation(), nil
+	}}
+	for _, e := range outbox {
+		d, err := hex.DecodeString(e.GetEnvelopeSha256())
+		if err != nil || len(d) != 32 {
+			t.Fatalf("outbox %s: bad digest %q", e.GetId(), e.GetEnvelopeSha256())
+		}
+		var digest [32]byte
+		copy(digest[:], d)
+		if _, err := envelope.VerifyReceipt(context.Background(), e.GetReceipt(), resolver, "091620000000", digest); err != nil {
+			t.Errorf("receipt for %s does not verify: %v", e.GetId(), err)
+		}
+	}
+	// Both audit logs verify.
+	for _, name := range []string{"A", "B"} {
+		if err := waitUntil(30*time.Second, func() error {
+			res, err := client(current(name).api).VerifyAudit(context.Background(), connect.NewRequest(&federationv1.VerifyAuditRequest{}))
+			if err != nil {
+				return err
+			}
+			if !res.Msg.GetOk() {
+				return fmt.Errorf("audit of %s: %s", name, res.Msg.GetError())
+			}
+			return nil
+		}); err != nil {
+			t.Error(err)
+		}
+	}
+}
