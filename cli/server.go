@@ -58,6 +58,7 @@ type nodeFlags struct {
 	TLSKey        string `yaml:"tls-key"`
 	PeerAddr      string `yaml:"peer-addr"`
 	AllowPublic   bool   `yaml:"allow-public"`
+	AuditInterval string `yaml:"audit-interval"`
 }
 
 func (f *nodeFlags) register(fs *flagSet, d nodeFlags) {
@@ -84,6 +85,7 @@ func (f *nodeFlags) register(fs *flagSet, d nodeFlags) {
 	fs.StringVar(&f.TLSKey, "tls-key", d.TLSKey, "this node's private key (PEM, mode 0600)")
 	fs.StringVar(&f.PeerAddr, "peer-addr", d.PeerAddr, "mTLS listener for node-to-node API calls (with --tls-*)")
 	fs.BoolVar(&f.AllowPublic, "allow-public", d.AllowPublic, "allow listening on non-loopback addresses")
+	fs.StringVar(&f.AuditInterval, "audit-interval", d.AuditInterval, "how often the handover audit chain head is published to the registry (default 1m)")
 }
 
 func (f nodeFlags) config(stderr interface{ Write([]byte) (int, error) }) (node.Config, error) {
@@ -129,6 +131,13 @@ func (f nodeFlags) config(stderr interface{ Write([]byte) (int, error) }) (node.
 			return cfg, fmt.Errorf("--dead-server-grace: %w", err)
 		}
 		cfg.DeadServerGrace = d
+	}
+	if f.AuditInterval != "" {
+		d, err := time.ParseDuration(f.AuditInterval)
+		if err != nil {
+			return cfg, fmt.Errorf("--audit-interval: %w", err)
+		}
+		cfg.AuditInterval = d
 	}
 	if f.TLSCA != "" || f.TLSCert != "" || f.TLSKey != "" {
 		b, err := peertls.Load(peertls.Files{CAFile: f.TLSCA, CertFile: f.TLSCert, KeyFile: f.TLSKey})

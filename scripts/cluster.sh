@@ -49,7 +49,7 @@ while read -r id role org http raft gossip peer; do
   args=(node --node-id "$id" --org "$org" --role "$role" --data-dir "$DIR/$id"
         --http-addr "127.0.0.1:$http" --gossip-addr "127.0.0.1:$gossip" --peer-addr "127.0.0.1:$peer"
         --tls-ca "$DIR/pki/ca.pem" --tls-cert "$DIR/pki/$id.pem" --tls-key "$DIR/pki/$id-key.pem"
-        --gossip-label verbund-local --dead-server-grace 1m --log-level warn)
+        --gossip-label verbund-local --dead-server-grace 1m --audit-interval 10s --log-level warn)
   [ "$raft" != 0 ] && args+=(--raft-addr "127.0.0.1:$raft")
   if [ "$id" = n1 ]; then
     args+=(--bootstrap --genesis --sample-data --org-name "Verbund local network operator")
