@@ -23,6 +23,8 @@ import (
 
 // fake implements the query, publish and node services over test data.
 type fake struct {
+	nodev1connect.UnimplementedNodeServiceHandler // RotateKeys, RevokeKey
+
 	pub     jose.JSONWebKey // verifies published commands
 	pageCap int             // if > 0, at most this many organisations per page
 

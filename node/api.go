@@ -12,12 +12,12 @@ import (
 	"connectrpc.com/grpcreflect"
 	"github.com/hashicorp/raft"
 
-	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
+	"github.com/verbund/verbund/keys"
 	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
+	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
 	"github.com/verbund/verbund/proto/gen/verbund/node/v1/nodev1connect"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
-	"github.com/verbund/verbund/keys"
 	"github.com/verbund/verbund/registry"
 )
 
@@ -35,7 +35,7 @@ func (n *Node) routes() http.Handler {
 	mux.Handle(nodev1connect.NewNodeServiceHandler(api, opts...))
 	mux.Handle(registryv1connect.NewWatchServiceHandler(api, opts...))
 	mux.Handle(nodev1connect.NewClusterServiceHandler(api, opts...))
-	hoPath, hoHandler := n.handoverHandler()
+	hoPath, hoHandler := n.handoverRoute()
 	mux.Handle(hoPath, hoHandler)
 	names := []string{
 		registryv1connect.PublishServiceName,
@@ -349,8 +349,8 @@ func (a *apiServer) ListLifeSituations(ctx context.Context, req *connect.Request
 func (a *apiServer) GetStatus(ctx context.Context, req *connect.Request[nodev1.GetStatusRequest]) (*connect.Response[nodev1.GetStatusResponse], error) {
 	n := a.n
 	if !n.isServer() {
-		sig, _ := keys.Published(n.signingKey)
-		enc, _ := keys.Published(n.encKey)
+		sig, _ := keys.Published(n.keys().sig)
+		enc, _ := keys.Published(n.keys().enc)
 		return connect.NewResponse(&nodev1.GetStatusResponse{
 			Keys: []*registryv1.PublicKey{sig, enc}, PeerUrl: n.PeerURL(), Role: n.cfg.Role,
 			NodeId: n.cfg.NodeID, OrganisationId: n.cfg.OrgID, RaftState: "Member",
@@ -359,8 +359,8 @@ func (a *apiServer) GetStatus(ctx context.Context, req *connect.Request[nodev1.G
 		}), nil
 	}
 	addr, id := n.raft.LeaderWithID()
-	sig, _ := keys.Published(n.signingKey)
-	enc, _ := keys.Published(n.encKey)
+	sig, _ := keys.Published(n.keys().sig)
+	enc, _ := keys.Published(n.keys().enc)
 	return connect.NewResponse(&nodev1.GetStatusResponse{
 		Keys:            []*registryv1.PublicKey{sig, enc},
 		PeerUrl:         n.PeerURL(),

@@ -28,11 +28,11 @@ func (n *Node) genesis(ctx context.Context) error {
 		return err
 	}
 	if op == "" {
-		pub, err := keys.Published(n.signingKey)
+		pub, err := keys.Published(n.keys().sig)
 		if err != nil {
 			return err
 		}
-		encPub, err := keys.Published(n.encKey)
+		encPub, err := keys.Published(n.keys().enc)
 		if err != nil {
 			return err
 		}
@@ -51,7 +51,7 @@ func (n *Node) genesis(ctx context.Context) error {
 		if err := n.publishOne(ctx, cmd); err != nil {
 			return fmt.Errorf("genesis: %w", err)
 		}
-		n.log.Info("genesis: registered network operator", "org", n.cfg.OrgID, "kid", n.signingKey.KeyID)
+		n.log.Info("genesis: registered network operator", "org", n.cfg.OrgID, "kid", n.keys().sig.KeyID)
 	} else if op != n.cfg.OrgID {
 		n.log.Info("registry already has an operator", "operator", op)
 	}
@@ -62,7 +62,7 @@ func (n *Node) genesis(ctx context.Context) error {
 }
 
 func (n *Node) publishOne(ctx context.Context, cmd *registryv1.Command) error {
-	jws, err := registry.SignCommand(cmd, n.signingKey)
+	jws, err := registry.SignCommand(cmd, n.keys().sig)
 	if err != nil {
 		return err
 	}
@@ -106,7 +106,7 @@ func (n *Node) importSampleData(ctx context.Context) error {
 	last := time.Time{}
 	sum, err := sampledata.Import(ctx, localPublisher{n}, sampledata.Options{
 		OperatorID:  n.cfg.OrgID,
-		OperatorKey: n.signingKey,
+		OperatorKey: n.keys().sig,
 		MunichKey:   munich,
 		OnProgress: func(p sampledata.Progress) {
 			if time.Since(last) > 2*time.Second || p.Done == p.Total {

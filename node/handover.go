@@ -2,8 +2,10 @@ package node
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
+	jose "github.com/go-jose/go-jose/v4"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -27,33 +29,12 @@ func (n *Node) startHandover(ctx context.Context) error {
 		return fmt.Errorf("handover store: %w", err)
 	}
 	n.hoDB = db
-	hc := n.peers.hc
-	rk := handover.RegistryKeys{Lookup: func(_ context.Context, id string) (*registryv1.Organisation, error) {
-		o, _, err := n.reader.Organisation(id)
-		return o, err
-	}}
-	var liveness handover.Liveness
-	if n.gossip != nil {
-		liveness = handover.GossipLiveness{Members: n.gossip.Members}
-	}
-	svc, err := handover.New(handover.Config{
-		OrgID:         n.cfg.OrgID,
-		SigningKey:    n.signingKey,
-		EncryptionKey: n.encKey,
-		DB:            db,
-		Resolver:      rk,
-		Directory:     rk,
-		Liveness:      liveness,
-		Dialer:        &handoverDialer{hc: hc, m: map[string]federationv1connect.HandoverServiceClient{}},
-		Audit:         auditPublisher{n: n},
-		AuditHeads:    registryAuditHeads{r: n.reader},
-		Logger:        n.log.With("component", "handover"),
-		AuditInterval: n.cfg.AuditInterval,
-	})
+	svc, err := handover.New(n.handoverConfig())
 	if err != nil {
 		return err
 	}
 	n.handover = svc
+	n.hoHandler.Store(handlerOf(n.handoverHandler()))
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); svc.Run(ctx) }()
 	return nil
@@ -80,6 +61,17 @@ func (n *Node) handoverHandler() (string, http.Handler) {
 		}
 	})
 	return n.handover.Handler(connect.WithInterceptors(staffOnly))
+}
+
+func handlerOf(_ string, h http.Handler) *http.Handler { return &h }
+
+// handoverRoute serves the current handover service (it is replaced when
+// the organisation's keys rotate).
+func (n *Node) handoverRoute() (string, http.Handler) {
+	path, _ := n.handover.Handler()
+	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*n.hoHandler.Load()).ServeHTTP(w, r)
+	})
 }
 
 func isLoopback(addr string) bool {
@@ -128,24 +120,31 @@ func (h registryAuditHeads) PublishedAuditHead(ctx context.Context, org string) 
 	return head.GetSequence(), head.GetHash(), nil
 }
 
-// publishSelf signs cmd with this node's organisation key and publishes it
-// from any role: proposed here on the leader, forwarded otherwise.
+// publishSelf signs cmd with this node's organisation key and publishes it.
 func (n *Node) publishSelf(ctx context.Context, cmd *registryv1.Command) error {
-	jws, err := registry.SignCommand(cmd, n.signingKey)
+	_, err := n.publishSigned(ctx, cmd, n.keys().sig)
+	return err
+}
+
+// publishSigned signs cmd with key and publishes it from any role: proposed
+// here on the leader, forwarded otherwise. It returns the commit index.
+func (n *Node) publishSigned(ctx context.Context, cmd *registryv1.Command, key jose.JSONWebKey) (uint64, error) {
+	jws, err := registry.SignCommand(cmd, key)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var res []*registryv1.CommandResult
+	var idx uint64
 	if n.isServer() && n.raft.State() == raft.Leader {
-		res, _, err = n.Publish(ctx, []string{jws})
+		res, idx, err = n.Publish(ctx, []string{jws})
 	} else {
-		res, _, err = n.forwardPublish(ctx, 0, []string{jws})
+		res, idx, err = n.forwardPublish(ctx, 0, []string{jws})
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if c := res[0].GetErrorCode(); c != "" {
-		return registry.ErrorFromCode(c, res[0].GetErrorMessage())
+		return 0, registry.ErrorFromCode(c, res[0].GetErrorMessage())
 	}
-	return nil
+	return idx, nil
 }

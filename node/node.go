@@ -40,8 +40,9 @@ type Node struct {
 	cfg Config
 	log *slog.Logger
 
-	signingKey jose.JSONWebKey
-	encKey     jose.JSONWebKey
+	keyset    atomic.Pointer[orgKeys]
+	rotateMu  sync.Mutex
+	hoHandler atomic.Pointer[http.Handler]
 
 	db      *badger.DB
 	wal     *wal.WAL
@@ -87,17 +88,22 @@ func New(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	var err error
-	var created bool
-	if n.signingKey, created, err = keys.LoadOrGenerate(cfg.path("keys", "signing.jwk"), keys.GenerateSigning, cfg.OrgID+"-sig"); err != nil {
+	sig, created, err := keys.LoadOrGenerate(n.keyPath(signingFile), keys.GenerateSigning, cfg.OrgID+"-sig")
+	if err != nil {
 		return nil, err
 	}
 	if created {
-		n.log.Info("generated signing key", "kid", n.signingKey.KeyID)
+		n.log.Info("generated signing key", "kid", sig.KeyID)
 	}
-	if n.encKey, _, err = keys.LoadOrGenerate(cfg.path("keys", "encryption.jwk"), keys.GenerateEncryption, cfg.OrgID+"-enc"); err != nil {
+	enc, _, err := keys.LoadOrGenerate(n.keyPath(encryptionFile), keys.GenerateEncryption, cfg.OrgID+"-enc")
+	if err != nil {
 		return nil, err
 	}
+	oldEnc, err := n.loadArchivedEncKeys()
+	if err != nil {
+		return nil, err
+	}
+	n.keyset.Store(&orgKeys{sig: sig, enc: enc, oldEnc: oldEnc})
 	if err := n.openStorage(); err != nil {
 		n.closeStorage()
 		return nil, err
@@ -193,6 +199,8 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.serveHTTP()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.resolvePendingKeys(runCtx) }()
 	if n.isServer() && n.gossip != nil {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.reconcileLoop(runCtx) }()
@@ -385,10 +393,10 @@ func (n *Node) FSM() *registry.FSM { return n.fsm }
 func (n *Node) Reader() *registry.Reader { return n.reader }
 
 // SigningKey is this node's organisation signing key.
-func (n *Node) SigningKey() jose.JSONWebKey { return n.signingKey }
+func (n *Node) SigningKey() jose.JSONWebKey { return n.keys().sig }
 
 // EncryptionKey is this node's organisation encryption key.
-func (n *Node) EncryptionKey() jose.JSONWebKey { return n.encKey }
+func (n *Node) EncryptionKey() jose.JSONWebKey { return n.keys().enc }
 
 // Config returns the effective configuration.
 func (n *Node) Config() Config { return n.cfg }

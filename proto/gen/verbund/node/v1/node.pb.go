@@ -76,6 +76,217 @@ func (KeyOperation) EnumDescriptor() ([]byte, []int) {
 	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{0}
 }
 
+type RotateKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How long the previous keys stay valid for verification (default 7 days).
+	GraceSeconds int64 `protobuf:"varint,1,opt,name=grace_seconds,json=graceSeconds,proto3" json:"grace_seconds,omitempty"`
+	// Revoke the previous keys at once instead (e.g. after a compromise).
+	RevokePrevious bool `protobuf:"varint,2,opt,name=revoke_previous,json=revokePrevious,proto3" json:"revoke_previous,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RotateKeysRequest) Reset() {
+	*x = RotateKeysRequest{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeysRequest) ProtoMessage() {}
+
+func (x *RotateKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeysRequest.ProtoReflect.Descriptor instead.
+func (*RotateKeysRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RotateKeysRequest) GetGraceSeconds() int64 {
+	if x != nil {
+		return x.GraceSeconds
+	}
+	return 0
+}
+
+func (x *RotateKeysRequest) GetRevokePrevious() bool {
+	if x != nil {
+		return x.RevokePrevious
+	}
+	return false
+}
+
+type RotateKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SigningKid    string                 `protobuf:"bytes,1,opt,name=signing_kid,json=signingKid,proto3" json:"signing_kid,omitempty"`
+	EncryptionKid string                 `protobuf:"bytes,2,opt,name=encryption_kid,json=encryptionKid,proto3" json:"encryption_kid,omitempty"`
+	PreviousKids  []string               `protobuf:"bytes,3,rep,name=previous_kids,json=previousKids,proto3" json:"previous_kids,omitempty"`
+	// Raft index of the published organisation record.
+	Index         uint64 `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKeysResponse) Reset() {
+	*x = RotateKeysResponse{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeysResponse) ProtoMessage() {}
+
+func (x *RotateKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeysResponse.ProtoReflect.Descriptor instead.
+func (*RotateKeysResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RotateKeysResponse) GetSigningKid() string {
+	if x != nil {
+		return x.SigningKid
+	}
+	return ""
+}
+
+func (x *RotateKeysResponse) GetEncryptionKid() string {
+	if x != nil {
+		return x.EncryptionKid
+	}
+	return ""
+}
+
+func (x *RotateKeysResponse) GetPreviousKids() []string {
+	if x != nil {
+		return x.PreviousKids
+	}
+	return nil
+}
+
+func (x *RotateKeysResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type RevokeKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kid           string                 `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyRequest) Reset() {
+	*x = RevokeKeyRequest{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyRequest) ProtoMessage() {}
+
+func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
+func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RevokeKeyRequest) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
+type RevokeKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyResponse) Reset() {
+	*x = RevokeKeyResponse{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyResponse) ProtoMessage() {}
+
+func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyResponse.ProtoReflect.Descriptor instead.
+func (*RevokeKeyResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RevokeKeyResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 type GetStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -84,7 +295,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[0]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -96,7 +307,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[0]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -109,7 +320,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{0}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{4}
 }
 
 type GetStatusResponse struct {
@@ -138,7 +349,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[1]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -150,7 +361,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[1]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -163,7 +374,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{1}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetStatusResponse) GetNodeId() string {
@@ -265,7 +476,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[2]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +488,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[2]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +501,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{2}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{6}
 }
 
 type ReadIndexResponse struct {
@@ -303,7 +514,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[3]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -315,7 +526,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[3]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -328,7 +539,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{3}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -353,7 +564,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[4]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -365,7 +576,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[4]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -378,7 +589,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{4}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{8}
 }
 
 type Member struct {
@@ -402,7 +613,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[5]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +625,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[5]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +638,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{5}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Member) GetNodeId() string {
@@ -509,7 +720,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[6]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +732,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[6]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +745,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -554,7 +765,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[7]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +777,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[7]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +790,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TransferLeadershipRequest) GetNodeId() string {
@@ -598,7 +809,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[8]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +821,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[8]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +834,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -644,7 +855,7 @@ type RotateGossipKeyRequest struct {
 
 func (x *RotateGossipKeyRequest) Reset() {
 	*x = RotateGossipKeyRequest{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[9]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +867,7 @@ func (x *RotateGossipKeyRequest) String() string {
 func (*RotateGossipKeyRequest) ProtoMessage() {}
 
 func (x *RotateGossipKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[9]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +880,7 @@ func (x *RotateGossipKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateGossipKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateGossipKeyRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RotateGossipKeyRequest) GetOperation() KeyOperation {
@@ -695,7 +906,7 @@ type RotateGossipKeyResponse struct {
 
 func (x *RotateGossipKeyResponse) Reset() {
 	*x = RotateGossipKeyResponse{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[10]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +918,7 @@ func (x *RotateGossipKeyResponse) String() string {
 func (*RotateGossipKeyResponse) ProtoMessage() {}
 
 func (x *RotateGossipKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[10]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +931,7 @@ func (x *RotateGossipKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateGossipKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateGossipKeyResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RotateGossipKeyResponse) GetKeys() int32 {
@@ -734,7 +945,20 @@ var File_verbund_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_verbund_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x1averbund/node/v1/node.proto\x12\x0fverbund.node.v1\x1a\"verbund/registry/v1/registry.proto\"\x12\n" +
+	"\x1averbund/node/v1/node.proto\x12\x0fverbund.node.v1\x1a\"verbund/registry/v1/registry.proto\"a\n" +
+	"\x11RotateKeysRequest\x12#\n" +
+	"\rgrace_seconds\x18\x01 \x01(\x03R\fgraceSeconds\x12'\n" +
+	"\x0frevoke_previous\x18\x02 \x01(\bR\x0erevokePrevious\"\x97\x01\n" +
+	"\x12RotateKeysResponse\x12\x1f\n" +
+	"\vsigning_kid\x18\x01 \x01(\tR\n" +
+	"signingKid\x12%\n" +
+	"\x0eencryption_kid\x18\x02 \x01(\tR\rencryptionKid\x12#\n" +
+	"\rprevious_kids\x18\x03 \x03(\tR\fpreviousKids\x12\x14\n" +
+	"\x05index\x18\x04 \x01(\x04R\x05index\"$\n" +
+	"\x10RevokeKeyRequest\x12\x10\n" +
+	"\x03kid\x18\x01 \x01(\tR\x03kid\")\n" +
+	"\x11RevokeKeyResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\x12\n" +
 	"\x10GetStatusRequest\"\xa9\x04\n" +
 	"\x11GetStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12'\n" +
@@ -789,9 +1013,12 @@ const file_verbund_node_v1_node_proto_rawDesc = "" +
 	"\x19KEY_OPERATION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15KEY_OPERATION_INSTALL\x10\x01\x12\x15\n" +
 	"\x11KEY_OPERATION_USE\x10\x02\x12\x18\n" +
-	"\x14KEY_OPERATION_REMOVE\x10\x032f\n" +
+	"\x14KEY_OPERATION_REMOVE\x10\x032\x91\x02\n" +
 	"\vNodeService\x12W\n" +
-	"\tGetStatus\x12!.verbund.node.v1.GetStatusRequest\x1a\".verbund.node.v1.GetStatusResponse\"\x03\x90\x02\x012\x98\x03\n" +
+	"\tGetStatus\x12!.verbund.node.v1.GetStatusRequest\x1a\".verbund.node.v1.GetStatusResponse\"\x03\x90\x02\x01\x12U\n" +
+	"\n" +
+	"RotateKeys\x12\".verbund.node.v1.RotateKeysRequest\x1a#.verbund.node.v1.RotateKeysResponse\x12R\n" +
+	"\tRevokeKey\x12!.verbund.node.v1.RevokeKeyRequest\x1a\".verbund.node.v1.RevokeKeyResponse2\x98\x03\n" +
 	"\x0eClusterService\x12R\n" +
 	"\tReadIndex\x12!.verbund.node.v1.ReadIndexRequest\x1a\".verbund.node.v1.ReadIndexResponse\x12]\n" +
 	"\vListMembers\x12#.verbund.node.v1.ListMembersRequest\x1a$.verbund.node.v1.ListMembersResponse\"\x03\x90\x02\x01\x12m\n" +
@@ -812,40 +1039,48 @@ func file_verbund_node_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_verbund_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_verbund_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_verbund_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_verbund_node_v1_node_proto_goTypes = []any{
 	(KeyOperation)(0),                  // 0: verbund.node.v1.KeyOperation
-	(*GetStatusRequest)(nil),           // 1: verbund.node.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),          // 2: verbund.node.v1.GetStatusResponse
-	(*ReadIndexRequest)(nil),           // 3: verbund.node.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),          // 4: verbund.node.v1.ReadIndexResponse
-	(*ListMembersRequest)(nil),         // 5: verbund.node.v1.ListMembersRequest
-	(*Member)(nil),                     // 6: verbund.node.v1.Member
-	(*ListMembersResponse)(nil),        // 7: verbund.node.v1.ListMembersResponse
-	(*TransferLeadershipRequest)(nil),  // 8: verbund.node.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 9: verbund.node.v1.TransferLeadershipResponse
-	(*RotateGossipKeyRequest)(nil),     // 10: verbund.node.v1.RotateGossipKeyRequest
-	(*RotateGossipKeyResponse)(nil),    // 11: verbund.node.v1.RotateGossipKeyResponse
-	nil,                                // 12: verbund.node.v1.GetStatusResponse.StatsEntry
-	(*v1.PublicKey)(nil),               // 13: verbund.registry.v1.PublicKey
+	(*RotateKeysRequest)(nil),          // 1: verbund.node.v1.RotateKeysRequest
+	(*RotateKeysResponse)(nil),         // 2: verbund.node.v1.RotateKeysResponse
+	(*RevokeKeyRequest)(nil),           // 3: verbund.node.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),          // 4: verbund.node.v1.RevokeKeyResponse
+	(*GetStatusRequest)(nil),           // 5: verbund.node.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),          // 6: verbund.node.v1.GetStatusResponse
+	(*ReadIndexRequest)(nil),           // 7: verbund.node.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),          // 8: verbund.node.v1.ReadIndexResponse
+	(*ListMembersRequest)(nil),         // 9: verbund.node.v1.ListMembersRequest
+	(*Member)(nil),                     // 10: verbund.node.v1.Member
+	(*ListMembersResponse)(nil),        // 11: verbund.node.v1.ListMembersResponse
+	(*TransferLeadershipRequest)(nil),  // 12: verbund.node.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 13: verbund.node.v1.TransferLeadershipResponse
+	(*RotateGossipKeyRequest)(nil),     // 14: verbund.node.v1.RotateGossipKeyRequest
+	(*RotateGossipKeyResponse)(nil),    // 15: verbund.node.v1.RotateGossipKeyResponse
+	nil,                                // 16: verbund.node.v1.GetStatusResponse.StatsEntry
+	(*v1.PublicKey)(nil),               // 17: verbund.registry.v1.PublicKey
 }
 var file_verbund_node_v1_node_proto_depIdxs = []int32{
-	12, // 0: verbund.node.v1.GetStatusResponse.stats:type_name -> verbund.node.v1.GetStatusResponse.StatsEntry
-	13, // 1: verbund.node.v1.GetStatusResponse.keys:type_name -> verbund.registry.v1.PublicKey
-	6,  // 2: verbund.node.v1.ListMembersResponse.members:type_name -> verbund.node.v1.Member
+	16, // 0: verbund.node.v1.GetStatusResponse.stats:type_name -> verbund.node.v1.GetStatusResponse.StatsEntry
+	17, // 1: verbund.node.v1.GetStatusResponse.keys:type_name -> verbund.registry.v1.PublicKey
+	10, // 2: verbund.node.v1.ListMembersResponse.members:type_name -> verbund.node.v1.Member
 	0,  // 3: verbund.node.v1.RotateGossipKeyRequest.operation:type_name -> verbund.node.v1.KeyOperation
-	1,  // 4: verbund.node.v1.NodeService.GetStatus:input_type -> verbund.node.v1.GetStatusRequest
-	3,  // 5: verbund.node.v1.ClusterService.ReadIndex:input_type -> verbund.node.v1.ReadIndexRequest
-	5,  // 6: verbund.node.v1.ClusterService.ListMembers:input_type -> verbund.node.v1.ListMembersRequest
-	8,  // 7: verbund.node.v1.ClusterService.TransferLeadership:input_type -> verbund.node.v1.TransferLeadershipRequest
-	10, // 8: verbund.node.v1.ClusterService.RotateGossipKey:input_type -> verbund.node.v1.RotateGossipKeyRequest
-	2,  // 9: verbund.node.v1.NodeService.GetStatus:output_type -> verbund.node.v1.GetStatusResponse
-	4,  // 10: verbund.node.v1.ClusterService.ReadIndex:output_type -> verbund.node.v1.ReadIndexResponse
-	7,  // 11: verbund.node.v1.ClusterService.ListMembers:output_type -> verbund.node.v1.ListMembersResponse
-	9,  // 12: verbund.node.v1.ClusterService.TransferLeadership:output_type -> verbund.node.v1.TransferLeadershipResponse
-	11, // 13: verbund.node.v1.ClusterService.RotateGossipKey:output_type -> verbund.node.v1.RotateGossipKeyResponse
-	9,  // [9:14] is the sub-list for method output_type
-	4,  // [4:9] is the sub-list for method input_type
+	5,  // 4: verbund.node.v1.NodeService.GetStatus:input_type -> verbund.node.v1.GetStatusRequest
+	1,  // 5: verbund.node.v1.NodeService.RotateKeys:input_type -> verbund.node.v1.RotateKeysRequest
+	3,  // 6: verbund.node.v1.NodeService.RevokeKey:input_type -> verbund.node.v1.RevokeKeyRequest
+	7,  // 7: verbund.node.v1.ClusterService.ReadIndex:input_type -> verbund.node.v1.ReadIndexRequest
+	9,  // 8: verbund.node.v1.ClusterService.ListMembers:input_type -> verbund.node.v1.ListMembersRequest
+	12, // 9: verbund.node.v1.ClusterService.TransferLeadership:input_type -> verbund.node.v1.TransferLeadershipRequest
+	14, // 10: verbund.node.v1.ClusterService.RotateGossipKey:input_type -> verbund.node.v1.RotateGossipKeyRequest
+	6,  // 11: verbund.node.v1.NodeService.GetStatus:output_type -> verbund.node.v1.GetStatusResponse
+	2,  // 12: verbund.node.v1.NodeService.RotateKeys:output_type -> verbund.node.v1.RotateKeysResponse
+	4,  // 13: verbund.node.v1.NodeService.RevokeKey:output_type -> verbund.node.v1.RevokeKeyResponse
+	8,  // 14: verbund.node.v1.ClusterService.ReadIndex:output_type -> verbund.node.v1.ReadIndexResponse
+	11, // 15: verbund.node.v1.ClusterService.ListMembers:output_type -> verbund.node.v1.ListMembersResponse
+	13, // 16: verbund.node.v1.ClusterService.TransferLeadership:output_type -> verbund.node.v1.TransferLeadershipResponse
+	15, // 17: verbund.node.v1.ClusterService.RotateGossipKey:output_type -> verbund.node.v1.RotateGossipKeyResponse
+	11, // [11:18] is the sub-list for method output_type
+	4,  // [4:11] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -862,7 +1097,7 @@ func file_verbund_node_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbund_node_v1_node_proto_rawDesc), len(file_verbund_node_v1_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -38,6 +38,10 @@ const (
 const (
 	// NodeServiceGetStatusProcedure is the fully-qualified name of the NodeService's GetStatus RPC.
 	NodeServiceGetStatusProcedure = "/verbund.node.v1.NodeService/GetStatus"
+	// NodeServiceRotateKeysProcedure is the fully-qualified name of the NodeService's RotateKeys RPC.
+	NodeServiceRotateKeysProcedure = "/verbund.node.v1.NodeService/RotateKeys"
+	// NodeServiceRevokeKeyProcedure is the fully-qualified name of the NodeService's RevokeKey RPC.
+	NodeServiceRevokeKeyProcedure = "/verbund.node.v1.NodeService/RevokeKey"
 	// ClusterServiceReadIndexProcedure is the fully-qualified name of the ClusterService's ReadIndex
 	// RPC.
 	ClusterServiceReadIndexProcedure = "/verbund.node.v1.ClusterService/ReadIndex"
@@ -55,6 +59,14 @@ const (
 // NodeServiceClient is a client for the verbund.node.v1.NodeService service.
 type NodeServiceClient interface {
 	GetStatus(context.Context, *connect.Request[v1.GetStatusRequest]) (*connect.Response[v1.GetStatusResponse], error)
+	// RotateKeys gives the organisation new signing and encryption keys: they
+	// are published (signed with the current key) as active, the current keys
+	// stay valid for verification until the grace period ends (or are revoked
+	// at once), then the node switches to the new keys. Loopback only.
+	RotateKeys(context.Context, *connect.Request[v1.RotateKeysRequest]) (*connect.Response[v1.RotateKeysResponse], error)
+	// RevokeKey marks one of the organisation's keys revoked, effective at
+	// once: nothing it signed verifies from then on. Loopback only.
+	RevokeKey(context.Context, *connect.Request[v1.RevokeKeyRequest]) (*connect.Response[v1.RevokeKeyResponse], error)
 }
 
 // NewNodeServiceClient constructs a client for the verbund.node.v1.NodeService service. By default,
@@ -75,12 +87,26 @@ func NewNodeServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		rotateKeys: connect.NewClient[v1.RotateKeysRequest, v1.RotateKeysResponse](
+			httpClient,
+			baseURL+NodeServiceRotateKeysProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("RotateKeys")),
+			connect.WithClientOptions(opts...),
+		),
+		revokeKey: connect.NewClient[v1.RevokeKeyRequest, v1.RevokeKeyResponse](
+			httpClient,
+			baseURL+NodeServiceRevokeKeyProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("RevokeKey")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // nodeServiceClient implements NodeServiceClient.
 type nodeServiceClient struct {
-	getStatus *connect.Client[v1.GetStatusRequest, v1.GetStatusResponse]
+	getStatus  *connect.Client[v1.GetStatusRequest, v1.GetStatusResponse]
+	rotateKeys *connect.Client[v1.RotateKeysRequest, v1.RotateKeysResponse]
+	revokeKey  *connect.Client[v1.RevokeKeyRequest, v1.RevokeKeyResponse]
 }
 
 // GetStatus calls verbund.node.v1.NodeService.GetStatus.
@@ -88,9 +114,27 @@ func (c *nodeServiceClient) GetStatus(ctx context.Context, req *connect.Request[
 	return c.getStatus.CallUnary(ctx, req)
 }
 
+// RotateKeys calls verbund.node.v1.NodeService.RotateKeys.
+func (c *nodeServiceClient) RotateKeys(ctx context.Context, req *connect.Request[v1.RotateKeysRequest]) (*connect.Response[v1.RotateKeysResponse], error) {
+	return c.rotateKeys.CallUnary(ctx, req)
+}
+
+// RevokeKey calls verbund.node.v1.NodeService.RevokeKey.
+func (c *nodeServiceClient) RevokeKey(ctx context.Context, req *connect.Request[v1.RevokeKeyRequest]) (*connect.Response[v1.RevokeKeyResponse], error) {
+	return c.revokeKey.CallUnary(ctx, req)
+}
+
 // NodeServiceHandler is an implementation of the verbund.node.v1.NodeService service.
 type NodeServiceHandler interface {
 	GetStatus(context.Context, *connect.Request[v1.GetStatusRequest]) (*connect.Response[v1.GetStatusResponse], error)
+	// RotateKeys gives the organisation new signing and encryption keys: they
+	// are published (signed with the current key) as active, the current keys
+	// stay valid for verification until the grace period ends (or are revoked
+	// at once), then the node switches to the new keys. Loopback only.
+	RotateKeys(context.Context, *connect.Request[v1.RotateKeysRequest]) (*connect.Response[v1.RotateKeysResponse], error)
+	// RevokeKey marks one of the organisation's keys revoked, effective at
+	// once: nothing it signed verifies from then on. Loopback only.
+	RevokeKey(context.Context, *connect.Request[v1.RevokeKeyRequest]) (*connect.Response[v1.RevokeKeyResponse], error)
 }
 
 // NewNodeServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -107,10 +151,26 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	nodeServiceRotateKeysHandler := connect.NewUnaryHandler(
+		NodeServiceRotateKeysProcedure,
+		svc.RotateKeys,
+		connect.WithSchema(nodeServiceMethods.ByName("RotateKeys")),
+		connect.WithHandlerOptions(opts...),
+	)
+	nodeServiceRevokeKeyHandler := connect.NewUnaryHandler(
+		NodeServiceRevokeKeyProcedure,
+		svc.RevokeKey,
+		connect.WithSchema(nodeServiceMethods.ByName("RevokeKey")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/verbund.node.v1.NodeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case NodeServiceGetStatusProcedure:
 			nodeServiceGetStatusHandler.ServeHTTP(w, r)
+		case NodeServiceRotateKeysProcedure:
+			nodeServiceRotateKeysHandler.ServeHTTP(w, r)
+		case NodeServiceRevokeKeyProcedure:
+			nodeServiceRevokeKeyHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -122,6 +182,14 @@ type UnimplementedNodeServiceHandler struct{}
 
 func (UnimplementedNodeServiceHandler) GetStatus(context.Context, *connect.Request[v1.GetStatusRequest]) (*connect.Response[v1.GetStatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.node.v1.NodeService.GetStatus is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) RotateKeys(context.Context, *connect.Request[v1.RotateKeysRequest]) (*connect.Response[v1.RotateKeysResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.node.v1.NodeService.RotateKeys is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) RevokeKey(context.Context, *connect.Request[v1.RevokeKeyRequest]) (*connect.Response[v1.RevokeKeyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.node.v1.NodeService.RevokeKey is not implemented"))
 }
 
 // ClusterServiceClient is a client for the verbund.node.v1.ClusterService service.
