@@ -205,7 +205,7 @@ func (n *Node) waitStateAt(ctx context.Context, index uint64) error {
 		next := uint64(0)
 		for i := applied + 1; i <= index; i++ {
 			var l raft.Log
-			if err := n.wal.GetLog(i, &l); err != nil || l.Type == raft.LogCommand {
+			if err := n.logs.GetLog(i, &l); err != nil || l.Type == raft.LogCommand {
 				next = i // a command (or compacted away: wait for it too)
 				break
 			}

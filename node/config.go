@@ -103,12 +103,6 @@ type Config struct {
 	SnapshotThreshold  uint64
 	SnapshotInterval   time.Duration
 	TrailingLogs       uint64
-	// WALSegmentSize is the Raft log's segment file size in bytes (0:
-	// raft-wal's default, 64 MiB). raft-wal still serves entries compacted
-	// away from the segment being written, so a lagging follower is only
-	// sent a snapshot once the entries it needs were in a deleted segment;
-	// tests shorten this to exercise snapshot installs.
-	WALSegmentSize int
 
 	FSM    registry.FSMConfig
 	Writer registry.WriterConfig

@@ -20,8 +20,6 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	wal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 
@@ -29,6 +27,7 @@ import (
 	"github.com/verbund/verbund/federation/membership"
 	"github.com/verbund/verbund/federation/peertls"
 	"github.com/verbund/verbund/keys"
+	"github.com/verbund/verbund/node/raftbadger"
 	"github.com/verbund/verbund/registry"
 )
 
@@ -45,8 +44,7 @@ type Node struct {
 	hoHandler atomic.Pointer[http.Handler]
 
 	db      *badger.DB
-	wal     *wal.WAL
-	walMeta *metadb.BoltMetaDB
+	logs    *raftbadger.Store
 	snaps   *raft.FileSnapshotStore
 	trans   *raft.NetworkTransport
 	raft    *raft.Raft
@@ -136,14 +134,11 @@ func (n *Node) openStorage() error {
 		return err
 	}
 	n.state = n.fsm
-	if err := os.MkdirAll(n.cfg.path("raft", "wal"), 0o700); err != nil {
+	if err := os.MkdirAll(n.cfg.path("raft"), 0o700); err != nil {
 		return fmt.Errorf("raft dir: %w", err)
 	}
-	// raft-wal's Close does not close the meta store it creates itself
-	// (its bolt file lock would outlive the node): own it and close it.
-	n.walMeta = &metadb.BoltMetaDB{}
-	if n.wal, err = wal.Open(n.cfg.path("raft", "wal"), wal.WithMetaStore(n.walMeta), wal.WithSegmentSize(n.cfg.WALSegmentSize)); err != nil {
-		return fmt.Errorf("open raft log: %w", err)
+	if n.logs, err = raftbadger.Open(n.cfg.path("raft", "log"), n.log); err != nil {
+		return err
 	}
 	if n.snaps, err = raft.NewFileSnapshotStoreWithLogger(n.cfg.path("raft"), 3, n.hclog("snapshot")); err != nil {
 		return fmt.Errorf("open snapshot store: %w", err)
@@ -152,11 +147,8 @@ func (n *Node) openStorage() error {
 }
 
 func (n *Node) closeStorage() {
-	if n.wal != nil {
-		_ = n.wal.Close()
-	}
-	if n.walMeta != nil {
-		_ = n.walMeta.Close()
+	if n.logs != nil {
+		_ = n.logs.Close()
 	}
 	if n.db != nil {
 		_ = n.db.Close()
@@ -255,19 +247,19 @@ func (n *Node) startRaft() error {
 		trans = n.cfg.WrapRaftTransport(trans)
 	}
 	if n.cfg.Bootstrap {
-		has, err := raft.HasExistingState(n.wal, n.wal, n.snaps)
+		has, err := raft.HasExistingState(n.logs, n.logs, n.snaps)
 		if err != nil {
 			return fmt.Errorf("raft state: %w", err)
 		}
 		if !has {
 			conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: n.trans.LocalAddr(), Suffrage: raft.Voter}}}
-			if err := raft.BootstrapCluster(rc, walLogStore{n.wal}, n.wal, n.snaps, trans, conf); err != nil {
+			if err := raft.BootstrapCluster(rc, n.logs, n.logs, n.snaps, trans, conf); err != nil {
 				return fmt.Errorf("bootstrap raft: %w", err)
 			}
 			n.log.Info("bootstrapped a new one-voter cluster")
 		}
 	}
-	if n.raft, err = raft.NewRaft(rc, n.fsm, walLogStore{n.wal}, n.wal, n.snaps, trans); err != nil {
+	if n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.logs, n.snaps, trans); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	wcfg := n.cfg.Writer
