@@ -28,7 +28,7 @@ import (
 )
 
 // testConfig returns a single-node config in a temp dir on loopback ports.
-func testConfig(t *testing.T, dir string) Config {
+func testConfig(t testing.TB, dir string) Config {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.OrgID = "test-operator"
@@ -43,14 +43,14 @@ func testConfig(t *testing.T, dir string) Config {
 	return cfg
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -94,7 +94,7 @@ type fixture struct {
 	lastIdx uint64
 }
 
-func sign(t *testing.T, key jose.JSONWebKey, issuer string, muts ...*registryv1.Mutation) string {
+func sign(t testing.TB, key jose.JSONWebKey, issuer string, muts ...*registryv1.Mutation) string {
 	t.Helper()
 	jws, err := registry.SignCommand(registry.NewCommand(issuer, muts...), key)
 	if err != nil {
