@@ -22,6 +22,28 @@ type applyCtx struct {
 	cmd      *registryv1.Command
 	operator string
 	changes  *[]Change
+	// seq counts the entity changes made by the log entry so far; with the
+	// index it makes every revision unique (see Revision).
+	seq *uint64
+	// rev is the revision the current mutation gave its entity (0: none).
+	rev uint64
+}
+
+// RevisionBits is how many low bits of a revision number the changes
+// within one log entry: revision = raft index << RevisionBits | change
+// number (from 1). Two changes of one entity in the same entry (group
+// commit puts many commands in one) get different revisions, so a
+// conditional write based on the first can never succeed against the
+// second. Revisions increase with every change.
+const RevisionBits = 20
+
+// IndexOfRevision returns the Raft index of the entry that made revision.
+func IndexOfRevision(rev uint64) uint64 { return rev >> RevisionBits }
+
+func (a *applyCtx) nextRevision() uint64 {
+	*a.seq++
+	a.rev = a.index<<RevisionBits | *a.seq
+	return a.rev
 }
 
 func (a *applyCtx) isOperator() bool { return a.operator != "" && a.cmd.GetIssuer() == a.operator }
@@ -151,13 +173,14 @@ func (a *applyCtx) putOrganisation(o *registryv1.Organisation, pre *registryv1.P
 		}
 	}
 	if exists && sameContent(old, o, clearOrgMeta) {
+		a.rev = old.GetRevision()
 		return nil
 	}
 	n := proto.Clone(o).(*registryv1.Organisation)
 	if n.GetStatus() == registryv1.OrganisationStatus_ORGANISATION_STATUS_UNSPECIFIED {
 		n.Status = registryv1.OrganisationStatus_ORGANISATION_STATUS_REGISTERED
 	}
-	n.Revision, n.UpdatedAtUnixMs, n.UpdatedBy = a.index, a.cmd.GetIssuedAtUnixMs(), a.cmd.GetIssuer()
+	n.Revision, n.UpdatedAtUnixMs, n.UpdatedBy = a.nextRevision(), a.cmd.GetIssuedAtUnixMs(), a.cmd.GetIssuer()
 	if exists {
 		if old.GetAgs() != "" {
 			a.st.del(agsKey(old.GetAgs()))
@@ -216,10 +239,11 @@ func (a *applyCtx) putService(s *registryv1.Service, pre *registryv1.Preconditio
 		return err
 	}
 	if exists && sameContent(old, s, clearServiceMeta) {
+		a.rev = old.GetRevision()
 		return nil
 	}
 	n := proto.Clone(s).(*registryv1.Service)
-	n.Revision, n.UpdatedAtUnixMs, n.UpdatedBy = a.index, a.cmd.GetIssuedAtUnixMs(), a.cmd.GetIssuer()
+	n.Revision, n.UpdatedAtUnixMs, n.UpdatedBy = a.nextRevision(), a.cmd.GetIssuedAtUnixMs(), a.cmd.GetIssuer()
 	newTerms := serviceTerms(n)
 	if exists {
 		// Sorted: the write order enters the change feed, which must be
@@ -284,10 +308,11 @@ func (a *applyCtx) putOffering(o *registryv1.Offering, pre *registryv1.Precondit
 		return err
 	}
 	if exists && sameContent(old, o, clearOfferingMeta) {
+		a.rev = old.GetRevision()
 		return nil
 	}
 	n := proto.Clone(o).(*registryv1.Offering)
-	n.Revision, n.UpdatedAtUnixMs, n.UpdatedBy = a.index, a.cmd.GetIssuedAtUnixMs(), a.cmd.GetIssuer()
+	n.Revision, n.UpdatedAtUnixMs, n.UpdatedBy = a.nextRevision(), a.cmd.GetIssuedAtUnixMs(), a.cmd.GetIssuer()
 	if exists {
 		a.unindexOffering(old)
 	}

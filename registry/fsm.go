@@ -227,8 +227,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		ls := newStage(nil, txn)
 		if entries[i] != nil {
 			res := &LogResult{Index: l.Index}
+			var seq uint64 // entity changes in this entry: unique revisions
 			for _, p := range perLog[i] {
-				r := f.applyCommand(ls, p, l.Index, entries[i].GetProposedAtUnixMs(), keysChanged, &changes)
+				r := f.applyCommand(ls, p, l.Index, entries[i].GetProposedAtUnixMs(), keysChanged, &changes, &seq)
 				res.Results = append(res.Results, r)
 			}
 			f.pruneDedupe(ls, entries[i].GetProposedAtUnixMs())
@@ -427,7 +428,7 @@ func (f *FSM) PreVerify(sc *SignedCommand) error {
 	return f.verify(sc, pk)
 }
 
-func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64, keysChanged map[string]bool, changes *[]Change) *registryv1.CommandResult {
+func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64, keysChanged map[string]bool, changes *[]Change, seq *uint64) *registryv1.CommandResult {
 	res := &registryv1.CommandResult{Index: index}
 	fail := func(err error) *registryv1.CommandResult {
 		res.ErrorCode, res.ErrorMessage = ErrorCode(err), err.Error()
@@ -493,8 +494,12 @@ func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64
 	}
 	cs := newStage(ls, nil)
 	var cmdChanges []Change
-	a := &applyCtx{st: cs, index: index, issuer: org, cmd: cmd, operator: string(opBytes), changes: &cmdChanges}
+	// A failed command's revisions are not reused: harmless gaps, and the
+	// counter stays the same on every replica.
+	a := &applyCtx{st: cs, index: index, issuer: org, cmd: cmd, operator: string(opBytes), changes: &cmdChanges, seq: seq}
+	revs := make([]uint64, 0, len(cmd.GetMutations()))
 	for i, m := range cmd.GetMutations() {
+		a.rev = 0
 		if err := a.apply(m); err != nil {
 			// Record the failure so a retry gets the same answer, but keep
 			// none of the command's changes.
@@ -502,6 +507,7 @@ func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64
 			f.storeResult(ls, cmd, res)
 			return res
 		}
+		revs = append(revs, a.rev)
 		if po := m.GetPutOrganisation(); po != nil {
 			keysChanged[po.GetId()] = true
 		}
@@ -518,6 +524,7 @@ func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64
 		}
 	}
 	cs.merge()
+	res.Revisions = revs
 	for i := range cmdChanges {
 		cmdChanges[i].Index = index
 	}

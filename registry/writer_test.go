@@ -146,7 +146,7 @@ func TestWriterGroupCommit(t *testing.T) {
 				t.Fatalf("submit %d result %d: %v (index %d)", i, j, r, s.idx)
 			}
 			leika := s.cmds[j].Command.GetMutations()[0].GetPutService().GetLeikaKey()
-			if got := getService(t, h.r, leika); got.GetRevision() != s.idx {
+			if got := getService(t, h.r, leika); IndexOfRevision(got.GetRevision()) != s.idx {
 				t.Fatalf("service %s at revision %d, want %d", leika, got.GetRevision(), s.idx)
 			}
 		}

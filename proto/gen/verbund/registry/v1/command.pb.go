@@ -463,7 +463,13 @@ type CommandResult struct {
 	ErrorCode    string `protobuf:"bytes,3,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
 	ErrorMessage string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
 	// True if the command had already been applied (idempotent retry).
-	Duplicate     bool `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Duplicate bool `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// The entity's revision after each mutation, in mutation order (a put
+	// that changed nothing keeps the current one; 0 for a delete or an audit
+	// head). Revisions are
+	// unique and increasing: Raft index << 20 | change number within the
+	// entry. Use them as preconditions of the next conditional write.
+	Revisions     []uint64 `protobuf:"varint,6,rep,packed,name=revisions,proto3" json:"revisions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -533,6 +539,13 @@ func (x *CommandResult) GetDuplicate() bool {
 	return false
 }
 
+func (x *CommandResult) GetRevisions() []uint64 {
+	if x != nil {
+		return x.Revisions
+	}
+	return nil
+}
+
 var File_verbund_registry_v1_command_proto protoreflect.FileDescriptor
 
 const file_verbund_registry_v1_command_proto_rawDesc = "" +
@@ -565,7 +578,7 @@ const file_verbund_registry_v1_command_proto_rawDesc = "" +
 	"at_unix_ms\x18\x04 \x01(\x03R\batUnixMs\"b\n" +
 	"\bLogEntry\x12'\n" +
 	"\x0fsigned_commands\x18\x01 \x03(\tR\x0esignedCommands\x12-\n" +
-	"\x13proposed_at_unix_ms\x18\x02 \x01(\x03R\x10proposedAtUnixMs\"\xa6\x01\n" +
+	"\x13proposed_at_unix_ms\x18\x02 \x01(\x03R\x10proposedAtUnixMs\"\xc4\x01\n" +
 	"\rCommandResult\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x14\n" +
@@ -573,7 +586,8 @@ const file_verbund_registry_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"error_code\x18\x03 \x01(\tR\terrorCode\x12#\n" +
 	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\x12\x1c\n" +
-	"\tduplicate\x18\x05 \x01(\bR\tduplicateB\xda\x01\n" +
+	"\tduplicate\x18\x05 \x01(\bR\tduplicate\x12\x1c\n" +
+	"\trevisions\x18\x06 \x03(\x04R\trevisionsB\xda\x01\n" +
 	"\x17com.verbund.registry.v1B\fCommandProtoP\x01ZCgithub.com/verbund/verbund/proto/gen/verbund/registry/v1;registryv1\xa2\x02\x03VRX\xaa\x02\x13Verbund.Registry.V1\xca\x02\x13Verbund\\Registry\\V1\xe2\x02\x1fVerbund\\Registry\\V1\\GPBMetadata\xea\x02\x15Verbund::Registry::V1b\x06proto3"
 
 var (
