@@ -169,22 +169,28 @@ func (n *Node) readBarrier(ctx context.Context, o *registryv1.ReadOptions) (bool
 // its own state has applied its commit index. The index returned is the
 // leader's applied index, which followers' state machines also reach.
 func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
+	term := n.raft.CurrentTerm()
 	// A new leader only knows the commit index once an entry of its own
 	// term is committed: a barrier establishes that once per term.
-	if !n.leaderReady.Load() {
+	if n.readyTerm.Load() != term {
 		n.readyMu.Lock()
-		if !n.leaderReady.Load() {
+		if n.readyTerm.Load() != term {
 			if err := n.raft.Barrier(n.cfg.ReadTimeout).Error(); err != nil {
 				n.readyMu.Unlock()
 				return 0, fmt.Errorf("%w: leader barrier: %v", registry.ErrUnavailable, err)
 			}
-			n.leaderReady.Store(true)
+			n.readyTerm.Store(term)
 		}
 		n.readyMu.Unlock()
 	}
 	commit := n.raft.CommitIndex()
+	// Confirm with a quorum that we still lead, in the same term the barrier
+	// ran in: a deposed leader, or one re-elected in between, cannot answer.
 	if err := n.raft.VerifyLeader().Error(); err != nil {
 		return 0, fmt.Errorf("%w: leadership not confirmed: %v", registry.ErrUnavailable, err)
+	}
+	if n.raft.CurrentTerm() != term || n.readyTerm.Load() != term {
+		return 0, fmt.Errorf("%w: leadership changed during the read", registry.ErrUnavailable)
 	}
 	if err := n.waitStateAt(ctx, commit); err != nil {
 		return 0, fmt.Errorf("%w: %v", registry.ErrUnavailable, err)

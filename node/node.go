@@ -66,8 +66,8 @@ type Node struct {
 	peerLn  net.Listener
 	peerSrv *http.Server
 
-	leaderReady atomic.Bool
-	readyMu     sync.Mutex
+	readyTerm atomic.Uint64 // term in which a leader barrier completed
+	readyMu   sync.Mutex
 
 	started time.Time
 	cancel  context.CancelFunc
@@ -275,7 +275,6 @@ func (n *Node) watchLeadership(ctx context.Context) {
 	for {
 		select {
 		case isLeader := <-ch:
-			n.leaderReady.Store(false)
 			n.log.Info("leadership changed", "leader", isLeader)
 		case <-ctx.Done():
 			return
