@@ -19,6 +19,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 
 	"github.com/verbund/verbund/federation/membership"
@@ -68,6 +69,10 @@ type Member struct {
 	Dir    string
 	cfg    node.Config
 	gossip *membership.FaultyTransport
+	// heldGossip is the gossip transport bound at creation, until the
+	// first start takes it.
+	heldGossip *memberlist.NetTransport
+	started    bool
 
 	mu   sync.Mutex
 	node *node.Node
@@ -207,11 +212,13 @@ func (c *Cluster) newMember(i int, role, dir string) (*Member, error) {
 		return nil, err
 	}
 	cfg.RaftAdvertise = cfg.RaftAddr
+	// The gossip transport stays bound until the node takes it, so no
+	// other test process can grab the port in between.
 	gt, err := membership.NewNetTransport("127.0.0.1", 0, nil)
 	if err != nil {
 		return nil, err
 	}
-	_ = gt.Shutdown()
+	m.heldGossip = gt
 	cfg.GossipAddr = fmt.Sprintf("127.0.0.1:%d", gt.GetAutoBindPort())
 	cfg.GossipProfile = membership.ProfileLocal
 	cfg.GossipRejoinInterval = 500 * time.Millisecond
@@ -254,11 +261,41 @@ func (c *Cluster) newMember(i int, role, dir string) (*Member, error) {
 	return m, nil
 }
 
+// startMember starts m's node. Ports picked free may be taken by another
+// process before the node binds them: a first start then moves to fresh
+// HTTP and Raft ports, a restart (whose addresses are in the Raft
+// configuration) retries the same ones.
 func (c *Cluster) startMember(m *Member) error {
-	host, port := splitHostPort(m.cfg.GossipAddr)
-	inner, err := membership.NewNetTransport(host, port, nil)
-	if err != nil {
-		return err
+	var err error
+	for attempt := 0; attempt < 20; attempt++ {
+		if err = c.startMemberOnce(m); err == nil || !strings.Contains(err.Error(), "address already in use") {
+			return err
+		}
+		if !m.started {
+			if m.cfg.HTTPAddr, err = freeAddr(); err != nil {
+				return err
+			}
+			if m.cfg.RaftAddr, err = freeAddr(); err != nil {
+				return err
+			}
+			m.cfg.RaftAdvertise = m.cfg.RaftAddr
+			c.Net.register(m.Index, m.cfg.RaftAddr, m.cfg.HTTPAddr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
+}
+
+func (c *Cluster) startMemberOnce(m *Member) error {
+	var inner *memberlist.NetTransport
+	if m.heldGossip != nil {
+		inner, m.heldGossip = m.heldGossip, nil
+	} else {
+		host, port := splitHostPort(m.cfg.GossipAddr)
+		var err error
+		if inner, err = membership.NewNetTransport(host, port, nil); err != nil {
+			return err
+		}
 	}
 	m.gossip = membership.NewFaultyTransport(inner)
 	cfg := m.cfg
@@ -266,16 +303,19 @@ func (c *Cluster) startMember(m *Member) error {
 	c.applyGossipBlocks(m)
 	n, err := node.New(cfg)
 	if err != nil {
+		_ = m.gossip.Shutdown()
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := n.Start(ctx); err != nil {
 		n.Kill()
+		_ = m.gossip.Shutdown()
 		return err
 	}
 	m.mu.Lock()
 	m.node = n
+	m.started = true
 	m.mu.Unlock()
 	return nil
 }
