@@ -56,6 +56,7 @@ func TestMakeCluster(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	api := func(i int) string { return fmt.Sprintf("http://127.0.0.1:%d", 18080+off+i) }
+	handoverRoundTrip(t, api(2), api(3))
 	// Find the leader and its PID.
 	var leader string
 	if err := waitUntil(20*time.Second, func() error {
@@ -145,4 +146,73 @@ func (b *lockedBuf) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// handoverRoundTrip: München's node hands a case to Augsburg's with the CLI;
+// Augsburg accepts it and forwards it back; München accepts and completes
+// it; `verbund track` on either node shows every step verified.
+func handoverRoundTrip(t *testing.T, munich, augsburg string) {
+	t.Helper()
+	cli := func(args ...string) string {
+		t.Helper()
+		out, err := run(t, args...)
+		if err != nil {
+			t.Fatalf("verbund %v: %v\n%s", args, err, out)
+		}
+		return out
+	}
+	// Both nodes must see both organisations' onboarded keys (reads are
+	// local; a node that just joined may still be catching up).
+	for _, addr := range []string{munich, augsburg} {
+		for _, org := range []string{"091620000000", "097610000000"} {
+			if err := waitUntil(30*time.Second, func() error {
+				o, err := run(t, "orgs", "get", org, "--addr", addr)
+				if err != nil || !strings.Contains(o, "https://") {
+					return fmt.Errorf("%s not yet onboarded on %s: %v", org, addr, err)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	out := cli("handover", "send", "-f", "../cli/testdata/case.json", "--to", "097610000000", "--service", "99115005000000",
+		"--reason", "Zuständigkeit Augsburg", "--addr", munich, "-o", "json")
+	code := regexp.MustCompile(`"trackingCode":\s*"([^"]+)"`).FindStringSubmatch(out)
+	if code == nil {
+		t.Fatalf("no tracking code in %s", out)
+	}
+	caseIn := func(addr string) string {
+		var id string
+		if err := waitUntil(20*time.Second, func() error {
+			o := cli("inbox", "--addr", addr, "-o", "json")
+			m := regexp.MustCompile(`"handoverId":\s*"([^"]+)"`).FindStringSubmatch(o)
+			if m == nil {
+				return fmt.Errorf("inbox of %s empty", addr)
+			}
+			id = m[1]
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	id := caseIn(augsburg)
+	cli("case", "accept", id, "--addr", augsburg)
+	cli("case", "forward", id, "--to", "091620000000", "--reason", "zurück an München", "--addr", augsburg)
+	back := caseIn(munich)
+	cli("case", "accept", back, "--addr", munich)
+	cli("case", "complete", back, "--addr", munich)
+	for _, addr := range []string{munich, augsburg} {
+		if err := waitUntil(20*time.Second, func() error {
+			o, err := run(t, "track", code[1], "--addr", addr)
+			if err != nil || !strings.Contains(o, "6 of 6 steps verified") {
+				return fmt.Errorf("track on %s: %v\n%s", addr, err, o)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("case %s went München → Augsburg → München; track shows 6 of 6 steps verified", code[1])
 }
