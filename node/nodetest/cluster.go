@@ -506,6 +506,12 @@ func (c *Cluster) Shutdown() {
 		go func() { defer wg.Done(); c.Kill(i) }()
 	}
 	wg.Wait()
+	for _, m := range c.Nodes {
+		if m.heldGossip != nil { // never started: release its port
+			_ = m.heldGossip.Shutdown()
+			m.heldGossip = nil
+		}
+	}
 }
 
 type tlog struct {
