@@ -12,7 +12,6 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -198,14 +197,4 @@ func ParsePublic(pk *registryv1.PublicKey) (jose.JSONWebKey, error) {
 		return k, fmt.Errorf("key %q: unknown use %q", pk.GetKid(), pk.GetUse())
 	}
 	return k, nil
-}
-
-// Thumbprint returns the RFC 7638 SHA-256 thumbprint of k, base64url.
-func Thumbprint(k jose.JSONWebKey) string {
-	pub := k.Public()
-	tp, err := pub.Thumbprint(cryptoSHA256)
-	if err != nil {
-		return ""
-	}
-	return base64.RawURLEncoding.EncodeToString(tp)
 }

@@ -21,7 +21,6 @@ type applyCtx struct {
 	issuer   *registryv1.Organisation // nil only during genesis
 	cmd      *registryv1.Command
 	operator string
-	changes  *[]Change
 	// seq counts the entity changes made by the log entry so far; with the
 	// index it makes every revision unique (see Revision).
 	seq *uint64
@@ -200,7 +199,6 @@ func (a *applyCtx) putOrganisation(o *registryv1.Organisation, pre *registryv1.P
 	if isOpKind {
 		a.st.set([]byte(keyOperator), []byte(n.GetId()))
 	}
-	a.record(Change{Kind: ChangeOrganisation, ID: n.GetId()})
 	return a.st.setProto(orgKey(n.GetId()), n)
 }
 
@@ -270,7 +268,6 @@ func (a *applyCtx) putService(s *registryv1.Service, pre *registryv1.Preconditio
 		a.st.set(lifeKey(f, n.GetLeikaKey()), nil)
 		a.st.set(lifeNameKey(f), []byte(ls))
 	}
-	a.record(Change{Kind: ChangeService, ID: n.GetLeikaKey()})
 	return a.st.setProto(serviceKey(n.GetLeikaKey()), n)
 }
 
@@ -320,7 +317,6 @@ func (a *applyCtx) putOffering(o *registryv1.Offering, pre *registryv1.Precondit
 		a.st.set(providerKey(n.GetLeikaKey(), area, n.GetId()), nil)
 	}
 	a.st.set(orgOfferKey(n.GetOrganisationId(), n.GetId()), nil)
-	a.record(Change{Kind: ChangeOffering, ID: n.GetId()})
 	return a.st.setProto(offeringKey(n.GetId()), n)
 }
 
@@ -351,7 +347,6 @@ func (a *applyCtx) deleteOffering(id string, pre *registryv1.Precondition) error
 	}
 	a.unindexOffering(old)
 	a.st.del(offeringKey(id))
-	a.record(Change{Kind: ChangeOffering, ID: id, Deleted: true})
 	return nil
 }
 
@@ -373,14 +368,7 @@ func (a *applyCtx) putAuditHead(h *registryv1.AuditHead, pre *registryv1.Precond
 	if exists && h.GetSequence() == old.GetSequence() && h.GetHash() != old.GetHash() {
 		return fmt.Errorf("%w: audit head %d already published with another hash", ErrPreconditionFailed, h.GetSequence())
 	}
-	a.record(Change{Kind: ChangeAuditHead, ID: h.GetOrganisationId()})
 	return a.st.setProto(auditKey(h.GetOrganisationId()), h)
-}
-
-func (a *applyCtx) record(c Change) {
-	if a.changes != nil {
-		*a.changes = append(*a.changes, c)
-	}
 }
 
 // signingKey finds the key a command must verify against: kid must be a

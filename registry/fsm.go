@@ -19,24 +19,6 @@ import (
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 )
 
-// ChangeKind names what a Change touched.
-type ChangeKind string
-
-const (
-	ChangeOrganisation ChangeKind = "organisation"
-	ChangeService      ChangeKind = "service"
-	ChangeOffering     ChangeKind = "offering"
-	ChangeAuditHead    ChangeKind = "audit_head"
-)
-
-// Change is one entity changed by an applied command.
-type Change struct {
-	Index   uint64
-	Kind    ChangeKind
-	ID      string
-	Deleted bool
-}
-
 // LogResult is what FSM.Apply returns for one Raft log entry: one result per
 // signed command in the entry, in order.
 type LogResult struct {
@@ -58,9 +40,6 @@ type FSMConfig struct {
 	// FeedRetention is how many log indexes of change feed the state keeps
 	// (older watchers get a snapshot first). Part of the deterministic state.
 	FeedRetention uint64
-	// OnApply, if set, is called (from the apply goroutine, after commit)
-	// with the changes of each batch. It must not block.
-	OnApply func(changes []Change)
 }
 
 // DefaultFSMConfig returns the production settings.
@@ -213,7 +192,6 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	defer func() { txn.Discard() }()
 	f.verifyAll(newStage(nil, txn), all)
 
-	var changes []Change
 	// Issuers whose record changed earlier in this batch: their commands
 	// are verified again against the current state, so that the outcome
 	// does not depend on how Raft batched the logs.
@@ -229,7 +207,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			res := &LogResult{Index: l.Index}
 			var seq uint64 // entity changes in this entry: unique revisions
 			for _, p := range perLog[i] {
-				r := f.applyCommand(ls, p, l.Index, entries[i].GetProposedAtUnixMs(), keysChanged, &changes, &seq)
+				r := f.applyCommand(ls, p, l.Index, entries[i].GetProposedAtUnixMs(), keysChanged, &seq)
 				res.Results = append(res.Results, r)
 			}
 			f.pruneDedupe(ls, entries[i].GetProposedAtUnixMs())
@@ -241,7 +219,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		ls.set([]byte(keyApplied), u64(l.Index))
 		b, n := ls.size()
 		if txnEntries > 0 && (txnBytes+b > txnMaxBytes || txnEntries+n > txnMaxEntries) {
-			if err := f.commit(txn, last, nil); err != nil {
+			if err := f.commit(txn, last); err != nil {
 				f.fatal(err)
 			}
 			txn = f.db.NewTransaction(true)
@@ -267,21 +245,18 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		last = l.Index
 	}
 	if last > applied {
-		if err := f.commit(txn, last, changes); err != nil {
+		if err := f.commit(txn, last); err != nil {
 			f.fatal(err)
 		}
 	}
 	return out
 }
 
-func (f *FSM) commit(txn *badger.Txn, last uint64, changes []Change) error {
+func (f *FSM) commit(txn *badger.Txn, last uint64) error {
 	if err := txn.Commit(); err != nil {
 		return fmt.Errorf("commit applied state up to %d: %w", last, err)
 	}
 	f.setApplied(last)
-	if f.cfg.OnApply != nil && len(changes) > 0 {
-		f.cfg.OnApply(changes)
-	}
 	return nil
 }
 
@@ -428,7 +403,7 @@ func (f *FSM) PreVerify(sc *SignedCommand) error {
 	return f.verify(sc, pk)
 }
 
-func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64, keysChanged map[string]bool, changes *[]Change, seq *uint64) *registryv1.CommandResult {
+func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64, keysChanged map[string]bool, seq *uint64) *registryv1.CommandResult {
 	res := &registryv1.CommandResult{Index: index}
 	fail := func(err error) *registryv1.CommandResult {
 		res.ErrorCode, res.ErrorMessage = ErrorCode(err), err.Error()
@@ -493,10 +468,9 @@ func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64
 		return fail(fmt.Errorf("%w: command %s is issued in the future (clock skew over %v)", ErrInvalidArgument, cmd.GetId(), f.cfg.MaxClockSkew))
 	}
 	cs := newStage(ls, nil)
-	var cmdChanges []Change
 	// A failed command's revisions are not reused: harmless gaps, and the
 	// counter stays the same on every replica.
-	a := &applyCtx{st: cs, index: index, issuer: org, cmd: cmd, operator: string(opBytes), changes: &cmdChanges, seq: seq}
+	a := &applyCtx{st: cs, index: index, issuer: org, cmd: cmd, operator: string(opBytes), seq: seq}
 	revs := make([]uint64, 0, len(cmd.GetMutations()))
 	for i, m := range cmd.GetMutations() {
 		a.rev = 0
@@ -525,10 +499,6 @@ func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64
 	}
 	cs.merge()
 	res.Revisions = revs
-	for i := range cmdChanges {
-		cmdChanges[i].Index = index
-	}
-	*changes = append(*changes, cmdChanges...)
 	f.storeResult(ls, cmd, res)
 	return res
 }

@@ -1015,25 +1015,37 @@ func TestAuditHead(t *testing.T) {
 	}
 }
 
-// TestOnApplyChanges: OnApply reports the entities changed by successful
-// commands, with their index, once per batch.
-func TestOnApplyChanges(t *testing.T) {
+// TestChangeFeedReportsChanges: the change feed (what Watch streams and
+// members apply) reports the entities changed by successful commands, at
+// their index, and nothing for refused ones; a delete is reported deleted.
+func TestChangeFeedReportsChanges(t *testing.T) {
 	w := newWorld(t)
-	var got [][]Change
-	f, err := NewFSM(w.db, FSMConfig{Logger: discardLogger(), OnApply: func(c []Change) { got = append(got, slices.Clone(c)) }})
-	if err != nil {
-		t.Fatal(err)
+	r := NewReader(w.db)
+	feedChanges := func(after uint64) []*registryv1.Change {
+		t.Helper()
+		entries, _, ok, err := r.FeedAfter(after, 100)
+		if err != nil || !ok {
+			t.Fatalf("feed after %d: ok %v, %v", after, ok, err)
+		}
+		var out []*registryv1.Change
+		for _, e := range entries {
+			out = append(out, Changes(e.GetIndex(), e.GetWrites(), true)...)
+		}
+		return out
 	}
-	w.fsm = f
+	before := w.fsm.AppliedIndex()
 	ok := w.signed(w.muni, mPutOffering(offering(arsMuni, leikaGewerbe, arsMuni)))
 	bad := w.signed(w.muni, mPutOffering(offering(arsMuni, leikaUnknown, arsMuni)))
 	res := w.apply(ok, bad)
-	want := []Change{{Index: res[0].GetIndex(), Kind: ChangeOffering, ID: arsMuni + ":" + leikaGewerbe}}
-	if len(got) != 1 || !slices.Equal(got[0], want) {
-		t.Fatalf("changes %v, want [%v]", got, want)
+	got := feedChanges(before)
+	if len(got) != 1 || got[0].GetIndex() != res[0].GetIndex() || got[0].GetKind() != registryv1.ChangeKind_CHANGE_KIND_OFFERING ||
+		got[0].GetId() != arsMuni+":"+leikaGewerbe || got[0].GetOffering().GetLeikaKey() != leikaGewerbe {
+		t.Fatalf("changes %v, want one offering change at index %d", got, res[0].GetIndex())
 	}
+	before = w.fsm.AppliedIndex()
 	w.mustApply(w.signed(w.muni, mDeleteOffering(arsMuni+":"+leikaGewerbe)))
-	if len(got) != 2 || len(got[1]) != 1 || !got[1][0].Deleted {
+	got = feedChanges(before)
+	if len(got) != 1 || !got[0].GetDeleted() || got[0].GetId() != arsMuni+":"+leikaGewerbe {
 		t.Fatalf("changes after delete: %v", got)
 	}
 }

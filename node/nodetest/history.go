@@ -168,13 +168,6 @@ func (h *History) Record(client int, in RegInput, call int64, out RegOutput, ret
 	h.ops = append(h.ops, porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret, Metadata: meta})
 }
 
-// Len is the number of recorded operations.
-func (h *History) Len() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.ops)
-}
-
 // Analysis is a history prepared for the checker, with what can be found
 // without it.
 type Analysis struct {
