@@ -370,7 +370,8 @@ func TestPermanentFailure(t *testing.T) {
 	var e *federationv1.OutboxEntry
 	waitFor(t, 10*time.Second, "failure", func() bool {
 		e = outboxEntry(t, a.s(), res.HandoverId)
-		return e.State == federationv1.OutboxState_OUTBOX_STATE_FAILED
+		// The state commits before the counter moves: wait for both.
+		return e.State == federationv1.OutboxState_OUTBOX_STATE_FAILED && a.s().Stats().Failed >= 1
 	})
 	if !strings.Contains(e.LastError, "expired") || a.s().Stats().Failed != 1 || e.Attempts != 1 {
 		t.Fatalf("failed entry: %v", e)
