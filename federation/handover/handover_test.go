@@ -245,8 +245,9 @@ func TestHappyPath(t *testing.T) {
 			t.Fatalf("audit of %s: %v %+v", n.org, err, rep)
 		}
 	}
-	st := a.s().Stats()
-	if st.Delivered != 2 || st.Received != 3 || st.RejectedTotal() != 0 {
+	// Counters move just after the commit that makes a state visible.
+	waitFor(t, 5*time.Second, "A's counters", func() bool { st := a.s().Stats(); return st.Delivered >= 2 && st.Received >= 3 })
+	if st := a.s().Stats(); st.Delivered != 2 || st.Received != 3 || st.RejectedTotal() != 0 {
 		t.Errorf("stats of A: %+v", st)
 	}
 }
