@@ -198,7 +198,8 @@ func (c *Cluster) AppliedIndex() uint64 {
 	return hi
 }
 
-// WaitCaughtUp waits until every running node reflects the leader's state.
+// WaitCaughtUp waits until every running node has applied what the most
+// advanced node has and holds the leader's log.
 func (c *Cluster) WaitCaughtUp(bound time.Duration) error {
 	return c.WaitFor(bound, func() error {
 		l := c.Leader()
