@@ -239,9 +239,20 @@ func TestMemberCutOffKeepsServing(t *testing.T) {
 	}
 	c.Heal()
 	healed := time.Now()
-	res, err = readOrg(c, 3, "091620000050", &registryv1.ReadOptions{MinIndex: idx})
-	if err != nil || res.GetOrganisation().GetName() != "after" {
-		t.Fatalf("member after heal: %v %v", res, err)
+	// The member's feed retries with jittered backoff (up to 1.5 x 2 s, so
+	// that thousands of members do not reconnect at once after a heal), and
+	// a min_index read waits ReadTimeout (2 s here): poll within a bound.
+	if err := c.WaitFor(10*time.Second, func() error {
+		res, err := readOrg(c, 3, "091620000050", &registryv1.ReadOptions{MinIndex: idx})
+		if err != nil {
+			return err
+		}
+		if name := res.GetOrganisation().GetName(); name != "after" {
+			return fmt.Errorf("member serves %q at index %d, want \"after\"", name, res.GetRead().GetIndex())
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("member after heal: %v", err)
 	}
 	t.Logf("member caught up %v after the heal", time.Since(healed).Round(time.Millisecond))
 }

@@ -229,13 +229,26 @@ type cutBody struct {
 }
 
 func (b *cutBody) Read(p []byte) (int, error) {
+	if err := b.cut(); err != nil {
+		return 0, err
+	}
+	n, err := b.ReadCloser.Read(p)
+	// A read already waiting when the link was cut must not deliver what
+	// arrived after the cut: that data is lost with the link.
+	if err := b.cut(); err != nil {
+		return 0, err
+	}
+	return n, err
+}
+
+func (b *cutBody) cut() error {
 	b.net.mu.RLock()
 	blocked := b.net.blocked[[2]int{b.from, b.to}]
 	b.net.mu.RUnlock()
 	if blocked {
-		return 0, fmt.Errorf("%w (%d -> %d): connection cut", ErrBlocked, b.from, b.to)
+		return fmt.Errorf("%w (%d -> %d): connection cut", ErrBlocked, b.from, b.to)
 	}
-	return b.ReadCloser.Read(p)
+	return nil
 }
 
 func freeAddr() (string, error) {
