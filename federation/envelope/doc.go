@@ -72,7 +72,8 @@
 // VerifyReceipt follows steps 5–8 with the signing key looked up as valid
 // at the receipt's received_at, so receipts verify offline long after the
 // receiver rotated its key (but never with a revoked key), then checks the
-// expected issuer and digest.
+// expected issuer and digest. VerifyEvent does the same for the inner JWS
+// of an event, with the key valid at the event's iat and no lifetime check.
 //
 // Replay protection is not done here: the inbox dedupes Claims.ID; Open
 // also returns the envelope Digest.

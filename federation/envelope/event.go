@@ -149,17 +149,9 @@ func OpenEvent(ctx context.Context, token string, decKeys []jose.JSONWebKey, res
 	if err != nil {
 		return nil, err
 	}
-	var w wireEvent
-	if err := decodeStrict(o.payload, &w); err != nil {
-		return nil, fmt.Errorf("event claims: %w", err)
-	}
-	e := Event{w.ID, w.Issuer, w.Audience, fromUnix(w.IssuedAt), fromUnix(w.Expiry), w.Type,
-		w.HandoverID, w.CaseID, w.Digest, w.Problem, w.ForwardedTo}
-	if e.Issuer != o.issuer {
-		return nil, fmt.Errorf("%w: iss %q is not the key owner %q", ErrClaims, e.Issuer, o.issuer)
-	}
-	if err := e.Validate(); err != nil {
-		return nil, fmt.Errorf("event: %w", err)
+	e, err := decodeEvent(o.payload, o.issuer)
+	if err != nil {
+		return nil, err
 	}
 	if e.Audience != expectAudience {
 		return nil, fmt.Errorf("%w: event for %q, not %q", ErrAudience, e.Audience, expectAudience)
@@ -167,5 +159,58 @@ func OpenEvent(ctx context.Context, token string, decKeys []jose.JSONWebKey, res
 	if err := checkTime(e.IssuedAt, time.Time{}, e.Expiry, now); err != nil {
 		return nil, fmt.Errorf("event %s: %w", e.ID, err)
 	}
-	return &OpenedEvent{Event: e, Digest: Digest(token), SignerKID: o.signerKID, RecipientKID: o.recipientKID, SignedJWS: o.jws}, nil
+	return &OpenedEvent{Event: *e, Digest: Digest(token), SignerKID: o.signerKID, RecipientKID: o.recipientKID, SignedJWS: o.jws}, nil
+}
+
+// VerifyEvent verifies the inner, signed form of an event (compact JWS, typ
+// verbund-event+jws) as its recipient holds it, e.g. in a case timeline:
+// the same header and claim checks as OpenEvent, with the issuer's signing
+// key as valid at the event's iat (so old events verify after key rotation,
+// never with a revoked key). The event's lifetime is not checked: it is a
+// historical record.
+func VerifyEvent(ctx context.Context, jws string, resolver KeyResolver) (*Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(jws) > MaxEventSize {
+		return nil, fmt.Errorf("%w: event JWS of %d bytes (max %d)", ErrTooLarge, len(jws), MaxEventSize)
+	}
+	payload, _, iss, err := verifyJWS(ctx, jws, TypeEventJWS, resolver, issuedAt)
+	if err != nil {
+		return nil, fmt.Errorf("event: %w", err)
+	}
+	return decodeEvent(payload, iss)
+}
+
+// decodeEvent decodes and validates verified event claims signed by the
+// key owner iss.
+func decodeEvent(payload []byte, iss string) (*Event, error) {
+	var w wireEvent
+	if err := decodeStrict(payload, &w); err != nil {
+		return nil, fmt.Errorf("event claims: %w", err)
+	}
+	e := Event{w.ID, w.Issuer, w.Audience, fromUnix(w.IssuedAt), fromUnix(w.Expiry), w.Type,
+		w.HandoverID, w.CaseID, w.Digest, w.Problem, w.ForwardedTo}
+	if e.Issuer != iss {
+		return nil, fmt.Errorf("%w: iss %q is not the key owner %q", ErrClaims, e.Issuer, iss)
+	}
+	if err := e.Validate(); err != nil {
+		return nil, fmt.Errorf("event: %w", err)
+	}
+	return &e, nil
+}
+
+// issuedAt reads iat from an unverified event payload: the time at which
+// the event's signing key must have been valid.
+func issuedAt(unverified []byte) (time.Time, error) {
+	var p struct {
+		IssuedAt int64 `json:"iat"`
+	}
+	if err := json.Unmarshal(unverified, &p); err != nil {
+		return time.Time{}, fmt.Errorf("%w: event payload: %v", ErrMalformed, err)
+	}
+	if p.IssuedAt <= 0 {
+		return time.Time{}, fmt.Errorf("%w: iat missing", ErrClaims)
+	}
+	return time.Unix(p.IssuedAt, 0).UTC(), nil
 }

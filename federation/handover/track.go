@@ -1,23 +1,16 @@
 package handover
 
 import (
-	"bytes"
 	"context"
-	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/dgraph-io/badger/v4"
-	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/verbund/verbund/federation/envelope"
 	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
@@ -157,7 +150,8 @@ func (s *Service) receivedItems(txn *badger.Txn, jti string, items *[]*federatio
 // path (starting from what this node holds, following the organisations
 // each answer names) and verifies every signed token against the registry
 // keys: receipts with envelope.VerifyReceipt (the receiver's key valid at
-// received_at), events by their inner JWS (the issuer's key valid at iat).
+// received_at), events with envelope.VerifyEvent (the issuer's key valid at
+// iat).
 // An entry is marked verified only if its token verified; the entry then
 // shows the token's content, not what the answering node said.
 //
@@ -296,7 +290,7 @@ func (s *Service) verifyTimeline(ctx context.Context, items []*federationv1.Time
 				FromOrganisationId: it.GetFromOrganisationId(), ToOrganisationId: it.GetToOrganisationId(),
 				ForwardedTo: it.GetForwardedTo(),
 			}
-			ev, err := VerifyEventJWS(ctx, it.GetSignedToken(), s.cfg.Resolver)
+			ev, err := envelope.VerifyEvent(ctx, it.GetSignedToken(), s.cfg.Resolver)
 			if err != nil {
 				e.VerificationError = err.Error()
 			} else {
@@ -391,163 +385,4 @@ func verifyReceiptItem(ctx context.Context, r envelope.KeyResolver, it *federati
 		return nil, fmt.Errorf("receipt is for handover %q, not %q", rc.HandoverID, it.GetHandoverId())
 	}
 	return rc, nil
-}
-
-// wireEvent mirrors the event claims of package envelope (see its doc).
-type wireEvent struct {
-	ID          string            `json:"jti"`
-	Issuer      string            `json:"iss"`
-	Audience    string            `json:"aud"`
-	IssuedAt    int64             `json:"iat"`
-	Expiry      int64             `json:"exp"`
-	Type        string            `json:"event"`
-	HandoverID  string            `json:"handover_jti"`
-	CaseID      string            `json:"case_id"`
-	Digest      string            `json:"envelope_sha256,omitempty"`
-	Problem     *envelope.Problem `json:"problem,omitempty"`
-	ForwardedTo string            `json:"forwarded_to,omitempty"`
-}
-
-// VerifyEventJWS verifies the inner, signed form of an event (compact JWS,
-// typ verbund-event+jws) as held by the event's recipient: header allow-list
-// (alg EdDSA, kid, typ only), the issuer's signing key from the resolver as
-// valid at the event's iat (so old events verify after key rotation, never
-// with a revoked key), the signature, then the claims. The event's lifetime
-// is not checked: it is a historical record.
-func VerifyEventJWS(ctx context.Context, jws string, r envelope.KeyResolver) (*envelope.Event, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if len(jws) > envelope.MaxEventSize {
-		return nil, fmt.Errorf("%w: event JWS of %d bytes", envelope.ErrTooLarge, len(jws))
-	}
-	if strings.Count(jws, ".") != 2 {
-		return nil, fmt.Errorf("%w: compact JWS needs 3 parts", envelope.ErrMalformed)
-	}
-	hdr, _, _ := strings.Cut(jws, ".")
-	if len(hdr) > envelope.MaxHeaderSize {
-		return nil, fmt.Errorf("%w: header too large", envelope.ErrMalformed)
-	}
-	hb, err := base64.RawURLEncoding.DecodeString(hdr)
-	if err != nil {
-		return nil, fmt.Errorf("%w: header: %v", envelope.ErrMalformed, err)
-	}
-	var h map[string]json.RawMessage
-	if err := decodeStrictJSON(hb, &h, false); err != nil {
-		return nil, fmt.Errorf("%w: header: %v", envelope.ErrMalformed, err)
-	}
-	var alg, kid, typ string
-	for k, v := range h {
-		var sv string
-		if err := json.Unmarshal(v, &sv); err != nil {
-			return nil, fmt.Errorf("%w: header %q is not a string", envelope.ErrHeader, k)
-		}
-		switch k {
-		case "alg":
-			alg = sv
-		case "kid":
-			kid = sv
-		case "typ":
-			typ = sv
-		default:
-			return nil, fmt.Errorf("%w: header parameter %q", envelope.ErrHeader, k)
-		}
-	}
-	if alg != string(jose.EdDSA) {
-		return nil, fmt.Errorf("%w: alg %q", envelope.ErrAlgorithm, alg)
-	}
-	if typ != envelope.TypeEventJWS {
-		return nil, fmt.Errorf("%w: typ %q, want %q", envelope.ErrHeader, typ, envelope.TypeEventJWS)
-	}
-	if kid == "" {
-		return nil, fmt.Errorf("%w: no kid", envelope.ErrHeader)
-	}
-	obj, err := jose.ParseSignedCompact(jws, []jose.SignatureAlgorithm{jose.EdDSA})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", envelope.ErrMalformed, err)
-	}
-	var w wireEvent
-	if err := decodeStrictJSON(obj.UnsafePayloadWithoutVerification(), &w, true); err != nil {
-		return nil, fmt.Errorf("%w: event claims: %v", envelope.ErrMalformed, err)
-	}
-	if w.Issuer == "" || w.IssuedAt <= 0 {
-		return nil, fmt.Errorf("%w: event needs iss and iat", envelope.ErrClaims)
-	}
-	jwk, err := r.VerificationKey(ctx, w.Issuer, kid, time.Unix(w.IssuedAt, 0).UTC())
-	if err != nil {
-		return nil, fmt.Errorf("signing key %q of %q: %w", kid, w.Issuer, err)
-	}
-	pub, ok := jwk.Key.(ed25519.PublicKey)
-	if !ok || len(pub) != ed25519.PublicKeySize || (jwk.KeyID != "" && jwk.KeyID != kid) {
-		return nil, fmt.Errorf("%w: resolver returned no Ed25519 key for %q", envelope.ErrInvalidKey, kid)
-	}
-	payload, err := obj.Verify(pub)
-	if err != nil {
-		return nil, fmt.Errorf("%w: event %s of %s: %v", envelope.ErrSignature, w.ID, w.Issuer, err)
-	}
-	var v wireEvent
-	if err := decodeStrictJSON(payload, &v, true); err != nil {
-		return nil, fmt.Errorf("%w: event claims: %v", envelope.ErrMalformed, err)
-	}
-	if v.Issuer != w.Issuer {
-		return nil, fmt.Errorf("%w: iss changed", envelope.ErrClaims)
-	}
-	ev := &envelope.Event{
-		ID: v.ID, Issuer: v.Issuer, Audience: v.Audience, IssuedAt: time.Unix(v.IssuedAt, 0).UTC(),
-		Expiry: time.Unix(v.Expiry, 0).UTC(), Type: envelope.EventType(v.Type), HandoverID: v.HandoverID,
-		CaseID: v.CaseID, Digest: v.Digest, Problem: v.Problem, ForwardedTo: v.ForwardedTo,
-	}
-	if err := ev.Validate(); err != nil {
-		return nil, err
-	}
-	return ev, nil
-}
-
-// decodeStrictJSON decodes one JSON value, refusing trailing data and, if
-// strict, unknown fields; it refuses duplicate keys at the top level so two
-// readers cannot see different values.
-func decodeStrictJSON(b []byte, v any, strict bool) error {
-	if err := noDuplicateTopKeys(b); err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if strict {
-		dec.DisallowUnknownFields()
-	}
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("trailing data after JSON")
-	}
-	return nil
-}
-
-func noDuplicateTopKeys(b []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	t, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	if d, ok := t.(json.Delim); !ok || d != '{' {
-		return errors.New("not a JSON object")
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		k, _ := t.(string)
-		lk := strings.ToLower(k)
-		if seen[lk] {
-			return fmt.Errorf("duplicate key %q", k)
-		}
-		seen[lk] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return err
-		}
-	}
-	return nil
 }
