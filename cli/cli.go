@@ -31,8 +31,6 @@ import (
 type Command struct {
 	// Name is the word after "verbund", e.g. "orgs" or "node".
 	Name string
-	// Usage is the synopsis without "verbund", e.g. "node [flags]".
-	Usage string
 	// Summary is a one-line description shown in "verbund help".
 	Summary string
 	// Run executes the command with the arguments after Name.
@@ -72,9 +70,6 @@ func Register(c Command) {
 	}
 	if _, dup := commands[c.Name]; dup || c.Name == "help" {
 		panic(fmt.Sprintf("cli: command %q registered twice", c.Name))
-	}
-	if c.Usage == "" {
-		c.Usage = c.Name + " [flags]"
 	}
 	commands[c.Name] = c
 }
@@ -202,11 +197,7 @@ type subcommand struct {
 
 // group builds a top-level command that dispatches to subcommands.
 func group(name, summary string, subs []subcommand) Command {
-	names := make([]string, len(subs))
 	var b strings.Builder
-	for i, s := range subs {
-		names[i] = s.name
-	}
 	fmt.Fprintf(&b, "usage: verbund %s <command> [flags]\n\n%s\n\ncommands:\n", name, sentence(summary))
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	for _, s := range subs {
@@ -218,7 +209,6 @@ func group(name, summary string, subs []subcommand) Command {
 
 	return Command{
 		Name:    name,
-		Usage:   name + " <" + strings.Join(names, "|") + "> [flags]",
 		Summary: summary,
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if len(args) == 0 {

@@ -157,18 +157,25 @@ func clientFlags(fs *flagSet, read bool) *clientOpts {
 		if o.timeout < 0 {
 			return fmt.Errorf("--timeout must not be negative")
 		}
-		a := o.addr
-		if !strings.Contains(a, "://") {
-			a = "http://" + a
-		}
-		u, err := url.Parse(a)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("--addr %q is not an http(s) URL", o.addr)
-		}
-		o.addr = strings.TrimRight(a, "/")
-		return nil
+		var err error
+		o.addr, err = apiURL("--addr", o.addr)
+		return err
 	})
 	return o
+}
+
+// apiURL normalises a node's API address given with flag: http:// is
+// assumed without a scheme, and a trailing slash is dropped.
+func apiURL(flag, addr string) (string, error) {
+	a := addr
+	if !strings.Contains(a, "://") {
+		a = "http://" + a
+	}
+	u, err := url.Parse(a)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("%s %q is not an http(s) URL", flag, addr)
+	}
+	return strings.TrimRight(a, "/"), nil
 }
 
 var httpClient = &http.Client{Transport: http.DefaultTransport}
@@ -310,3 +317,58 @@ func (k *kv) add(label, value string) {
 }
 
 func (k *kv) flush() { k.tw.Flush() }
+
+// ---- paging ----
+
+// collect pages through a list: all pages with all, else until limit items.
+// fetch returns one page and the next page token.
+func collect[T any](limit int, all bool, fetch func(size int32, token string) ([]T, string, error)) ([]T, string, error) {
+	var out []T
+	token := ""
+	for {
+		size := maxPageSize
+		if !all {
+			size = min(limit-len(out), maxPageSize)
+		}
+		items, next, err := fetch(int32(size), token)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, items...)
+		if next == "" || (!all && len(out) >= limit) {
+			if !all && len(out) > limit {
+				out = out[:limit]
+			}
+			return out, next, nil
+		}
+		if next == token {
+			return nil, "", fmt.Errorf("server returned the same page token %q twice", next)
+		}
+		token = next
+	}
+}
+
+func pagingFlags(fs *flagSet, what string) (limit *uint, all *bool) {
+	limit, all = new(uint), new(bool)
+	fs.UintVar(limit, "limit", 100, "show at most `n` "+what)
+	fs.BoolVar(all, "all", false, "page through all "+what+" (no --limit)")
+	fs.check(func() error {
+		if *limit == 0 {
+			return errors.New("--limit must be at least 1")
+		}
+		return nil
+	})
+	return limit, all
+}
+
+func countLine(w io.Writer, n int, one, many string, more bool) {
+	noun := many
+	if n == 1 {
+		noun = one
+	}
+	if more {
+		fmt.Fprintf(w, "\n%d %s shown, more match (use --all or a higher --limit)\n", n, noun)
+	} else {
+		fmt.Fprintf(w, "\n%d %s\n", n, noun)
+	}
+}

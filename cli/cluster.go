@@ -17,13 +17,11 @@ import (
 func init() {
 	Register(Command{
 		Name:    "members",
-		Usage:   "members [flags]",
 		Summary: "list the network's nodes as gossip sees them, with role, state and Raft suffrage",
 		Run:     members,
 	})
 	Register(Command{
 		Name:    "watch",
-		Usage:   "watch [--after INDEX] [flags]",
 		Summary: "print registry changes as they happen (the change feed)",
 		Run:     watch,
 	})
@@ -57,8 +55,8 @@ func members(ctx context.Context, env *Env, args []string) error {
 			if m.GetLeader() {
 				leader = "*"
 			}
-			row(t, m.GetNodeId(), dash(m.GetOrganisationId()), dash(m.GetRole()), m.GetState(), dash(m.GetRaftSuffrage()), leader,
-				dash(m.GetApiAddress()), dash(m.GetRaftAddress()), dash(m.GetGossipAddress()))
+			row(t, m.GetNodeId(), m.GetOrganisationId(), m.GetRole(), m.GetState(), m.GetRaftSuffrage(), leader,
+				m.GetApiAddress(), m.GetRaftAddress(), m.GetGossipAddress())
 		}
 		t.Flush()
 	})

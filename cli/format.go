@@ -12,11 +12,62 @@ import (
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 )
 
+// choice names an enum value on the command line.
+type choice[E comparable] struct {
+	name  string
+	value E
+}
+
+// choices are the names an enum flag accepts.
+type choices[E comparable] []choice[E]
+
+func (cs choices[E]) lookup(name string) (E, bool) {
+	for _, c := range cs {
+		if c.name == name {
+			return c.value, true
+		}
+	}
+	var zero E
+	return zero, false
+}
+
+func (cs choices[E]) names() []string {
+	names := make([]string, len(cs))
+	for i, c := range cs {
+		names[i] = c.name
+	}
+	return names
+}
+
+// prose lists the names as "a, b or c".
+func (cs choices[E]) prose() string {
+	n := cs.names()
+	if len(n) < 2 {
+		return strings.Join(n, "")
+	}
+	return strings.Join(n[:len(n)-1], ", ") + " or " + n[len(n)-1]
+}
+
+// enumFlag registers --name taking one of cs; after parsing, *v holds the
+// value named (unchanged if the flag is absent).
+func enumFlag[E comparable](fs *flagSet, v *E, name, usage string, cs choices[E]) {
+	var s string
+	fs.StringVar(&s, name, "", usage)
+	fs.check(func() error {
+		if s == "" {
+			return nil
+		}
+		e, ok := cs.lookup(s)
+		if !ok {
+			return fmt.Errorf("--%s %q: want %s", name, s, cs.prose())
+		}
+		*v = e
+		return nil
+	})
+}
+
 // kindNames are the --kind values and how kinds are shown in tables.
-var kindNames = []struct {
-	name string
-	kind registryv1.OrganisationKind
-}{
+var kindNames = choices[registryv1.OrganisationKind]{
 	{"municipality", registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY},
 	{"shared-service-centre", registryv1.OrganisationKind_ORGANISATION_KIND_SHARED_SERVICE_CENTRE},
 	{"association", registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPAL_ASSOCIATION},
@@ -26,26 +77,18 @@ var kindNames = []struct {
 	{"network-operator", registryv1.OrganisationKind_ORGANISATION_KIND_NETWORK_OPERATOR},
 }
 
-func kindFlagValues() string {
-	names := make([]string, len(kindNames))
-	for i, k := range kindNames {
-		names[i] = k.name
-	}
-	return strings.Join(names, "|")
-}
+func kindFlagValues() string { return strings.Join(kindNames.names(), "|") }
 
 func parseKind(s string) (registryv1.OrganisationKind, error) {
-	for _, k := range kindNames {
-		if k.name == s {
-			return k.kind, nil
-		}
+	if k, ok := kindNames.lookup(s); ok {
+		return k, nil
 	}
 	return 0, fmt.Errorf("--kind %q: want one of %s", s, kindFlagValues())
 }
 
 func kindName(k registryv1.OrganisationKind) string {
 	for _, n := range kindNames {
-		if n.kind == k {
+		if n.value == k {
 			return n.name
 		}
 	}

@@ -36,7 +36,6 @@ func init() {
 	}))
 	Register(Command{
 		Name:    "inbox",
-		Usage:   inboxSynopsis,
 		Summary: "list the cases handed over to this organisation",
 		Run:     inbox,
 	})
@@ -49,7 +48,6 @@ func init() {
 	}))
 	Register(Command{
 		Name:    "track",
-		Usage:   trackSynopsis,
 		Summary: "show a case's verified timeline by the citizen's tracking code",
 		Run:     track,
 	})
@@ -294,67 +292,9 @@ func byteSize(n int64) string {
 	}
 }
 
-// ---- paging ----
-
-// collect pages through a list: all pages with all, else until limit items.
-// fetch returns one page and the next page token.
-func collect[T any](limit int, all bool, fetch func(size int32, token string) ([]T, string, error)) ([]T, string, error) {
-	var out []T
-	token := ""
-	for {
-		size := maxPageSize
-		if !all {
-			size = min(limit-len(out), maxPageSize)
-		}
-		items, next, err := fetch(int32(size), token)
-		if err != nil {
-			return nil, "", err
-		}
-		out = append(out, items...)
-		if next == "" || (!all && len(out) >= limit) {
-			if !all && len(out) > limit {
-				out = out[:limit]
-			}
-			return out, next, nil
-		}
-		if next == token {
-			return nil, "", fmt.Errorf("server returned the same page token %q twice", next)
-		}
-		token = next
-	}
-}
-
-func pagingFlags(fs *flagSet, what string) (limit *uint, all *bool) {
-	limit, all = new(uint), new(bool)
-	fs.UintVar(limit, "limit", 100, "show at most `n` "+what)
-	fs.BoolVar(all, "all", false, "page through all "+what+" (no --limit)")
-	fs.check(func() error {
-		if *limit == 0 {
-			return errors.New("--limit must be at least 1")
-		}
-		return nil
-	})
-	return limit, all
-}
-
-func countLine(w io.Writer, n int, one, many string, more bool) {
-	noun := many
-	if n == 1 {
-		noun = one
-	}
-	if more {
-		fmt.Fprintf(w, "\n%d %s shown, more match (use --all or a higher --limit)\n", n, noun)
-	} else {
-		fmt.Fprintf(w, "\n%d %s\n", n, noun)
-	}
-}
-
 // ---- handover outbox ----
 
-var outboxStates = []struct {
-	name  string
-	state federationv1.OutboxState
-}{
+var outboxStates = choices[federationv1.OutboxState]{
 	{"pending", federationv1.OutboxState_OUTBOX_STATE_PENDING},
 	{"delivered", federationv1.OutboxState_OUTBOX_STATE_DELIVERED},
 	{"failed", federationv1.OutboxState_OUTBOX_STATE_FAILED},
@@ -370,22 +310,9 @@ func handoverOutbox(ctx context.Context, env *Env, args []string) error {
 			"pending (the node keeps retrying), delivered (the recipient's signed receipt is\n"+
 			"stored) or failed (refused for good)."+localNote)
 	o := clientFlags(fs, false)
-	var stateFlag string
 	var state federationv1.OutboxState
-	fs.StringVar(&stateFlag, "state", "", "only entries in this `state`: pending, delivered or failed")
+	enumFlag(fs, &state, "state", "only entries in this `state`: "+outboxStates.prose(), outboxStates)
 	limit, all := pagingFlags(fs, "entries")
-	fs.check(func() error {
-		if stateFlag == "" {
-			return nil
-		}
-		for _, s := range outboxStates {
-			if s.name == stateFlag {
-				state = s.state
-				return nil
-			}
-		}
-		return fmt.Errorf("--state %q: want pending, delivered or failed", stateFlag)
-	})
 	if _, err := fs.parse(env, args, 0, 0, ""); err != nil {
 		return err
 	}
@@ -444,10 +371,7 @@ func eventTypeName(t federationv1.EventType) string {
 
 const inboxSynopsis = "inbox [--state received|accepted|rejected|completed|forwarded] [--all] [flags]"
 
-var caseStates = []struct {
-	name  string
-	state federationv1.CaseState
-}{
+var caseStates = choices[federationv1.CaseState]{
 	{"received", federationv1.CaseState_CASE_STATE_RECEIVED},
 	{"accepted", federationv1.CaseState_CASE_STATE_ACCEPTED},
 	{"rejected", federationv1.CaseState_CASE_STATE_REJECTED},
@@ -462,22 +386,9 @@ func caseStateName(s federationv1.CaseState) string {
 func inbox(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet(inboxSynopsis, "List the cases handed over to this organisation, in the order they arrived.\nShow one with \"verbund case show ID\"."+localNote)
 	o := clientFlags(fs, false)
-	var stateFlag string
 	var state federationv1.CaseState
-	fs.StringVar(&stateFlag, "state", "", "only cases in this `state`: received, accepted, rejected, completed or forwarded")
+	enumFlag(fs, &state, "state", "only cases in this `state`: "+caseStates.prose(), caseStates)
 	limit, all := pagingFlags(fs, "cases")
-	fs.check(func() error {
-		if stateFlag == "" {
-			return nil
-		}
-		for _, s := range caseStates {
-			if s.name == stateFlag {
-				state = s.state
-				return nil
-			}
-		}
-		return fmt.Errorf("--state %q: want received, accepted, rejected, completed or forwarded", stateFlag)
-	})
 	if _, err := fs.parse(env, args, 0, 0, ""); err != nil {
 		return err
 	}

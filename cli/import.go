@@ -20,7 +20,6 @@ import (
 func init() {
 	Register(Command{
 		Name:    "import",
-		Usage:   "import --key OPERATOR_KEY --org OPERATOR_ID --munich-key FILE [flags]",
 		Summary: "import the embedded sample data (municipalities, Munich's catalogue) through the signed write path",
 		Run:     runImport,
 	})

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
-	"strings"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
@@ -21,7 +19,6 @@ import (
 func init() {
 	Register(Command{
 		Name:    "onboard",
-		Usage:   "onboard --node URL --key OPERATOR_KEY [--org ID] [--name NAME --kind KIND] [flags]",
 		Summary: "register an organisation's node: its public keys and endpoint, signed by the network operator",
 		Run:     onboard,
 	})
@@ -52,10 +49,9 @@ func onboard(ctx context.Context, env *Env, args []string) error {
 		if nodeAddr == "" || keyFile == "" {
 			return fmt.Errorf("--node and --key are required")
 		}
-		if !strings.Contains(nodeAddr, "://") {
-			nodeAddr = "http://" + nodeAddr
-		}
-		return nil
+		var err error
+		nodeAddr, err = apiURL("--node", nodeAddr)
+		return err
 	})
 	if _, err := fs.parse(env, args, 0, 0, ""); err != nil {
 		return err
@@ -66,7 +62,7 @@ func onboard(ctx context.Context, env *Env, args []string) error {
 	}
 	ctx, cancel := o.context(ctx)
 	defer cancel()
-	st, err := nodev1connect.NewNodeServiceClient(http.DefaultClient, strings.TrimRight(nodeAddr, "/")).GetStatus(ctx, connect.NewRequest(&nodev1.GetStatusRequest{}))
+	st, err := nodev1connect.NewNodeServiceClient(httpClient, nodeAddr).GetStatus(ctx, connect.NewRequest(&nodev1.GetStatusRequest{}))
 	if err != nil {
 		return fmt.Errorf("node %s: %w", nodeAddr, o.rpcErr(err))
 	}
@@ -118,6 +114,9 @@ func onboard(ctx context.Context, env *Env, args []string) error {
 	pr, err := o.publisher().Publish(ctx, connect.NewRequest(&registryv1.PublishRequest{SignedCommands: []string{jws}}))
 	if err != nil {
 		return o.rpcErr(err)
+	}
+	if len(pr.Msg.GetResults()) == 0 {
+		return fmt.Errorf("node %s returned no result for the command", o.addr)
 	}
 	r := pr.Msg.GetResults()[0]
 	if r.GetErrorCode() != "" {

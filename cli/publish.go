@@ -27,7 +27,6 @@ import (
 func init() {
 	Register(Command{
 		Name:    "publish",
-		Usage:   publishSynopsis,
 		Summary: "sign registry commands from a JSON or YAML file and publish them",
 		Run:     publish,
 	})

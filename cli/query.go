@@ -28,7 +28,6 @@ func init() {
 	}))
 	Register(Command{
 		Name:    "providers",
-		Usage:   providersSynopsis,
 		Summary: "who delivers a service to the citizens of an area, best first",
 		Run:     providers,
 	})
@@ -37,7 +36,6 @@ func init() {
 	}))
 	Register(Command{
 		Name:    "status",
-		Usage:   statusSynopsis,
 		Summary: "show the status of a node",
 		Run:     status,
 	})
@@ -52,16 +50,13 @@ func orgsList(ctx context.Context, env *Env, args []string) error {
 	o := clientFlags(fs, true)
 	var (
 		kindFlag, state, name, ars string
-		limit                      uint
-		all                        bool
 		kind                       registryv1.OrganisationKind
 	)
 	fs.StringVar(&kindFlag, "kind", "", "organisation `kind`: "+kindFlagValues())
 	fs.StringVar(&state, "state", "", "two-digit state `key`, e.g. 09 for Bayern")
 	fs.StringVar(&name, "name", "", "name `prefix` (case- and umlaut-insensitive)")
 	fs.StringVar(&ars, "ars", "", "`prefix` of the organisation's ARS, e.g. 09162")
-	fs.UintVar(&limit, "limit", 100, "show at most `n` organisations")
-	fs.BoolVar(&all, "all", false, "page through all matching organisations (no --limit)")
+	limit, all := pagingFlags(fs, "matching organisations")
 	fs.check(func() (err error) {
 		if kindFlag != "" {
 			if kind, err = parseKind(kindFlag); err != nil {
@@ -74,9 +69,6 @@ func orgsList(ctx context.Context, env *Env, args []string) error {
 		if ars != "" && strings.Trim(ars, "0123456789") != "" {
 			return fmt.Errorf("--ars %q: want digits", ars)
 		}
-		if limit == 0 {
-			return fmt.Errorf("--limit must be at least 1")
-		}
 		return nil
 	})
 	if _, err := fs.parse(env, args, 0, 0, ""); err != nil {
@@ -86,33 +78,21 @@ func orgsList(ctx context.Context, env *Env, args []string) error {
 	ctx, cancel := o.context(ctx)
 	defer cancel()
 	q := o.query()
-	req := &registryv1.ListOrganisationsRequest{
-		Kind: kind, StateCode: state, NamePrefix: name, ArsPrefix: ars, Read: o.read(),
-	}
 	out := &registryv1.ListOrganisationsResponse{}
-	for {
-		req.PageSize = maxPageSize
-		if !all {
-			req.PageSize = uint32(min(int(limit)-len(out.Organisations), maxPageSize))
-		}
-		resp, err := q.ListOrganisations(ctx, connect.NewRequest(req))
+	var err error
+	out.Organisations, out.NextPageToken, err = collect(int(*limit), *all, func(size int32, token string) ([]*registryv1.Organisation, string, error) {
+		resp, err := q.ListOrganisations(ctx, connect.NewRequest(&registryv1.ListOrganisationsRequest{
+			Kind: kind, StateCode: state, NamePrefix: name, ArsPrefix: ars, Read: o.read(),
+			PageSize: uint32(size), PageToken: token,
+		}))
 		if err != nil {
-			return o.rpcErr(err)
+			return nil, "", o.rpcErr(err)
 		}
-		out.Organisations = append(out.Organisations, resp.Msg.GetOrganisations()...)
 		out.Read = resp.Msg.GetRead()
-		next := resp.Msg.GetNextPageToken()
-		out.NextPageToken = next
-		if next == "" || (!all && len(out.Organisations) >= int(limit)) {
-			break
-		}
-		if next == req.PageToken {
-			return fmt.Errorf("server returned the same page token %q twice", next)
-		}
-		req.PageToken = next
-	}
-	if !all && len(out.Organisations) > int(limit) {
-		out.Organisations = out.Organisations[:limit]
+		return resp.Msg.GetOrganisations(), resp.Msg.GetNextPageToken(), nil
+	})
+	if err != nil {
+		return err
 	}
 
 	return o.emit(env, out, out.GetRead(), func(w io.Writer) {
@@ -126,16 +106,7 @@ func orgsList(ctx context.Context, env *Env, args []string) error {
 			row(tw, org.GetId(), kindName(org.GetKind()), org.GetName(), org.GetStateCode(), org.GetArs(), statusName(org.GetStatus()))
 		}
 		tw.Flush()
-		n := len(out.Organisations)
-		noun := "organisations"
-		if n == 1 {
-			noun = "organisation"
-		}
-		if out.NextPageToken != "" {
-			fmt.Fprintf(w, "\n%d %s shown, more match (use --all or a higher --limit)\n", n, noun)
-		} else {
-			fmt.Fprintf(w, "\n%d %s\n", n, noun)
-		}
+		countLine(w, len(out.Organisations), "organisation", "organisations", out.NextPageToken != "")
 	})
 }
 

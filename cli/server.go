@@ -19,13 +19,11 @@ import (
 func init() {
 	Register(Command{
 		Name:    "node",
-		Usage:   "node [--config FILE] [--org ID] [--data-dir DIR] [--http-addr ADDR] [--raft-addr ADDR] [--bootstrap] [--genesis]",
 		Summary: "run a node",
 		Run:     runNode,
 	})
 	Register(Command{
 		Name:    "dev",
-		Usage:   "dev [--data-dir DIR] [--http-addr ADDR] [--raft-addr ADDR] [--no-sample-data]",
 		Summary: "run a single-node network with the sample data (what `make run` starts)",
 		Run:     runDev,
 	})

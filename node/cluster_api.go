@@ -112,11 +112,9 @@ func (a *apiServer) TransferLeadership(ctx context.Context, req *connect.Request
 	var f raft.Future
 	if id := req.Msg.GetNodeId(); id != "" {
 		var addr raft.ServerAddress
-		if cf := n.raft.GetConfiguration(); cf.Error() == nil {
-			for _, s := range cf.Configuration().Servers {
-				if string(s.ID) == id && s.Suffrage == raft.Voter {
-					addr = s.Address
-				}
+		for _, s := range n.voters() {
+			if string(s.ID) == id {
+				addr = s.Address
 			}
 		}
 		if addr == "" {

@@ -29,6 +29,12 @@ func (n *Node) startHandover(ctx context.Context) error {
 		return fmt.Errorf("handover store: %w", err)
 	}
 	n.hoDB = db
+	return n.runHandover(ctx)
+}
+
+// runHandover starts a handover service on the open store with the current
+// keys and routes the handover API to it.
+func (n *Node) runHandover(ctx context.Context) error {
 	svc, err := handover.New(n.handoverConfig())
 	if err != nil {
 		return err
@@ -39,9 +45,6 @@ func (n *Node) startHandover(ctx context.Context) error {
 	go func() { defer n.wg.Done(); svc.Run(ctx) }()
 	return nil
 }
-
-// Handover exposes the handover service (tests).
-func (n *Node) Handover() *handover.Service { return n.handover }
 
 // handoverHandler mounts the handover service. Other nodes may call only the
 // peer procedures (deliver handover/event, case timeline: authenticated by

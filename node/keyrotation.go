@@ -268,19 +268,10 @@ func (n *Node) handoverConfig() handover.Config {
 // restartHandover replaces the running handover service with one using the
 // current keys; its durable state carries over in the same DB.
 func (n *Node) restartHandover() error {
-	old := n.handover
-	if err := old.Close(); err != nil {
+	if err := n.handover.Close(); err != nil {
 		return err
 	}
-	svc, err := handover.New(n.handoverConfig())
-	if err != nil {
-		return err
-	}
-	n.handover = svc
-	n.hoHandler.Store(handlerOf(n.handoverHandler()))
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); svc.Run(n.runCtx) }()
-	return nil
+	return n.runHandover(n.runCtx)
 }
 
 // apiServer endpoints.

@@ -268,8 +268,8 @@ func (n *Node) startRaft() error {
 	return nil
 }
 
-// watchLeadership clears the "ready for linearizable reads" flag whenever
-// leadership changes; it is set again after a barrier in the new term.
+// watchLeadership logs leadership changes. Linearizable reads need no reset
+// here: they check that the barrier they rely on ran in the current term.
 func (n *Node) watchLeadership(ctx context.Context) {
 	ch := n.raft.LeaderCh()
 	for {
@@ -361,9 +361,6 @@ func (n *Node) RaftAddr() string {
 // isServer reports whether the node holds Raft state (voter or replica).
 func (n *Node) isServer() bool { return n.cfg.Role != RoleMember }
 
-// Gossip returns the node's gossip membership (nil without gossip).
-func (n *Node) Gossip() *membership.Membership { return n.gossip }
-
 // AppliedIndex is the index the node's registry state reflects.
 func (n *Node) AppliedIndex() uint64 { return n.state.AppliedIndex() }
 
@@ -385,9 +382,6 @@ func (n *Node) Reader() *registry.Reader { return n.reader }
 
 // SigningKey is this node's organisation signing key.
 func (n *Node) SigningKey() jose.JSONWebKey { return n.keys().sig }
-
-// EncryptionKey is this node's organisation encryption key.
-func (n *Node) EncryptionKey() jose.JSONWebKey { return n.keys().enc }
 
 // Config returns the effective configuration.
 func (n *Node) Config() Config { return n.cfg }

@@ -44,15 +44,15 @@ func (n *Node) Publish(ctx context.Context, signed []string) ([]*registryv1.Comm
 			for i := range work {
 				sc, err := registry.ParseCommand(signed[i])
 				if err == nil {
+					err = n.fsm.PreVerify(sc)
+				}
+				if err == nil {
 					// A retry of an applied command: answer from the
 					// dedupe record if this exact command was applied.
 					if prev, _ := n.fsm.LookupResult(sc.Command.GetIssuer(), sc.Command.GetId()); prev != nil {
-						if n.fsm.PreVerify(sc) == nil {
-							results[i] = prev
-							continue
-						}
+						results[i] = prev
+						continue
 					}
-					err = n.fsm.PreVerify(sc)
 				}
 				parsed[i], errs[i] = sc, err
 			}

@@ -176,9 +176,6 @@ func (a *applyCtx) putOrganisation(o *registryv1.Organisation, pre *registryv1.P
 		return nil
 	}
 	n := proto.Clone(o).(*registryv1.Organisation)
-	if n.GetStatus() == registryv1.OrganisationStatus_ORGANISATION_STATUS_UNSPECIFIED {
-		n.Status = registryv1.OrganisationStatus_ORGANISATION_STATUS_REGISTERED
-	}
 	n.Revision, n.UpdatedAtUnixMs, n.UpdatedBy = a.nextRevision(), a.cmd.GetIssuedAtUnixMs(), a.cmd.GetIssuer()
 	if exists {
 		if old.GetAgs() != "" {
@@ -255,12 +252,7 @@ func (a *applyCtx) putService(s *registryv1.Service, pre *registryv1.Preconditio
 			a.st.del(lifeKey(textsearch.Fold(ls), old.GetLeikaKey()))
 		}
 	}
-	terms := make([]string, 0, len(newTerms))
-	for t := range newTerms {
-		terms = append(terms, t)
-	}
-	slices.Sort(terms) // deterministic write order
-	for _, t := range terms {
+	for _, t := range slices.Sorted(maps.Keys(newTerms)) { // deterministic write order
 		a.st.set(searchKey(t, n.GetLeikaKey()), []byte{byte(newTerms[t])})
 	}
 	for _, ls := range n.GetLifeSituations() {
@@ -403,7 +395,7 @@ func signingKey(org *registryv1.Organisation, kid string, at int64) (*registryv1
 
 // genesisKey returns the key for a genesis command: the operator's record in
 // the command itself, self-signed.
-func genesisKey(cmd *registryv1.Command, kid string) (*registryv1.PublicKey, *registryv1.Organisation, error) {
+func genesisKey(cmd *registryv1.Command, kid string) (*registryv1.PublicKey, error) {
 	for _, m := range cmd.GetMutations() {
 		o := m.GetPutOrganisation()
 		if o == nil || o.GetId() != cmd.GetIssuer() || o.GetKind() != registryv1.OrganisationKind_ORGANISATION_KIND_NETWORK_OPERATOR {
@@ -411,10 +403,9 @@ func genesisKey(cmd *registryv1.Command, kid string) (*registryv1.PublicKey, *re
 		}
 		o = proto.Clone(o).(*registryv1.Organisation)
 		o.Status = registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE
-		pk, err := signingKey(o, kid, 0)
-		return pk, o, err
+		return signingKey(o, kid, 0)
 	}
-	return nil, nil, fmt.Errorf("%w: issuer %s is not registered", ErrUnknownKey, cmd.GetIssuer())
+	return nil, fmt.Errorf("%w: issuer %s is not registered", ErrUnknownKey, cmd.GetIssuer())
 }
 
 func parseKey(pk *registryv1.PublicKey) (jose.JSONWebKey, error) {

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"strings"
 	"sync"
@@ -27,11 +26,9 @@ func (f *FSM) Changed() <-chan struct{} {
 // false when after is older than the feed retains (send a snapshot first).
 func (r *Reader) FeedAfter(after uint64, max int) (entries []*registryv1.FeedEntry, applied uint64, ok bool, err error) {
 	applied, err = r.view(func(st *stage) error {
-		start := uint64(0)
-		if v, err := st.get([]byte(keyFeedStart)); err != nil {
+		start, err := st.getIndex(keyFeedStart)
+		if err != nil {
 			return err
-		} else if len(v) == 8 {
-			start = binary.BigEndian.Uint64(v)
 		}
 		if after < start {
 			return nil
@@ -53,8 +50,7 @@ func (r *Reader) FeedAfter(after uint64, max int) (entries []*registryv1.FeedEnt
 
 // replicated reports whether a state key is part of what replicas copy:
 // everything but the feed itself, dedupe bookkeeping and the index markers.
-func replicated(key []byte) bool {
-	k := string(key)
+func replicated(k string) bool {
 	return !(strings.HasPrefix(k, pFeed) || strings.HasPrefix(k, pCmd) || strings.HasPrefix(k, pCmdExpiry) || k == keyApplied || k == keyFeedStart)
 }
 
@@ -66,7 +62,7 @@ func (r *Reader) SnapshotWrites(ctx context.Context, chunk int, fn func(writes [
 		defer it.Close()
 		var batch []*registryv1.StateWrite
 		for it.Rewind(); it.Valid(); it.Next() {
-			if !replicated(it.Item().Key()) {
+			if !replicated(string(it.Item().Key())) {
 				continue
 			}
 			v, err := it.Item().ValueCopy(nil)
@@ -141,7 +137,6 @@ type Replica struct {
 	applied  atomic.Uint64
 	mu       sync.Mutex
 	appliedC chan struct{}
-	inSnap   bool
 }
 
 // NewReplica opens a replica over db, resuming at its stored index.
@@ -185,7 +180,6 @@ func (r *Replica) Apply(m *registryv1.WatchResponse) error {
 			return fmt.Errorf("replica reset: %w", err)
 		}
 		r.setApplied(0)
-		r.inSnap = true
 	}
 	wb := r.db.NewWriteBatch()
 	defer wb.Cancel()
@@ -210,7 +204,6 @@ func (r *Replica) Apply(m *registryv1.WatchResponse) error {
 		return fmt.Errorf("replica apply: %w", err)
 	}
 	if done && m.GetIndex() > r.applied.Load() {
-		r.inSnap = false
 		r.setApplied(m.GetIndex())
 	}
 	return nil

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,22 +89,11 @@ func NewFSM(db *badger.DB, cfg FSMConfig) (*FSM, error) {
 	}
 	f := &FSM{db: db, cfg: cfg, log: cfg.Logger, appliedC: make(chan struct{})}
 	f.verified.init(1 << 16)
-	err := db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(keyApplied))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			f.applied.Store(binary.BigEndian.Uint64(v))
-			return nil
-		})
-	})
+	applied, err := NewReader(db).view(func(*stage) error { return nil })
 	if err != nil {
 		return nil, fmt.Errorf("read applied index: %w", err)
 	}
+	f.applied.Store(applied)
 	return f, nil
 }
 
@@ -394,7 +382,7 @@ func (f *FSM) PreVerify(sc *SignedCommand) error {
 		if op != nil {
 			return fmt.Errorf("%w: issuer %s is not registered", ErrUnknownKey, sc.Command.GetIssuer())
 		}
-		if pk, _, err = genesisKey(sc.Command, sc.KID); err != nil {
+		if pk, err = genesisKey(sc.Command, sc.KID); err != nil {
 			return err
 		}
 	} else if pk, err = signingKey(org, sc.KID, time.Now().UnixMilli()); err != nil {
@@ -427,7 +415,7 @@ func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64
 	}
 	switch {
 	case !exists && opBytes == nil:
-		pk, _, err := genesisKey(cmd, p.sc.KID)
+		pk, err := genesisKey(cmd, p.sc.KID)
 		if err != nil {
 			return fail(err)
 		}
@@ -578,7 +566,7 @@ func (f *FSM) LookupResult(issuer, id string) (*registryv1.CommandResult, error)
 func (f *FSM) recordFeed(ls *stage, index uint64) error {
 	e := &registryv1.FeedEntry{Index: index}
 	for _, k := range ls.order {
-		if strings.HasPrefix(k, pCmd) || strings.HasPrefix(k, pCmdExpiry) || strings.HasPrefix(k, pFeed) || k == keyApplied || k == keyFeedStart {
+		if !replicated(k) {
 			continue
 		}
 		v := ls.writes[k]
@@ -593,11 +581,9 @@ func (f *FSM) recordFeed(ls *stage, index uint64) error {
 		return nil
 	}
 	cutoff := index - f.cfg.FeedRetention
-	start := uint64(0)
-	if v, err := ls.get([]byte(keyFeedStart)); err != nil {
+	start, err := ls.getIndex(keyFeedStart)
+	if err != nil {
 		return err
-	} else if len(v) == 8 {
-		start = binary.BigEndian.Uint64(v)
 	}
 	if start >= cutoff {
 		return nil

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
@@ -31,12 +30,9 @@ func (r *Reader) view(fn func(st *stage) error) (uint64, error) {
 	var index uint64
 	err := r.db.View(func(txn *badger.Txn) error {
 		st := newStage(nil, txn)
-		v, err := st.get([]byte(keyApplied))
-		if err != nil {
+		var err error
+		if index, err = st.getIndex(keyApplied); err != nil {
 			return err
-		}
-		if len(v) == 8 {
-			index = binary.BigEndian.Uint64(v)
 		}
 		return fn(st)
 	})
@@ -529,11 +525,4 @@ func distanceKm(a, b *registryv1.GeoPoint) float64 {
 	dlat, dlon := (b.GetLat()-a.GetLat())*rad, (b.GetLon()-a.GetLon())*rad
 	h := math.Sin(dlat/2)*math.Sin(dlat/2) + math.Cos(a.GetLat()*rad)*math.Cos(b.GetLat()*rad)*math.Sin(dlon/2)*math.Sin(dlon/2)
 	return math.Round(2*r*math.Asin(math.Sqrt(h))*10) / 10
-}
-
-// KeyOwner returns the organisation that registered kid ("" if none).
-func (r *Reader) KeyOwner(kid string) (string, error) {
-	var owner []byte
-	_, err := r.view(func(st *stage) (err error) { owner, err = st.get(kidKey(kid)); return })
-	return string(owner), err
 }

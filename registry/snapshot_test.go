@@ -2,9 +2,11 @@ package registry
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -231,17 +233,18 @@ func TestRestart(t *testing.T) {
 	}
 }
 
-// TestWaitApplied: WaitApplied returns once the index is applied.
+// TestWaitApplied: WaitApplied waits until the index is applied (and no
+// longer), and gives up with the context.
 func TestWaitApplied(t *testing.T) {
 	w := newWorld(t)
 	target := w.index + 1
+	short, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	if err := w.fsm.WaitApplied(short, target); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitApplied before the index was applied: %v, want the context's deadline", err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- w.fsm.WaitApplied(t.Context(), target) }()
-	select {
-	case err := <-done:
-		t.Fatalf("WaitApplied returned early: %v", err)
-	default:
-	}
 	w.addOffering(w.muni, leikaGewerbe, arsMuni)
 	if err := <-done; err != nil {
 		t.Fatal(err)

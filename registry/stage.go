@@ -1,7 +1,9 @@
 package registry
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/proto"
@@ -44,6 +46,20 @@ func (s *stage) get(key []byte) ([]byte, error) {
 		return nil, err
 	}
 	return item.ValueCopy(nil)
+}
+
+// getIndex reads an index stored with u64 (0 if absent).
+func (s *stage) getIndex(key string) (uint64, error) {
+	v, err := s.get([]byte(key))
+	switch {
+	case err != nil:
+		return 0, err
+	case v == nil:
+		return 0, nil
+	case len(v) != 8:
+		return 0, fmt.Errorf("%s holds %d bytes, not an 8-byte index", key, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
 }
 
 func (s *stage) has(key []byte) (bool, error) {

@@ -13,6 +13,9 @@ var blockTags = map[string]bool{
 	"tr": true, "table": true, "blockquote": true, "dd": true, "dt": true, "hr": true,
 }
 
+// lineBreaks turns line breaks in HTML source into the white space they are.
+var lineBreaks = strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ")
+
 // htmlLines strips the tags of a DLDB HTML fragment and returns its lines
 // of text: block elements and <br> end a line, entities are decoded and
 // whitespace (including no-break and zero-width spaces) is collapsed. Empty
@@ -30,7 +33,7 @@ func htmlLines(s string) []string {
 			}
 			if skip == "" {
 				// Line breaks in the source are white space in HTML.
-				b.WriteString(strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s[i : i+j]))
+				b.WriteString(lineBreaks.Replace(s[i : i+j]))
 			}
 			i += j
 			continue

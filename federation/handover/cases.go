@@ -17,51 +17,20 @@ import (
 
 // ListInbox lists received cases in arrival order.
 func (s *Service) ListInbox(ctx context.Context, req *federationv1.ListInboxRequest) (*federationv1.ListInboxResponse, error) {
-	done, err := s.enter()
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	size := pageSize(req.GetPageSize())
-	from, err := pageStart(req.GetPageToken())
-	if err != nil {
-		return nil, err
-	}
 	out := &federationv1.ListInboxResponse{}
-	err = s.view(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte(pInboxOrder)
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Seek(seqKey(pInboxOrder, from)); it.ValidForPrefix(opts.Prefix); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			seq := seqOf(it.Item().Key(), pInboxOrder)
-			if len(out.Cases) == size {
-				out.NextPageToken = pageToken(seq)
-				return nil
-			}
-			jti, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			var rec inboxRecord
-			ok, err := getJSON(txn, key(pInbox, string(jti)), &rec)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				continue
-			}
-			if st := req.GetState(); st != federationv1.CaseState_CASE_STATE_UNSPECIFIED && caseStateProto(rec.State) != st {
-				continue
-			}
-			out.Cases = append(out.Cases, rec.summary())
+	st := req.GetState()
+	next, err := listInOrder(ctx, s, pInboxOrder, pInbox, req, func(rec *inboxRecord) bool {
+		if st != federationv1.CaseState_CASE_STATE_UNSPECIFIED && caseStateProto(rec.State) != st {
+			return false
 		}
-		return nil
+		out.Cases = append(out.Cases, rec.summary())
+		return true
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	out.NextPageToken = next
+	return out, nil
 }
 
 func (s *Service) loadCase(jti string, withBody bool) (*inboxRecord, *caseBody, error) {
@@ -371,6 +340,61 @@ type errAlreadyForwarded struct{ handover, event string }
 func (e errAlreadyForwarded) Error() string { return "case already forwarded as " + e.handover }
 
 // Paging over sequence keys: the token is the next sequence number.
+
+// pageRequest is what the list requests share.
+type pageRequest interface {
+	GetPageSize() int32
+	GetPageToken() string
+}
+
+// listInOrder pages through records kept in arrival order: orderPrefix maps
+// sequence numbers to ids, recPrefix holds each record (JSON) by id. add is
+// called for each record in order and reports whether it took it; a page
+// holds at most the requested size of taken records. It returns the token
+// of the next page ("" at the end).
+func listInOrder[R any](ctx context.Context, s *Service, orderPrefix, recPrefix string, req pageRequest, add func(*R) bool) (string, error) {
+	done, err := s.enter()
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	size := pageSize(req.GetPageSize())
+	from, err := pageStart(req.GetPageToken())
+	if err != nil {
+		return "", err
+	}
+	next := ""
+	err = s.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(orderPrefix)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		taken := 0
+		for it.Seek(seqKey(orderPrefix, from)); it.ValidForPrefix(opts.Prefix); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if taken == size {
+				next = pageToken(seqOf(it.Item().Key(), orderPrefix))
+				return nil
+			}
+			id, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			var rec R
+			ok, err := getJSON(txn, key(recPrefix, string(id)), &rec)
+			if err != nil {
+				return err
+			}
+			if ok && add(&rec) {
+				taken++
+			}
+		}
+		return nil
+	})
+	return next, err
+}
 
 func pageSize(n int32) int {
 	switch {

@@ -54,8 +54,8 @@ func (s *Service) SendHandover(ctx context.Context, req *federationv1.SendHandov
 	code := req.GetTrackingCode()
 	if code == "" {
 		code = newTrackingCode()
-	} else if !validCode(code) {
-		return nil, errInvalid("tracking_code must be 4-64 characters of [A-Za-z0-9-_.]")
+	} else if err := checkCode(code); err != nil {
+		return nil, err
 	}
 	now := s.now()
 	jti := envelope.NewID()
@@ -176,52 +176,20 @@ func (s *Service) putOutbox(t *tx, rec outboxRecord, token string) error {
 
 // ListOutbox lists outbox entries in creation order.
 func (s *Service) ListOutbox(ctx context.Context, req *federationv1.ListOutboxRequest) (*federationv1.ListOutboxResponse, error) {
-	done, err := s.enter()
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	size := pageSize(req.GetPageSize())
-	from, err := pageStart(req.GetPageToken())
-	if err != nil {
-		return nil, err
-	}
 	out := &federationv1.ListOutboxResponse{}
-	err = s.view(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte(pOutboxOrder)
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Seek(seqKey(pOutboxOrder, from)); it.ValidForPrefix(opts.Prefix); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			k := it.Item().KeyCopy(nil)
-			seq := seqOf(k, pOutboxOrder)
-			if len(out.Entries) == size {
-				out.NextPageToken = pageToken(seq)
-				return nil
-			}
-			id, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			var rec outboxRecord
-			ok, err := getJSON(txn, key(pOutbox, string(id)), &rec)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				continue
-			}
-			if st := req.GetState(); st != federationv1.OutboxState_OUTBOX_STATE_UNSPECIFIED && outboxStateProto(rec.State) != st {
-				continue
-			}
-			out.Entries = append(out.Entries, rec.proto())
+	st := req.GetState()
+	next, err := listInOrder(ctx, s, pOutboxOrder, pOutbox, req, func(rec *outboxRecord) bool {
+		if st != federationv1.OutboxState_OUTBOX_STATE_UNSPECIFIED && outboxStateProto(rec.State) != st {
+			return false
 		}
-		return nil
+		out.Entries = append(out.Entries, rec.proto())
+		return true
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	out.NextPageToken = next
+	return out, nil
 }
 
 // ---- deliverer ----
@@ -231,21 +199,18 @@ type task struct {
 	to       string // recipient, for the liveness check
 	due      time.Time
 	attempts uint32
-	idx      int
-	queued   bool // in the heap (not being attempted)
 }
 
 type taskHeap []*task
 
 func (h taskHeap) Len() int           { return len(h) }
 func (h taskHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
-func (h taskHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i]; h[i].idx = i; h[j].idx = j }
-func (h *taskHeap) Push(x any)        { t := x.(*task); t.idx = len(*h); *h = append(*h, t) }
+func (h taskHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *taskHeap) Push(x any)        { *h = append(*h, x.(*task)) }
 func (h *taskHeap) Pop() any {
 	old := *h
 	t := old[len(old)-1]
 	*h = old[:len(old)-1]
-	t.idx = -1
 	return t
 }
 
@@ -301,7 +266,6 @@ func (d *deliverer) unpark() {
 	for _, org := range ready {
 		for _, t := range d.parked[org] {
 			t.due = now.Add(time.Duration(rand.Int64N(spread/4 + 1)))
-			t.queued = true
 			heap.Push(&d.queue, t)
 		}
 		delete(d.parked, org)
@@ -321,7 +285,7 @@ func (d *deliverer) pending() int {
 func (d *deliverer) add(id, to string, attempts uint32) {
 	d.mu.Lock()
 	if _, ok := d.tasks[id]; !ok {
-		t := &task{id: id, to: to, due: time.Now(), attempts: attempts, queued: true}
+		t := &task{id: id, to: to, due: time.Now(), attempts: attempts}
 		d.tasks[id] = t
 		heap.Push(&d.queue, t)
 	}
@@ -339,7 +303,6 @@ func (d *deliverer) signal() {
 func (d *deliverer) reschedule(t *task, after time.Duration) {
 	d.mu.Lock()
 	t.due = time.Now().Add(after)
-	t.queued = true
 	heap.Push(&d.queue, t)
 	d.mu.Unlock()
 	d.signal()
@@ -407,7 +370,6 @@ func (d *deliverer) run(ctx context.Context) {
 		if len(d.queue) > 0 {
 			if w := time.Until(d.queue[0].due); w <= 0 {
 				next = heap.Pop(&d.queue).(*task)
-				next.queued = false
 			} else {
 				wait = w
 			}
@@ -493,12 +455,6 @@ func (d *deliverer) attempt(ctx context.Context, t *task) {
 	}
 	if !found || rec.State != statePending {
 		d.done(t)
-		return
-	}
-	if l := s.cfg.Liveness; l != nil && !l.Alive(rec.To) {
-		t.to = rec.To
-		s.stats.paused.Add(1)
-		d.park(t)
 		return
 	}
 	s.stats.attempts.Add(1)

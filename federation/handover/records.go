@@ -149,8 +149,14 @@ func newTrackingCode() string {
 	return sb.String()
 }
 
-// validCode: 4-64 characters of [A-Za-z0-9-_.].
-func validCode(s string) bool { return validToken(s, 4, 64) }
+// checkCode refuses a tracking code that is not 4-64 characters of
+// [A-Za-z0-9-_.].
+func checkCode(s string) error {
+	if !validToken(s, 4, 64) {
+		return errInvalid("tracking_code must be 4-64 characters of [A-Za-z0-9-_.]")
+	}
+	return nil
+}
 
 // validToken: lo-hi characters of [A-Za-z0-9-_.].
 func validToken(s string, lo, hi int) bool {

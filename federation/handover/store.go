@@ -194,7 +194,7 @@ type committer struct {
 	// seqsView is the sequence state of the batch being built (committer
 	// goroutine only).
 	seqsView map[string]uint64
-	stats    struct{ batches, ops, syncs uint64 }
+	stats    struct{ batches, ops uint64 }
 }
 
 func newCommitter(db *badger.DB, now func() time.Time) (*committer, error) {
@@ -383,9 +383,6 @@ func (c *committer) tryBatch(batch []*op) (int, []error, error) {
 	c.seqs = seqs
 	c.stats.batches++
 	c.stats.ops += uint64(n)
-	if wrote {
-		c.stats.syncs++
-	}
 	c.mu.Unlock()
 	return n, results, nil
 }

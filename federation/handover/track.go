@@ -38,8 +38,8 @@ func (s *Service) GetCaseTimeline(ctx context.Context, req *federationv1.GetCase
 	}
 	defer done()
 	code := req.GetTrackingCode()
-	if !validCode(code) {
-		return nil, errInvalid("tracking_code must be 4-64 characters of [A-Za-z0-9-_.]")
+	if err := checkCode(code); err != nil {
+		return nil, err
 	}
 	items, err := s.localTimeline(ctx, code)
 	if err != nil {
@@ -165,8 +165,8 @@ func (s *Service) TrackCase(ctx context.Context, req *federationv1.TrackCaseRequ
 	}
 	defer done()
 	code := req.GetTrackingCode()
-	if !validCode(code) {
-		return nil, errInvalid("tracking_code must be 4-64 characters of [A-Za-z0-9-_.]")
+	if err := checkCode(code); err != nil {
+		return nil, err
 	}
 	local, err := s.localTimeline(ctx, code)
 	if err != nil {

@@ -209,8 +209,11 @@ func (m *Membership) Join(ctx context.Context, seeds []string) (int, error) {
 // and suspect ones, and the dead and left ones, which stay listed (and are
 // re-joined by the rejoin loop) after memberlist itself forgot them, until
 // Config.ForgetAfter has passed since they died or left.
-func (m *Membership) Members() []Member {
-	views := m.current()
+func (m *Membership) Members() []Member { return m.withPeers(m.current()) }
+
+// withPeers lists a snapshot of memberlist's table (from current) with the
+// dead and left peers memberlist no longer lists, sorted by name.
+func (m *Membership) withPeers(views map[string]Member) []Member {
 	m.mu.Lock()
 	for name, p := range m.peers {
 		if _, ok := views[name]; !ok && (p.State == StateDead || p.State == StateLeft) {
@@ -466,8 +469,9 @@ func (m *Membership) rejoinOnce() {
 	seeds := slices.Clone(m.seeds)
 	m.mu.Unlock()
 
-	m.forget()
-	members := m.Members()
+	views := m.current()
+	m.forget(views)
+	members := m.withPeers(views)
 	var selfAddr string
 	var gone []string
 	others := 0
@@ -531,13 +535,13 @@ loop:
 	m.log.Debug("rejoin round", "reached", reached, "tried", targets)
 }
 
-// forget drops dead/left peers that memberlist no longer knows and that have
-// been gone for longer than ForgetAfter.
-func (m *Membership) forget() {
+// forget drops dead/left peers that memberlist no longer knows (not in live,
+// a snapshot from current) and that have been gone for longer than
+// ForgetAfter.
+func (m *Membership) forget(live map[string]Member) {
 	if m.cfg.ForgetAfter < 0 {
 		return
 	}
-	live := m.current()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for name, p := range m.peers {

@@ -376,7 +376,7 @@ func TestForgetAfter(t *testing.T) {
 	if st["old"].State != StateDead || st["recent"].State != StateLeft {
 		t.Fatalf("remembered peers not listed: %v", st)
 	}
-	n.m.forget()
+	n.m.forget(n.m.current())
 	st = states(n.m)
 	if _, ok := st["old"]; ok {
 		t.Error("peer dead for longer than ForgetAfter still listed")

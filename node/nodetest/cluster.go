@@ -413,7 +413,8 @@ func (c *Cluster) Isolate(i int) {
 	c.Partition([]int{i}, rest)
 }
 
-// Bridge: a and b cannot reach each other, but both reach bridge.
+// Bridge: a and b cannot reach each other; nodes in neither keep all their
+// links, so they bridge the two sides.
 func (c *Cluster) Bridge(a, b []int) {
 	c.Partition(a, b)
 }
@@ -456,8 +457,7 @@ func (c *Cluster) Leader() *Member {
 		if n == nil || n.Raft() == nil || n.Raft().State() != raft.Leader {
 			continue
 		}
-		var term uint64
-		fmt.Sscan(n.Raft().Stats()["term"], &term)
+		term := n.Raft().CurrentTerm()
 		if best == nil || term > bestTerm {
 			best, bestTerm = m, term
 		}

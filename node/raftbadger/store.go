@@ -9,9 +9,10 @@
 // panics with "log not found"). This store supports deleting any range, so
 // Raft takes its classic path.
 //
-// Every StoreLogs is one badger transaction with SyncWrites: a batch of
-// entries costs one fsync (Raft hands over whole batches), and what Raft
-// was told is stored survives a crash.
+// StoreLogs writes a batch through one badger WriteBatch with SyncWrites:
+// one fsync for a batch that fits one transaction (Raft hands over whole
+// batches; a batch too big for one transaction is committed in several),
+// and what Raft was told is stored survives a crash.
 package raftbadger
 
 import (
@@ -109,7 +110,7 @@ func (s *Store) GetLog(index uint64, out *raft.Log) error {
 // StoreLog stores one entry.
 func (s *Store) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
 
-// StoreLogs stores entries durably (one synced transaction).
+// StoreLogs stores entries durably (synced before it returns).
 func (s *Store) StoreLogs(logs []*raft.Log) error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
