@@ -112,21 +112,7 @@ var (
 // Publish accepts signed commands on any node: the leader proposes them,
 // any other node forwards them to the leader (the client is not bounced).
 func (a *apiServer) Publish(ctx context.Context, req *connect.Request[registryv1.PublishRequest]) (*connect.Response[registryv1.PublishResponse], error) {
-	n := a.n
-	var res []*registryv1.CommandResult
-	var idx uint64
-	var err error
-	if n.isServer() && n.raft.State() == raft.Leader {
-		res, idx, err = n.Publish(ctx, req.Msg.GetSignedCommands())
-		if errors.Is(err, registry.ErrNotLeader) {
-			res, idx, err = n.forwardPublish(ctx, hops(req.Header()), req.Msg.GetSignedCommands())
-		}
-	} else {
-		if len(req.Msg.GetSignedCommands()) > registry.MaxCommandsPerRequest {
-			return nil, fmt.Errorf("%w: %d commands, at most %d a request", registry.ErrTooLarge, len(req.Msg.GetSignedCommands()), registry.MaxCommandsPerRequest)
-		}
-		res, idx, err = n.forwardPublish(ctx, hops(req.Header()), req.Msg.GetSignedCommands())
-	}
+	res, idx, err := a.n.submit(ctx, hops(req.Header()), req.Msg.GetSignedCommands())
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -99,6 +100,18 @@ func (n *Node) liveServers() []membership.Member {
 		}
 	}
 	return out
+}
+
+// submit publishes signed commands from any role: proposed here on the
+// leader, forwarded to the leader otherwise, and also when leadership moved
+// during the call (the commands' ids make a repeat harmless). The client is
+// never bounced.
+func (n *Node) submit(ctx context.Context, hop int, signed []string) ([]*registryv1.CommandResult, uint64, error) {
+	res, idx, err := n.Publish(ctx, signed)
+	if errors.Is(err, registry.ErrNotLeader) {
+		return n.forwardPublish(ctx, hop, signed)
+	}
+	return res, idx, err
 }
 
 // forwardPublish sends signed commands on towards the leader.

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/hashicorp/raft"
 
 	"github.com/verbund/verbund/federation/handover"
 	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
@@ -136,13 +135,7 @@ func (n *Node) publishSigned(ctx context.Context, cmd *registryv1.Command, key j
 	if err != nil {
 		return 0, err
 	}
-	var res []*registryv1.CommandResult
-	var idx uint64
-	if n.isServer() && n.raft.State() == raft.Leader {
-		res, idx, err = n.Publish(ctx, []string{jws})
-	} else {
-		res, idx, err = n.forwardPublish(ctx, 0, []string{jws})
-	}
+	res, idx, err := n.submit(ctx, 0, []string{jws})
 	if err != nil {
 		return 0, err
 	}
