@@ -44,7 +44,7 @@ type state struct {
 
 func snapshot(t testing.TB, s *Service) state {
 	t.Helper()
-	return state{inbox: inbox(t, s), head: s.Stats().AuditHead, seen: countKeys(t, s, pSeen)}
+	return state{inbox: inbox(t, s), head: storedHead(t, s), seen: countKeys(t, s, pSeen)}
 }
 
 func (a state) equal(b state) bool {

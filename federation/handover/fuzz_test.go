@@ -83,7 +83,7 @@ type fuzzState struct {
 }
 
 func fuzzSnapshot(t *testing.T, s *Service) fuzzState {
-	return fuzzState{countKeys(t, s, pInbox), countKeys(t, s, pSeen), countKeys(t, s, pDigest), countKeys(t, s, pInboxBody), s.Stats().AuditHead}
+	return fuzzState{countKeys(t, s, pInbox), countKeys(t, s, pSeen), countKeys(t, s, pDigest), countKeys(t, s, pInboxBody), storedHead(t, s)}
 }
 
 // FuzzDeliverHandover feeds arbitrary tokens to the recipient's Connect

@@ -507,6 +507,18 @@ func pendingCount(t testing.TB, s *Service) int {
 }
 
 // countKeys counts the keys under prefix.
+// storedHead is the audit chain head in the store. Stats().AuditHead moves
+// just after a commit becomes visible there, so state compared with what
+// the store shows must not take the head from Stats.
+func storedHead(t testing.TB, s *Service) AuditHead {
+	t.Helper()
+	head, err := loadAuditHead(s.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return head
+}
+
 func countKeys(t testing.TB, s *Service, prefix string) int {
 	t.Helper()
 	n := 0
