@@ -1,7 +1,8 @@
-// Package cli implements the verbund command line: the dispatcher for all
-// subcommands and the client commands that query a node and publish signed
-// commands to it. Server-side commands (node, dev, import) live in other
-// files of this package and join the dispatcher through Register.
+// Package cli implements the verbund command line: a dispatcher over one
+// static table of commands (commands.go) and the commands themselves, one
+// file per command group. Client commands (client_*.go) talk to a node over
+// its Connect API; server-side commands (server_*.go) run a node in this
+// process (node, dev) or prepare and load a network (certs, import).
 //
 // Conventions for commands:
 //   - one flag.FlagSet per (sub)command, built with newFlagSet; flags may be
@@ -21,7 +22,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"unicode"
 	"unicode/utf8"
@@ -51,43 +51,19 @@ func (e *Env) stdin() io.Reader {
 	return e.Stdin
 }
 
-var (
-	commandsMu sync.Mutex
-	commands   = map[string]Command{}
-)
-
-// Register adds a top-level command. It is meant to be called from init()
-// functions of this package and panics on an empty or duplicate name or a
-// nil Run.
-func Register(c Command) {
-	commandsMu.Lock()
-	defer commandsMu.Unlock()
-	if c.Name == "" || strings.ContainsAny(c.Name, " \t\n") || strings.HasPrefix(c.Name, "-") {
-		panic(fmt.Sprintf("cli: invalid command name %q", c.Name))
+// lookup returns the command of cmds called name.
+func lookup(cmds []Command, name string) (Command, bool) {
+	for _, c := range cmds {
+		if c.Name == name {
+			return c, true
+		}
 	}
-	if c.Run == nil {
-		panic(fmt.Sprintf("cli: command %q has no Run", c.Name))
-	}
-	if _, dup := commands[c.Name]; dup || c.Name == "help" {
-		panic(fmt.Sprintf("cli: command %q registered twice", c.Name))
-	}
-	commands[c.Name] = c
+	return Command{}, false
 }
 
-func lookup(name string) (Command, bool) {
-	commandsMu.Lock()
-	defer commandsMu.Unlock()
-	c, ok := commands[name]
-	return c, ok
-}
-
-func sortedCommands() []Command {
-	commandsMu.Lock()
-	defer commandsMu.Unlock()
-	cs := make([]Command, 0, len(commands))
-	for _, c := range commands {
-		cs = append(cs, c)
-	}
+// sortedCommands returns cmds sorted by name, as "verbund help" lists them.
+func sortedCommands(cmds []Command) []Command {
+	cs := slices.Clone(cmds)
 	slices.SortFunc(cs, func(a, b Command) int { return strings.Compare(a.Name, b.Name) })
 	return cs
 }
@@ -99,24 +75,29 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func run(ctx context.Context, env *Env, args []string) int {
+	return dispatch(ctx, env, commands, args)
+}
+
+// dispatch runs the command of cmds named by args[0] and returns the exit code.
+func dispatch(ctx context.Context, env *Env, cmds []Command, args []string) int {
 	if len(args) == 0 {
-		printUsage(env.Stderr)
+		printUsage(env.Stderr, cmds)
 		return 2
 	}
 	name, rest := args[0], args[1:]
 	switch name {
 	case "help", "-h", "-help", "--help":
 		if len(rest) == 0 || rest[0] == "help" {
-			printUsage(env.Stdout)
+			printUsage(env.Stdout, cmds)
 			return 0
 		}
 		// "verbund help orgs list" is "verbund orgs list -h".
 		name, rest = rest[0], append(slices.Clone(rest[1:]), "-h")
 	}
-	cmd, ok := lookup(name)
+	cmd, ok := lookup(cmds, name)
 	if !ok {
 		fmt.Fprintf(env.Stderr, "verbund: unknown command %q\n\n", name)
-		printUsage(env.Stderr)
+		printUsage(env.Stderr, cmds)
 		return 2
 	}
 	return report(env, cmd.Name, cmd.Run(ctx, env, rest))
@@ -147,7 +128,7 @@ func report(env *Env, path string, err error) int {
 	return 1
 }
 
-func printUsage(w io.Writer) {
+func printUsage(w io.Writer, cmds []Command) {
 	fmt.Fprint(w, `Verbund: the shared service registry of German municipalities.
 
 usage: verbund <command> [arguments]
@@ -155,7 +136,7 @@ usage: verbund <command> [arguments]
 commands:
 `)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, c := range sortedCommands() {
+	for _, c := range sortedCommands(cmds) {
 		fmt.Fprintf(tw, "  %s\t%s\n", c.Name, c.Summary)
 	}
 	tw.Flush()

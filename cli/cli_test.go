@@ -7,6 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/verbund/verbund/keys"
+	"github.com/verbund/verbund/node"
 	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 )
@@ -288,6 +292,18 @@ func TestQueryCommands(t *testing.T) {
 			stdout: []string{`"raftState": "Leader"`, `"appliedIndex": "12345"`},
 			json:   func() proto.Message { return &nodev1.GetStatusResponse{} },
 		},
+		{
+			name: "members table",
+			args: []string{"members"},
+			stdout: []string{"NODE", "LEADER", "VERSION", "n1    verbund-operator  voter   alive  Voter  *       0.1.0-dev  http://127.0.0.1:18081",
+				"n4    095640000000      member  alive  -      -       0.2.0      http://127.0.0.1:18084"},
+		},
+		{
+			name:   "members json",
+			args:   []string{"members", "-o", "json"},
+			stdout: []string{`"version": "0.2.0"`},
+			json:   func() proto.Message { return &nodev1.ListMembersResponse{} },
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -473,9 +489,44 @@ func TestUsage(t *testing.T) {
 	}
 }
 
-func TestRegister(t *testing.T) {
+// TestCommandTable checks the static command table: the commands that exist
+// (none lost, none doubled), valid names, a summary and a Run each, and that
+// every command answers -h with its usage.
+func TestCommandTable(t *testing.T) {
+	want := []string{"audit", "case", "certs", "cluster", "dev", "handover", "import", "inbox", "keys", "members",
+		"node", "offerings", "onboard", "orgs", "providers", "publish", "services", "status", "track", "version", "watch"}
 	var got []string
-	Register(Command{
+	for _, c := range commands {
+		got = append(got, c.Name)
+		if c.Name == "" || c.Name == "help" || strings.ContainsAny(c.Name, " \t\n") || strings.HasPrefix(c.Name, "-") {
+			t.Errorf("invalid command name %q", c.Name)
+		}
+		if c.Run == nil {
+			t.Errorf("command %q has no Run", c.Name)
+		}
+		if c.Summary == "" {
+			t.Errorf("command %q has no summary", c.Name)
+		}
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("commands %q, want %q", got, want)
+	}
+	newTestEnv(t)
+	for _, name := range want {
+		code, stdout, stderr := cli(t, nil, name, "-h")
+		usage := strings.HasPrefix(stdout, "usage: verbund "+name+" ") || strings.HasPrefix(stdout, "usage: verbund "+name+"\n")
+		if code != 0 || !usage || stderr != "" {
+			t.Errorf("%s -h: exit %d\nstdout:\n%s\nstderr:\n%s", name, code, stdout, stderr)
+		}
+	}
+}
+
+// TestDispatch runs a command added to the table: arguments, exit codes,
+// error output and the help listing.
+func TestDispatch(t *testing.T) {
+	var got []string
+	cmds := append(slices.Clone(commands), Command{
 		Name: "test-echo", Summary: "echoes its arguments (test only)",
 		Run: func(_ context.Context, env *Env, args []string) error {
 			got = args
@@ -488,36 +539,84 @@ func TestRegister(t *testing.T) {
 			return nil
 		},
 	})
-	t.Cleanup(func() {
-		commandsMu.Lock()
-		delete(commands, "test-echo")
-		commandsMu.Unlock()
-	})
-	if code, _, _ := cli(t, nil, "test-echo", "a", "b"); code != 0 || strings.Join(got, ",") != "a,b" {
+	run := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := dispatch(context.Background(), &Env{Stdout: &out, Stderr: &errOut}, cmds, args)
+		return code, out.String(), errOut.String()
+	}
+	if code, _, _ := run("test-echo", "a", "b"); code != 0 || strings.Join(got, ",") != "a,b" {
 		t.Errorf("exit %d, args %q", code, got)
 	}
-	if code, _, stderr := cli(t, nil, "test-echo", "fail"); code != 1 || stderr != "verbund test-echo: it failed\n" {
+	if code, _, stderr := run("test-echo", "fail"); code != 1 || stderr != "verbund test-echo: it failed\n" {
 		t.Errorf("exit %d, stderr %q", code, stderr)
 	}
-	if code, _, stderr := cli(t, nil, "test-echo", "misuse"); code != 2 || stderr != "verbund test-echo: bad usage\n" {
+	if code, _, stderr := run("test-echo", "misuse"); code != 2 || stderr != "verbund test-echo: bad usage\n" {
 		t.Errorf("exit %d, stderr %q", code, stderr)
 	}
-	if _, stdout, _ := cli(t, nil, "help"); !strings.Contains(stdout, "echoes its arguments") {
-		t.Errorf("help does not list the registered command:\n%s", stdout)
+	if _, stdout, _ := run("help"); !strings.Contains(stdout, "echoes its arguments") {
+		t.Errorf("help does not list the command:\n%s", stdout)
 	}
-	for _, c := range []Command{
-		{Name: "test-echo", Run: func(context.Context, *Env, []string) error { return nil }},
-		{Name: "help", Run: func(context.Context, *Env, []string) error { return nil }},
-		{Name: "no-run"},
-		{Name: "", Run: func(context.Context, *Env, []string) error { return nil }},
-	} {
-		func() {
-			defer func() {
-				if recover() == nil {
-					t.Errorf("Register(%q) did not panic", c.Name)
+	if _, stdout, _ := cli(t, nil, "help"); strings.Contains(stdout, "echoes its arguments") {
+		t.Errorf("the test command leaked into the package's table:\n%s", stdout)
+	}
+}
+
+// TestMembersLeaderLine: the VERSION column comes after LEADER, so the
+// pattern the e2e cluster test finds the leader with still matches.
+func TestMembersLeaderLine(t *testing.T) {
+	te := newTestEnv(t)
+	code, stdout, stderr := cli(t, nil, "members", "--addr", te.addr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	m := regexp.MustCompile(`(?m)^(n\d)\s+\S+\s+voter\s+alive\s+Voter\s+\*\s+(\S+)`).FindStringSubmatch(stdout)
+	if m == nil || m[1] != "n1" || m[2] != "0.1.0-dev" {
+		t.Errorf("leader line not found (match %q):\n%s", m, stdout)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, stdout, stderr := cli(t, nil, "version")
+	if code != 0 || stderr != "" {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	contains(t, "stdout", stdout, []string{"verbund " + node.Version + "\n", "Go:", runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH})
+	if code, _, stderr := cli(t, nil, "version", "extra"); code != 2 || !strings.Contains(stderr, `verbund version: unexpected argument "extra"`) {
+		t.Errorf("version extra: exit %d, stderr %q", code, stderr)
+	}
+
+	tests := []struct {
+		name string
+		bi   *debug.BuildInfo
+		want []string
+		not  []string
+	}{
+		{name: "no build info", bi: nil, want: []string{"verbund 1.2.3 Go: " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH}, not: []string{"Revision", "Module"}},
+		{
+			name: "git checkout",
+			bi: &debug.BuildInfo{GoVersion: "go1.99.1", Main: debug.Module{Path: "github.com/verbund/verbund", Version: "(devel)"}, Settings: []debug.BuildSetting{
+				{Key: "vcs", Value: "git"}, {Key: "vcs.revision", Value: "0123456789abcdef"}, {Key: "vcs.time", Value: "2026-11-02T10:00:00Z"}, {Key: "vcs.modified", Value: "true"},
+			}},
+			want: []string{"Go: go1.99.1 ", "Revision: 0123456789abcdef (modified) Committed: 2026-11-02T10:00:00Z"},
+			not:  []string{"Module"},
+		},
+		{
+			name: "module install",
+			bi:   &debug.BuildInfo{GoVersion: "go1.99.1", Main: debug.Module{Path: "github.com/verbund/verbund", Version: "v1.2.3"}},
+			want: []string{"Go: go1.99.1 " + runtime.GOOS + "/" + runtime.GOARCH + " Module: v1.2.3"},
+			not:  []string{"Revision", "modified"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			writeVersion(&b, "1.2.3", tc.bi)
+			contains(t, "output (spaces collapsed)", strings.Join(strings.Fields(b.String()), " "), tc.want)
+			for _, n := range tc.not {
+				if strings.Contains(b.String(), n) {
+					t.Errorf("output contains %q:\n%s", n, b.String())
 				}
-			}()
-			Register(c)
-		}()
+			}
+		})
 	}
 }

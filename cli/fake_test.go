@@ -21,9 +21,10 @@ import (
 	"github.com/verbund/verbund/registry"
 )
 
-// fake implements the query, publish and node services over test data.
+// fake implements the query, publish, node and cluster services over test data.
 type fake struct {
-	nodev1connect.UnimplementedNodeServiceHandler // RotateKeys, RevokeKey
+	nodev1connect.UnimplementedNodeServiceHandler    // RotateKeys, RevokeKey
+	nodev1connect.UnimplementedClusterServiceHandler // all but ListMembers
 
 	pub     jose.JSONWebKey // verifies published commands
 	pageCap int             // if > 0, at most this many organisations per page
@@ -42,6 +43,7 @@ var (
 	_ registryv1connect.QueryServiceHandler   = (*fake)(nil)
 	_ registryv1connect.PublishServiceHandler = (*fake)(nil)
 	_ nodev1connect.NodeServiceHandler        = (*fake)(nil)
+	_ nodev1connect.ClusterServiceHandler     = (*fake)(nil)
 )
 
 // serve starts an httptest server with the fake's handlers.
@@ -51,6 +53,7 @@ func (f *fake) serve(t *testing.T) *httptest.Server {
 	mux.Handle(registryv1connect.NewQueryServiceHandler(f))
 	mux.Handle(registryv1connect.NewPublishServiceHandler(f))
 	mux.Handle(nodev1connect.NewNodeServiceHandler(f))
+	mux.Handle(nodev1connect.NewClusterServiceHandler(f))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv
@@ -316,4 +319,16 @@ func (f *fake) GetStatus(context.Context, *connect.Request[nodev1.GetStatusReque
 		LeaderAddress: "10.0.0.1:7000", AppliedIndex: 12345, CommitIndex: 12345, Version: "v0.1.0-test",
 		Stats: map[string]string{"num_peers": "2", "last_snapshot_index": "12000"},
 	}), nil
+}
+
+// testMembers are two nodes of different software versions, n1 the leader.
+var testMembers = []*nodev1.Member{
+	{NodeId: "n1", OrganisationId: "verbund-operator", Role: "voter", State: "alive", RaftSuffrage: "Voter", Leader: true,
+		Version: "0.1.0-dev", ApiAddress: "http://127.0.0.1:18081", RaftAddress: "127.0.0.1:17001", GossipAddress: "127.0.0.1:17101"},
+	{NodeId: "n4", OrganisationId: "095640000000", Role: "member", State: "alive",
+		Version: "0.2.0", ApiAddress: "http://127.0.0.1:18084", GossipAddress: "127.0.0.1:17104"},
+}
+
+func (f *fake) ListMembers(context.Context, *connect.Request[nodev1.ListMembersRequest]) (*connect.Response[nodev1.ListMembersResponse], error) {
+	return connect.NewResponse(&nodev1.ListMembersResponse{Members: testMembers}), nil
 }

@@ -478,3 +478,10 @@ func feeLine(f *registryv1.Fee) string {
 	}
 	return "amount not published"
 }
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

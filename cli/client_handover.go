@@ -29,31 +29,48 @@ import (
 // callers only: run them on the node's machine with the default --addr.
 // track and audit verify work on any node.
 
-func init() {
-	Register(group("handover", "hand a citizen's case to another organisation; watch deliveries", []subcommand{
+// handoverCommand is "verbund handover": sending cases and watching them go.
+func handoverCommand() Command {
+	return group("handover", "hand a citizen's case to another organisation; watch deliveries", []subcommand{
 		{"send", "seal a case (JSON and attachments) to another organisation", handoverSend},
 		{"outbox", "list outgoing handovers and events with their delivery state", handoverOutbox},
-	}))
-	Register(Command{
+	})
+}
+
+// inboxCommand is "verbund inbox": the cases received.
+func inboxCommand() Command {
+	return Command{
 		Name:    "inbox",
 		Summary: "list the cases handed over to this organisation",
 		Run:     inbox,
-	})
-	Register(group("case", "work on a received case: show, accept, reject, complete, forward", []subcommand{
+	}
+}
+
+// caseCommand is "verbund case": working on one received case.
+func caseCommand() Command {
+	return group("case", "work on a received case: show, accept, reject, complete, forward", []subcommand{
 		{"show", "show a received case: data, attachments, history, events", caseShow},
 		{"accept", "take a case on", caseAccept},
 		{"reject", "refuse a case with an RFC 7807 problem", caseReject},
 		{"complete", "complete an accepted case", caseComplete},
 		{"forward", "hand a case on to another organisation", caseForward},
-	}))
-	Register(Command{
+	})
+}
+
+// trackCommand is "verbund track": a case's timeline for the citizen.
+func trackCommand() Command {
+	return Command{
 		Name:    "track",
 		Summary: "show a case's verified timeline by the citizen's tracking code",
 		Run:     track,
-	})
-	Register(group("audit", "check the node's hash-chained audit log", []subcommand{
+	}
+}
+
+// auditCommand is "verbund audit": checking the audit chain.
+func auditCommand() Command {
+	return group("audit", "check the node's hash-chained audit log", []subcommand{
 		{"verify", "recompute the audit chain and check it against the published heads", auditVerify},
-	}))
+	})
 }
 
 func (o *clientOpts) handover() federationv1connect.HandoverServiceClient {

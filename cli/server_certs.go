@@ -12,12 +12,13 @@ import (
 	"github.com/verbund/verbund/federation/peertls"
 )
 
-func init() {
-	Register(group("certs", "manage the network's TLS certificates and gossip key", []subcommand{
+// certsCommand is "verbund certs": the network's PKI, made offline.
+func certsCommand() Command {
+	return group("certs", "manage the network's TLS certificates and gossip key", []subcommand{
 		{"init-ca", "create the network's certificate authority (held offline by the operator)", certsInitCA},
 		{"issue", "issue a node certificate signed by the network's CA", certsIssue},
 		{"gossip-key", "print a fresh gossip encryption key (base64, 32 bytes)", certsGossipKey},
-	}))
+	})
 }
 
 const (

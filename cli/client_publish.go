@@ -24,12 +24,13 @@ import (
 	"github.com/verbund/verbund/registry"
 )
 
-func init() {
-	Register(Command{
+// publishCommand is "verbund publish": signed registry commands from a file.
+func publishCommand() Command {
+	return Command{
 		Name:    "publish",
 		Summary: "sign registry commands from a JSON or YAML file and publish them",
 		Run:     publish,
-	})
+	}
 }
 
 const publishSynopsis = "publish -f FILE [--key KEYFILE] [--org ISSUER] [flags]"

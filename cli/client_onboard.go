@@ -16,12 +16,13 @@ import (
 	"github.com/verbund/verbund/registry"
 )
 
-func init() {
-	Register(Command{
+// onboardCommand is "verbund onboard": registering an organisation's node.
+func onboardCommand() Command {
+	return Command{
 		Name:    "onboard",
 		Summary: "register an organisation's node: its public keys and endpoint, signed by the network operator",
 		Run:     onboard,
-	})
+	}
 }
 
 // onboard asks a node for its organisation's public keys and peer address

@@ -11,11 +11,12 @@ import (
 	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
 )
 
-func init() {
-	Register(group("keys", "rotate or revoke the organisation's signing and encryption keys (on this machine's node)", []subcommand{
+// keysCommand is "verbund keys": the organisation's key lifecycle.
+func keysCommand() Command {
+	return group("keys", "rotate or revoke the organisation's signing and encryption keys (on this machine's node)", []subcommand{
 		{"rotate", "publish new keys; the previous ones stay valid for verification during a grace period", keysRotate},
 		{"revoke", "revoke one key at once: nothing it signed verifies any more", keysRevoke},
-	}))
+	})
 }
 
 func keysRotate(ctx context.Context, env *Env, args []string) error {

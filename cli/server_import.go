@@ -17,12 +17,13 @@ import (
 	"github.com/verbund/verbund/sampledata"
 )
 
-func init() {
-	Register(Command{
+// importCommand is "verbund import": the sample data into a running network.
+func importCommand() Command {
+	return Command{
 		Name:    "import",
 		Summary: "import the embedded sample data (municipalities, Munich's catalogue) through the signed write path",
 		Run:     runImport,
-	})
+	}
 }
 
 func runImport(ctx context.Context, env *Env, args []string) error {

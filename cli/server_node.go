@@ -16,17 +16,22 @@ import (
 	"github.com/verbund/verbund/node"
 )
 
-func init() {
-	Register(Command{
+// nodeCommand is "verbund node": run a node of the network.
+func nodeCommand() Command {
+	return Command{
 		Name:    "node",
 		Summary: "run a node",
 		Run:     runNode,
-	})
-	Register(Command{
+	}
+}
+
+// devCommand is "verbund dev": a one-node network with the sample data.
+func devCommand() Command {
+	return Command{
 		Name:    "dev",
 		Summary: "run a single-node network with the sample data (what `make run` starts)",
 		Run:     runDev,
-	})
+	}
 }
 
 // nodeFlags are the settings a node takes from flags or a YAML config file
@@ -94,7 +99,7 @@ func (f nodeFlags) config(stderr interface{ Write([]byte) (int, error) }) (node.
 	cfg := node.DefaultConfig()
 	cfg.OrgID, cfg.OrgName, cfg.NodeID = f.Org, f.OrgName, f.NodeID
 	cfg.DataDir, cfg.HTTPAddr, cfg.RaftAddr = f.DataDir, f.HTTPAddr, f.RaftAddr
-	cfg.Bootstrap, cfg.Genesis, cfg.SampleData = f.Bootstrap, f.Genesis, f.SampleData
+	cfg.Bootstrap, cfg.Genesis = f.Bootstrap, f.Genesis
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	if f.Role != "" {
 		cfg.Role = f.Role
@@ -188,7 +193,10 @@ func runNode(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return fs.usageErr("%v", err)
 	}
-	return serve(ctx, env, cfg)
+	if f.SampleData && !f.Genesis {
+		return errors.New("config: sample data is loaded by the genesis node only")
+	}
+	return serve(ctx, env, cfg, f.SampleData)
 }
 
 func runDev(ctx context.Context, env *Env, args []string) error {
@@ -209,11 +217,14 @@ func runDev(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return fs.usageErr("%v", err)
 	}
-	return serve(ctx, env, cfg)
+	return serve(ctx, env, cfg, f.SampleData)
 }
 
-// serve runs a node until ctx is cancelled (SIGINT/SIGTERM).
-func serve(ctx context.Context, env *Env, cfg node.Config) error {
+// serve runs a node until ctx is cancelled (SIGINT/SIGTERM). With
+// sampleData (a genesis node only), it loads the sample data through the
+// node once Start has registered the operator, before it reports the node
+// running.
+func serve(ctx context.Context, env *Env, cfg node.Config, sampleData bool) error {
 	n, err := node.New(cfg)
 	if err != nil {
 		return err
@@ -223,6 +234,13 @@ func serve(ctx context.Context, env *Env, cfg node.Config) error {
 		return err
 	}
 	c := n.Config()
+	if sampleData {
+		log := c.Logger.With("node", c.NodeID)
+		if err := loadSampleData(ctx, log, n, c.DataDir, c.OrgID, n.SigningKey()); err != nil {
+			_ = n.Close()
+			return err
+		}
+	}
 	fmt.Fprintf(env.Stdout, "Verbund node %s (organisation %s) is running.\n", c.NodeID, c.OrgID)
 	fmt.Fprintf(env.Stdout, "  API (Connect, gRPC, gRPC-Web): %s\n", n.APIURL())
 	fmt.Fprintf(env.Stdout, "  Web page:                      %s/\n", n.APIURL())

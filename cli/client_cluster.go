@@ -4,31 +4,40 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
 
 	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
 	"github.com/verbund/verbund/proto/gen/verbund/node/v1/nodev1connect"
-	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
-	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
 )
 
-func init() {
-	Register(Command{
+// membersCommand is "verbund members": the nodes of the network.
+func membersCommand() Command {
+	return Command{
 		Name:    "members",
 		Summary: "list the network's nodes as gossip sees them, with role, state and Raft suffrage",
 		Run:     members,
-	})
-	Register(Command{
-		Name:    "watch",
-		Summary: "print registry changes as they happen (the change feed)",
-		Run:     watch,
-	})
-	Register(group("cluster", "operate the network: leadership, gossip keys", []subcommand{
+	}
+}
+
+// clusterCommand is "verbund cluster": operating the network.
+func clusterCommand() Command {
+	return group("cluster", "operate the network: leadership, gossip keys", []subcommand{
 		{"transfer-leadership", "ask the leader to hand leadership to another voter", transferLeadership},
 		{"gossip-key", "rotate the gossip key on a node: install, use or remove KEY", gossipKey},
-	}))
+	})
+}
+
+// statusCommand is "verbund status": one node's state.
+func statusCommand() Command {
+	return Command{
+		Name:    "status",
+		Summary: "show the status of a node",
+		Run:     status,
+	}
 }
 
 func (o *clientOpts) cluster() nodev1connect.ClusterServiceClient {
@@ -36,7 +45,7 @@ func (o *clientOpts) cluster() nodev1connect.ClusterServiceClient {
 }
 
 func members(ctx context.Context, env *Env, args []string) error {
-	fs := newFlagSet("members [flags]", "List the nodes of the network as the node at --addr sees them through gossip:\nrole (voter, replica, member), state (alive, suspect, dead, left), Raft suffrage and leader.")
+	fs := newFlagSet("members [flags]", "List the nodes of the network as the node at --addr sees them through gossip:\nrole (voter, replica, member), state (alive, suspect, dead, left), Raft suffrage,\nleader and the software version each node runs.")
 	o := clientFlags(fs, false)
 	if _, err := fs.parse(env, args, 0, 0, ""); err != nil {
 		return err
@@ -49,106 +58,17 @@ func members(ctx context.Context, env *Env, args []string) error {
 	}
 	return o.emit(env, resp.Msg, nil, func(w io.Writer) {
 		t := newTable(w)
-		row(t, "NODE", "ORG", "ROLE", "STATE", "RAFT", "LEADER", "API", "RAFT ADDR", "GOSSIP")
+		row(t, "NODE", "ORG", "ROLE", "STATE", "RAFT", "LEADER", "VERSION", "API", "RAFT ADDR", "GOSSIP")
 		for _, m := range resp.Msg.GetMembers() {
 			leader := ""
 			if m.GetLeader() {
 				leader = "*"
 			}
 			row(t, m.GetNodeId(), m.GetOrganisationId(), m.GetRole(), m.GetState(), m.GetRaftSuffrage(), leader,
-				m.GetApiAddress(), m.GetRaftAddress(), m.GetGossipAddress())
+				m.GetVersion(), m.GetApiAddress(), m.GetRaftAddress(), m.GetGossipAddress())
 		}
 		t.Flush()
 	})
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func watch(ctx context.Context, env *Env, args []string) error {
-	fs := newFlagSet("watch [--after INDEX] [flags]", "Print every registry change after --after (default: from now on; 0 starts with a\nsnapshot of everything) as it happens, one line per change (-o json: one JSON\nobject per message). Runs until interrupted.")
-	o := clientFlags(fs, false)
-	var after uint64
-	var fromNow bool = true
-	fs.Func("after", "start after this Raft `index` (0: a snapshot first)", func(s string) error {
-		_, err := fmt.Sscan(s, &after)
-		fromNow = false
-		return err
-	})
-	if _, err := fs.parse(env, args, 0, 0, ""); err != nil {
-		return err
-	}
-	if fromNow {
-		st, err := o.node().GetStatus(ctx, connect.NewRequest(&nodev1.GetStatusRequest{}))
-		if err != nil {
-			return o.rpcErr(err)
-		}
-		after = st.Msg.GetAppliedIndex()
-	}
-	client := registryv1connect.NewWatchServiceClient(httpClient, o.addr)
-	stream, err := client.Watch(ctx, connect.NewRequest(&registryv1.WatchRequest{AfterIndex: after}))
-	if err != nil {
-		return o.rpcErr(err)
-	}
-	defer stream.Close()
-	if !o.json() {
-		fmt.Fprintf(env.Stderr, "watching %s after index %d (Ctrl-C to stop)\n", o.addr, after)
-	}
-	for stream.Receive() {
-		m := stream.Msg()
-		if o.json() {
-			if m.GetHeartbeat() {
-				continue
-			}
-			if err := writeJSON(env.Stdout, m); err != nil {
-				return err
-			}
-			continue
-		}
-		for _, c := range m.GetChanges() {
-			op := "put"
-			if c.GetDeleted() {
-				op = "delete"
-			}
-			name := ""
-			switch e := c.GetEntity().(type) {
-			case *registryv1.Change_Organisation:
-				name = e.Organisation.GetName()
-			case *registryv1.Change_Service:
-				name = e.Service.GetName()
-			case *registryv1.Change_Offering:
-				name = e.Offering.GetName()
-			}
-			snap := ""
-			if m.GetSnapshot() {
-				snap = " (snapshot)"
-			}
-			fmt.Fprintf(env.Stdout, "%s  index %-8d %-6s %-13s %s  %s%s\n", time.UnixMilli(m.GetSentAtUnixMs()).Format("15:04:05.000"),
-				c.GetIndex(), op, kindOfChange(c.GetKind()), c.GetId(), name, snap)
-		}
-	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	return o.rpcErr(stream.Err())
-}
-
-func kindOfChange(k registryv1.ChangeKind) string {
-	switch k {
-	case registryv1.ChangeKind_CHANGE_KIND_ORGANISATION:
-		return "organisation"
-	case registryv1.ChangeKind_CHANGE_KIND_SERVICE:
-		return "service"
-	case registryv1.ChangeKind_CHANGE_KIND_OFFERING:
-		return "offering"
-	case registryv1.ChangeKind_CHANGE_KIND_AUDIT_HEAD:
-		return "audit-head"
-	}
-	return "?"
 }
 
 func transferLeadership(ctx context.Context, env *Env, args []string) error {
@@ -190,4 +110,53 @@ func gossipKey(ctx context.Context, env *Env, args []string) error {
 		return o.rpcErr(err)
 	}
 	return o.emit(env, resp.Msg, nil, func(w io.Writer) { fmt.Fprintf(w, "%s done; the node holds %d key(s)\n", pos[0], resp.Msg.GetKeys()) })
+}
+
+const statusSynopsis = "status [flags]"
+
+func status(ctx context.Context, env *Env, args []string) error {
+	fs := newFlagSet(statusSynopsis, "Show the status of the node at --addr: Raft state, leader, applied index.")
+	o := clientFlags(fs, false)
+	if _, err := fs.parse(env, args, 0, 0, ""); err != nil {
+		return err
+	}
+	ctx, cancel := o.context(ctx)
+	defer cancel()
+	resp, err := o.node().GetStatus(ctx, connect.NewRequest(&nodev1.GetStatusRequest{}))
+	if err != nil {
+		return o.rpcErr(err)
+	}
+	m := resp.Msg
+	return o.emit(env, m, nil, func(w io.Writer) {
+		t := newKV(w)
+		t.add("Node", m.GetNodeId())
+		t.add("Organisation", m.GetOrganisationId())
+		t.add("Raft state", m.GetRaftState())
+		leader := m.GetLeaderId()
+		if a := m.GetLeaderAddress(); a != "" {
+			leader = strings.TrimSpace(leader + " at " + a)
+		}
+		t.add("Leader", leader)
+		t.add("Applied index", fmt.Sprintf("%d", m.GetAppliedIndex()))
+		t.add("Commit index", fmt.Sprintf("%d", m.GetCommitIndex()))
+		t.add("Version", m.GetVersion())
+		if ms := m.GetStartedAtUnixMs(); ms > 0 {
+			up := time.Since(time.UnixMilli(ms)).Round(time.Second)
+			t.add("Started", fmt.Sprintf("%s (up %s)", formatTime(ms), up))
+		}
+		t.flush()
+		if len(m.GetStats()) > 0 {
+			fmt.Fprintln(w, "\nStats:")
+			tw := newTable(w)
+			keys := make([]string, 0, len(m.GetStats()))
+			for k := range m.GetStats() {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			for _, k := range keys {
+				row(tw, "  "+k, m.GetStats()[k])
+			}
+			tw.Flush()
+		}
+	})
 }

@@ -1,0 +1,35 @@
+package cli
+
+// commands is every top-level command of verbund: one static table, built
+// from each group's constructor in the group's file. "verbund help" lists
+// them by name; TestCommandTable checks that the names are unique and valid
+// and that every command has a Run.
+var commands = []Command{
+	// Client commands (client_*.go): they talk to a node's API at --addr.
+	orgsCommand(),      // client_orgs.go
+	servicesCommand(),  // client_services.go
+	providersCommand(), // client_providers.go
+	offeringsCommand(), // client_providers.go
+	publishCommand(),   // client_publish.go
+	onboardCommand(),   // client_onboard.go
+	handoverCommand(),  // client_handover.go
+	inboxCommand(),     // client_handover.go
+	caseCommand(),      // client_handover.go
+	trackCommand(),     // client_handover.go
+	auditCommand(),     // client_handover.go
+	keysCommand(),      // client_keys.go
+	membersCommand(),   // client_cluster.go
+	clusterCommand(),   // client_cluster.go
+	statusCommand(),    // client_cluster.go
+	watchCommand(),     // client_watch.go
+
+	// Server side (server_*.go): run a node in this process, or prepare and
+	// load a network.
+	nodeCommand(),   // server_node.go
+	devCommand(),    // server_node.go
+	certsCommand(),  // server_certs.go
+	importCommand(), // server_import.go
+
+	// About this binary.
+	versionCommand(), // version.go
+}
