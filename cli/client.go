@@ -24,6 +24,10 @@ import (
 	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
 )
 
+// What the client commands (client_*.go) share: the --addr, -o, --timeout
+// and read-consistency flags, the Connect clients, error reporting, and
+// table, JSON and paging output.
+
 const defaultAddr = "http://127.0.0.1:8080"
 
 // clientOpts are the flags every client command shares.

@@ -8,6 +8,8 @@ import (
 	"strings"
 )
 
+// Flag parsing shared by every command, client and server side.
+
 // flagSet is the flag.FlagSet of one (sub)command with its usage text.
 type flagSet struct {
 	*flag.FlagSet
