@@ -2,8 +2,15 @@
 // process: real Raft over TCP on loopback, real memberlist gossip, badger in
 // temporary directories, short timeouts. Every link between nodes (Raft
 // RPCs including pre-vote, node-to-node HTTP, gossip) goes through a Net
-// that can partition, isolate, drop and delay, and nodes can be killed and
-// restarted from their data directories.
+// that can partition, isolate, drop and delay (and lose the replies of
+// chosen procedures), and nodes can be killed and restarted from their data
+// directories.
+//
+// Tests act as the nodes' users do: Connect clients of each node's public
+// API (Publish, Query, Member.Handover for case workers, Member.NodeService),
+// Onboard to register a node's organisation with its real keys, and
+// EnsureSame to check, after hashicorp/raft's harness, that every running
+// node holds the same registry state.
 package nodetest
 
 import (

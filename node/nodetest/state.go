@@ -17,9 +17,8 @@ import (
 )
 
 // StateDump returns a server's whole registry state (its badger database)
-// as key -> value, without the keys under the skipped prefixes. Call it on
-// a quiet cluster: it reads one consistent view of a live node.
-func StateDump(n *node.Node, skip ...string) (map[string]string, error) {
+// as key -> value, from one consistent view of a live node.
+func StateDump(n *node.Node) (map[string]string, error) {
 	if n == nil || n.FSM() == nil {
 		return nil, errors.New("nodetest: state dump needs a running server")
 	}
@@ -27,19 +26,12 @@ func StateDump(n *node.Node, skip ...string) (map[string]string, error) {
 	err := n.FSM().DB().View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.DefaultIteratorOptions)
 		defer it.Close()
-	next:
 		for it.Rewind(); it.Valid(); it.Next() {
-			k := string(it.Item().Key())
-			for _, p := range skip {
-				if strings.HasPrefix(k, p) {
-					continue next
-				}
-			}
 			v, err := it.Item().ValueCopy(nil)
 			if err != nil {
 				return err
 			}
-			out[k] = string(v)
+			out[string(it.Item().Key())] = string(v)
 		}
 		return nil
 	})
