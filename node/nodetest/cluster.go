@@ -2,8 +2,15 @@
 // process: real Raft over TCP on loopback, real memberlist gossip, badger in
 // temporary directories, short timeouts. Every link between nodes (Raft
 // RPCs including pre-vote, node-to-node HTTP, gossip) goes through a Net
-// that can partition, isolate, drop and delay, and nodes can be killed and
-// restarted from their data directories.
+// that can partition, isolate, drop and delay (and lose the replies of
+// chosen procedures), and nodes can be killed and restarted from their data
+// directories.
+//
+// Tests act as the nodes' users do: Connect clients of each node's public
+// API (Publish, Query, Member.Handover for case workers, Member.NodeService),
+// Onboard to register a node's organisation with its real keys, and
+// EnsureSame to check, after hashicorp/raft's harness, that every running
+// node holds the same registry state.
 package nodetest
 
 import (
@@ -47,6 +54,9 @@ type Options struct {
 	TLS bool
 	// SampleData imports the embedded sample data at genesis.
 	SampleData bool
+	// AuditInterval is how often each node publishes its handover audit
+	// head to the registry (default: the node's default).
+	AuditInterval time.Duration
 }
 
 // Cluster is a set of nodes under test.
@@ -76,6 +86,7 @@ type Member struct {
 
 	mu   sync.Mutex
 	node *node.Node
+	cl   memberClients
 }
 
 // Node returns the running node, or nil while it is down.
@@ -252,6 +263,9 @@ func (c *Cluster) newMember(i int, role, dir string) (*Member, error) {
 	}
 	if c.opts.TrailingLogs > 0 {
 		cfg.TrailingLogs = c.opts.TrailingLogs
+	}
+	if c.opts.AuditInterval > 0 {
+		cfg.AuditInterval = c.opts.AuditInterval
 	}
 	cfg.WrapRaftTransport = func(t raft.Transport) raft.Transport { return &raftTransport{inner: t, net: c.Net, self: i} }
 	var inner http.RoundTripper = http.DefaultTransport
@@ -512,8 +526,6 @@ func (c *Cluster) Publish(i int) registryv1connect.PublishServiceClient {
 func (c *Cluster) Query(i int) registryv1connect.QueryServiceClient {
 	return registryv1connect.NewQueryServiceClient(clientHTTP, c.Nodes[i].API())
 }
-
-var clientHTTP = &http.Client{Timeout: 10 * time.Second}
 
 // Shutdown stops every node.
 func (c *Cluster) Shutdown() {

@@ -16,6 +16,10 @@ import (
 // ErrBlocked is what a blocked RPC or request fails with.
 var ErrBlocked = errors.New("nodetest: link blocked by fault injection")
 
+// ErrReplyLost is what a node-to-node request fails with when its reply is
+// lost: the callee did the work, the caller never hears of it.
+var ErrReplyLost = errors.New("nodetest: reply lost by fault injection")
+
 // Net is the fault-injecting network between the nodes of a Cluster. Links
 // are directional (i -> j), so partitions can be symmetric, one-way, or
 // bridges. Drops and delays come from a seeded source, so a run replays.
@@ -29,6 +33,10 @@ type Net struct {
 	raftAddr map[raft.ServerAddress]int
 	apiHost  map[string]int
 	blockedN uint64
+
+	replyLoss   float64
+	lossPaths   map[string]bool
+	repliesLost uint64
 }
 
 func newNet(seed uint64) *Net {
@@ -54,12 +62,47 @@ func (n *Net) Block(i, j int) {
 	n.blocked[[2]int{i, j}] = true
 }
 
-// HealAll restores every link and stops drops and delays.
+// HealAll restores every link and stops drops, delays and reply losses.
 func (n *Net) HealAll() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	clear(n.blocked)
 	n.dropRate, n.maxDelay = 0, 0
+	n.replyLoss, n.lossPaths = 0, nil
+}
+
+// SetReplyLoss makes node-to-node HTTP requests for the given URL paths
+// (Connect procedures, such as federationv1connect's
+// HandoverServiceDeliverHandoverProcedure) lose a fraction of their
+// replies: the callee has answered, so whatever it committed stays, and the
+// caller gets ErrReplyLost. This is the fault that makes a sender deliver
+// again what the recipient already holds (its dedupe at work). Rate 0
+// stops it.
+func (n *Net) SetReplyLoss(rate float64, paths ...string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.replyLoss, n.lossPaths = rate, map[string]bool{}
+	for _, p := range paths {
+		n.lossPaths[p] = true
+	}
+}
+
+// RepliesLost is how many replies SetReplyLoss dropped so far.
+func (n *Net) RepliesLost() uint64 {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.repliesLost
+}
+
+// loseReply decides whether the reply to a request for path is lost.
+func (n *Net) loseReply(path string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.replyLoss <= 0 || !n.lossPaths[path] || n.rng.Float64() >= n.replyLoss {
+		return false
+	}
+	n.repliesLost++
+	return true
 }
 
 // SetFlaky makes every link drop a fraction of messages and delay the rest
@@ -216,6 +259,11 @@ func (r *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := r.inner.RoundTrip(req)
 	if err != nil {
 		return nil, err
+	}
+	if r.net.loseReply(req.URL.Path) {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return nil, fmt.Errorf("%w (%d -> %d): %s", ErrReplyLost, j, r.self, req.URL.Path)
 	}
 	// Established streams (the change feed) break when the link is cut.
 	resp.Body = &cutBody{ReadCloser: resp.Body, net: r.net, from: j, to: r.self}
