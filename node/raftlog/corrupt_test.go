@@ -1,6 +1,7 @@
 package raftlog_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -330,5 +331,54 @@ func TestTruncatedFiles(t *testing.T) {
 	_, err, _ := fx.open()
 	if !errors.Is(err, raftlog.ErrCorrupt) || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("missing segment: %v", err)
+	}
+}
+
+// frameOffsets walks a segment's frames (header 40 bytes, frame header 32
+// bytes with the payload length at offset 4).
+func frameOffsets(b []byte) []int {
+	var offs []int
+	for off := 40; off+32 <= len(b); off += 32 + int(binary.BigEndian.Uint32(b[off+4:])) {
+		offs = append(offs, off)
+	}
+	return offs
+}
+
+// TestFrameCutOut removes one whole, valid frame from the middle of a
+// segment (a lost block that happens to fall on frame boundaries): the
+// checksums all match, the indexes do not, and the store refuses.
+func TestFrameCutOut(t *testing.T) {
+	fx := newFixture(t)
+	tested := 0
+	for _, file := range segFiles(t, fx.dir) {
+		orig := fx.files[file]
+		offs := frameOffsets(orig)
+		// Cut out an entries frame (type 1) followed by another frame.
+		cut := -1
+		for i := range len(offs) - 1 {
+			if orig[offs[i]] == 1 {
+				cut = i
+			}
+		}
+		if cut < 0 {
+			continue
+		}
+		tested++
+		end := len(orig)
+		if cut+1 < len(offs) {
+			end = offs[cut+1]
+		}
+		b := append(append([]byte(nil), orig[:offs[cut]]...), orig[end:]...)
+		if err := os.WriteFile(file, b, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		_, err, _ := fx.open()
+		if cerr := checkRefusal(err, file, int64(offs[cut])); cerr != nil || !strings.Contains(err.Error(), "missing") && !strings.Contains(err.Error(), "gap") {
+			t.Fatalf("frame cut out of %s: %v (%v)", file, err, cerr)
+		}
+		fx.restore(t)
+	}
+	if tested < 2 {
+		t.Fatalf("only %d segments with two frames or more", tested)
 	}
 }

@@ -17,7 +17,8 @@ import (
 //	  8  seq      u64   segment number, also in the file name
 //	  16 next     u64   index the log expected next when the segment was
 //	                    created (0: any); checked against the previous segment
-//	  24 reserved 8 zero bytes
+//	  24 chain    u32   checksum of the last frame header before the segment
+//	  28 reserved 4 zero bytes
 //	  32 crc      u32   over bytes 0..31
 //	  36 reserved 4 zero bytes
 //	frame header (32 bytes):
@@ -26,7 +27,8 @@ import (
 //	  4  length   u32   payload bytes after the header
 //	  8  index    u64   first entry index (entries), or the seek/head index
 //	  16 count    u32   entries in the payload
-//	  20 reserved 8 zero bytes
+//	  20 prev     u32   checksum of the previous frame header (the chain)
+//	  24 reserved 4 zero bytes
 //	  28 crc      u32   over bytes 0..27
 //	entry (in an entries payload):
 //	  0  n        u32   bytes after this 8-byte prefix
@@ -38,7 +40,10 @@ import (
 // WriteAt and made durable with one Sync. The header checksum makes the
 // frame length trustworthy, so a reader always knows where a frame ends; the
 // per-entry checksum (covering the entry's index) lets GetLog verify a
-// single entry without reading its whole batch.
+// single entry without reading its whole batch. The frame headers form a
+// chain (each holds the previous one's checksum, a segment header the last
+// one before it), so a frame lost whole, with every checksum intact, is
+// still noticed.
 //
 // Frame semantics, applied in file order:
 //
@@ -71,17 +76,21 @@ func checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 var be = binary.BigEndian
 
-func appendSegHeader(b []byte, seq, next uint64) []byte {
+func appendSegHeader(b []byte, h segHeader) []byte {
 	start := len(b)
 	b = append(b, segMagic...)
-	b = be.AppendUint64(b, seq)
-	b = be.AppendUint64(b, next)
-	b = append(b, make([]byte, 8)...)
+	b = be.AppendUint64(b, h.seq)
+	b = be.AppendUint64(b, h.next)
+	b = be.AppendUint32(b, h.chain)
+	b = append(b, 0, 0, 0, 0)
 	b = be.AppendUint32(b, checksum(b[start:]))
 	return append(b, 0, 0, 0, 0)
 }
 
-type segHeader struct{ seq, next uint64 }
+type segHeader struct {
+	seq, next uint64
+	chain     uint32
+}
 
 func parseSegHeader(b []byte) (segHeader, error) {
 	if len(b) < segHeaderSize {
@@ -93,10 +102,10 @@ func parseSegHeader(b []byte) (segHeader, error) {
 	if be.Uint32(b[32:]) != checksum(b[:32]) {
 		return segHeader{}, errors.New("segment header checksum mismatch")
 	}
-	if !zero(b[24:32]) || !zero(b[36:40]) {
+	if !zero(b[28:32]) || !zero(b[36:40]) {
 		return segHeader{}, errors.New("segment header reserved bytes not zero")
 	}
-	return segHeader{seq: be.Uint64(b[8:]), next: be.Uint64(b[16:])}, nil
+	return segHeader{seq: be.Uint64(b[8:]), next: be.Uint64(b[16:]), chain: be.Uint32(b[24:])}, nil
 }
 
 type frameHeader struct {
@@ -104,6 +113,8 @@ type frameHeader struct {
 	len   uint32
 	index uint64
 	count uint32
+	prev  uint32
+	crc   uint32 // set by parseFrameHeader and appendFrameHeader's caller
 }
 
 func appendFrameHeader(b []byte, h frameHeader) []byte {
@@ -112,20 +123,22 @@ func appendFrameHeader(b []byte, h frameHeader) []byte {
 	b = be.AppendUint32(b, h.len)
 	b = be.AppendUint64(b, h.index)
 	b = be.AppendUint32(b, h.count)
-	b = append(b, make([]byte, 8)...)
+	b = be.AppendUint32(b, h.prev)
+	b = append(b, 0, 0, 0, 0)
 	return be.AppendUint32(b, checksum(b[start:]))
 }
 
 // parseFrameHeader reports ok only for a header whose checksum, type and
 // reserved bytes are all valid.
 func parseFrameHeader(b []byte) (frameHeader, bool) {
-	if len(b) < frameHeaderSize || b[0] < frameEntries || b[0] > frameHead || !zero(b[1:4]) || !zero(b[20:28]) {
+	if len(b) < frameHeaderSize || b[0] < frameEntries || b[0] > frameHead || !zero(b[1:4]) || !zero(b[24:28]) {
 		return frameHeader{}, false
 	}
 	if be.Uint32(b[28:]) != checksum(b[:28]) {
 		return frameHeader{}, false
 	}
-	h := frameHeader{typ: b[0], len: be.Uint32(b[4:]), index: be.Uint64(b[8:]), count: be.Uint32(b[16:])}
+	h := frameHeader{typ: b[0], len: be.Uint32(b[4:]), index: be.Uint64(b[8:]), count: be.Uint32(b[16:]),
+		prev: be.Uint32(b[20:]), crc: be.Uint32(b[28:])}
 	switch h.typ {
 	case frameSeek, frameHead:
 		if h.len != 0 || h.count != 0 {

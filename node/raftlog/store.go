@@ -83,6 +83,7 @@ type Store struct {
 	active *segment   // last segment, appended to; nil before the first write
 	tail   int64      // end of the active segment's valid data
 	next   uint64     // index the next entries frame must start at (0: any)
+	chain  uint32     // checksum of the last frame header written
 	buf    []byte
 	failed error
 
@@ -229,11 +230,11 @@ func (r *replayer) segment(seg *segment, first, last bool) error {
 		return corrupt(0, s.next, "segment header says number %d", h.seq)
 	}
 	if first {
-		s.next = h.next
-	} else if h.next != s.next {
-		prev := s.segs[len(s.segs)-2]
-		return corrupt(0, s.next, "segment expects index %d next but %s ends before index %d (truncated or lost data)",
-			h.next, filepath.Base(prev.name), s.next)
+		s.next, s.chain = h.next, h.chain
+	} else if h.next != s.next || h.chain != s.chain {
+		prev := filepath.Base(s.segs[len(s.segs)-2].name)
+		return corrupt(0, s.next, "segment does not continue %s (it expects index %d next, %s ends before index %d): data missing at the end of %s",
+			prev, h.next, prev, s.next, prev)
 	}
 	off := int64(segHeaderSize)
 	for off < size {
@@ -264,6 +265,9 @@ func (r *replayer) segment(seg *segment, first, last bool) error {
 			}
 			return corrupt(off, fh.index, "%v", err)
 		}
+		if fh.prev != s.chain {
+			return corrupt(off, s.next, "frame does not follow the previous one (chain checksum mismatch): a frame is missing")
+		}
 		switch fh.typ {
 		case frameEntries:
 			if s.next != 0 && fh.index != s.next {
@@ -282,6 +286,7 @@ func (r *replayer) segment(seg *segment, first, last bool) error {
 		case frameSeek:
 			s.next = fh.index
 		}
+		s.chain = fh.crc
 		off = end
 	}
 	if last {
@@ -444,7 +449,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	if s.next != 0 && first != s.next {
 		typ = frameSeekEntries
 	}
-	b := appendFrameHeader(s.buf[:0], frameHeader{typ: typ, len: uint32(size), index: first, count: uint32(len(logs))})
+	b := appendFrameHeader(s.buf[:0], frameHeader{typ: typ, len: uint32(size), index: first, count: uint32(len(logs)), prev: s.chain})
 	starts := make([]int, len(logs))
 	for i, l := range logs {
 		starts[i] = len(b) - frameHeaderSize
@@ -499,9 +504,9 @@ func (s *Store) DeleteRange(min, max uint64) error {
 	var fh frameHeader
 	switch {
 	case max >= last:
-		fh = frameHeader{typ: frameSeek, index: min}
+		fh = frameHeader{typ: frameSeek, index: min, prev: s.chain}
 	case min <= first:
-		fh = frameHeader{typ: frameHead, index: max + 1}
+		fh = frameHeader{typ: frameHead, index: max + 1, prev: s.chain}
 	default:
 		return fmt.Errorf("raftlog: delete range %d-%d: only a head or a tail of %d-%d can be deleted", min, max, first, last)
 	}
@@ -580,6 +585,7 @@ func (s *Store) append(b []byte) (int64, error) {
 		return 0, s.failed
 	}
 	s.tail = off + int64(len(b))
+	s.chain = be.Uint32(b[frameHeaderSize-4:])
 	return off, nil
 }
 
@@ -602,7 +608,7 @@ func (s *Store) rotate() error {
 		s.fs.Remove(tmp)
 		return fmt.Errorf("create segment %s: %w", name, err)
 	}
-	if _, err := f.WriteAt(appendSegHeader(nil, seq, s.next), 0); err != nil {
+	if _, err := f.WriteAt(appendSegHeader(nil, segHeader{seq: seq, next: s.next, chain: s.chain}), 0); err != nil {
 		return fail(err)
 	}
 	if err := s.sync(func(string) error { return f.Sync() }, tmp); err != nil {
