@@ -107,7 +107,7 @@ func encodeStable(m map[string][]byte) []byte {
 // Set stores a stable value durably (the file and its directory are synced
 // before it returns).
 func (s *Store) Set(key, val []byte) error {
-	if err := s.writable(); err != nil {
+	if err := s.open(); err != nil {
 		return err
 	}
 	s.smu.Lock()
