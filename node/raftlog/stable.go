@@ -69,7 +69,7 @@ func decodeStable(b []byte) (map[string][]byte, error) {
 		p = p[4+l:]
 		return v, nil
 	}
-	m := make(map[string][]byte, n)
+	m := make(map[string][]byte, min(n, 64))
 	for range n {
 		k, err := field()
 		if err != nil {
