@@ -94,7 +94,7 @@ func (f nodeFlags) config(stderr interface{ Write([]byte) (int, error) }) (node.
 	cfg := node.DefaultConfig()
 	cfg.OrgID, cfg.OrgName, cfg.NodeID = f.Org, f.OrgName, f.NodeID
 	cfg.DataDir, cfg.HTTPAddr, cfg.RaftAddr = f.DataDir, f.HTTPAddr, f.RaftAddr
-	cfg.Bootstrap, cfg.Genesis, cfg.SampleData = f.Bootstrap, f.Genesis, f.SampleData
+	cfg.Bootstrap, cfg.Genesis = f.Bootstrap, f.Genesis
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	if f.Role != "" {
 		cfg.Role = f.Role

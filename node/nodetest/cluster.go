@@ -45,8 +45,6 @@ type Options struct {
 	// TLS runs Raft and node-to-node API calls over mutual TLS with a
 	// fresh CA and a certificate per node.
 	TLS bool
-	// SampleData imports the embedded sample data at genesis.
-	SampleData bool
 }
 
 // Cluster is a set of nodes under test.
@@ -129,7 +127,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 			t.Fatal(err)
 		}
 		if i == 0 {
-			m.cfg.Bootstrap, m.cfg.Genesis, m.cfg.SampleData = true, true, opts.SampleData
+			m.cfg.Bootstrap, m.cfg.Genesis = true, true
 			seed = m.cfg.GossipAddr
 		} else {
 			m.cfg.Join = []string{seed}

@@ -1,0 +1,40 @@
+package node
+
+import (
+	"context"
+	"testing"
+
+	"github.com/verbund/verbund/keys"
+	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
+	"github.com/verbund/verbund/sampledata"
+)
+
+// ImportSampleData (exported for the node_test package) imports the embedded sample data through n's ordinary
+// write path ((*Node).Publish: here on the leader, else forwarded), signed
+// by n's organisation as the operator and by a fresh key for Munich, as the
+// command line does for `verbund dev`.
+func ImportSampleData(t testing.TB, n *Node) sampledata.Summary {
+	t.Helper()
+	munich, err := keys.GenerateSigning(keys.NewKID(sampledata.MunichARS + "-sig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := sampledata.Import(context.Background(), nodePublisher{n}, sampledata.Options{
+		OperatorID: n.Config().OrgID, OperatorKey: n.SigningKey(), MunichKey: munich,
+	})
+	if err != nil {
+		t.Fatalf("sample data import: %v", err)
+	}
+	return sum
+}
+
+// nodePublisher is a sampledata.Publisher over (*Node).Publish.
+type nodePublisher struct{ n *Node }
+
+func (p nodePublisher) Publish(ctx context.Context, signed []string) (*registryv1.PublishResponse, error) {
+	res, idx, err := p.n.Publish(ctx, signed)
+	if err != nil {
+		return nil, err
+	}
+	return &registryv1.PublishResponse{Results: res, Index: idx}, nil
+}
