@@ -9,10 +9,10 @@ import (
 	"github.com/verbund/verbund/sampledata"
 )
 
-// ImportSampleData (exported for the node_test package) imports the embedded sample data through n's ordinary
+// ImportSampleData imports the embedded sample data through n's ordinary
 // write path ((*Node).Publish: here on the leader, else forwarded), signed
 // by n's organisation as the operator and by a fresh key for Munich, as the
-// command line does for `verbund dev`.
+// command line does for `verbund dev`. Exported for package node_test.
 func ImportSampleData(t testing.TB, n *Node) sampledata.Summary {
 	t.Helper()
 	munich, err := keys.GenerateSigning(keys.NewKID(sampledata.MunichARS + "-sig"))
