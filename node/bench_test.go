@@ -27,7 +27,7 @@ func BenchmarkFindProvidersAPI(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer n.Close()
-	ImportSampleData(b, n)
+	ImportSampleData(b, n, n)
 	q := registryv1connect.NewQueryServiceClient(h2cClient(), n.APIURL())
 	areas := []string{"091620000000", "09162000", "091840112112", "097610000000"}
 	var i atomic.Int64

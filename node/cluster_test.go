@@ -265,8 +265,8 @@ func TestNewMemberReceivesFullRegistry(t *testing.T) {
 		t.Skip("multi-node with sample data")
 	}
 	c := nodetest.Start(t, nodetest.Options{Voters: 3})
-	node.ImportSampleData(t, c.Nodes[1].Node()) // a follower: forwarded to the leader
-	want := c.AppliedIndex()                    // everything the import wrote
+	node.ImportSampleData(t, c.Nodes[0].Node(), c.Nodes[1].Node()) // the operator signs; sent through another node
+	want := c.AppliedIndex()                                       // everything the import wrote
 	start := time.Now()
 	i := c.AddNode("member")
 	if err := c.WaitFor(60*time.Second, func() error {

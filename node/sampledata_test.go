@@ -9,18 +9,19 @@ import (
 	"github.com/verbund/verbund/sampledata"
 )
 
-// ImportSampleData imports the embedded sample data through n's ordinary
+// ImportSampleData imports the embedded sample data through via's ordinary
 // write path ((*Node).Publish: here on the leader, else forwarded), signed
-// by n's organisation as the operator and by a fresh key for Munich, as the
-// command line does for `verbund dev`. Exported for package node_test.
-func ImportSampleData(t testing.TB, n *Node) sampledata.Summary {
+// by the network operator's node op (its organisation and key) and by a
+// fresh key for Munich, as the command line does for `verbund dev`.
+// Exported for package node_test.
+func ImportSampleData(t testing.TB, op, via *Node) sampledata.Summary {
 	t.Helper()
 	munich, err := keys.GenerateSigning(keys.NewKID(sampledata.MunichARS + "-sig"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum, err := sampledata.Import(context.Background(), nodePublisher{n}, sampledata.Options{
-		OperatorID: n.Config().OrgID, OperatorKey: n.SigningKey(), MunichKey: munich,
+	sum, err := sampledata.Import(context.Background(), nodePublisher{via}, sampledata.Options{
+		OperatorID: op.Config().OrgID, OperatorKey: op.SigningKey(), MunichKey: munich,
 	})
 	if err != nil {
 		t.Fatalf("sample data import: %v", err)
