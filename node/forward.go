@@ -110,7 +110,7 @@ func (n *Node) forwardPublish(ctx context.Context, hop int, signed []string) ([]
 	req.Header().Set(hopHeader, strconv.Itoa(hop+1))
 	res, err := n.peers.get(target).publish.Publish(ctx, req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("forward to %s: %w", target, err)
+		return nil, 0, fmt.Errorf("forward to %s: %w", target, fromPeer(err))
 	}
 	return res.Msg.GetResults(), res.Msg.GetIndex(), nil
 }
@@ -128,7 +128,23 @@ func (n *Node) forwardReadIndex(ctx context.Context, hop int) (uint64, error) {
 	req.Header().Set(hopHeader, strconv.Itoa(hop+1))
 	res, err := n.peers.get(target).cluster.ReadIndex(ctx, req)
 	if err != nil {
-		return 0, fmt.Errorf("read index from %s: %w", target, err)
+		return 0, fmt.Errorf("read index from %s: %w", target, fromPeer(err))
 	}
 	return res.Msg.GetIndex(), nil
+}
+
+// fromPeer gives a forwarded call's Connect error the registry sentinel its
+// code stands for (connecterr.Code in reverse), so an in-process caller of
+// Publish sees the same errors whether its call was proposed here or
+// forwarded: Unknown (the peer's ErrIndeterminate, or an answer lost on the
+// way) is ErrIndeterminate, Unavailable is ErrUnavailable. The Connect
+// error stays in the chain, so API clients see the peer's code unchanged.
+func fromPeer(err error) error {
+	switch connect.CodeOf(err) {
+	case connect.CodeUnknown:
+		return fmt.Errorf("%w: %w", registry.ErrIndeterminate, err)
+	case connect.CodeUnavailable:
+		return fmt.Errorf("%w: %w", registry.ErrUnavailable, err)
+	}
+	return err
 }
