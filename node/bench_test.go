@@ -19,7 +19,6 @@ import (
 //	go test -run '^$' -bench FindProvidersAPI -benchtime 5s ./node
 func BenchmarkFindProvidersAPI(b *testing.B) {
 	cfg := testConfig(b, b.TempDir())
-	cfg.SampleData = true
 	n, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
@@ -28,6 +27,7 @@ func BenchmarkFindProvidersAPI(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer n.Close()
+	ImportSampleData(b, n, n)
 	q := registryv1connect.NewQueryServiceClient(h2cClient(), n.APIURL())
 	areas := []string{"091620000000", "09162000", "091840112112", "097610000000"}
 	var i atomic.Int64

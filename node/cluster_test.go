@@ -10,6 +10,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/hashicorp/raft"
 
+	"github.com/verbund/verbund/node"
 	"github.com/verbund/verbund/node/nodetest"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 	"github.com/verbund/verbund/registry"
@@ -263,8 +264,9 @@ func TestNewMemberReceivesFullRegistry(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-node with sample data")
 	}
-	c := nodetest.Start(t, nodetest.Options{Voters: 3, SampleData: true})
-	want := c.AppliedIndex() // everything the import wrote
+	c := nodetest.Start(t, nodetest.Options{Voters: 3})
+	node.ImportSampleData(t, c.Nodes[0].Node(), c.Nodes[1].Node()) // the operator signs; sent through another node
+	want := c.AppliedIndex()                                       // everything the import wrote
 	start := time.Now()
 	i := c.AddNode("member")
 	if err := c.WaitFor(60*time.Second, func() error {

@@ -45,10 +45,9 @@ type Config struct {
 	Bootstrap bool
 	// Genesis: on an empty registry, sign and commit the genesis command
 	// registering OrgID as the network operator with this node's key.
+	// (Demo data is imported by the command line after Start, through
+	// Publish like any other client.)
 	Genesis bool
-	// SampleData imports the embedded public sample data (11,004
-	// municipalities, Munich's catalogue) on first start.
-	SampleData bool
 
 	// Role: "voter" (a Raft server that may vote), "replica" (a Raft
 	// server that never votes: local, fast, current reads) or "member" (no
@@ -86,6 +85,10 @@ type Config struct {
 	TLS *peertls.Bundle
 	// PeerAddr is the mTLS listener for node-to-node API calls (with TLS).
 	PeerAddr string
+	// AdminAddr, if set, is the admin listener for operators on this
+	// machine: net/http/pprof under /debug/pprof/ (see access.go). Loopback
+	// only unless AllowPublic. Default "": off.
+	AdminAddr string
 	// AllowPublic permits binding non-loopback addresses. Off by default:
 	// nothing listens beyond this machine unless configured.
 	AllowPublic bool
@@ -211,7 +214,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %q: %w", name, a, err))
 		}
 	}
-	binds := map[string]string{"http addr": c.HTTPAddr, "gossip addr": c.GossipAddr, "peer addr": c.PeerAddr}
+	binds := map[string]string{"http addr": c.HTTPAddr, "gossip addr": c.GossipAddr, "peer addr": c.PeerAddr, "admin addr": c.AdminAddr}
 	if c.Role != RoleMember {
 		binds["raft addr"] = c.RaftAddr
 	}
@@ -255,9 +258,6 @@ func (c Config) Validate() error {
 	}
 	if c.Genesis && !c.Bootstrap {
 		errs = append(errs, errors.New("genesis needs bootstrap"))
-	}
-	if c.SampleData && !c.Genesis {
-		errs = append(errs, errors.New("sample data is loaded by the genesis node only"))
 	}
 	return errors.Join(errs...)
 }

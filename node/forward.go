@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -12,7 +11,9 @@ import (
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
-	"github.com/verbund/verbund/federation/membership"
+	"github.com/verbund/verbund/federation/handover"
+	"github.com/verbund/verbund/node/handoverapi"
+	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
 	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
 	"github.com/verbund/verbund/proto/gen/verbund/node/v1/nodev1connect"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
@@ -27,7 +28,9 @@ const (
 	maxHops   = 2
 )
 
-// peerClients caches Connect clients per peer API base URL.
+// peerClients is the node's one cache of Connect clients for other nodes,
+// per API base URL: forwarding, read index, the change feed and handover
+// deliveries all use it.
 type peerClients struct {
 	hc *http.Client
 	mu sync.Mutex
@@ -35,9 +38,10 @@ type peerClients struct {
 }
 
 type peerClient struct {
-	publish registryv1connect.PublishServiceClient
-	cluster nodev1connect.ClusterServiceClient
-	watch   registryv1connect.WatchServiceClient
+	publish  registryv1connect.PublishServiceClient
+	cluster  nodev1connect.ClusterServiceClient
+	watch    registryv1connect.WatchServiceClient
+	handover handoverapi.Peer
 }
 
 func newPeerClients(hc *http.Client) *peerClients {
@@ -50,14 +54,18 @@ func (p *peerClients) get(base string) *peerClient {
 	c, ok := p.m[base]
 	if !ok {
 		c = &peerClient{
-			publish: registryv1connect.NewPublishServiceClient(p.hc, base),
-			cluster: nodev1connect.NewClusterServiceClient(p.hc, base),
-			watch:   registryv1connect.NewWatchServiceClient(p.hc, base),
+			publish:  registryv1connect.NewPublishServiceClient(p.hc, base),
+			cluster:  nodev1connect.NewClusterServiceClient(p.hc, base),
+			watch:    registryv1connect.NewWatchServiceClient(p.hc, base),
+			handover: handoverapi.Peer{Client: federationv1connect.NewHandoverServiceClient(p.hc, base)},
 		}
 		p.m[base] = c
 	}
 	return c
 }
+
+// Peer implements handover.Dialer over the cache.
+func (p *peerClients) Peer(endpoint string) handover.Peer { return p.get(endpoint).handover }
 
 func hops(h http.Header) int {
 	v, _ := strconv.Atoi(h.Get(hopHeader))
@@ -89,31 +97,6 @@ func (n *Node) forwardTarget() (string, error) {
 	return servers[rand.IntN(len(servers))].APIAddr, nil
 }
 
-func (n *Node) liveServers() []membership.Member {
-	if n.gossip == nil {
-		return nil
-	}
-	var out []membership.Member
-	for _, m := range n.gossip.Alive() {
-		if (m.Role == membership.RoleVoter || m.Role == membership.RoleReplica) && m.APIAddr != "" && m.NodeID != n.cfg.NodeID {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// submit publishes signed commands from any role: proposed here on the
-// leader, forwarded to the leader otherwise, and also when leadership moved
-// during the call (the commands' ids make a repeat harmless). The client is
-// never bounced.
-func (n *Node) submit(ctx context.Context, hop int, signed []string) ([]*registryv1.CommandResult, uint64, error) {
-	res, idx, err := n.Publish(ctx, signed)
-	if errors.Is(err, registry.ErrNotLeader) {
-		return n.forwardPublish(ctx, hop, signed)
-	}
-	return res, idx, err
-}
-
 // forwardPublish sends signed commands on towards the leader.
 func (n *Node) forwardPublish(ctx context.Context, hop int, signed []string) ([]*registryv1.CommandResult, uint64, error) {
 	if hop >= maxHops {
@@ -127,7 +110,7 @@ func (n *Node) forwardPublish(ctx context.Context, hop int, signed []string) ([]
 	req.Header().Set(hopHeader, strconv.Itoa(hop+1))
 	res, err := n.peers.get(target).publish.Publish(ctx, req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("forward to %s: %w", target, err)
+		return nil, 0, fmt.Errorf("forward to %s: %w", target, fromPeer(err))
 	}
 	return res.Msg.GetResults(), res.Msg.GetIndex(), nil
 }
@@ -145,7 +128,23 @@ func (n *Node) forwardReadIndex(ctx context.Context, hop int) (uint64, error) {
 	req.Header().Set(hopHeader, strconv.Itoa(hop+1))
 	res, err := n.peers.get(target).cluster.ReadIndex(ctx, req)
 	if err != nil {
-		return 0, fmt.Errorf("read index from %s: %w", target, err)
+		return 0, fmt.Errorf("read index from %s: %w", target, fromPeer(err))
 	}
 	return res.Msg.GetIndex(), nil
+}
+
+// fromPeer gives a forwarded call's Connect error the registry sentinel its
+// code stands for (connecterr.Code in reverse), so an in-process caller of
+// Publish sees the same errors whether its call was proposed here or
+// forwarded: Unknown (the peer's ErrIndeterminate, or an answer lost on the
+// way) is ErrIndeterminate, Unavailable is ErrUnavailable. The Connect
+// error stays in the chain, so API clients see the peer's code unchanged.
+func fromPeer(err error) error {
+	switch connect.CodeOf(err) {
+	case connect.CodeUnknown:
+		return fmt.Errorf("%w: %w", registry.ErrIndeterminate, err)
+	case connect.CodeUnavailable:
+		return fmt.Errorf("%w: %w", registry.ErrUnavailable, err)
+	}
+	return err
 }

@@ -6,15 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
-	"connectrpc.com/connect"
 	jose "github.com/go-jose/go-jose/v4"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/verbund/verbund/federation/handover"
 	"github.com/verbund/verbund/keys"
-	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
 	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 	"github.com/verbund/verbund/registry"
@@ -31,13 +30,30 @@ const (
 	defaultKeyGrace = 7 * 24 * time.Hour
 )
 
-// orgKeys is the node's current key set, swapped atomically on rotation.
+// orgKeys is one generation of the organisation's private keys.
 type orgKeys struct {
 	sig, enc jose.JSONWebKey
-	oldEnc   []jose.JSONWebKey
+	oldEnc   []jose.JSONWebKey // earlier encryption keys, newest first
 }
 
-func (n *Node) keys() *orgKeys { return n.keyset.Load() }
+// orgKeyring holds the current orgKeys, swapped atomically on rotation. It
+// is the handover service's handover.KeySource.
+type orgKeyring struct{ cur atomic.Pointer[orgKeys] }
+
+var _ handover.KeySource = (*orgKeyring)(nil)
+
+func (r *orgKeyring) current() *orgKeys { return r.cur.Load() }
+func (r *orgKeyring) store(k *orgKeys)  { r.cur.Store(k) }
+
+// SigningKey implements handover.KeySource.
+func (r *orgKeyring) SigningKey() jose.JSONWebKey { return r.current().sig }
+
+// DecryptionKeys implements handover.KeySource: the current encryption key,
+// then the archived ones.
+func (r *orgKeyring) DecryptionKeys() []jose.JSONWebKey {
+	k := r.current()
+	return append([]jose.JSONWebKey{k.enc}, k.oldEnc...)
+}
 
 func (n *Node) keyPath(parts ...string) string {
 	return n.cfg.path(append([]string{"keys"}, parts...)...)
@@ -72,7 +88,7 @@ func (n *Node) RotateKeys(ctx context.Context, grace time.Duration, revokePrevio
 	if grace <= 0 {
 		grace = defaultKeyGrace
 	}
-	cur := n.keys()
+	cur := n.keys.current()
 	newSig, err := keys.GenerateSigning(keys.NewKID(n.cfg.OrgID + "-sig"))
 	if err != nil {
 		return nil, err
@@ -123,7 +139,7 @@ func (n *Node) RotateKeys(ctx context.Context, grace time.Duration, revokePrevio
 func (n *Node) RevokeKey(ctx context.Context, kid string) (uint64, error) {
 	n.rotateMu.Lock()
 	defer n.rotateMu.Unlock()
-	if kid == n.keys().sig.KeyID {
+	if kid == n.keys.SigningKey().KeyID {
 		return 0, fmt.Errorf("%w: %s is the node's current signing key; rotate with revoke_previous instead", registry.ErrInvalidArgument, kid)
 	}
 	return n.updateOwnKeys(ctx, func(pks []*registryv1.PublicKey) ([]*registryv1.PublicKey, error) {
@@ -158,7 +174,7 @@ func (n *Node) updateOwnKeys(ctx context.Context, change func([]*registryv1.Publ
 		Op:           &registryv1.Mutation_PutOrganisation{PutOrganisation: rec},
 		Precondition: &registryv1.Precondition{Condition: &registryv1.Precondition_Revision{Revision: rev}},
 	})
-	return n.publishSigned(ctx, cmd, n.keys().sig)
+	return n.publishOwn(ctx, cmd)
 }
 
 // pruneKeys keeps the record within registry.MaxKeys by dropping revoked
@@ -186,8 +202,9 @@ func pruneKeys(pks []*registryv1.PublicKey, now time.Time) []*registryv1.PublicK
 }
 
 // promotePendingKeys makes the pending keys current: the previous ones go
-// to the archive, the in-memory key set is swapped, and the handover
-// service restarts with the new keys (old encryption keys still decrypt).
+// to the archive and the key ring is swapped; the handover service signs
+// with the new keys from its next call on (old encryption keys still
+// decrypt).
 func (n *Node) promotePendingKeys() error {
 	nextSig, err := keys.Load(n.keyPath(signingFile + nextSuffix))
 	if err != nil {
@@ -197,7 +214,7 @@ func (n *Node) promotePendingKeys() error {
 	if err != nil {
 		return err
 	}
-	cur := n.keys()
+	cur := n.keys.current()
 	for _, k := range []jose.JSONWebKey{cur.sig, cur.enc} {
 		if err := keys.Save(n.keyPath("archive", k.KeyID+".jwk"), k); err != nil {
 			return err
@@ -208,10 +225,7 @@ func (n *Node) promotePendingKeys() error {
 			return fmt.Errorf("promote %s: %w", f, err)
 		}
 	}
-	n.keyset.Store(&orgKeys{sig: nextSig, enc: nextEnc, oldEnc: append([]jose.JSONWebKey{cur.enc}, cur.oldEnc...)})
-	if n.handover != nil {
-		return n.restartHandover()
-	}
+	n.keys.store(&orgKeys{sig: nextSig, enc: nextEnc, oldEnc: append([]jose.JSONWebKey{cur.enc}, cur.oldEnc...)})
 	return nil
 }
 
@@ -241,65 +255,4 @@ func (n *Node) resolvePendingKeys(ctx context.Context) {
 	n.log.Warn("pending keys are not in the registry; discarding the unfinished rotation", "kid", pending.KeyID)
 	_ = os.Remove(n.keyPath(signingFile + nextSuffix))
 	_ = os.Remove(n.keyPath(encryptionFile + nextSuffix))
-}
-
-// handoverConfig is the handover service configuration for the current keys.
-func (n *Node) handoverConfig() handover.Config {
-	ks := n.keys()
-	rk := handover.RegistryKeys{Lookup: func(_ context.Context, id string) (*registryv1.Organisation, error) {
-		o, _, err := n.reader.Organisation(id)
-		return o, err
-	}}
-	var liveness handover.Liveness
-	if n.gossip != nil {
-		liveness = handover.GossipLiveness{Members: n.gossip.Members}
-	}
-	return handover.Config{
-		OrgID: n.cfg.OrgID, SigningKey: ks.sig, EncryptionKey: ks.enc, OldEncryptionKeys: ks.oldEnc,
-		DB: n.hoDB, Resolver: rk, Directory: rk, Liveness: liveness,
-		Dialer:        &handoverDialer{hc: n.peers.hc, m: map[string]federationv1connect.HandoverServiceClient{}},
-		Audit:         auditPublisher{n: n},
-		AuditHeads:    registryAuditHeads{r: n.reader},
-		Logger:        n.log.With("component", "handover"),
-		AuditInterval: n.cfg.AuditInterval,
-	}
-}
-
-// restartHandover replaces the running handover service with one using the
-// current keys; its durable state carries over in the same DB.
-func (n *Node) restartHandover() error {
-	if err := n.handover.Close(); err != nil {
-		return err
-	}
-	return n.runHandover(n.runCtx)
-}
-
-// apiServer endpoints.
-
-func (a *apiServer) RotateKeys(ctx context.Context, req *connect.Request[nodev1.RotateKeysRequest]) (*connect.Response[nodev1.RotateKeysResponse], error) {
-	if err := checkAdmin(ctx, req.Peer()); err != nil {
-		return nil, err
-	}
-	if v, _ := ctx.Value(peerKey{}).(bool); v {
-		return nil, fmt.Errorf("%w: key rotation only from this machine", registry.ErrPermissionDenied)
-	}
-	res, err := a.n.RotateKeys(ctx, time.Duration(req.Msg.GetGraceSeconds())*time.Second, req.Msg.GetRevokePrevious())
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(res), nil
-}
-
-func (a *apiServer) RevokeKey(ctx context.Context, req *connect.Request[nodev1.RevokeKeyRequest]) (*connect.Response[nodev1.RevokeKeyResponse], error) {
-	if err := checkAdmin(ctx, req.Peer()); err != nil {
-		return nil, err
-	}
-	if v, _ := ctx.Value(peerKey{}).(bool); v {
-		return nil, fmt.Errorf("%w: key revocation only from this machine", registry.ErrPermissionDenied)
-	}
-	idx, err := a.n.RevokeKey(ctx, req.Msg.GetKid())
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&nodev1.RevokeKeyResponse{Index: idx}), nil
 }

@@ -7,6 +7,10 @@ import (
 	"testing"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/verbund/verbund/federation/handover"
+
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 	"github.com/verbund/verbund/registry"
 )
@@ -92,4 +96,37 @@ func offeringOrg(id string) *registryv1.Mutation {
 	return &registryv1.Mutation{Op: &registryv1.Mutation_PutOrganisation{PutOrganisation: &registryv1.Organisation{
 		Id: id, Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY, Name: "Gemeinde " + id,
 	}}}
+}
+
+// TestRotationKeepsHandoverWiring: a rotation swaps the key ring the
+// handover service reads its keys from; the service itself stays (no
+// restart, no handler swap), signs with the new key and still opens
+// envelopes sealed to the previous encryption key.
+func TestRotationKeepsHandoverWiring(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	svc := n.handover
+	oldEnc := n.keys.current().enc.KeyID
+	res, err := n.RotateKeys(context.Background(), time.Hour, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.handover != svc {
+		t.Fatal("rotation replaced the handover service")
+	}
+	var ks handover.KeySource = &n.keys
+	if got := ks.SigningKey().KeyID; got != res.GetSigningKid() {
+		t.Fatalf("handover signs with %s, want the new key %s", got, res.GetSigningKid())
+	}
+	dec := ks.DecryptionKeys()
+	if len(dec) < 2 || dec[0].KeyID != res.GetEncryptionKid() || dec[1].KeyID != oldEnc {
+		t.Fatalf("decryption keys %v, want the new %s then the old %s", kids(dec), res.GetEncryptionKid(), oldEnc)
+	}
+}
+
+func kids(ks []jose.JSONWebKey) []string {
+	var out []string
+	for _, k := range ks {
+		out = append(out, k.KeyID)
+	}
+	return out
 }

@@ -1,11 +1,8 @@
-// Package node composes one running Verbund node: storage (badger for the
-// registry state, a write-ahead log for Raft), the registry state machine
-// under hashicorp/raft, the Connect API (gRPC, gRPC-Web and Connect JSON on
-// one port, with gRPC health and reflection), and the node's lifecycle.
 package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,20 +36,20 @@ type Node struct {
 	cfg Config
 	log *slog.Logger
 
-	keyset    atomic.Pointer[orgKeys]
-	rotateMu  sync.Mutex
-	hoHandler atomic.Pointer[http.Handler]
+	keys     orgKeyring // current keys; swapped on rotation
+	rotateMu sync.Mutex
 
-	db      *badger.DB
-	logs    *raftbadger.Store
-	snaps   *raft.FileSnapshotStore
-	trans   *raft.NetworkTransport
-	raft    *raft.Raft
-	fsm     *registry.FSM     // servers (voter, replica)
-	replica *registry.Replica // members
-	reader  *registry.Reader
-	writer  *registry.Writer
-	state   stateIndex
+	db        *badger.DB
+	logs      *raftbadger.Store
+	snaps     *raft.FileSnapshotStore
+	trans     *raft.NetworkTransport
+	raft      *raft.Raft
+	fsm       *registry.FSM      // servers (voter, replica)
+	feedCopy  *registry.FeedCopy // members
+	reader    *registry.Reader
+	writer    *registry.Writer
+	admission *registry.Admission // servers: the write path on the leader
+	state     stateIndex
 
 	hoDB     *badger.DB
 	handover *handover.Service
@@ -61,10 +58,12 @@ type Node struct {
 	peers    *peerClients
 	lastFeed atomic.Int64 // members: unix ms of the last change feed message
 
-	httpLn  net.Listener
-	httpSrv *http.Server
-	peerLn  net.Listener
-	peerSrv *http.Server
+	httpLn   net.Listener // public API
+	httpSrv  *http.Server
+	peerLn   net.Listener // mutual TLS, other nodes
+	peerSrv  *http.Server
+	adminLn  net.Listener // operators on this machine
+	adminSrv *http.Server
 
 	readyTerm atomic.Uint64 // term in which a leader barrier completed
 	readyMu   sync.Mutex
@@ -101,7 +100,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.keyset.Store(&orgKeys{sig: sig, enc: enc, oldEnc: oldEnc})
+	n.keys.store(&orgKeys{sig: sig, enc: enc, oldEnc: oldEnc})
 	if err := n.openStorage(); err != nil {
 		n.closeStorage()
 		return nil, err
@@ -122,10 +121,10 @@ func (n *Node) openStorage() error {
 	n.db = db
 	n.reader = registry.NewReader(db)
 	if n.cfg.Role == RoleMember {
-		if n.replica, err = registry.NewReplica(db); err != nil {
+		if n.feedCopy, err = registry.NewFeedCopy(db); err != nil {
 			return err
 		}
-		n.state = n.replica
+		n.state = n.feedCopy
 		return nil
 	}
 	fsmCfg := n.cfg.FSM
@@ -159,8 +158,8 @@ func (n *Node) hclog(name string) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Warn, Output: os.Stderr})
 }
 
-// Start starts Raft and the API, then (on a bootstrap node) genesis and the
-// sample data import. It returns once the API listens.
+// Start starts Raft and the API, then (on a bootstrap node with Genesis)
+// registers the network operator. It returns once the API listens.
 func (n *Node) Start(ctx context.Context) error {
 	n.started = time.Now()
 	hc := n.cfg.PeerHTTPClient
@@ -265,6 +264,7 @@ func (n *Node) startRaft() error {
 	wcfg := n.cfg.Writer
 	wcfg.Logger = n.log
 	n.writer = registry.NewWriter(n.raft, wcfg)
+	n.admission = registry.NewAdmission(n.fsm, n.writer)
 	return nil
 }
 
@@ -282,55 +282,61 @@ func (n *Node) watchLeadership(ctx context.Context) {
 	}
 }
 
-// listen opens the API listeners, so their addresses are known (gossip
-// announces them) before anything is served.
+// listen opens the listeners (see access.go), so their addresses are known
+// (gossip announces them) before anything is served.
 func (n *Node) listen() error {
 	ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", n.cfg.HTTPAddr, err)
 	}
 	n.httpLn = ln
-	if n.cfg.TLS == nil {
-		return nil
+	if n.cfg.TLS != nil {
+		if n.peerLn, err = net.Listen("tcp", n.cfg.PeerAddr); err != nil {
+			return fmt.Errorf("listen on %s: %w", n.cfg.PeerAddr, err)
+		}
 	}
-	// The node-to-node listener: the same API, mutual TLS required.
-	if n.peerLn, err = net.Listen("tcp", n.cfg.PeerAddr); err != nil {
-		return fmt.Errorf("listen on %s: %w", n.cfg.PeerAddr, err)
+	if n.cfg.AdminAddr != "" {
+		if n.adminLn, err = net.Listen("tcp", n.cfg.AdminAddr); err != nil {
+			return fmt.Errorf("listen on %s: %w", n.cfg.AdminAddr, err)
+		}
 	}
 	return nil
 }
 
-// serveHTTP serves the API on the listeners opened by listen.
+// serveHTTP serves the listeners opened by listen, each behind the access
+// policy for that listener.
 func (n *Node) serveHTTP() {
-	handler := n.routes()
-	n.httpSrv = &http.Server{
-		Handler:           h2c.NewHandler(handler, &http2.Server{}),
+	api := n.routes()
+	n.httpSrv = n.serve(n.httpLn, h2c.NewHandler(n.guard(publicListener, api), &http2.Server{}), nil)
+	if n.peerLn != nil {
+		n.peerSrv = n.serve(n.peerLn, n.guard(peerListener, api), n.cfg.TLS.ServerConfig())
+	}
+	if n.adminLn != nil {
+		n.adminSrv = n.serve(n.adminLn, n.guard(adminListener, adminRoutes()), nil)
+	}
+}
+
+func (n *Node) serve(ln net.Listener, h http.Handler, tlsConfig *tls.Config) *http.Server {
+	srv := &http.Server{
+		Handler:           h,
+		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.httpSrv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("http server", "err", err)
+		var err error
+		if tlsConfig != nil {
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server", "addr", ln.Addr().String(), "err", err)
 		}
 	}()
-	if n.peerLn == nil {
-		return
-	}
-	n.peerSrv = &http.Server{
-		Handler:           markPeer(handler),
-		TLSConfig:         n.cfg.TLS.ServerConfig(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
-	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := n.peerSrv.ServeTLS(n.peerLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("peer https server", "err", err)
-		}
-	}()
+	return srv
 }
 
 // PeerURL is the address other nodes use for API calls: the mTLS peer
@@ -340,6 +346,14 @@ func (n *Node) PeerURL() string {
 		return "https://" + n.peerLn.Addr().String()
 	}
 	return n.APIURL()
+}
+
+// AdminURL is the base URL of the admin listener ("" when off).
+func (n *Node) AdminURL() string {
+	if n.adminLn == nil {
+		return ""
+	}
+	return "http://" + n.adminLn.Addr().String()
 }
 
 // APIURL is the base URL of the API.
@@ -365,7 +379,7 @@ func (n *Node) isServer() bool { return n.cfg.Role != RoleMember }
 func (n *Node) AppliedIndex() uint64 { return n.state.AppliedIndex() }
 
 // stateIndex is what reads need of the local state: the FSM on a server,
-// the replica on a member.
+// the feed copy on a member.
 type stateIndex interface {
 	AppliedIndex() uint64
 	WaitApplied(ctx context.Context, index uint64) error
@@ -381,7 +395,7 @@ func (n *Node) FSM() *registry.FSM { return n.fsm }
 func (n *Node) Reader() *registry.Reader { return n.reader }
 
 // SigningKey is this node's organisation signing key.
-func (n *Node) SigningKey() jose.JSONWebKey { return n.keys().sig }
+func (n *Node) SigningKey() jose.JSONWebKey { return n.keys.SigningKey() }
 
 // Config returns the effective configuration.
 func (n *Node) Config() Config { return n.cfg }
@@ -424,14 +438,18 @@ func (n *Node) close(graceful bool) error {
 		}
 		cancel()
 	}
-	if n.peerSrv != nil {
-		_ = n.peerSrv.Close()
+	for _, srv := range []*http.Server{n.peerSrv, n.adminSrv} {
+		if srv != nil {
+			_ = srv.Close()
+		}
 	}
-	if n.httpSrv == nil && n.httpLn != nil {
-		_ = n.httpLn.Close()
-	}
-	if n.peerSrv == nil && n.peerLn != nil {
-		_ = n.peerLn.Close()
+	for _, l := range []struct {
+		ln  net.Listener
+		srv *http.Server
+	}{{n.httpLn, n.httpSrv}, {n.peerLn, n.peerSrv}, {n.adminLn, n.adminSrv}} {
+		if l.srv == nil && l.ln != nil {
+			_ = l.ln.Close() // opened, never served (Start failed)
+		}
 	}
 	if n.gossip != nil {
 		errs = append(errs, n.gossip.Shutdown())

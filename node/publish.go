@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
-	"sync"
 
 	"github.com/hashicorp/raft"
 
@@ -13,96 +11,44 @@ import (
 	"github.com/verbund/verbund/registry"
 )
 
-// Publish parses and pre-verifies signed commands in parallel, proposes the
-// valid ones through the group-commit writer and waits until they are
-// applied. Invalid commands get their error result without entering the
-// Raft log. It returns one result per input, in order.
+// Publish publishes signed commands from any role, exactly as the
+// PublishService does: admitted here on the leader (registry.Admission),
+// forwarded to the leader otherwise. It returns one result per command, in
+// order, and the index the results are visible at.
 func (n *Node) Publish(ctx context.Context, signed []string) ([]*registryv1.CommandResult, uint64, error) {
-	if len(signed) == 0 {
-		return nil, 0, fmt.Errorf("%w: no commands", registry.ErrInvalidArgument)
-	}
-	if len(signed) > registry.MaxCommandsPerRequest {
-		return nil, 0, fmt.Errorf("%w: %d commands, at most %d a request", registry.ErrTooLarge, len(signed), registry.MaxCommandsPerRequest)
-	}
-	if !n.isServer() || n.raft.State() != raft.Leader {
-		if !n.isServer() {
-			return nil, 0, fmt.Errorf("%w: a member forwards writes", registry.ErrNotLeader)
-		}
-		leader, _ := n.raft.LeaderWithID()
-		return nil, 0, fmt.Errorf("%w: leader is %q", registry.ErrNotLeader, leader)
-	}
-	results := make([]*registryv1.CommandResult, len(signed))
-	parsed := make([]*registry.SignedCommand, len(signed))
-	errs := make([]error, len(signed))
-	// Parse and verify in parallel: signature checks dominate the cost.
-	var wg sync.WaitGroup
-	work := make(chan int)
-	for w := 0; w < min(runtime.GOMAXPROCS(0), len(signed)); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				sc, err := registry.ParseCommand(signed[i])
-				if err == nil {
-					err = n.fsm.PreVerify(sc)
-				}
-				if err == nil {
-					// A retry of an applied command: answer from the
-					// dedupe record if this exact command was applied.
-					if prev, _ := n.fsm.LookupResult(sc.Command.GetIssuer(), sc.Command.GetId()); prev != nil {
-						results[i] = prev
-						continue
-					}
-				}
-				parsed[i], errs[i] = sc, err
-			}
-		}()
-	}
-	for i := range signed {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+	return n.submit(ctx, 0, signed)
+}
 
-	registering := map[string]bool{} // orgs whose record an earlier command in this request puts
-	var submit []*registry.SignedCommand
-	var pos []int
-	for i, sc := range parsed {
-		if results[i] != nil {
-			continue // answered from the dedupe record
+// submit is the one write path of the node: proposed here on the leader,
+// forwarded to the leader otherwise, and also when leadership moved during
+// the call (the commands' ids make a repeat harmless). hop counts the
+// forwards the request has already taken. The client is never bounced.
+func (n *Node) submit(ctx context.Context, hop int, signed []string) ([]*registryv1.CommandResult, uint64, error) {
+	if n.isServer() && n.raft.State() == raft.Leader {
+		res, idx, err := n.admission.Publish(ctx, signed)
+		if !errors.Is(err, registry.ErrNotLeader) {
+			return res, idx, err
 		}
-		err := errs[i]
-		if err != nil && sc != nil && errors.Is(err, registry.ErrUnknownKey) && registering[sc.Command.GetIssuer()] {
-			err = nil // the key arrives with an earlier command: the FSM decides
-		}
-		if err != nil {
-			results[i] = &registryv1.CommandResult{ErrorCode: registry.ErrorCode(err), ErrorMessage: err.Error()}
-			if sc != nil {
-				results[i].CommandId = sc.Command.GetId()
-			}
-			continue
-		}
-		for _, m := range sc.Command.GetMutations() {
-			if o := m.GetPutOrganisation(); o != nil {
-				registering[o.GetId()] = true
-			}
-		}
-		submit = append(submit, sc)
-		pos = append(pos, i)
 	}
-	var index uint64
-	if len(submit) > 0 {
-		rs, idx, err := n.writer.Submit(ctx, submit)
-		if err != nil {
-			return nil, 0, err
-		}
-		for j, r := range rs {
-			results[pos[j]] = r
-		}
-		index = idx
+	return n.forwardPublish(ctx, hop, signed)
+}
+
+// publishOwn signs cmd with the organisation's current key and submits it.
+// A refused command is returned as its error. It returns the commit index.
+func (n *Node) publishOwn(ctx context.Context, cmd *registryv1.Command) (uint64, error) {
+	jws, err := registry.SignCommand(cmd, n.keys.SigningKey())
+	if err != nil {
+		return 0, err
 	}
-	if index == 0 {
-		index = n.fsm.AppliedIndex()
+	res, idx, err := n.submit(ctx, 0, []string{jws})
+	if err != nil {
+		return 0, err
 	}
-	return results, index, nil
+	if len(res) != 1 {
+		return 0, fmt.Errorf("%w: %d results for one command", registry.ErrUnavailable, len(res))
+	}
+	if c := res[0].GetErrorCode(); c != "" {
+		return 0, registry.ErrorFromCode(c, res[0].GetErrorMessage())
+	}
+	return idx, nil
 }

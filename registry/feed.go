@@ -130,18 +130,18 @@ func Changes(index uint64, writes []*registryv1.StateWrite, withValues bool) []*
 	return out
 }
 
-// Replica is a read copy of the registry state kept from the change feed
+// FeedCopy is a read copy of the registry state kept from the change feed
 // (a member node's local registry). Reads use a Reader over the same DB.
-type Replica struct {
+type FeedCopy struct {
 	db       *badger.DB
 	applied  atomic.Uint64
 	mu       sync.Mutex
 	appliedC chan struct{}
 }
 
-// NewReplica opens a replica over db, resuming at its stored index.
-func NewReplica(db *badger.DB) (*Replica, error) {
-	r := &Replica{db: db, appliedC: make(chan struct{})}
+// NewFeedCopy opens a feed copy over db, resuming at its stored index.
+func NewFeedCopy(db *badger.DB) (*FeedCopy, error) {
+	r := &FeedCopy{db: db, appliedC: make(chan struct{})}
 	idx, err := NewReader(db).view(func(*stage) error { return nil })
 	if err != nil {
 		return nil, err
@@ -151,10 +151,10 @@ func NewReplica(db *badger.DB) (*Replica, error) {
 }
 
 // AppliedIndex is the index the copy reflects (0 during a snapshot).
-func (r *Replica) AppliedIndex() uint64 { return r.applied.Load() }
+func (r *FeedCopy) AppliedIndex() uint64 { return r.applied.Load() }
 
 // WaitApplied blocks until the copy reflects index, or ctx ends.
-func (r *Replica) WaitApplied(ctx context.Context, index uint64) error {
+func (r *FeedCopy) WaitApplied(ctx context.Context, index uint64) error {
 	for {
 		r.mu.Lock()
 		c := r.appliedC
@@ -174,7 +174,7 @@ func (r *Replica) WaitApplied(ctx context.Context, index uint64) error {
 // snapshot resets the copy; its index is recorded only with its last part,
 // so an interrupted snapshot leaves the copy at index 0 and the next watch
 // starts over with a snapshot.
-func (r *Replica) Apply(m *registryv1.WatchResponse) error {
+func (r *FeedCopy) Apply(m *registryv1.WatchResponse) error {
 	if m.GetReset_() {
 		if err := r.db.DropAll(); err != nil {
 			return fmt.Errorf("replica reset: %w", err)
@@ -209,7 +209,7 @@ func (r *Replica) Apply(m *registryv1.WatchResponse) error {
 	return nil
 }
 
-func (r *Replica) setApplied(i uint64) {
+func (r *FeedCopy) setApplied(i uint64) {
 	r.applied.Store(i)
 	r.mu.Lock()
 	close(r.appliedC)

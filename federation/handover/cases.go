@@ -210,7 +210,7 @@ func (s *Service) step(ctx context.Context, jti string, typ envelope.EventType, 
 	}
 	ev := s.newEvent(rec, typ, s.now())
 	ev.Problem = problem
-	token, err := envelope.SealEventFor(ctx, ev, s.cfg.SigningKey, s.cfg.Resolver)
+	token, err := envelope.SealEventFor(ctx, ev, s.cfg.Keys.SigningKey(), s.cfg.Resolver)
 	if err != nil {
 		return "", "", fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}
@@ -291,7 +291,7 @@ func (s *Service) ForwardCase(ctx context.Context, req *federationv1.ForwardCase
 	}
 	ev := s.newEvent(rec, envelope.EventForward, now)
 	ev.ForwardedTo = to
-	evToken, err := envelope.SealEventFor(ctx, ev, s.cfg.SigningKey, s.cfg.Resolver)
+	evToken, err := envelope.SealEventFor(ctx, ev, s.cfg.Keys.SigningKey(), s.cfg.Resolver)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}

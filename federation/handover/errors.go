@@ -1,17 +1,14 @@
 package handover
 
 import (
-	"context"
 	"errors"
 	"fmt"
-
-	"connectrpc.com/connect"
 
 	"github.com/verbund/verbund/federation/envelope"
 )
 
-// Errors of the Service. The Connect handler maps them (and the envelope
-// package's sentinels) to Connect codes; see connectCode.
+// Errors of the Service. The node's edge maps them (and the envelope
+// package's sentinels) to Connect codes in one place (node/connecterr).
 var (
 	// ErrInvalidArgument: a request field is missing or malformed.
 	ErrInvalidArgument = errors.New("handover: invalid argument")
@@ -26,6 +23,9 @@ var (
 	ErrUnknownHandover = errors.New("handover: event for an unknown handover")
 	// ErrUnavailable: the service is shutting down (retry elsewhere/later).
 	ErrUnavailable = errors.New("handover: unavailable")
+	// ErrRefused: a Peer refused a delivery for good; wrapped around the
+	// peer's own error by the Peer implementation. See Peer.
+	ErrRefused = errors.New("handover: refused by the peer")
 )
 
 func errInvalid(format string, a ...any) error {
@@ -35,79 +35,12 @@ func errInvalid(format string, a ...any) error {
 func errUnavailable(msg string) error { return fmt.Errorf("%w: %s", ErrUnavailable, msg) }
 
 // errCrash is what a test hook returns to simulate a crash at that point.
-var errCrash = errors.New("handover: simulated crash")
+// It is an ErrUnavailable: callers see "retry".
+var errCrash = fmt.Errorf("%w: simulated crash", ErrUnavailable)
 
-// connectCode maps an error to the Connect code a peer or client sees.
-// Senders treat InvalidArgument, AlreadyExists, PermissionDenied,
-// FailedPrecondition, NotFound and ResourceExhausted from DeliverHandover /
-// DeliverEvent as final; everything else is retried.
-func connectCode(err error) connect.Code {
-	var ce *connect.Error
-	switch {
-	case errors.As(err, &ce):
-		return ce.Code()
-	case errors.Is(err, ErrInvalidArgument):
-		return connect.CodeInvalidArgument
-	case errors.Is(err, ErrNotFound):
-		return connect.CodeNotFound
-	case errors.Is(err, ErrConflict):
-		return connect.CodeFailedPrecondition
-	case errors.Is(err, ErrReplay):
-		return connect.CodeAlreadyExists
-	case errors.Is(err, ErrUnknownHandover):
-		return connect.CodePermissionDenied
-	case errors.Is(err, ErrUnavailable), errors.Is(err, errCrash), errors.Is(err, errClosed):
-		return connect.CodeUnavailable
-	case errors.Is(err, envelope.ErrTooLarge):
-		return connect.CodeResourceExhausted
-	case errors.Is(err, envelope.ErrAudience):
-		return connect.CodePermissionDenied
-	case errors.Is(err, envelope.ErrExpired):
-		return connect.CodeFailedPrecondition
-	case errors.Is(err, envelope.ErrNotYetValid):
-		// Clock skew between nodes: retry later.
-		return connect.CodeUnavailable
-	case errors.Is(err, envelope.ErrUnknownKey), errors.Is(err, envelope.ErrKeyInactive),
-		errors.Is(err, envelope.ErrRevokedKey), errors.Is(err, envelope.ErrKeyNotOwned),
-		errors.Is(err, envelope.ErrSignature), errors.Is(err, envelope.ErrDecrypt):
-		// Retried by senders: the receiver's registry copy may lag behind a
-		// key publication.
-		return connect.CodeUnauthenticated
-	case errors.Is(err, envelope.ErrMalformed), errors.Is(err, envelope.ErrNesting),
-		errors.Is(err, envelope.ErrHeader), errors.Is(err, envelope.ErrAlgorithm),
-		errors.Is(err, envelope.ErrCompressed), errors.Is(err, envelope.ErrInvalidKey),
-		errors.Is(err, envelope.ErrClaims):
-		return connect.CodeInvalidArgument
-	case errors.Is(err, ErrAudit):
-		return connect.CodeDataLoss
-	case errors.Is(err, context.DeadlineExceeded):
-		return connect.CodeDeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		return connect.CodeCanceled
-	}
-	return connect.CodeInternal
-}
-
-func toConnect(err error) error {
-	if err == nil {
-		return nil
-	}
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		return err
-	}
-	return connect.NewError(connectCode(err), err)
-}
-
-// permanent reports whether a delivery error is final.
-func permanent(err error) bool {
-	switch connect.CodeOf(err) {
-	case connect.CodeInvalidArgument, connect.CodeAlreadyExists, connect.CodePermissionDenied,
-		connect.CodeFailedPrecondition, connect.CodeNotFound, connect.CodeResourceExhausted:
-		return true
-	}
-	return false
-}
+// permanent reports whether a delivery error is final: the peer refused
+// the token for good (see Peer). Everything else is retried.
+func permanent(err error) bool { return errors.Is(err, ErrRefused) }
 
 // rejectReason names the reason a delivery was refused, for the counters.
 func rejectReason(err error) string {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -102,7 +103,7 @@ func FuzzDeliverHandover(f *testing.F) {
 	}
 	f.Cleanup(func() { db.Close() })
 	svc, err := New(Config{
-		OrgID: orgB, SigningKey: sigKey(orgB + "-sig-1"), EncryptionKey: encKey(f, orgB+"-enc-1"),
+		OrgID: orgB, Keys: staticKeys{sigKey(orgB + "-sig-1"), encKey(f, orgB+"-enc-1")},
 		DB: db, Resolver: reg, Directory: reg, Dialer: &dialer{hc: http.DefaultClient},
 		Now: func() time.Time { return fuzzNow }, Logger: quietLogger(),
 	})
@@ -110,7 +111,7 @@ func FuzzDeliverHandover(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { svc.Close() })
-	_, h := svc.Handler()
+	_, h := WireHandler(svc)
 	f.Fuzz(func(t *testing.T, token string) {
 		before := fuzzSnapshot(t, svc)
 		rejBefore := svc.Stats().RejectedTotal()
@@ -174,7 +175,7 @@ func TestFuzzSeeds(t *testing.T) {
 	}
 	defer db.Close()
 	svc, err := New(Config{
-		OrgID: orgB, SigningKey: sigKey(orgB + "-sig-1"), EncryptionKey: encKey(t, orgB+"-enc-1"),
+		OrgID: orgB, Keys: staticKeys{sigKey(orgB + "-sig-1"), encKey(t, orgB+"-enc-1")},
 		DB: db, Resolver: reg, Directory: reg, Dialer: &dialer{hc: http.DefaultClient},
 		Now: func() time.Time { return fuzzNow },
 	})
@@ -186,7 +187,7 @@ func TestFuzzSeeds(t *testing.T) {
 	if _, err := svc.DeliverHandover(context.Background(), seeds[0]); err != nil {
 		t.Fatalf("valid seed refused: %v", err)
 	}
-	if _, err := svc.DeliverHandover(context.Background(), seeds[1]); connectCode(err) != connectCode(ErrReplay) {
+	if _, err := svc.DeliverHandover(context.Background(), seeds[1]); connect.CodeOf(WireError(err)) != connect.CodeOf(WireError(ErrReplay)) {
 		t.Fatalf("replay seed: %v", err)
 	}
 	for _, s := range seeds[2:] {

@@ -192,22 +192,35 @@ func (l *liveness) set(org string, alive bool) {
 	l.down[org] = !alive
 }
 
-// dialer makes Connect clients over one http.Client.
+// The Connect edge of the Service lives in node/handoverapi, which imports
+// this package: an internal test cannot import it (import cycle). The
+// external test package sets these in wire_test.go, so the tests here run
+// over the real edge.
+var (
+	// WireHandler is handoverapi.NewHandler.
+	WireHandler func(s *Service) (string, http.Handler)
+	// WirePeer is a handoverapi.Peer over a Connect client of endpoint.
+	WirePeer func(hc *http.Client, endpoint string) Peer
+	// WireError is the edge's error mapping (connecterr.ToConnect).
+	WireError func(err error) error
+)
+
+// dialer makes Connect peers over one http.Client.
 type dialer struct {
 	hc *http.Client
 	mu sync.Mutex
-	m  map[string]federationv1connect.HandoverServiceClient
+	m  map[string]Peer
 }
 
-func (d *dialer) Client(endpoint string) federationv1connect.HandoverServiceClient {
+func (d *dialer) Peer(endpoint string) Peer {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.m == nil {
-		d.m = map[string]federationv1connect.HandoverServiceClient{}
+		d.m = map[string]Peer{}
 	}
 	c, ok := d.m[endpoint]
 	if !ok {
-		c = federationv1connect.NewHandoverServiceClient(d.hc, endpoint)
+		c = WirePeer(d.hc, endpoint)
 		d.m[endpoint] = c
 	}
 	return c
@@ -365,7 +378,7 @@ func (n *node) startLocked() {
 		t.Fatalf("open badger for %s: %v", n.org, err)
 	}
 	cfg := Config{
-		OrgID: n.org, SigningKey: n.sig, EncryptionKey: n.enc, OldEncryptionKeys: n.oldEnc,
+		OrgID: n.org, Keys: n,
 		DB: db, Resolver: n.reg, Directory: n.reg, Dialer: &dialer{hc: http.DefaultClient},
 		Audit: auditFor{n.reg, n.org}, AuditHeads: auditFor{n.reg, n.org}, Logger: quietLogger(),
 		RetryMin: 5 * time.Millisecond, RetryMax: 100 * time.Millisecond, AuditInterval: 50 * time.Millisecond,
@@ -384,7 +397,7 @@ func (n *node) startLocked() {
 	n.cancel = cancel
 	n.runDone = make(chan struct{})
 	go func() { defer close(n.runDone); s.Run(ctx) }()
-	_, h := s.Handler()
+	_, h := WireHandler(s)
 	n.handler.Store(&h)
 	n.svc.Store(s)
 }
@@ -423,6 +436,15 @@ func (n *node) restart(between func()) {
 	}
 	n.startLocked()
 	n.restarts.Add(1)
+}
+
+// SigningKey implements KeySource: the node's current keys (tests change
+// them only while the node is stopped, see restart).
+func (n *node) SigningKey() jose.JSONWebKey { return n.sig }
+
+// DecryptionKeys implements KeySource.
+func (n *node) DecryptionKeys() []jose.JSONWebKey {
+	return append([]jose.JSONWebKey{n.enc}, n.oldEnc...)
 }
 
 // s returns the running Service (waiting for a restart to finish).
@@ -579,3 +601,9 @@ func addStats(a, b Stats) Stats {
 	}
 	return r
 }
+
+// staticKeys is a KeySource that never rotates.
+type staticKeys struct{ sig, enc jose.JSONWebKey }
+
+func (k staticKeys) SigningKey() jose.JSONWebKey       { return k.sig }
+func (k staticKeys) DecryptionKeys() []jose.JSONWebKey { return []jose.JSONWebKey{k.enc} }

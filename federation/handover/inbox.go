@@ -38,12 +38,12 @@ func (s *Service) DeliverHandover(ctx context.Context, token string) (string, er
 		return r, err
 	}
 	now := s.now()
-	o, err := envelope.Open(ctx, token, s.decKeys, s.cfg.Resolver, s.cfg.OrgID, now)
+	o, err := envelope.Open(ctx, token, s.cfg.Keys.DecryptionKeys(), s.cfg.Resolver, s.cfg.OrgID, now)
 	if err != nil {
 		return "", s.reject(kindHandover, err)
 	}
 	c := o.Claims
-	receipt, err := envelope.SignReceipt(envelope.NewReceipt(o, now), s.cfg.SigningKey)
+	receipt, err := envelope.SignReceipt(envelope.NewReceipt(o, now), s.cfg.Keys.SigningKey())
 	if err != nil {
 		return "", err
 	}
@@ -125,7 +125,7 @@ func (s *Service) DeliverEvent(ctx context.Context, token string) (string, error
 		return r, err
 	}
 	now := s.now()
-	o, err := envelope.OpenEvent(ctx, token, s.decKeys, s.cfg.Resolver, s.cfg.OrgID, now)
+	o, err := envelope.OpenEvent(ctx, token, s.cfg.Keys.DecryptionKeys(), s.cfg.Resolver, s.cfg.OrgID, now)
 	if err != nil {
 		return "", s.reject(kindEvent, err)
 	}
@@ -133,7 +133,7 @@ func (s *Service) DeliverEvent(ctx context.Context, token string) (string, error
 	receipt, err := envelope.SignReceipt(envelope.Receipt{
 		Issuer: s.cfg.OrgID, Audience: ev.Issuer, HandoverID: ev.ID, Digest: digest,
 		ReceivedAt: time.Unix(now.Unix(), 0).UTC(), Status: envelope.StatusDelivered,
-	}, s.cfg.SigningKey)
+	}, s.cfg.Keys.SigningKey())
 	if err != nil {
 		return "", err
 	}

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/verbund/verbund/federation/envelope"
@@ -85,7 +84,7 @@ func (s *Service) SendHandover(ctx context.Context, req *federationv1.SendHandov
 // sealAndStore seals claims to their audience and writes the outbox entry
 // (plus extra writes in the same commit), returning once it is durable.
 func (s *Service) sealAndStore(ctx context.Context, claims envelope.Claims, idem string, extra func(t *tx) error) (sendResult, error) {
-	token, err := envelope.SealFor(ctx, claims, s.cfg.SigningKey, s.cfg.Resolver)
+	token, err := envelope.SealFor(ctx, claims, s.cfg.Keys.SigningKey(), s.cfg.Resolver)
 	if err != nil {
 		if errors.Is(err, envelope.ErrUnknownKey) {
 			return sendResult{}, fmt.Errorf("%w: recipient %q: %v", ErrNotFound, claims.Audience, err)
@@ -463,8 +462,7 @@ func (d *deliverer) attempt(ctx context.Context, t *task) {
 		if _, verr := envelope.VerifyReceipt(ctx, receipt, s.cfg.Resolver, rec.To, envelope.Digest(token)); verr != nil {
 			s.stats.badReceipts.Add(1)
 			err = fmt.Errorf("receipt does not verify: %w", verr)
-			s.log.Warn("bad receipt", "id", rec.ID, "to", rec.To, "err", verr)
-			err = connect.NewError(connect.CodeUnknown, err) // retry
+			s.log.Warn("bad receipt", "id", rec.ID, "to", rec.To, "err", verr) // retried: not ErrRefused
 		}
 	}
 	if err != nil {
@@ -520,21 +518,13 @@ func (d *deliverer) send(ctx context.Context, rec *outboxRecord, token string) (
 	if err != nil {
 		return "", fmt.Errorf("endpoint of %s: %w", rec.To, err)
 	}
-	client := s.cfg.Dialer.Client(endpoint)
+	peer := s.cfg.Dialer.Peer(endpoint)
 	actx, cancel := context.WithTimeout(ctx, s.cfg.DeliveryTimeout)
 	defer cancel()
 	if rec.Kind == kindEvent {
-		res, err := client.DeliverEvent(actx, connect.NewRequest(&federationv1.DeliverEventRequest{Token: token}))
-		if err != nil {
-			return "", err
-		}
-		return res.Msg.GetReceipt(), nil
+		return peer.DeliverEvent(actx, token)
 	}
-	res, err := client.DeliverHandover(actx, connect.NewRequest(&federationv1.DeliverHandoverRequest{Token: token}))
-	if err != nil {
-		return "", err
-	}
-	return res.Msg.GetReceipt(), nil
+	return peer.DeliverHandover(actx, token)
 }
 
 func (d *deliverer) failed(ctx context.Context, t *task, rec *outboxRecord, cause error) {

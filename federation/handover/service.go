@@ -13,7 +13,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/verbund/verbund/federation/envelope"
-	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
+	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
 )
 
 // Directory finds the API endpoint of an organisation's node (the
@@ -30,10 +30,39 @@ type Liveness interface {
 	Alive(org string) bool
 }
 
-// Dialer returns a client for another node's HandoverService at endpoint.
-// The node supplies TLS-capable clients; clients may be cached.
+// Dialer returns the Peer for another node's handover endpoint (the
+// registry's Organisation.api_endpoint). The node supplies TLS-capable
+// peers; they may be cached.
 type Dialer interface {
-	Client(endpoint string) federationv1connect.HandoverServiceClient
+	Peer(endpoint string) Peer
+}
+
+// Peer is another organisation's node, as the deliverer and the tracker
+// reach it. Implementations carry the calls over the network (the node's
+// Connect adapter, node/handoverapi).
+//
+// Errors: an error that wraps ErrRefused means the peer refused the token
+// for good (invalid, replayed, not addressed to it, expired, too large, an
+// event for a handover it does not know): the deliverer stops retrying.
+// Any other error (network, timeout, unavailable, a key the peer's registry
+// copy does not know yet) is retried.
+type Peer interface {
+	DeliverHandover(ctx context.Context, token string) (receipt string, err error)
+	DeliverEvent(ctx context.Context, token string) (receipt string, err error)
+	GetCaseTimeline(ctx context.Context, req *federationv1.GetCaseTimelineRequest) (*federationv1.GetCaseTimelineResponse, error)
+}
+
+// KeySource hands the Service the organisation's current private keys each
+// time it signs or opens something, so that a key rotation takes effect
+// without rebuilding the Service. Implementations must be safe for
+// concurrent use and cheap (an atomic load).
+type KeySource interface {
+	// SigningKey is the current Ed25519 signing key (private, with a kid).
+	SigningKey() jose.JSONWebKey
+	// DecryptionKeys are the private encryption keys, the current one
+	// first, then earlier ones kept to open envelopes sealed before a
+	// rotation.
+	DecryptionKeys() []jose.JSONWebKey
 }
 
 // AuditPublisher publishes the head of this organisation's audit chain to
@@ -58,13 +87,8 @@ type AuditHeadSource interface {
 type Config struct {
 	// OrgID is this node's organisation.
 	OrgID string
-	// SigningKey is the organisation's current Ed25519 signing key (private).
-	SigningKey jose.JSONWebKey
-	// EncryptionKey is the current P-256 decryption key (private);
-	// OldEncryptionKeys are earlier ones, kept to open envelopes sealed
-	// before a rotation.
-	EncryptionKey     jose.JSONWebKey
-	OldEncryptionKeys []jose.JSONWebKey
+	// Keys supplies the organisation's current private keys.
+	Keys KeySource
 	// DB holds outbox, inbox, dedupe records and the audit log (keys under
 	// "ho/"). Every change that an answer depends on is committed and synced
 	// before the answer: if the DB was opened with SyncWrites(true) the
@@ -77,7 +101,7 @@ type Config struct {
 	Directory Directory
 	// Liveness (optional) pauses deliveries to nodes that are down.
 	Liveness Liveness
-	// Dialer makes clients for other nodes.
+	// Dialer reaches other nodes.
 	Dialer Dialer
 	// Audit (optional) publishes the audit chain head every AuditInterval.
 	Audit AuditPublisher
@@ -164,10 +188,15 @@ func (c *Config) validate() error {
 		return errors.New("handover: Directory is required")
 	case c.Dialer == nil:
 		return errors.New("handover: Dialer is required")
-	case c.SigningKey.KeyID == "" || c.SigningKey.IsPublic():
-		return errors.New("handover: SigningKey must be a private key with a kid")
-	case c.EncryptionKey.KeyID == "" || c.EncryptionKey.IsPublic():
-		return errors.New("handover: EncryptionKey must be a private key with a kid")
+	case c.Keys == nil:
+		return errors.New("handover: Keys is required")
+	}
+	if k := c.Keys.SigningKey(); k.KeyID == "" || k.IsPublic() {
+		return errors.New("handover: the signing key must be a private key with a kid")
+	}
+	dec := c.Keys.DecryptionKeys()
+	if len(dec) == 0 || dec[0].KeyID == "" || dec[0].IsPublic() {
+		return errors.New("handover: the current encryption key must be a private key with a kid")
 	}
 	return nil
 }
@@ -204,16 +233,16 @@ func (b badgerLogger) Debugf(string, ...any) {}
 
 // Service is one organisation's handover endpoint: outbox and deliverer,
 // inbox, case lifecycle, tracking and audit log. Create it with New, serve
-// Handler, call Run in a goroutine, and Close when done (before closing
-// the DB).
+// it (the node's Connect adapter, node/handoverapi, translates requests into
+// its methods), call Run in a goroutine, and Close when done (before
+// closing the DB).
 type Service struct {
-	cfg     Config
-	log     *slog.Logger
-	db      *badger.DB
-	decKeys []jose.JSONWebKey
-	com     *committer
-	del     *deliverer
-	stats   counters
+	cfg   Config
+	log   *slog.Logger
+	db    *badger.DB
+	com   *committer
+	del   *deliverer
+	stats counters
 
 	lastPublished atomic.Uint64
 
@@ -236,7 +265,6 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, db: cfg.DB, log: cfg.Logger.With("component", "handover", "org", cfg.OrgID)}
-	s.decKeys = append([]jose.JSONWebKey{cfg.EncryptionKey}, cfg.OldEncryptionKeys...)
 	s.stats.init()
 	var err error
 	if s.com, err = newCommitter(cfg.DB, cfg.Now); err != nil {
@@ -317,3 +345,16 @@ func (s *Service) now() time.Time { return s.cfg.Now() }
 
 // OrgID is the organisation this Service runs for.
 func (s *Service) OrgID() string { return s.cfg.OrgID }
+
+// NoteRejected counts a request the edge refused before it reached the
+// Service (reason as in Stats.Rejected, e.g. "too_large") and logs it with
+// attrs.
+func (s *Service) NoteRejected(reason string, attrs ...any) {
+	s.stats.reject(reason)
+	s.log.Warn("delivery rejected", append([]any{"reason", reason}, attrs...)...)
+}
+
+// MaxRequestBytes bounds any HandoverService request: the largest
+// envelope plus room for the protobuf/JSON framing. The edge refuses larger
+// requests (and counts them with NoteRejected).
+const MaxRequestBytes = envelope.MaxEnvelopeSize + 64<<10

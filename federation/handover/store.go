@@ -78,8 +78,8 @@ func trackPrefix(code string) []byte {
 	return append(b, 0)
 }
 
-// errClosed is returned for work submitted after Close.
-var errClosed = errors.New("handover: service closed")
+// errClosed is returned for work submitted after Close (an ErrUnavailable).
+var errClosed = fmt.Errorf("%w: service closed", ErrUnavailable)
 
 // op is one unit of work of the committer. fn runs on the committer
 // goroutine; it reads through tx and buffers its writes there. Its writes

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/verbund/verbund/federation/envelope"
@@ -235,14 +234,14 @@ func (s *Service) remoteTimeline(ctx context.Context, org, code string) ([]*fede
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	res, err := s.cfg.Dialer.Client(endpoint).GetCaseTimeline(ctx, connect.NewRequest(&federationv1.GetCaseTimelineRequest{TrackingCode: code}))
+	res, err := s.cfg.Dialer.Peer(endpoint).GetCaseTimeline(ctx, &federationv1.GetCaseTimelineRequest{TrackingCode: code})
 	if err != nil {
 		return nil, err
 	}
-	if res.Msg.GetOrganisationId() != org {
-		return nil, fmt.Errorf("endpoint of %s answered as %q", org, res.Msg.GetOrganisationId())
+	if res.GetOrganisationId() != org {
+		return nil, fmt.Errorf("endpoint of %s answered as %q", org, res.GetOrganisationId())
 	}
-	items := res.Msg.GetItems()
+	items := res.GetItems()
 	if len(items) > maxItemsPerOrg {
 		items = items[:maxItemsPerOrg]
 	}

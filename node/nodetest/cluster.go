@@ -52,8 +52,6 @@ type Options struct {
 	// TLS runs Raft and node-to-node API calls over mutual TLS with a
 	// fresh CA and a certificate per node.
 	TLS bool
-	// SampleData imports the embedded sample data at genesis.
-	SampleData bool
 	// AuditInterval is how often each node publishes its handover audit
 	// head to the registry (default: the node's default).
 	AuditInterval time.Duration
@@ -140,7 +138,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 			t.Fatal(err)
 		}
 		if i == 0 {
-			m.cfg.Bootstrap, m.cfg.Genesis, m.cfg.SampleData = true, true, opts.SampleData
+			m.cfg.Bootstrap, m.cfg.Genesis = true, true
 			seed = m.cfg.GossipAddr
 		} else {
 			m.cfg.Join = []string{seed}

@@ -5,27 +5,27 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/netip"
 
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
 	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
+	"github.com/verbund/verbund/proto/gen/verbund/node/v1/nodev1connect"
 	"github.com/verbund/verbund/registry"
 )
 
-func (a *apiServer) ReadIndex(ctx context.Context, req *connect.Request[nodev1.ReadIndexRequest]) (*connect.Response[nodev1.ReadIndexResponse], error) {
+// clusterAPI serves the ClusterService: read index for linearizable reads
+// on other nodes, the member list, and cluster administration (who may call
+// what: access.go).
+type clusterAPI struct{ n *Node }
+
+var _ nodev1connect.ClusterServiceHandler = clusterAPI{}
+
+func (a clusterAPI) ReadIndex(ctx context.Context, req *connect.Request[nodev1.ReadIndexRequest]) (*connect.Response[nodev1.ReadIndexResponse], error) {
 	n := a.n
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ReadTimeout)
 	defer cancel()
-	var idx uint64
-	var err error
-	if n.isServer() && n.raft.State() == raft.Leader {
-		idx, err = n.leaderReadIndex(ctx)
-	} else {
-		idx, err = n.forwardReadIndex(ctx, hops(req.Header()))
-	}
+	idx, err := n.readIndex(ctx, hops(req.Header()))
 	if err != nil {
 		return nil, err
 	}
@@ -37,7 +37,7 @@ func (a *apiServer) ReadIndex(ctx context.Context, req *connect.Request[nodev1.R
 	return connect.NewResponse(out), nil
 }
 
-func (a *apiServer) ListMembers(ctx context.Context, req *connect.Request[nodev1.ListMembersRequest]) (*connect.Response[nodev1.ListMembersResponse], error) {
+func (a clusterAPI) ListMembers(ctx context.Context, req *connect.Request[nodev1.ListMembersRequest]) (*connect.Response[nodev1.ListMembersResponse], error) {
 	n := a.n
 	suffrage := map[string]string{}
 	leader := ""
@@ -77,35 +77,8 @@ func (a *apiServer) ListMembers(ctx context.Context, req *connect.Request[nodev1
 	return connect.NewResponse(out), nil
 }
 
-// peerKey marks requests that arrived on the mTLS peer listener.
-type peerKey struct{}
-
-func markPeer(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-			r = r.WithContext(context.WithValue(r.Context(), peerKey{}, true))
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-// checkAdmin allows operator actions from this machine (loopback) or from an
-// authenticated peer node; the public API refuses them.
-func checkAdmin(ctx context.Context, p connect.Peer) error {
-	if v, _ := ctx.Value(peerKey{}).(bool); v {
-		return nil
-	}
-	if ap, err := netip.ParseAddrPort(p.Addr); err == nil && ap.Addr().IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("%w: cluster administration only from loopback or an authenticated peer", registry.ErrPermissionDenied)
-}
-
-func (a *apiServer) TransferLeadership(ctx context.Context, req *connect.Request[nodev1.TransferLeadershipRequest]) (*connect.Response[nodev1.TransferLeadershipResponse], error) {
+func (a clusterAPI) TransferLeadership(ctx context.Context, req *connect.Request[nodev1.TransferLeadershipRequest]) (*connect.Response[nodev1.TransferLeadershipResponse], error) {
 	n := a.n
-	if err := checkAdmin(ctx, req.Peer()); err != nil {
-		return nil, err
-	}
 	if !n.isServer() || n.raft.State() != raft.Leader {
 		return nil, fmt.Errorf("%w: ask the leader", registry.ErrNotLeader)
 	}
@@ -131,11 +104,8 @@ func (a *apiServer) TransferLeadership(ctx context.Context, req *connect.Request
 	return connect.NewResponse(&nodev1.TransferLeadershipResponse{LeaderId: string(id)}), nil
 }
 
-func (a *apiServer) RotateGossipKey(ctx context.Context, req *connect.Request[nodev1.RotateGossipKeyRequest]) (*connect.Response[nodev1.RotateGossipKeyResponse], error) {
+func (a clusterAPI) RotateGossipKey(ctx context.Context, req *connect.Request[nodev1.RotateGossipKeyRequest]) (*connect.Response[nodev1.RotateGossipKeyResponse], error) {
 	n := a.n
-	if err := checkAdmin(ctx, req.Peer()); err != nil {
-		return nil, err
-	}
 	if n.gossip == nil {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("gossip is not enabled on this node"))
 	}

@@ -1,0 +1,115 @@
+package node
+
+import (
+	"context"
+
+	"connectrpc.com/connect"
+
+	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
+	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
+	"github.com/verbund/verbund/registry"
+)
+
+// queryAPI serves the QueryService: each read passes the read barrier
+// (readindex.go) its options ask for, then reads the local state.
+type queryAPI struct{ n *Node }
+
+var _ registryv1connect.QueryServiceHandler = queryAPI{}
+
+func (a queryAPI) GetOrganisation(ctx context.Context, req *connect.Request[registryv1.GetOrganisationRequest]) (*connect.Response[registryv1.GetOrganisationResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	o, idx, err := a.n.reader.Organisation(req.Msg.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&registryv1.GetOrganisationResponse{Organisation: o, Read: a.n.readInfo(idx, lin)}), nil
+}
+
+func (a queryAPI) ListOrganisations(ctx context.Context, req *connect.Request[registryv1.ListOrganisationsRequest]) (*connect.Response[registryv1.ListOrganisationsResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	orgs, next, idx, err := a.n.reader.ListOrganisations(registry.OrgFilter{
+		Kind: m.GetKind(), StateCode: m.GetStateCode(), NamePrefix: m.GetNamePrefix(),
+		ARSPrefix: m.GetArsPrefix(), PageSize: int(m.GetPageSize()), PageToken: m.GetPageToken(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&registryv1.ListOrganisationsResponse{Organisations: orgs, NextPageToken: next, Read: a.n.readInfo(idx, lin)}), nil
+}
+
+func (a queryAPI) GetService(ctx context.Context, req *connect.Request[registryv1.GetServiceRequest]) (*connect.Response[registryv1.GetServiceResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	s, idx, err := a.n.reader.Service(req.Msg.GetLeikaKey())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&registryv1.GetServiceResponse{Service: s, Read: a.n.readInfo(idx, lin)}), nil
+}
+
+func (a queryAPI) SearchServices(ctx context.Context, req *connect.Request[registryv1.SearchServicesRequest]) (*connect.Response[registryv1.SearchServicesResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	hits, idx, err := a.n.reader.SearchServices(req.Msg.GetText(), req.Msg.GetLifeSituation(), int(req.Msg.GetLimit()))
+	if err != nil {
+		return nil, err
+	}
+	out := &registryv1.SearchServicesResponse{Read: a.n.readInfo(idx, lin)}
+	for _, h := range hits {
+		out.Hits = append(out.Hits, &registryv1.ServiceHit{Service: h.Service, Score: h.Score})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (a queryAPI) FindProviders(ctx context.Context, req *connect.Request[registryv1.FindProvidersRequest]) (*connect.Response[registryv1.FindProvidersResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	p, err := a.n.reader.FindProviders(req.Msg.GetLeikaKey(), req.Msg.GetArea(), int(req.Msg.GetLimit()))
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&registryv1.FindProvidersResponse{
+		Providers: p.Matches, AreaOrganisation: p.Area, Service: p.Service, Read: a.n.readInfo(p.ReadFrom, lin),
+	}), nil
+}
+
+func (a queryAPI) GetOffering(ctx context.Context, req *connect.Request[registryv1.GetOfferingRequest]) (*connect.Response[registryv1.GetOfferingResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	o, idx, err := a.n.reader.Offering(req.Msg.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&registryv1.GetOfferingResponse{Offering: o, Read: a.n.readInfo(idx, lin)}), nil
+}
+
+func (a queryAPI) ListLifeSituations(ctx context.Context, req *connect.Request[registryv1.ListLifeSituationsRequest]) (*connect.Response[registryv1.ListLifeSituationsResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	ls, idx, err := a.n.reader.LifeSituations()
+	if err != nil {
+		return nil, err
+	}
+	out := &registryv1.ListLifeSituationsResponse{Read: a.n.readInfo(idx, lin)}
+	for _, l := range ls {
+		out.LifeSituations = append(out.LifeSituations, &registryv1.LifeSituation{Name: l.Name, ServiceCount: uint32(l.Services)})
+	}
+	return connect.NewResponse(out), nil
+}

@@ -1,0 +1,132 @@
+// Package connecterr is the node's one map from domain errors (registry,
+// handover, envelope) to the Connect codes clients and peers see. It is a
+// package of its own, not a file of node, because two edges use it: the
+// node's own services and the handover adapter (node/handoverapi), which the
+// handover package's wire tests use without importing node.
+//
+// The codes are part of the API: senders of handovers treat some as final
+// (see handoverapi's Peer), the command line prints them, clients retry on
+// Unavailable and Unknown.
+package connecterr
+
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect"
+
+	"github.com/verbund/verbund/federation/envelope"
+	"github.com/verbund/verbund/federation/handover"
+	"github.com/verbund/verbund/registry"
+)
+
+// Code maps err to the Connect code a client or peer sees. A *connect.Error
+// keeps its code; an unknown error is Internal.
+func Code(err error) connect.Code {
+	var ce *connect.Error
+	switch {
+	case errors.As(err, &ce):
+		return ce.Code()
+
+	// Registry (write admission, queries, reads).
+	case errors.Is(err, registry.ErrInvalidArgument):
+		return connect.CodeInvalidArgument
+	case errors.Is(err, registry.ErrNotFound):
+		return connect.CodeNotFound
+	case errors.Is(err, registry.ErrInvalidSignature), errors.Is(err, registry.ErrUnknownKey):
+		return connect.CodeUnauthenticated
+	case errors.Is(err, registry.ErrPermissionDenied):
+		return connect.CodePermissionDenied
+	case errors.Is(err, registry.ErrPreconditionFailed):
+		return connect.CodeFailedPrecondition
+	case errors.Is(err, registry.ErrStale):
+		return connect.CodeAborted
+	case errors.Is(err, registry.ErrTooLarge):
+		return connect.CodeResourceExhausted
+	case errors.Is(err, registry.ErrNotLeader), errors.Is(err, registry.ErrUnavailable):
+		return connect.CodeUnavailable
+	case errors.Is(err, registry.ErrIndeterminate):
+		return connect.CodeUnknown
+
+	// Handover service. Senders treat InvalidArgument, AlreadyExists,
+	// PermissionDenied, FailedPrecondition, NotFound and ResourceExhausted
+	// from DeliverHandover / DeliverEvent as final; everything else is
+	// retried.
+	case errors.Is(err, handover.ErrInvalidArgument):
+		return connect.CodeInvalidArgument
+	case errors.Is(err, handover.ErrNotFound):
+		return connect.CodeNotFound
+	case errors.Is(err, handover.ErrConflict):
+		return connect.CodeFailedPrecondition
+	case errors.Is(err, handover.ErrReplay):
+		return connect.CodeAlreadyExists
+	case errors.Is(err, handover.ErrUnknownHandover):
+		return connect.CodePermissionDenied
+	case errors.Is(err, handover.ErrUnavailable):
+		return connect.CodeUnavailable
+	case errors.Is(err, handover.ErrAudit):
+		return connect.CodeDataLoss
+
+	// Envelopes (handovers, events, receipts).
+	case errors.Is(err, envelope.ErrTooLarge):
+		return connect.CodeResourceExhausted
+	case errors.Is(err, envelope.ErrAudience):
+		return connect.CodePermissionDenied
+	case errors.Is(err, envelope.ErrExpired):
+		return connect.CodeFailedPrecondition
+	case errors.Is(err, envelope.ErrNotYetValid):
+		// Clock skew between nodes: retry later.
+		return connect.CodeUnavailable
+	case errors.Is(err, envelope.ErrUnknownKey), errors.Is(err, envelope.ErrKeyInactive),
+		errors.Is(err, envelope.ErrRevokedKey), errors.Is(err, envelope.ErrKeyNotOwned),
+		errors.Is(err, envelope.ErrSignature), errors.Is(err, envelope.ErrDecrypt):
+		// Retried by senders: the receiver's registry copy may lag behind a
+		// key publication.
+		return connect.CodeUnauthenticated
+	case errors.Is(err, envelope.ErrMalformed), errors.Is(err, envelope.ErrNesting),
+		errors.Is(err, envelope.ErrHeader), errors.Is(err, envelope.ErrAlgorithm),
+		errors.Is(err, envelope.ErrCompressed), errors.Is(err, envelope.ErrInvalidKey),
+		errors.Is(err, envelope.ErrClaims):
+		return connect.CodeInvalidArgument
+
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.CodeDeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		return connect.CodeCanceled
+	}
+	return connect.CodeInternal
+}
+
+// ToConnect returns err as a *connect.Error with the code of Code (nil
+// stays nil; a *connect.Error is returned as it is).
+func ToConnect(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return err
+	}
+	return connect.NewError(Code(err), err)
+}
+
+// Interceptor maps the errors of unary handlers with ToConnect. Streaming
+// handlers (the change feed) return their errors as they are, as before.
+func Interceptor() connect.Interceptor { return interceptor{} }
+
+type interceptor struct{}
+
+func (interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		res, err := next(ctx, req)
+		return res, ToConnect(err)
+	}
+}
+
+func (interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}

@@ -1,0 +1,38 @@
+// Package node composes one running Verbund node and is the system's one
+// edge: storage (badger for the registry state, a write-ahead log for
+// Raft), the registry state machine under hashicorp/raft, gossip, the
+// handover service, and the Connect API (gRPC, gRPC-Web and Connect JSON on
+// one port, with gRPC health and reflection). The domains (registry,
+// federation/*) speak Go; this package translates between them and the
+// network and decides who may reach what.
+//
+// One file per job:
+//
+//	node.go          lifecycle: New, Start, Close/Kill, storage, Raft, listeners
+//	config.go        Config, DefaultConfig, Validate
+//	access.go        the listeners (public, peer, admin) and the access policy table
+//	routes.go        what each listener mounts
+//	api_publish.go   PublishService handler
+//	api_query.go     QueryService handler
+//	api_watch.go     WatchService handler (the change feed servers stream)
+//	api_cluster.go   ClusterService handler (ReadIndex, ListMembers, TransferLeadership, RotateGossipKey)
+//	api_node.go      NodeService handler (GetStatus, RotateKeys, RevokeKey)
+//	api_handover.go  HandoverService, mounted from node/handoverapi
+//	api_health.go    gRPC health
+//	publish.go       the write path: submit (admit here on the leader, else forward), publishOwn
+//	forward.go       forwarding to the leader and the one peer client cache
+//	readindex.go     linearizable reads: read barrier, leader read index, staleness
+//	follow.go        a member's follow loop over a server's change feed
+//	reconcile.go     Raft membership reconciliation with gossip (leader)
+//	gossip.go        gossip start and member lookups
+//	keyrotation.go   the organisation's key ring, rotation and revocation
+//	handover.go      handover wiring: store, service, audit-head publisher
+//	genesis.go       registering the network operator on an empty registry
+//
+// Sub-packages: connecterr (the one domain-error-to-Connect-code map),
+// handoverapi (the handover domain's Connect adapter, server and peer
+// client), raftbadger (the Raft log store), nodetest (an in-process cluster
+// harness). Write admission itself (parse, pre-verify, dedupe) is the
+// registry's (registry.Admission); demo data is imported by the command
+// line through Publish, never by the node.
+package node

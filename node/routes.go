@@ -1,0 +1,64 @@
+package node
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/pprof"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+
+	"github.com/verbund/verbund/node/connecterr"
+	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
+	"github.com/verbund/verbund/proto/gen/verbund/node/v1/nodev1connect"
+	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
+)
+
+// routes builds the API handler served on the public and the peer
+// listener (each behind its access policy, access.go): one handler per
+// Connect service (which also speak gRPC and gRPC-Web; api_*.go), gRPC
+// health, server reflection and the index page.
+func (n *Node) routes() http.Handler {
+	mux := http.NewServeMux()
+	opts := []connect.HandlerOption{
+		connect.WithReadMaxBytes(n.cfg.MaxRequestBytes),
+		connect.WithInterceptors(connecterr.Interceptor()),
+	}
+	mux.Handle(registryv1connect.NewPublishServiceHandler(publishAPI{n}, opts...))
+	mux.Handle(registryv1connect.NewQueryServiceHandler(queryAPI{n}, opts...))
+	mux.Handle(registryv1connect.NewWatchServiceHandler(watchAPI{n}, opts...))
+	mux.Handle(nodev1connect.NewNodeServiceHandler(nodeAPI{n}, opts...))
+	mux.Handle(nodev1connect.NewClusterServiceHandler(clusterAPI{n}, opts...))
+	mux.Handle(n.handoverAPI())
+	mux.Handle(grpchealth.NewHandler(&healthChecker{n: n}))
+	reflector := grpcreflect.NewStaticReflector(
+		registryv1connect.PublishServiceName,
+		registryv1connect.QueryServiceName,
+		registryv1connect.WatchServiceName,
+		nodev1connect.NodeServiceName,
+		nodev1connect.ClusterServiceName,
+		federationv1connect.HandoverServiceName,
+	)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.HandleFunc("GET /{$}", n.indexPage)
+	return mux
+}
+
+// adminRoutes builds the admin listener's handler: net/http/pprof.
+func adminRoutes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+func (n *Node) indexPage(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "Verbund node %s (organisation %s), version %s\n\nConnect/gRPC/gRPC-Web API at %s\nServices: %s, %s, %s\nApplied Raft index: %d\n",
+		n.cfg.NodeID, n.cfg.OrgID, Version, n.APIURL(), registryv1connect.PublishServiceName, registryv1connect.QueryServiceName, nodev1connect.NodeServiceName, n.state.AppliedIndex())
+}
