@@ -246,9 +246,8 @@ func (n *Node) resolvePendingKeys(ctx context.Context) {
 // handoverConfig is the handover service configuration for the current keys.
 func (n *Node) handoverConfig() handover.Config {
 	ks := n.keys()
-	rk := handover.RegistryKeys{Lookup: func(_ context.Context, id string) (*registryv1.Organisation, error) {
-		o, _, err := n.reader.Organisation(id)
-		return o, err
+	rk := handover.RegistryKeys{Self: n.cfg.OrgID, Lookup: func(_ context.Context, id string) (*registryv1.Organisation, uint64, error) {
+		return n.reader.Organisation(id)
 	}}
 	var liveness handover.Liveness
 	if n.gossip != nil {
