@@ -192,12 +192,12 @@ func TestHandoversSurviveSIGKILL(t *testing.T) {
 	}
 	// Receipts verify offline against the registry's keys.
 	q := registryv1connect.NewQueryServiceClient(http.DefaultClient, current("A").api)
-	resolver := handover.RegistryKeys{Lookup: func(ctx context.Context, id string) (*registryv1.Organisation, error) {
+	resolver := handover.RegistryKeys{Lookup: func(ctx context.Context, id string) (*registryv1.Organisation, uint64, error) {
 		res, err := q.GetOrganisation(ctx, connect.NewRequest(&registryv1.GetOrganisationRequest{Id: id}))
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
-		return res.Msg.GetOrganisation(), nil
+		return res.Msg.GetOrganisation(), res.Msg.GetRead().GetIndex(), nil
 	}}
 	for _, e := range outbox {
 		d, err := hex.DecodeString(e.GetEnvelopeSha256())
@@ -206,7 +206,8 @@ func TestHandoversSurviveSIGKILL(t *testing.T) {
 		}
 		var digest [32]byte
 		copy(digest[:], d)
-		if _, err := envelope.VerifyReceipt(context.Background(), e.GetReceipt(), resolver, "091620000000", digest); err != nil {
+		at := handover.MomentFromProto(e.GetReceiptRecorded(), time.Now())
+		if _, err := envelope.VerifyReceipt(context.Background(), e.GetReceipt(), resolver, "091620000000", digest, at); err != nil {
 			t.Errorf("receipt for %s does not verify: %v", e.GetId(), err)
 		}
 	}

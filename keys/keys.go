@@ -1,10 +1,3 @@
-// Package keys generates, stores and publishes the JOSE keys of an
-// organisation: an Ed25519 signing key (JWS "EdDSA") for registry commands,
-// handovers and receipts, and a P-256 encryption key (JWE "ECDH-ES+A256KW")
-// that senders encrypt handovers to.
-//
-// Private keys are stored as JWK JSON files with mode 0600, written
-// atomically (temp file, fsync, rename) so a crash never leaves half a key.
 package keys
 
 import (

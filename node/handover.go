@@ -21,9 +21,8 @@ func (n *Node) startHandover(ctx context.Context) error {
 		return fmt.Errorf("handover store: %w", err)
 	}
 	n.hoDB = db
-	rk := handover.RegistryKeys{Lookup: func(_ context.Context, id string) (*registryv1.Organisation, error) {
-		o, _, err := n.reader.Organisation(id)
-		return o, err
+	rk := handover.RegistryKeys{Self: n.cfg.OrgID, Lookup: func(_ context.Context, id string) (*registryv1.Organisation, uint64, error) {
+		return n.reader.Organisation(id)
 	}}
 	var liveness handover.Liveness
 	if n.gossip != nil {

@@ -219,9 +219,8 @@ func TestHandoverThroughCluster(t *testing.T) {
 	// Receipts verify against the registry; the recipient signed with its
 	// old and its new key.
 	reader := c.Nodes[0].Node().Reader()
-	resolver := handover.RegistryKeys{Lookup: func(_ context.Context, id string) (*registryv1.Organisation, error) {
-		o, _, err := reader.Organisation(id)
-		return o, err
+	resolver := handover.RegistryKeys{Lookup: func(_ context.Context, id string) (*registryv1.Organisation, uint64, error) {
+		return reader.Organisation(id)
 	}}
 	kids := map[string]int{}
 	for _, e := range append(outA, outB...) {
@@ -231,7 +230,8 @@ func TestHandoverThroughCluster(t *testing.T) {
 		} else {
 			kids[jwsKID(t, e.GetReceipt())]++
 		}
-		if _, err := envelope.VerifyReceipt(ctx, e.GetReceipt(), resolver, issuer, digestOf(t, e.GetEnvelopeSha256())); err != nil {
+		if _, err := envelope.VerifyReceipt(ctx, e.GetReceipt(), resolver, issuer, digestOf(t, e.GetEnvelopeSha256()),
+			handover.MomentFromProto(e.GetReceiptRecorded(), time.Now())); err != nil {
 			t.Errorf("receipt for %v %s does not verify: %v", e.GetKind(), e.GetId(), err)
 		}
 	}

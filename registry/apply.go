@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -171,11 +172,14 @@ func (a *applyCtx) putOrganisation(o *registryv1.Organisation, pre *registryv1.P
 			return fmt.Errorf("%w: key %q belongs to another organisation", ErrPermissionDenied, pk.GetKid())
 		}
 	}
-	if exists && sameContent(old, o, clearOrgMeta) {
+	// The key rule's stamps are the registry's: what the client sent there
+	// is replaced before comparing, so it neither shows nor makes a change.
+	n := proto.Clone(o).(*registryv1.Organisation)
+	keys.Stamp(old, n, a.index) // old is empty if the organisation is new
+	if exists && sameContent(old, n, clearOrgMeta) {
 		a.rev = old.GetRevision()
 		return nil
 	}
-	n := proto.Clone(o).(*registryv1.Organisation)
 	n.Revision, n.UpdatedAtUnixMs, n.UpdatedBy = a.nextRevision(), a.cmd.GetIssuedAtUnixMs(), a.cmd.GetIssuer()
 	if exists {
 		if old.GetAgs() != "" {
@@ -363,34 +367,20 @@ func (a *applyCtx) putAuditHead(h *registryv1.AuditHead, pre *registryv1.Precond
 	return a.st.setProto(auditKey(h.GetOrganisationId()), h)
 }
 
-// signingKey finds the key a command must verify against: kid must be a
-// signing key of the issuer that is active, or retiring and still within its
-// grace period at the command's log time. Revoked keys never verify.
-func signingKey(org *registryv1.Organisation, kid string, at int64) (*registryv1.PublicKey, error) {
-	switch org.GetStatus() {
-	case registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED, registryv1.OrganisationStatus_ORGANISATION_STATUS_RETIRED:
-		return nil, fmt.Errorf("%w: organisation %s is %s", ErrPermissionDenied, org.GetId(), org.GetStatus())
+// signingKey finds the key a command must verify against, by the key rule
+// (keys.SigningKeyAt) at moment at: the index and proposal time of the log
+// entry that records the command. A suspended or retired issuer is
+// ErrPermissionDenied; every other refusal is ErrUnknownKey.
+func signingKey(org *registryv1.Organisation, kid string, at keys.Moment) (*registryv1.PublicKey, error) {
+	pk, err := keys.SigningKeyAt(org, kid, at)
+	switch {
+	case err == nil:
+		return pk, nil
+	case errors.Is(err, keys.ErrOrgInactive):
+		return nil, fmt.Errorf("%w: %v", ErrPermissionDenied, err)
+	default:
+		return nil, fmt.Errorf("%w: %v", ErrUnknownKey, err)
 	}
-	for _, pk := range org.GetKeys() {
-		if pk.GetKid() != kid {
-			continue
-		}
-		if pk.GetUse() != keys.UseSig {
-			return nil, fmt.Errorf("%w: key %q of %s is not a signing key", ErrUnknownKey, kid, org.GetId())
-		}
-		switch pk.GetStatus() {
-		case registryv1.KeyStatus_KEY_STATUS_ACTIVE:
-			return pk, nil
-		case registryv1.KeyStatus_KEY_STATUS_RETIRING:
-			if at <= pk.GetNotAfterUnixMs() {
-				return pk, nil
-			}
-			return nil, fmt.Errorf("%w: key %q of %s retired", ErrUnknownKey, kid, org.GetId())
-		default:
-			return nil, fmt.Errorf("%w: key %q of %s is revoked", ErrUnknownKey, kid, org.GetId())
-		}
-	}
-	return nil, fmt.Errorf("%w: %q is not a key of %s", ErrUnknownKey, kid, org.GetId())
 }
 
 // genesisKey returns the key for a genesis command: the operator's record in
@@ -403,7 +393,7 @@ func genesisKey(cmd *registryv1.Command, kid string) (*registryv1.PublicKey, err
 		}
 		o = proto.Clone(o).(*registryv1.Organisation)
 		o.Status = registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE
-		return signingKey(o, kid, 0)
+		return signingKey(o, kid, keys.Moment{})
 	}
 	return nil, fmt.Errorf("%w: issuer %s is not registered", ErrUnknownKey, cmd.GetIssuer())
 }

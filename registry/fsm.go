@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/verbund/verbund/keys"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 )
 
@@ -143,8 +144,8 @@ type pending struct {
 	err  error // parse error (final)
 	verr error // verification error against the state at the start of the batch
 	key  *registryv1.PublicKey
-	at   int64 // the log's proposed time: key validity is judged at it
-	done bool  // verified
+	at   keys.Moment // the log's index and proposed time: key validity is judged at it
+	done bool        // verified
 }
 
 // ApplyBatch applies a batch of committed log entries: signatures are
@@ -169,7 +170,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		}
 		entries[i] = e
 		for _, raw := range e.GetSignedCommands() {
-			p := &pending{at: e.GetProposedAtUnixMs()}
+			p := &pending{at: keys.Moment{Index: l.Index, UnixMs: e.GetProposedAtUnixMs()}}
 			p.sc, p.err = ParseCommand(raw)
 			perLog[i] = append(perLog[i], p)
 			all = append(all, p)
@@ -385,7 +386,7 @@ func (f *FSM) PreVerify(sc *SignedCommand) error {
 		if pk, err = genesisKey(sc.Command, sc.KID); err != nil {
 			return err
 		}
-	} else if pk, err = signingKey(org, sc.KID, time.Now().UnixMilli()); err != nil {
+	} else if pk, err = signingKey(org, sc.KID, keys.Now(time.Now())); err != nil {
 		return err
 	}
 	return f.verify(sc, pk)
@@ -430,7 +431,7 @@ func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64
 		// of the issuer that changed earlier in this batch (issuer
 		// registered, keys rotated, suspended): verify against the current
 		// state, ignoring the outcome of the parallel phase.
-		pk, err := signingKey(org, p.sc.KID, proposedAt)
+		pk, err := signingKey(org, p.sc.KID, keys.Moment{Index: index, UnixMs: proposedAt})
 		if err != nil {
 			return fail(err)
 		}

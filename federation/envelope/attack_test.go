@@ -305,7 +305,7 @@ func TestAttackRejectionsAreFast(t *testing.T) {
 	for _, a := range f.receiptAttacks(t) {
 		t.Run("receipt/"+a.name, func(t *testing.T) {
 			d, err := timeRejection(func() error {
-				_, err := VerifyReceipt(context.Background(), a.token, f.resolver, a.issuer, a.digest)
+				_, err := VerifyReceipt(context.Background(), a.token, f.resolver, a.issuer, a.digest, keys.Now(fixedNow))
 				return err
 			})
 			if err == nil {
@@ -394,7 +394,7 @@ func TestVerifyReceiptRejectsAttacks(t *testing.T) {
 	f := newFixture(t)
 	for _, a := range f.receiptAttacks(t) {
 		t.Run(a.name, func(t *testing.T) {
-			r, err := VerifyReceipt(context.Background(), a.token, f.resolver, a.issuer, a.digest)
+			r, err := VerifyReceipt(context.Background(), a.token, f.resolver, a.issuer, a.digest, keys.Now(fixedNow))
 			if err == nil {
 				t.Fatalf("accepted (%+v), want %v", r, a.want)
 			}

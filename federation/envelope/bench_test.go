@@ -3,6 +3,8 @@ package envelope
 import (
 	"context"
 	"testing"
+
+	"github.com/verbund/verbund/keys"
 )
 
 func BenchmarkSeal(b *testing.B) {
@@ -54,7 +56,7 @@ func BenchmarkVerifyReceipt(b *testing.B) {
 	}
 	ctx := context.Background()
 	for b.Loop() {
-		if _, err := VerifyReceipt(ctx, r, f.resolver, orgB, o.Digest); err != nil {
+		if _, err := VerifyReceipt(ctx, r, f.resolver, orgB, o.Digest, keys.Now(fixedNow)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -61,7 +61,8 @@
 //     (go-jose ParseEncryptedCompact with explicit allow-lists, AES-GCM);
 //  5. inner JWS: 3 parts, header checks as above, alg allow-list (go-jose
 //     ParseSignedCompact with [EdDSA]);
-//  6. key lookup: resolver.VerificationKey(iss, kid, now), with iss read
+//  6. key lookup: resolver.VerificationKey(iss, kid, keys.Now(now)) (the
+//     current registry moment: see the key rule in package keys), with iss read
 //     from the not yet verified payload (after the JSON depth check), so a
 //     kid of another organisation fails with ErrKeyNotOwned;
 //  7. signature verification with that key only;
@@ -70,10 +71,13 @@
 //     before now-ClockSkew).
 //
 // VerifyReceipt follows steps 5–8 with the signing key looked up as valid
-// at the receipt's received_at, so receipts verify offline long after the
-// receiver rotated its key (but never with a revoked key), then checks the
-// expected issuer and digest. VerifyEvent does the same for the inner JWS
-// of an event, with the key valid at the event's iat and no lifetime check.
+// at the registry moment the caller names (never at the receipt's own
+// received_at, which the signer chose): the current moment for a receipt as
+// it arrives, the moment the holder recorded it when verifying it again, so
+// receipts verify offline long after the receiver rotated its key, was
+// suspended or had the key revoked. It then checks the expected issuer and
+// digest. VerifyEvent does the same for the inner JWS of an event, with no
+// lifetime check.
 //
 // Replay protection is not done here: the inbox dedupes Claims.ID; Open
 // also returns the envelope Digest.

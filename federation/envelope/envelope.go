@@ -8,17 +8,21 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/verbund/verbund/keys"
 )
 
 // KeyResolver finds published keys. Implementations must return
-// ErrUnknownKey for an unknown kid, ErrRevokedKey for a revoked one,
-// ErrKeyNotOwned if kid belongs to another organisation, and ErrKeyInactive
-// (or ErrUnknownKey) if the key was not valid at the requested time.
+// ErrUnknownKey for an unknown kid, ErrRevokedKey for a key revoked at the
+// requested moment, ErrKeyNotOwned if kid belongs to another organisation,
+// and ErrKeyInactive (or ErrUnknownKey) if the key or its organisation was
+// not valid at the requested moment.
 type KeyResolver interface {
 	// VerificationKey returns the public signing key kid of organisation
-	// org, valid at time at (a retiring key is valid until its grace period
-	// ends; a revoked key never).
-	VerificationKey(ctx context.Context, org, kid string, at time.Time) (jose.JSONWebKey, error)
+	// org if a signature made with it is valid at moment at, by the key
+	// rule of package keys (keys.SigningKeyAt). at.Index 0 is the current
+	// moment.
+	VerificationKey(ctx context.Context, org, kid string, at keys.Moment) (jose.JSONWebKey, error)
 	// EncryptionKey returns the current public encryption key of org.
 	EncryptionKey(ctx context.Context, org string) (jose.JSONWebKey, error)
 }
@@ -68,7 +72,8 @@ func SealFor(ctx context.Context, claims Claims, senderKey jose.JSONWebKey, reso
 // decKeys are the recipient's encryption private keys (current and
 // retiring), matched by the kid in the JWE header. The sender's signing key
 // is looked up through resolver for the claimed issuer and must be valid at
-// now. See the package documentation for the order of checks.
+// the current moment (keys.Now(now)): Open is for tokens as they arrive.
+// See the package documentation for the order of checks.
 //
 // Replay protection is not done here: callers dedupe Claims.ID (and may
 // keep Digest).

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/verbund/verbund/keys"
 )
 
 func TestSealOpenRoundTrip(t *testing.T) {
@@ -190,7 +192,7 @@ func TestReceiptRoundTripAndDeterminism(t *testing.T) {
 	if r1 != r2 {
 		t.Fatalf("receipts differ:\n%s\n%s", r1, r2)
 	}
-	got, err := VerifyReceipt(context.Background(), r1, f.resolver, orgB, Digest(tok))
+	got, err := VerifyReceipt(context.Background(), r1, f.resolver, orgB, Digest(tok), keys.Now(fixedNow))
 	if err != nil {
 		t.Fatalf("VerifyReceipt: %v", err)
 	}
@@ -209,7 +211,9 @@ func TestReceiptRoundTripAndDeterminism(t *testing.T) {
 }
 
 // A receipt signed with a key that has since been retired (and whose grace
-// period is over) still verifies: the key is looked up as of received_at.
+// period is over) still verifies at the moment it was recorded; at a later
+// moment it does not, whatever received_at it claims: the moment is the
+// verifier's, never the signer's (a backdated receipt is refused).
 func TestReceiptVerifiesAfterKeyRotation(t *testing.T) {
 	f := newFixture(t)
 	tok := f.seal(t, f.claims())
@@ -217,20 +221,26 @@ func TestReceiptVerifiesAfterKeyRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// org-b-sig-0 was valid until yesterday; the receipt is from three days ago.
-	old, err := SignReceipt(NewReceipt(o, fixedNow.Add(-72*time.Hour)), f.bSigOld)
+	// org-b-sig-0 was valid until yesterday; the receipt is from three days
+	// ago and was recorded then.
+	recorded := keys.At(7, fixedNow.Add(-72*time.Hour))
+	old, err := SignReceipt(NewReceipt(o, recorded.Time()), f.bSigOld)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := VerifyReceipt(context.Background(), old, f.resolver, orgB, Digest(tok)); err != nil {
-		t.Fatalf("old receipt after rotation: %v", err)
+	if _, err := VerifyReceipt(context.Background(), old, f.resolver, orgB, Digest(tok), recorded); err != nil {
+		t.Fatalf("old receipt after rotation, at the recorded moment: %v", err)
+	}
+	// The same bytes arriving now (backdated by the signer) are refused.
+	if _, err := VerifyReceipt(context.Background(), old, f.resolver, orgB, Digest(tok), keys.Now(fixedNow)); !errors.Is(err, ErrKeyInactive) {
+		t.Fatalf("backdated receipt verified now: got %v, want ErrKeyInactive", err)
 	}
 	// The same key cannot sign receipts dated after its grace period.
 	late, err := SignReceipt(NewReceipt(o, fixedNow), f.bSigOld)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := VerifyReceipt(context.Background(), late, f.resolver, orgB, Digest(tok)); !errors.Is(err, ErrKeyInactive) {
+	if _, err := VerifyReceipt(context.Background(), late, f.resolver, orgB, Digest(tok), keys.Now(fixedNow)); !errors.Is(err, ErrKeyInactive) {
 		t.Fatalf("got %v, want ErrKeyInactive", err)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/verbund/verbund/keys"
 )
 
 // EventType is a step in a handed-over case's lifecycle, reported by the
@@ -165,21 +167,29 @@ func OpenEvent(ctx context.Context, token string, decKeys []jose.JSONWebKey, res
 // VerifyEvent verifies the inner, signed form of an event (compact JWS, typ
 // verbund-event+jws) as its recipient holds it, e.g. in a case timeline:
 // the same header and claim checks as OpenEvent, with the issuer's signing
-// key as valid at the event's iat (so old events verify after key rotation,
-// never with a revoked key). The event's lifetime is not checked: it is a
-// historical record.
-func VerifyEvent(ctx context.Context, jws string, resolver KeyResolver) (*Event, error) {
+// key as valid at moment at: the registry moment the recipient recorded
+// the event at (never the event's iat), so old events verify after key
+// rotation, suspension or revocation. The event's lifetime is not checked:
+// it is a historical record.
+func VerifyEvent(ctx context.Context, jws string, resolver KeyResolver, at keys.Moment) (*Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if len(jws) > MaxEventSize {
 		return nil, fmt.Errorf("%w: event JWS of %d bytes (max %d)", ErrTooLarge, len(jws), MaxEventSize)
 	}
-	payload, _, iss, err := verifyJWS(ctx, jws, TypeEventJWS, resolver, issuedAt)
+	payload, _, iss, err := verifyJWS(ctx, jws, TypeEventJWS, resolver, at)
 	if err != nil {
 		return nil, fmt.Errorf("event: %w", err)
 	}
-	return decodeEvent(payload, iss)
+	e, err := decodeEvent(payload, iss)
+	if err != nil {
+		return nil, err
+	}
+	if e.IssuedAt.Unix() <= 0 {
+		return nil, fmt.Errorf("event: %w: iat missing", ErrClaims)
+	}
+	return e, nil
 }
 
 // decodeEvent decodes and validates verified event claims signed by the
@@ -198,19 +208,4 @@ func decodeEvent(payload []byte, iss string) (*Event, error) {
 		return nil, fmt.Errorf("event: %w", err)
 	}
 	return &e, nil
-}
-
-// issuedAt reads iat from an unverified event payload: the time at which
-// the event's signing key must have been valid.
-func issuedAt(unverified []byte) (time.Time, error) {
-	var p struct {
-		IssuedAt int64 `json:"iat"`
-	}
-	if err := json.Unmarshal(unverified, &p); err != nil {
-		return time.Time{}, fmt.Errorf("%w: event payload: %v", ErrMalformed, err)
-	}
-	if p.IssuedAt <= 0 {
-		return time.Time{}, fmt.Errorf("%w: iat missing", ErrClaims)
-	}
-	return time.Unix(p.IssuedAt, 0).UTC(), nil
 }

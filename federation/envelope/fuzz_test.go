@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/verbund/verbund/keys"
 )
 
 // fuzzSeeds returns real envelopes and receipts for the fixture keys.
@@ -106,7 +108,7 @@ func FuzzVerifyReceipt(f *testing.F) {
 	f.Fuzz(func(t *testing.T, token string, d []byte) {
 		var want [32]byte
 		copy(want[:], d)
-		r, err := VerifyReceipt(context.Background(), token, fx.resolver, orgB, want)
+		r, err := VerifyReceipt(context.Background(), token, fx.resolver, orgB, want, keys.Now(fixedNow))
 		if err != nil {
 			if r != nil {
 				t.Fatal("result together with an error")
@@ -177,22 +179,27 @@ func TestWriteFuzzSeeds(t *testing.T) {
 }
 
 // The committed seeds must stay what they claim to be: valid for the
-// fixed keys and clock.
+// fixed keys and clock. receipt-1 is signed with org-b's old key three days
+// ago: valid at the moment it was recorded then, refused now (the key rule
+// judges the verifier's moment, not the receipt's received_at).
 func TestCommittedFuzzSeedsAreValid(t *testing.T) {
 	fx := newFixture(t)
+	now, recorded := keys.Now(fixedNow), keys.At(1, fixedNow.Add(-72*time.Hour))
 	for _, tc := range []struct {
 		target, name string
+		at           keys.Moment
 		accept       bool
 	}{
-		{"FuzzOpen", "envelope-0", true},
-		{"FuzzOpen", "envelope-1", true},
-		{"FuzzOpen", "tampered-tag", false},
-		{"FuzzOpen", "zip", false},
-		{"FuzzVerifyReceipt", "receipt-0", true},
-		{"FuzzVerifyReceipt", "receipt-1", true},
-		{"FuzzVerifyReceipt", "alg-none", false},
+		{"FuzzOpen", "envelope-0", now, true},
+		{"FuzzOpen", "envelope-1", now, true},
+		{"FuzzOpen", "tampered-tag", now, false},
+		{"FuzzOpen", "zip", now, false},
+		{"FuzzVerifyReceipt", "receipt-0", now, true},
+		{"FuzzVerifyReceipt", "receipt-1", recorded, true},
+		{"FuzzVerifyReceipt", "receipt-1", now, false},
+		{"FuzzVerifyReceipt", "alg-none", now, false},
 	} {
-		t.Run(tc.target+"/"+tc.name, func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/%s@%d", tc.target, tc.name, tc.at.Index), func(t *testing.T) {
 			args := readSeed(t, filepath.Join("testdata", "fuzz", tc.target, tc.name))
 			var err error
 			if tc.target == "FuzzOpen" {
@@ -200,7 +207,7 @@ func TestCommittedFuzzSeedsAreValid(t *testing.T) {
 			} else {
 				var d [32]byte
 				copy(d[:], args[1].([]byte))
-				_, err = VerifyReceipt(context.Background(), args[0].(string), fx.resolver, orgB, d)
+				_, err = VerifyReceipt(context.Background(), args[0].(string), fx.resolver, orgB, d, tc.at)
 			}
 			if tc.accept && err != nil {
 				t.Fatalf("seed no longer valid: %v", err)

@@ -45,7 +45,8 @@ type testResolver struct {
 	enc map[string]jose.JSONWebKey
 }
 
-func (r *testResolver) VerificationKey(_ context.Context, org, kid string, at time.Time) (jose.JSONWebKey, error) {
+func (r *testResolver) VerificationKey(_ context.Context, org, kid string, m keys.Moment) (jose.JSONWebKey, error) {
+	at := m.Time()
 	k, ok := r.sig[kid]
 	if !ok {
 		return jose.JSONWebKey{}, fmt.Errorf("kid %q: %w", kid, ErrUnknownKey)

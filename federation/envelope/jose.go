@@ -386,7 +386,7 @@ func openNested(ctx context.Context, k kind, token string, decKeys []jose.JSONWe
 		return nil, fmt.Errorf("%w: %s JWE: %v", ErrDecrypt, k.name, err)
 	}
 	jws := string(plain)
-	payload, skid, iss, err := verifyJWS(ctx, jws, k.jwsTyp, resolver, func([]byte) (time.Time, error) { return at, nil })
+	payload, skid, iss, err := verifyJWS(ctx, jws, k.jwsTyp, resolver, keys.Now(at))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", k.name, err)
 	}
@@ -394,9 +394,10 @@ func openNested(ctx context.Context, k kind, token string, decKeys []jose.JSONWe
 }
 
 // verifyJWS checks a compact JWS: structure, header allow-list, alg, then
-// looks up the signing key by (iss, kid, time) and verifies. keyTime picks
-// the time at which the key must be valid, from the unverified payload.
-func verifyJWS(ctx context.Context, jws, wantTyp string, resolver KeyResolver, keyTime func(unverified []byte) (time.Time, error)) (payload []byte, kid, iss string, err error) {
+// looks up the signing key by (iss, kid, at) and verifies. at is chosen by
+// the caller (the registry moment the token is judged at), never read from
+// the token.
+func verifyJWS(ctx context.Context, jws, wantTyp string, resolver KeyResolver, at keys.Moment) (payload []byte, kid, iss string, err error) {
 	if n := strings.Count(jws, "."); n != 2 {
 		return nil, "", "", fmt.Errorf("%w: compact JWS needs 3 parts, got %d", ErrMalformed, n+1)
 	}
@@ -428,10 +429,6 @@ func verifyJWS(ctx context.Context, jws, wantTyp string, resolver KeyResolver, k
 	}
 	if probe.Iss == "" {
 		return nil, "", "", fmt.Errorf("%w: no iss", ErrClaims)
-	}
-	at, err := keyTime(unverified)
-	if err != nil {
-		return nil, "", "", err
 	}
 	if resolver == nil {
 		return nil, "", "", fmt.Errorf("%w: no key resolver", ErrUnknownKey)

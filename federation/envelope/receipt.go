@@ -9,6 +9,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/verbund/verbund/keys"
 )
 
 // StatusDelivered is the only receipt status: the envelope was received,
@@ -22,7 +24,7 @@ type Receipt struct {
 	Audience   string    // "aud": sending organisation
 	HandoverID string    // "handover_jti": jti of the handover
 	Digest     string    // "envelope_sha256": lower-case hex SHA-256 of the compact JWE
-	ReceivedAt time.Time // "received_at" (seconds); the signing key must be valid then
+	ReceivedAt time.Time // "received_at" (seconds), as the receiver states it
 	Status     string    // "status": StatusDelivered
 }
 
@@ -60,7 +62,7 @@ func (r *Receipt) validate() error {
 	if !isHexDigest(r.Digest) {
 		return fmt.Errorf("%w: envelope_sha256 is not lower-case hex SHA-256", ErrClaims)
 	}
-	if r.ReceivedAt.IsZero() {
+	if r.ReceivedAt.IsZero() || r.ReceivedAt.Unix() <= 0 {
 		return fmt.Errorf("%w: received_at missing", ErrClaims)
 	}
 	if r.Status != StatusDelivered {
@@ -83,12 +85,15 @@ func SignReceipt(r Receipt, receiverKey jose.JSONWebKey) (string, error) {
 	return signCompact(payload, receiverKey, TypeReceiptJWS)
 }
 
-// VerifyReceipt verifies a receipt offline: the signing key is looked up
-// for the receipt's issuer as valid at its received_at (so receipts stay
-// verifiable after the receiver rotates keys, but never with a revoked
-// key), the issuer must be expectIssuer (the handover's audience) and the
-// digest must be expectDigest.
-func VerifyReceipt(ctx context.Context, receiptJWS string, resolver KeyResolver, expectIssuer string, expectDigest [32]byte) (*Receipt, error) {
+// VerifyReceipt verifies a receipt: the signing key is looked up for the
+// receipt's issuer as valid at moment at, the issuer must be expectIssuer
+// (the handover's audience) and the digest must be expectDigest. at is the
+// registry moment the receipt is judged at, never its received_at: the
+// current moment (keys.Now) for a receipt as it arrives, the moment it was
+// recorded (OutboxEntry.receipt_recorded, TimelineItem.recorded) when
+// verifying a stored receipt again, so receipts stay verifiable after the
+// receiver rotates keys, is suspended or has a key revoked later.
+func VerifyReceipt(ctx context.Context, receiptJWS string, resolver KeyResolver, expectIssuer string, expectDigest [32]byte, at keys.Moment) (*Receipt, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -98,7 +103,7 @@ func VerifyReceipt(ctx context.Context, receiptJWS string, resolver KeyResolver,
 	if expectIssuer == "" {
 		return nil, fmt.Errorf("%w: no expected receipt issuer given", ErrClaims)
 	}
-	payload, kid, iss, err := verifyJWS(ctx, receiptJWS, TypeReceiptJWS, resolver, receivedAt)
+	payload, kid, iss, err := verifyJWS(ctx, receiptJWS, TypeReceiptJWS, resolver, at)
 	if err != nil {
 		return nil, fmt.Errorf("receipt: %w", err)
 	}
@@ -121,19 +126,4 @@ func VerifyReceipt(ctx context.Context, receiptJWS string, resolver KeyResolver,
 		return nil, fmt.Errorf("%w: receipt is for envelope %s, not %s", ErrClaims, r.Digest, want)
 	}
 	return &r, nil
-}
-
-// receivedAt reads received_at from an unverified receipt payload: the time
-// at which the receipt's signing key must have been valid.
-func receivedAt(unverified []byte) (time.Time, error) {
-	var p struct {
-		ReceivedAt int64 `json:"received_at"`
-	}
-	if err := json.Unmarshal(unverified, &p); err != nil {
-		return time.Time{}, fmt.Errorf("%w: receipt payload: %v", ErrMalformed, err)
-	}
-	if p.ReceivedAt <= 0 {
-		return time.Time{}, fmt.Errorf("%w: received_at missing", ErrClaims)
-	}
-	return time.Unix(p.ReceivedAt, 0).UTC(), nil
 }

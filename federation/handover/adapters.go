@@ -2,8 +2,8 @@ package handover
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 
@@ -13,64 +13,75 @@ import (
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 )
 
-// RegistryKeys is a KeyResolver and Directory over the registry's
-// organisations, for the node to plug in:
+// RegistryKeys is a Resolver (keys, registry position) and Directory over
+// the registry's organisations, for the node to plug in:
 //
-//	handover.RegistryKeys{Lookup: func(_ context.Context, id string) (*registryv1.Organisation, error) {
-//		o, _, err := reader.Organisation(id)
-//		return o, err
-//	}}
+//	handover.RegistryKeys{
+//		Lookup: func(_ context.Context, id string) (*registryv1.Organisation, uint64, error) {
+//			return reader.Organisation(id)
+//		},
+//	}
 //
-// Signing keys follow the registry's own rule for commands: a key of the
-// organisation with use "sig" that is ACTIVE, or RETIRING with at not after
-// not_after_unix_ms; REVOKED never. The encryption key is the organisation's
-// ACTIVE "enc" key. The endpoint is Organisation.api_endpoint.
+// Signing keys follow the key rule of package keys (keys.SigningKeyAt),
+// the same rule the registry applies to commands. The encryption key is the
+// organisation's ACTIVE "enc" key. The endpoint is
+// Organisation.api_endpoint.
 type RegistryKeys struct {
-	Lookup func(ctx context.Context, org string) (*registryv1.Organisation, error)
+	// Lookup returns the organisation's record and the registry index of
+	// the state it was read from (the applied index of the snapshot).
+	Lookup func(ctx context.Context, org string) (*registryv1.Organisation, uint64, error)
+	// Self is the organisation of this node; Position reads the registry
+	// index through its record.
+	Self string
 }
 
 var (
-	_ envelope.KeyResolver = RegistryKeys{}
-	_ Directory            = RegistryKeys{}
+	_ Resolver  = RegistryKeys{}
+	_ Directory = RegistryKeys{}
 )
 
 func (r RegistryKeys) org(ctx context.Context, id string) (*registryv1.Organisation, error) {
-	o, err := r.Lookup(ctx, id)
+	o, _, err := r.Lookup(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("%w: organisation %q: %v", envelope.ErrUnknownKey, id, err)
 	}
 	return o, nil
 }
 
-// VerificationKey implements envelope.KeyResolver.
-func (r RegistryKeys) VerificationKey(ctx context.Context, org, kid string, at time.Time) (jose.JSONWebKey, error) {
+// Position implements Resolver: the applied index of the registry state
+// Lookup reads from.
+func (r RegistryKeys) Position(ctx context.Context) (uint64, error) {
+	_, idx, err := r.Lookup(ctx, r.Self)
+	if err != nil {
+		return 0, fmt.Errorf("registry position (looking up %q): %w", r.Self, err)
+	}
+	return idx, nil
+}
+
+// VerificationKey implements envelope.KeyResolver by the key rule
+// (keys.SigningKeyAt), mapping its refusals onto envelope's sentinels: a
+// suspended or retired organisation and a retired key are ErrKeyInactive,
+// a revoked key ErrRevokedKey, anything else ErrUnknownKey.
+func (r RegistryKeys) VerificationKey(ctx context.Context, org, kid string, at keys.Moment) (jose.JSONWebKey, error) {
 	o, err := r.org(ctx, org)
 	if err != nil {
 		return jose.JSONWebKey{}, err
 	}
-	for _, pk := range o.GetKeys() {
-		if pk.GetKid() != kid {
-			continue
-		}
-		if pk.GetUse() != keys.UseSig {
-			return jose.JSONWebKey{}, fmt.Errorf("%w: key %q of %s is not a signing key", envelope.ErrUnknownKey, kid, org)
-		}
-		switch pk.GetStatus() {
-		case registryv1.KeyStatus_KEY_STATUS_ACTIVE:
-		case registryv1.KeyStatus_KEY_STATUS_RETIRING:
-			if at.UnixMilli() > pk.GetNotAfterUnixMs() {
-				return jose.JSONWebKey{}, fmt.Errorf("%w: key %q of %s retired before %s", envelope.ErrKeyInactive, kid, org, at.UTC().Format(time.RFC3339))
-			}
-		default:
-			return jose.JSONWebKey{}, fmt.Errorf("%w: key %q of %s", envelope.ErrRevokedKey, kid, org)
-		}
-		k, err := keys.ParsePublic(pk)
-		if err != nil {
-			return jose.JSONWebKey{}, fmt.Errorf("%w: %v", envelope.ErrInvalidKey, err)
-		}
-		return k, nil
+	pk, err := keys.SigningKeyAt(o, kid, at)
+	switch {
+	case err == nil:
+	case errors.Is(err, keys.ErrKeyRevoked):
+		return jose.JSONWebKey{}, fmt.Errorf("%w: %v", envelope.ErrRevokedKey, err)
+	case errors.Is(err, keys.ErrOrgInactive), errors.Is(err, keys.ErrKeyRetired):
+		return jose.JSONWebKey{}, fmt.Errorf("%w: %v", envelope.ErrKeyInactive, err)
+	default:
+		return jose.JSONWebKey{}, fmt.Errorf("%w: %v", envelope.ErrUnknownKey, err)
 	}
-	return jose.JSONWebKey{}, fmt.Errorf("%w: %q is not a key of %s", envelope.ErrUnknownKey, kid, org)
+	k, err := keys.ParsePublic(pk)
+	if err != nil {
+		return jose.JSONWebKey{}, fmt.Errorf("%w: %v", envelope.ErrInvalidKey, err)
+	}
+	return k, nil
 }
 
 // EncryptionKey implements envelope.KeyResolver.
@@ -93,7 +104,7 @@ func (r RegistryKeys) EncryptionKey(ctx context.Context, org string) (jose.JSONW
 
 // Endpoint implements Directory.
 func (r RegistryKeys) Endpoint(ctx context.Context, org string) (string, error) {
-	o, err := r.Lookup(ctx, org)
+	o, _, err := r.Lookup(ctx, org)
 	if err != nil {
 		return "", err
 	}

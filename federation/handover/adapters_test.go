@@ -37,11 +37,11 @@ func TestRegistryKeys(t *testing.T) {
 		mk("a-enc-old", true, registryv1.KeyStatus_KEY_STATUS_RETIRING, now.Add(time.Hour)),
 		mk("a-enc-new", true, registryv1.KeyStatus_KEY_STATUS_ACTIVE, time.Time{}),
 	}}
-	r := RegistryKeys{Lookup: func(_ context.Context, id string) (*registryv1.Organisation, error) {
+	r := RegistryKeys{Self: orgA, Lookup: func(_ context.Context, id string) (*registryv1.Organisation, uint64, error) {
 		if id == orgA {
-			return org, nil
+			return org, 7, nil
 		}
-		return nil, errors.New("not found")
+		return nil, 7, errors.New("not found")
 	}}
 	for _, tc := range []struct {
 		org, kid string
@@ -56,7 +56,7 @@ func TestRegistryKeys(t *testing.T) {
 		{orgA, "nope", now, envelope.ErrUnknownKey},
 		{orgB, "a-sig-new", now, envelope.ErrUnknownKey},
 	} {
-		k, err := r.VerificationKey(ctx, tc.org, tc.kid, tc.at)
+		k, err := r.VerificationKey(ctx, tc.org, tc.kid, keys.Now(tc.at))
 		if tc.want == nil && (err != nil || k.KeyID != tc.kid || !k.IsPublic()) {
 			t.Errorf("%s/%s: %v", tc.org, tc.kid, err)
 		}
@@ -66,6 +66,9 @@ func TestRegistryKeys(t *testing.T) {
 	}
 	if k, err := r.EncryptionKey(ctx, orgA); err != nil || k.KeyID != "a-enc-new" {
 		t.Errorf("encryption key: %v %v", k.KeyID, err)
+	}
+	if p, err := r.Position(ctx); err != nil || p != 7 {
+		t.Errorf("position: %d %v", p, err)
 	}
 	if e, err := r.Endpoint(ctx, orgA); err != nil || e != "https://a.example" {
 		t.Errorf("endpoint: %q %v", e, err)

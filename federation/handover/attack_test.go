@@ -190,7 +190,8 @@ func sealEvent(t testing.TB, e envelope.Event, signer, to jose.JSONWebKey) strin
 
 // TestVerifyEvent: the client-side verification TrackCase uses refuses
 // forged, re-typed and tampered tokens and accepts events signed with a
-// key that has been rotated out since (valid at iat).
+// key that has been rotated out since (valid at the moment the event was
+// recorded).
 func TestVerifyEvent(t *testing.T) {
 	ctx := context.Background()
 	reg := newRegistry()
@@ -205,12 +206,13 @@ func TestVerifyEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := envelope.VerifyEvent(ctx, o.SignedJWS, reg)
+	recorded := keys.At(1, now)
+	got, err := envelope.VerifyEvent(ctx, o.SignedJWS, reg, recorded)
 	if err != nil || got.ID != ev.ID || got.Type != envelope.EventAccept {
 		t.Fatalf("genuine: %v %v", got, err)
 	}
-	reg.retire(k.KeyID, now.Add(time.Minute)) // rotated since: still valid at iat
-	if _, err := envelope.VerifyEvent(ctx, o.SignedJWS, reg); err != nil {
+	reg.retire(k.KeyID, now.Add(time.Minute)) // rotated since: still valid when recorded
+	if _, err := envelope.VerifyEvent(ctx, o.SignedJWS, reg, recorded); err != nil {
 		t.Fatalf("after rotation: %v", err)
 	}
 	p := strings.Split(o.SignedJWS, ".")
@@ -221,7 +223,7 @@ func TestVerifyEvent(t *testing.T) {
 		"receipt typ":      "eyJhbGciOiJFZERTQSIsImtpZCI6Im9yZy1iLXNpZy0xIiwidHlwIjoidmVyYnVuZC1yZWNlaXB0K2p3cyJ9." + p[1] + "." + p[2],
 		"embedded jwk":     "eyJhbGciOiJFZERTQSIsImp3ayI6e30sImtpZCI6Im9yZy1iLXNpZy0xIiwidHlwIjoidmVyYnVuZC1ldmVudCtqd3MifQ." + p[1] + "." + p[2],
 	} {
-		if _, err := envelope.VerifyEvent(ctx, bad, reg); err == nil {
+		if _, err := envelope.VerifyEvent(ctx, bad, reg, recorded); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -238,7 +240,7 @@ func TestVerifyEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	fj, _ := obj.CompactSerialize()
-	if _, err := envelope.VerifyEvent(ctx, fj, reg); err == nil || !strings.Contains(err.Error(), "signature") {
+	if _, err := envelope.VerifyEvent(ctx, fj, reg, recorded); err == nil || !strings.Contains(err.Error(), "signature") {
 		t.Fatalf("forged event JWS: %v", err)
 	}
 }

@@ -39,6 +39,39 @@ type chaosConfig struct {
 	timeout          time.Duration
 }
 
+// testHooks is the chaos tests' faults: crash functions per crash point,
+// and the deliberately broken variants the control runs must catch.
+type testHooks struct {
+	crashes map[failpoint]func(id string) error
+	// skipDedupe: do not check or write dedupe records (fpDedupe).
+	skipDedupe bool
+	// asyncOutbox: answer SendHandover before the outbox write
+	// (fpOutboxWrite), which runs a little later in the background.
+	asyncOutbox bool
+}
+
+var _ faults = (*testHooks)(nil)
+
+func (h *testHooks) crash(p failpoint, id string) error {
+	if f := h.crashes[p]; f != nil {
+		return f(id)
+	}
+	return nil
+}
+
+func (h *testHooks) skip(p failpoint) bool { return p == fpDedupe && h.skipDedupe }
+
+func (h *testHooks) detach(p failpoint, commit func()) bool {
+	if p != fpOutboxWrite || !h.asyncOutbox {
+		return false
+	}
+	go func() {
+		time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
+		commit()
+	}()
+	return true
+}
+
 type chaosResult struct {
 	violations   []string
 	restarts     [2]int64
@@ -79,10 +112,12 @@ func runChaos(t *testing.T, cc chaosConfig) chaosResult {
 			return errCrash
 		}
 	}
-	hooksA := &testHooks{afterOutboxWrite: crash(&a, cc.crashOutbox), beforeReceiptStore: crash(&a, cc.crashReceipt),
-		afterInboxWrite: crash(&a, cc.crashInbox)}
-	hooksB := &testHooks{afterInboxWrite: crash(&b, cc.crashInbox), beforeReceiptStore: crash(&b, cc.crashReceipt),
-		afterOutboxWrite: crash(&b, cc.crashOutbox)}
+	hooksA := &testHooks{crashes: map[failpoint]func(string) error{
+		fpAfterOutboxWrite: crash(&a, cc.crashOutbox), fpBeforeReceiptStore: crash(&a, cc.crashReceipt),
+		fpAfterInboxWrite: crash(&a, cc.crashInbox)}}
+	hooksB := &testHooks{crashes: map[failpoint]func(string) error{
+		fpAfterInboxWrite: crash(&b, cc.crashInbox), fpBeforeReceiptStore: crash(&b, cc.crashReceipt),
+		fpAfterOutboxWrite: crash(&b, cc.crashOutbox)}}
 	if cc.brokenA != nil {
 		cc.brokenA(hooksA)
 	}
@@ -90,10 +125,10 @@ func runChaos(t *testing.T, cc chaosConfig) chaosResult {
 		cc.brokenB(hooksB)
 	}
 	a = newNode(t, reg, orgA, func(c *Config) {
-		c.Liveness, c.Dialer, c.hooks = live, &dialer{hc: &http.Client{Transport: ftA}}, hooksA
+		c.Liveness, c.Dialer, c.faults = live, &dialer{hc: &http.Client{Transport: ftA}}, hooksA
 	})
 	b = newNode(t, reg, orgB, func(c *Config) {
-		c.Liveness, c.Dialer, c.hooks = live, &dialer{hc: &http.Client{Transport: ftB}}, hooksB
+		c.Liveness, c.Dialer, c.faults = live, &dialer{hc: &http.Client{Transport: ftB}}, hooksB
 	})
 	restart := func(n *node, between func()) {
 		live.set(n.org, false)
@@ -303,7 +338,7 @@ func checkExactlyOnce(t *testing.T, reg *registry, a, b *Service, acked []string
 			add("handover %s not delivered: %v (%s)", e.Id, e.State, e.LastError)
 			continue
 		}
-		if _, err := envelope.VerifyReceipt(ctx, e.Receipt, reg, orgB, digestOf(t, e.EnvelopeSha256)); err != nil {
+		if _, err := envelope.VerifyReceipt(ctx, e.Receipt, reg, orgB, digestOf(t, e.EnvelopeSha256), MomentFromProto(e.ReceiptRecorded, time.Now())); err != nil {
 			add("receipt of %s does not verify offline: %v", e.Id, err)
 		}
 		kids[receiptKID(e.Receipt)]++
@@ -370,7 +405,7 @@ func checkExactlyOnce(t *testing.T, reg *registry, a, b *Service, acked []string
 			add("event %s not delivered: %v", e.Id, e.State)
 			continue
 		}
-		if _, err := envelope.VerifyReceipt(ctx, e.Receipt, reg, orgA, digestOf(t, e.EnvelopeSha256)); err != nil {
+		if _, err := envelope.VerifyReceipt(ctx, e.Receipt, reg, orgA, digestOf(t, e.EnvelopeSha256), MomentFromProto(e.ReceiptRecorded, time.Now())); err != nil {
 			add("receipt of event %s: %v", e.Id, err)
 		}
 		if evSentB[e.Id] != 1 || evDelivB[e.Id] != 1 || evRecvA[e.Id] != 1 {

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/verbund/verbund/federation/envelope"
+	"github.com/verbund/verbund/keys"
 	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
 	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
 )
@@ -135,7 +136,7 @@ func FuzzDeliverHandover(f *testing.F) {
 		if err := proto.Unmarshal(rec.Body.Bytes(), &res); err != nil {
 			t.Fatal(err)
 		}
-		r, err := envelope.VerifyReceipt(context.Background(), res.Receipt, reg, orgB, envelope.Digest(token))
+		r, err := envelope.VerifyReceipt(context.Background(), res.Receipt, reg, orgB, envelope.Digest(token), keys.Now(fuzzNow))
 		if err != nil {
 			t.Fatalf("accepted, but the receipt does not verify: %v", err)
 		}

@@ -82,7 +82,7 @@ func TestHappyPath(t *testing.T) {
 
 	// Delivered, and the receipt verifies offline against the registry.
 	e := waitDelivered(t, a, jti)
-	r, err := envelope.VerifyReceipt(ctx, e.Receipt, reg, orgB, digestOf(t, e.EnvelopeSha256))
+	r, err := envelope.VerifyReceipt(ctx, e.Receipt, reg, orgB, digestOf(t, e.EnvelopeSha256), MomentFromProto(e.ReceiptRecorded, time.Now()))
 	if err != nil {
 		t.Fatalf("receipt does not verify: %v", err)
 	}
@@ -118,7 +118,7 @@ func TestHappyPath(t *testing.T) {
 		t.Fatalf("accept of unknown case: %v", err)
 	}
 	ev := waitDelivered(t, b, acc.Msg.EventId)
-	if _, err := envelope.VerifyReceipt(ctx, ev.Receipt, reg, orgA, digestOf(t, ev.EnvelopeSha256)); err != nil {
+	if _, err := envelope.VerifyReceipt(ctx, ev.Receipt, reg, orgA, digestOf(t, ev.EnvelopeSha256), MomentFromProto(ev.ReceiptRecorded, time.Now())); err != nil {
 		t.Fatalf("event receipt: %v", err)
 	}
 
@@ -143,7 +143,7 @@ func TestHappyPath(t *testing.T) {
 		len(cc.Case.Attachments) != 1 {
 		t.Fatalf("forwarded case: %v", cc.Case)
 	}
-	if _, err := envelope.VerifyReceipt(ctx, fe.Receipt, reg, orgC, digestOf(t, fe.EnvelopeSha256)); err != nil {
+	if _, err := envelope.VerifyReceipt(ctx, fe.Receipt, reg, orgC, digestOf(t, fe.EnvelopeSha256), MomentFromProto(fe.ReceiptRecorded, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	// C accepts and completes; the events go to B.

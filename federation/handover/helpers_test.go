@@ -101,7 +101,8 @@ func (r *registry) setEndpoint(org, url string) {
 	r.endpoints[org] = url
 }
 
-func (r *registry) VerificationKey(_ context.Context, org, kid string, at time.Time) (jose.JSONWebKey, error) {
+func (r *registry) VerificationKey(_ context.Context, org, kid string, m keys.Moment) (jose.JSONWebKey, error) {
+	at := m.Time()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k, ok := r.sig[kid]
@@ -117,6 +118,10 @@ func (r *registry) VerificationKey(_ context.Context, org, kid string, at time.T
 	}
 	return k.pub, nil
 }
+
+// Position implements Resolver: the test registry has no order; keys are
+// judged by time only.
+func (r *registry) Position(context.Context) (uint64, error) { return 1, nil }
 
 func (r *registry) EncryptionKey(_ context.Context, org string) (jose.JSONWebKey, error) {
 	r.mu.Lock()

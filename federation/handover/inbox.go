@@ -38,6 +38,10 @@ func (s *Service) DeliverHandover(ctx context.Context, token string) (string, er
 		return r, err
 	}
 	now := s.now()
+	at, err := s.position(ctx, now)
+	if err != nil {
+		return "", err
+	}
 	o, err := envelope.Open(ctx, token, s.cfg.Keys.DecryptionKeys(), s.cfg.Resolver, s.cfg.OrgID, now)
 	if err != nil {
 		return "", s.reject(kindHandover, err)
@@ -50,7 +54,7 @@ func (s *Service) DeliverHandover(ctx context.Context, token string) (string, er
 	rec := inboxRecord{
 		HandoverID: c.ID, From: c.Issuer, CaseID: c.CaseID, TrackingCode: c.TrackingCode, Leika: c.ServiceKey,
 		Reason: c.Reason, State: caseReceived, IssuedAt: ms(c.IssuedAt), ReceivedAt: ms(now), UpdatedAt: ms(now),
-		Digest: digest, Receipt: receipt, SignerKID: o.SignerKID, Previous: c.Previous,
+		Digest: digest, Receipt: receipt, SignerKID: o.SignerKID, Previous: c.Previous, RecordedIndex: at.Index,
 	}
 	// Encode the (possibly large) body here, not on the committer.
 	body, err := json.Marshal(caseBody{SignedJWS: o.SignedJWS, Data: c.Data, Attachments: c.Attachments})
@@ -98,10 +102,8 @@ func (s *Service) DeliverHandover(ctx context.Context, token string) (string, er
 		s.stats.received.Add(1)
 		s.log.Debug("handover received", "jti", c.ID, "from", c.Issuer, "case", c.CaseID)
 	}
-	if h := s.cfg.hooks.afterInboxWrite; h != nil {
-		if err := h(c.ID); err != nil {
-			return "", err
-		}
+	if err := s.crashAt(fpAfterInboxWrite, c.ID); err != nil {
+		return "", err
 	}
 	return result, nil
 }
@@ -125,6 +127,10 @@ func (s *Service) DeliverEvent(ctx context.Context, token string) (string, error
 		return r, err
 	}
 	now := s.now()
+	at, err := s.position(ctx, now)
+	if err != nil {
+		return "", err
+	}
 	o, err := envelope.OpenEvent(ctx, token, s.cfg.Keys.DecryptionKeys(), s.cfg.Resolver, s.cfg.OrgID, now)
 	if err != nil {
 		return "", s.reject(kindEvent, err)
@@ -140,7 +146,7 @@ func (s *Service) DeliverEvent(ctx context.Context, token string) (string, error
 	rec := eventRecord{
 		ID: ev.ID, HandoverID: ev.HandoverID, From: ev.Issuer, Type: string(ev.Type), IssuedAt: ms(ev.IssuedAt),
 		SignedJWS: o.SignedJWS, Digest: digest, Receipt: receipt, ReceivedAt: ms(now), Problem: ev.Problem,
-		ForwardedTo: ev.ForwardedTo,
+		ForwardedTo: ev.ForwardedTo, RecordedIndex: at.Index,
 	}
 	seen := seenRecord{Kind: kindEvent, Digest: digest, Receipt: receipt, From: ev.Issuer, At: ms(now)}
 	var result string
@@ -182,10 +188,8 @@ func (s *Service) DeliverEvent(ctx context.Context, token string) (string, error
 		s.stats.received.Add(1)
 		s.log.Debug("event received", "jti", ev.ID, "event", ev.Type, "handover", ev.HandoverID, "from", ev.Issuer)
 	}
-	if h := s.cfg.hooks.afterInboxWrite; h != nil {
-		if err := h(ev.ID); err != nil {
-			return "", err
-		}
+	if err := s.crashAt(fpAfterInboxWrite, ev.ID); err != nil {
+		return "", err
 	}
 	return result, nil
 }
@@ -204,7 +208,7 @@ func (s *Service) reject(kind string, err error) error {
 // duplicate answers a delivery of exactly the bytes of an earlier one with
 // the stored receipt, without opening it again (it may have expired since).
 func (s *Service) duplicate(digest string) (string, bool, error) {
-	if s.cfg.hooks.skipDedupe {
+	if s.skipped(fpDedupe) {
 		return "", false, nil
 	}
 	var receipt string
@@ -244,7 +248,7 @@ func (s *Service) duplicate(digest string) (string, bool, error) {
 // checkSeen looks up the dedupe record of jti inside a commit: the stored
 // receipt if digest matches, ErrReplay if not.
 func (s *Service) checkSeen(t *tx, jti, digest string) (string, bool, error) {
-	if s.cfg.hooks.skipDedupe {
+	if s.skipped(fpDedupe) {
 		return "", false, nil
 	}
 	var seen seenRecord
@@ -259,7 +263,7 @@ func (s *Service) checkSeen(t *tx, jti, digest string) (string, bool, error) {
 }
 
 func (s *Service) putSeen(t *tx, jti string, seen seenRecord) error {
-	if s.cfg.hooks.skipDedupe {
+	if s.skipped(fpDedupe) {
 		return nil
 	}
 	if err := t.setJSON(key(pSeen, jti), seen); err != nil {

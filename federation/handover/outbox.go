@@ -14,6 +14,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/verbund/verbund/federation/envelope"
+	"github.com/verbund/verbund/keys"
 	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
 )
 
@@ -130,29 +131,24 @@ func (s *Service) sealAndStore(ctx context.Context, claims envelope.Claims, idem
 		created = true
 		return nil
 	}
-	if s.cfg.hooks.asyncOutbox {
-		// BROKEN on purpose (control runs): the answer goes out before the
-		// outbox entry is written.
-		go func() {
-			time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
-			if err := s.com.do(write); err == nil && created {
-				s.stats.sent.Add(1)
-				s.del.add(rec.ID, rec.To, 0)
-			}
-		}()
-		return res, nil
+	commit := func() error {
+		if err := s.com.do(write); err != nil {
+			return err
+		}
+		if created {
+			s.stats.sent.Add(1)
+			s.del.add(rec.ID, rec.To, 0)
+		}
+		return nil
 	}
-	if err := s.com.do(write); err != nil {
+	if s.detached(fpOutboxWrite, func() { _ = commit() }) {
+		return res, nil // a broken variant answers before the write
+	}
+	if err := commit(); err != nil {
 		return sendResult{}, err
 	}
-	if created {
-		s.stats.sent.Add(1)
-		s.del.add(rec.ID, rec.To, 0)
-	}
-	if h := s.cfg.hooks.afterOutboxWrite; h != nil {
-		if err := h(res.HandoverID); err != nil {
-			return sendResult{}, err
-		}
+	if err := s.crashAt(fpAfterOutboxWrite, res.HandoverID); err != nil {
+		return sendResult{}, err
 	}
 	return res, nil
 }
@@ -458,8 +454,12 @@ func (d *deliverer) attempt(ctx context.Context, t *task) {
 	}
 	s.stats.attempts.Add(1)
 	receipt, err := d.send(ctx, &rec, token)
+	var at keys.Moment // where the receipt is recorded
 	if err == nil {
-		if _, verr := envelope.VerifyReceipt(ctx, receipt, s.cfg.Resolver, rec.To, envelope.Digest(token)); verr != nil {
+		at, err = s.position(ctx, s.now())
+	}
+	if err == nil {
+		if _, verr := envelope.VerifyReceipt(ctx, receipt, s.cfg.Resolver, rec.To, envelope.Digest(token), keys.Now(at.Time())); verr != nil {
 			s.stats.badReceipts.Add(1)
 			err = fmt.Errorf("receipt does not verify: %w", verr)
 			s.log.Warn("bad receipt", "id", rec.ID, "to", rec.To, "err", verr) // retried: not ErrRefused
@@ -469,17 +469,14 @@ func (d *deliverer) attempt(ctx context.Context, t *task) {
 		d.failed(ctx, t, &rec, err)
 		return
 	}
-	if h := s.cfg.hooks.beforeReceiptStore; h != nil {
-		if herr := h(rec.ID); herr != nil {
-			d.reschedule(t, d.backoff(1))
-			return
-		}
+	if herr := s.crashAt(fpBeforeReceiptStore, rec.ID); herr != nil {
+		d.reschedule(t, d.backoff(1))
+		return
 	}
 	kind := AuditHandoverDelivered
 	if rec.Kind == kindEvent {
 		kind = AuditEventDelivered
 	}
-	now := ms(s.now())
 	attempts := t.attempts
 	stored := false
 	err = s.com.do(func(tx *tx) error {
@@ -491,7 +488,7 @@ func (d *deliverer) attempt(ctx context.Context, t *task) {
 		}
 		cur.State = stateDelivered
 		cur.Receipt = receipt
-		cur.DeliveredAt = now
+		cur.DeliveredAt, cur.ReceiptIndex = at.UnixMs, at.Index
 		cur.Attempts = max(cur.Attempts, attempts) + 1
 		cur.LastError = ""
 		if err := tx.setJSON(key(pOutbox, rec.ID), cur); err != nil {

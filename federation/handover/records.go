@@ -54,6 +54,9 @@ type outboxRecord struct {
 	ForwardedTo  string `json:"forwarded_to,omitempty"`
 	TrackingCode string `json:"tracking_code,omitempty"`
 	CaseID       string `json:"case_id,omitempty"`
+	// ReceiptIndex is the registry index recorded when the receipt was
+	// verified and accepted (with DeliveredAt: the moment to verify it at).
+	ReceiptIndex uint64 `json:"receipt_index,omitempty"`
 }
 
 type issuedEvent struct {
@@ -83,6 +86,9 @@ type inboxRecord struct {
 	Events              []issuedEvent  `json:"events,omitempty"`
 	ForwardedHandoverID string         `json:"forwarded_handover_id,omitempty"`
 	ForwardedTo         string         `json:"forwarded_to,omitempty"`
+	// RecordedIndex is the registry index recorded when the handover was
+	// taken in (with ReceivedAt: the moment its receipt verifies at).
+	RecordedIndex uint64 `json:"recorded_index,omitempty"`
 }
 
 func (r *inboxRecord) event(typ envelope.EventType) *issuedEvent {
@@ -122,6 +128,9 @@ type eventRecord struct {
 	ReceivedAt  int64             `json:"received_at"`
 	Problem     *envelope.Problem `json:"problem,omitempty"`
 	ForwardedTo string            `json:"forwarded_to,omitempty"`
+	// RecordedIndex is the registry index recorded when the event was
+	// taken in (with ReceivedAt: the moment it verifies at).
+	RecordedIndex uint64 `json:"recorded_index,omitempty"`
 }
 
 type sendResult struct {
@@ -233,7 +242,7 @@ func (r *outboxRecord) proto() *federationv1.OutboxEntry {
 		Id: r.ID, ToOrganisationId: r.To, State: outboxStateProto(r.State), Attempts: r.Attempts,
 		LastError: r.LastError, Receipt: r.Receipt, CreatedAtUnixMs: r.CreatedAt, DeliveredAtUnixMs: r.DeliveredAt,
 		EnvelopeSha256: r.Digest, HandoverId: r.HandoverID, EventType: eventTypeProto(r.EventType),
-		TrackingCode: r.TrackingCode,
+		TrackingCode: r.TrackingCode, ReceiptRecorded: momentProto(r.ReceiptIndex, r.DeliveredAt),
 	}
 	switch r.Kind {
 	case kindHandover:

@@ -95,8 +95,9 @@ type Config struct {
 	// commit syncs, otherwise the Service calls DB.Sync() after each group
 	// commit. Prefer a dedicated DB opened with OpenDB (SyncWrites(true)).
 	DB *badger.DB
-	// Resolver finds published keys (the registry).
-	Resolver envelope.KeyResolver
+	// Resolver finds published keys and the registry's position (the
+	// registry; RegistryKeys).
+	Resolver Resolver
 	// Directory finds other nodes' endpoints.
 	Directory Directory
 	// Liveness (optional) pauses deliveries to nodes that are down.
@@ -127,20 +128,9 @@ type Config struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 
-	// hooks inject faults and broken variants in tests.
-	hooks *testHooks
-}
-
-// testHooks are test-only fault injection points. A hook that returns an
-// error simulates a crash at that point: the operation stops there, its
-// caller gets no answer, and the durable state is what was committed.
-type testHooks struct {
-	afterOutboxWrite   func(id string) error // SendHandover: outbox entry durable, not yet answered
-	afterInboxWrite    func(id string) error // DeliverHandover/Event: inbox durable, receipt not returned
-	beforeReceiptStore func(id string) error // deliverer: receipt received, not yet stored
-	// Deliberately broken variants, for control runs that must be caught:
-	skipDedupe  bool // do not check or write dedupe records
-	asyncOutbox bool // answer SendHandover before the outbox write
+	// faults injects crashes and broken variants at named points in the
+	// chaos tests (faults.go); nil in production.
+	faults faults
 }
 
 func (c *Config) withDefaults() {
@@ -170,9 +160,6 @@ func (c *Config) withDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if c.hooks == nil {
-		c.hooks = &testHooks{}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/verbund/verbund/federation/envelope"
+	"github.com/verbund/verbund/keys"
 	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
 )
 
@@ -94,6 +95,7 @@ func (s *Service) sentItems(txn *badger.Txn, jti string, items *[]*federationv1.
 		item.Kind = federationv1.TimelineItemKind_TIMELINE_ITEM_KIND_RECEIPT
 		item.SignedToken = out.Receipt
 		item.AtUnixMs = out.DeliveredAt
+		item.Recorded = momentProto(out.ReceiptIndex, out.DeliveredAt)
 	} else {
 		item.Kind = federationv1.TimelineItemKind_TIMELINE_ITEM_KIND_PENDING_HANDOVER
 	}
@@ -117,6 +119,7 @@ func (s *Service) sentItems(txn *badger.Txn, jti string, items *[]*federationv1.
 			Kind: federationv1.TimelineItemKind_TIMELINE_ITEM_KIND_EVENT, SignedToken: ev.SignedJWS,
 			HandoverId: jti, EventId: ev.ID, FromOrganisationId: s.cfg.OrgID, ToOrganisationId: ev.From,
 			Type: eventTypeProto(ev.Type), AtUnixMs: ev.IssuedAt, ForwardedTo: ev.ForwardedTo,
+			Recorded: momentProto(ev.RecordedIndex, ev.ReceivedAt),
 		})
 	}
 	return nil
@@ -134,6 +137,7 @@ func (s *Service) receivedItems(txn *badger.Txn, jti string, items *[]*federatio
 		Kind: federationv1.TimelineItemKind_TIMELINE_ITEM_KIND_RECEIPT, SignedToken: rec.Receipt,
 		HandoverId: jti, FromOrganisationId: rec.From, ToOrganisationId: s.cfg.OrgID, EnvelopeSha256: rec.Digest,
 		Type: federationv1.EventType_EVENT_TYPE_HANDED_OVER, AtUnixMs: rec.ReceivedAt,
+		Recorded: momentProto(rec.RecordedIndex, rec.ReceivedAt),
 	})
 	for _, e := range rec.Events {
 		*items = append(*items, &federationv1.TimelineItem{
@@ -148,9 +152,12 @@ func (s *Service) receivedItems(txn *badger.Txn, jti string, items *[]*federatio
 // TrackCase collects the timeline of a case from every organisation on its
 // path (starting from what this node holds, following the organisations
 // each answer names) and verifies every signed token against the registry
-// keys: receipts with envelope.VerifyReceipt (the receiver's key valid at
-// received_at), events with envelope.VerifyEvent (the issuer's key valid at
-// iat).
+// keys: receipts with envelope.VerifyReceipt, events with
+// envelope.VerifyEvent, each at the registry moment the answering node
+// recorded with it (TimelineItem.recorded; the current moment if none), so
+// what was signed before a suspension or a key revocation still verifies.
+// The recorded moment is asserted by the answering node, like the link
+// between tracking code and handovers.
 // An entry is marked verified only if its token verified; the entry then
 // shows the token's content, not what the answering node said.
 //
@@ -259,15 +266,18 @@ func (s *Service) verifyTimeline(ctx context.Context, items []*federationv1.Time
 		}
 		byKey[k] = e
 	}
+	now := s.now()
 	for _, it := range items {
+		at := MomentFromProto(it.GetRecorded(), now)
 		switch it.GetKind() {
 		case federationv1.TimelineItemKind_TIMELINE_ITEM_KIND_RECEIPT:
 			e := &federationv1.TimelineEntry{
 				OrganisationId: it.GetToOrganisationId(), Type: federationv1.EventType_EVENT_TYPE_HANDED_OVER,
 				AtUnixMs: it.GetAtUnixMs(), SignedToken: it.GetSignedToken(), HandoverId: it.GetHandoverId(),
 				FromOrganisationId: it.GetFromOrganisationId(), ToOrganisationId: it.GetToOrganisationId(),
+				Recorded: it.GetRecorded(),
 			}
-			r, err := verifyReceiptItem(ctx, s.cfg.Resolver, it)
+			r, err := verifyReceiptItem(ctx, s.cfg.Resolver, it, at)
 			if err != nil {
 				e.VerificationError = err.Error()
 			} else {
@@ -287,9 +297,9 @@ func (s *Service) verifyTimeline(ctx context.Context, items []*federationv1.Time
 				OrganisationId: it.GetToOrganisationId(), Type: it.GetType(), AtUnixMs: it.GetAtUnixMs(),
 				SignedToken: it.GetSignedToken(), HandoverId: it.GetHandoverId(), EventId: it.GetEventId(),
 				FromOrganisationId: it.GetFromOrganisationId(), ToOrganisationId: it.GetToOrganisationId(),
-				ForwardedTo: it.GetForwardedTo(),
+				ForwardedTo: it.GetForwardedTo(), Recorded: it.GetRecorded(),
 			}
-			ev, err := envelope.VerifyEvent(ctx, it.GetSignedToken(), s.cfg.Resolver)
+			ev, err := envelope.VerifyEvent(ctx, it.GetSignedToken(), s.cfg.Resolver, at)
 			if err != nil {
 				e.VerificationError = err.Error()
 			} else {
@@ -369,14 +379,14 @@ func handoverDepths(entries []*federationv1.TimelineEntry) map[string]int {
 	return depth
 }
 
-func verifyReceiptItem(ctx context.Context, r envelope.KeyResolver, it *federationv1.TimelineItem) (*envelope.Receipt, error) {
+func verifyReceiptItem(ctx context.Context, r envelope.KeyResolver, it *federationv1.TimelineItem, at keys.Moment) (*envelope.Receipt, error) {
 	raw, err := hex.DecodeString(it.GetEnvelopeSha256())
 	if err != nil || len(raw) != 32 {
 		return nil, errors.New("no valid envelope digest")
 	}
 	var d [32]byte
 	copy(d[:], raw)
-	rc, err := envelope.VerifyReceipt(ctx, it.GetSignedToken(), r, it.GetToOrganisationId(), d)
+	rc, err := envelope.VerifyReceipt(ctx, it.GetSignedToken(), r, it.GetToOrganisationId(), d, at)
 	if err != nil {
 		return nil, err
 	}

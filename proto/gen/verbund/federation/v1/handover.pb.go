@@ -1896,8 +1896,10 @@ type TimelineEntry struct {
 	ForwardedTo        string   `protobuf:"bytes,11,opt,name=forwarded_to,json=forwardedTo,proto3" json:"forwarded_to,omitempty"`
 	// Why verification failed, if it did.
 	VerificationError string `protobuf:"bytes,12,opt,name=verification_error,json=verificationError,proto3" json:"verification_error,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The registry moment the token was verified at (see TimelineItem.recorded).
+	Recorded      *RegistryMoment `protobuf:"bytes,13,opt,name=recorded,proto3" json:"recorded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TimelineEntry) Reset() {
@@ -2014,6 +2016,13 @@ func (x *TimelineEntry) GetVerificationError() string {
 	return ""
 }
 
+func (x *TimelineEntry) GetRecorded() *RegistryMoment {
+	if x != nil {
+		return x.Recorded
+	}
+	return nil
+}
+
 type TrackCaseResponse struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	TrackingCode string                 `protobuf:"bytes,1,opt,name=tracking_code,json=trackingCode,proto3" json:"tracking_code,omitempty"`
@@ -2099,8 +2108,12 @@ type TimelineItem struct {
 	Type               EventType              `protobuf:"varint,8,opt,name=type,proto3,enum=verbund.federation.v1.EventType" json:"type,omitempty"`
 	AtUnixMs           int64                  `protobuf:"varint,9,opt,name=at_unix_ms,json=atUnixMs,proto3" json:"at_unix_ms,omitempty"`
 	ForwardedTo        string                 `protobuf:"bytes,10,opt,name=forwarded_to,json=forwardedTo,proto3" json:"forwarded_to,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Where in the registry's order the answering node took the signed token
+	// in (its receipt accepted, its event received, or its own receipt
+	// issued). The token is verified at this moment; unset: at the current one.
+	Recorded      *RegistryMoment `protobuf:"bytes,11,opt,name=recorded,proto3" json:"recorded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TimelineItem) Reset() {
@@ -2203,6 +2216,69 @@ func (x *TimelineItem) GetForwardedTo() string {
 	return ""
 }
 
+func (x *TimelineItem) GetRecorded() *RegistryMoment {
+	if x != nil {
+		return x.Recorded
+	}
+	return nil
+}
+
+// RegistryMoment is a position in the registry's order: the Raft index of
+// the registry state and the registry-side time (the recording node's
+// clock, not the signer's). A signature verifies at a moment if its key was
+// valid for its organisation there (see package keys, SigningKeyAt).
+type RegistryMoment struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	UnixMs        int64                  `protobuf:"varint,2,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegistryMoment) Reset() {
+	*x = RegistryMoment{}
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegistryMoment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegistryMoment) ProtoMessage() {}
+
+func (x *RegistryMoment) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegistryMoment.ProtoReflect.Descriptor instead.
+func (*RegistryMoment) Descriptor() ([]byte, []int) {
+	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RegistryMoment) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *RegistryMoment) GetUnixMs() int64 {
+	if x != nil {
+		return x.UnixMs
+	}
+	return 0
+}
+
 type GetCaseTimelineRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TrackingCode  string                 `protobuf:"bytes,1,opt,name=tracking_code,json=trackingCode,proto3" json:"tracking_code,omitempty"`
@@ -2212,7 +2288,7 @@ type GetCaseTimelineRequest struct {
 
 func (x *GetCaseTimelineRequest) Reset() {
 	*x = GetCaseTimelineRequest{}
-	mi := &file_verbund_federation_v1_handover_proto_msgTypes[28]
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2224,7 +2300,7 @@ func (x *GetCaseTimelineRequest) String() string {
 func (*GetCaseTimelineRequest) ProtoMessage() {}
 
 func (x *GetCaseTimelineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_federation_v1_handover_proto_msgTypes[28]
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2237,7 +2313,7 @@ func (x *GetCaseTimelineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCaseTimelineRequest.ProtoReflect.Descriptor instead.
 func (*GetCaseTimelineRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{28}
+	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetCaseTimelineRequest) GetTrackingCode() string {
@@ -2257,7 +2333,7 @@ type GetCaseTimelineResponse struct {
 
 func (x *GetCaseTimelineResponse) Reset() {
 	*x = GetCaseTimelineResponse{}
-	mi := &file_verbund_federation_v1_handover_proto_msgTypes[29]
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2269,7 +2345,7 @@ func (x *GetCaseTimelineResponse) String() string {
 func (*GetCaseTimelineResponse) ProtoMessage() {}
 
 func (x *GetCaseTimelineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_federation_v1_handover_proto_msgTypes[29]
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2282,7 +2358,7 @@ func (x *GetCaseTimelineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCaseTimelineResponse.ProtoReflect.Descriptor instead.
 func (*GetCaseTimelineResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{29}
+	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetCaseTimelineResponse) GetOrganisationId() string {
@@ -2315,16 +2391,19 @@ type OutboxEntry struct {
 	DeliveredAtUnixMs int64  `protobuf:"varint,9,opt,name=delivered_at_unix_ms,json=deliveredAtUnixMs,proto3" json:"delivered_at_unix_ms,omitempty"`
 	EnvelopeSha256    string `protobuf:"bytes,10,opt,name=envelope_sha256,json=envelopeSha256,proto3" json:"envelope_sha256,omitempty"`
 	// For events: the handover the event is about.
-	HandoverId    string    `protobuf:"bytes,11,opt,name=handover_id,json=handoverId,proto3" json:"handover_id,omitempty"`
-	EventType     EventType `protobuf:"varint,12,opt,name=event_type,json=eventType,proto3,enum=verbund.federation.v1.EventType" json:"event_type,omitempty"`
-	TrackingCode  string    `protobuf:"bytes,13,opt,name=tracking_code,json=trackingCode,proto3" json:"tracking_code,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HandoverId   string    `protobuf:"bytes,11,opt,name=handover_id,json=handoverId,proto3" json:"handover_id,omitempty"`
+	EventType    EventType `protobuf:"varint,12,opt,name=event_type,json=eventType,proto3,enum=verbund.federation.v1.EventType" json:"event_type,omitempty"`
+	TrackingCode string    `protobuf:"bytes,13,opt,name=tracking_code,json=trackingCode,proto3" json:"tracking_code,omitempty"`
+	// Where in the registry's order the receipt was verified and accepted:
+	// verify it again (offline) at this moment.
+	ReceiptRecorded *RegistryMoment `protobuf:"bytes,14,opt,name=receipt_recorded,json=receiptRecorded,proto3" json:"receipt_recorded,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *OutboxEntry) Reset() {
 	*x = OutboxEntry{}
-	mi := &file_verbund_federation_v1_handover_proto_msgTypes[30]
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2336,7 +2415,7 @@ func (x *OutboxEntry) String() string {
 func (*OutboxEntry) ProtoMessage() {}
 
 func (x *OutboxEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_federation_v1_handover_proto_msgTypes[30]
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2349,7 +2428,7 @@ func (x *OutboxEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxEntry.ProtoReflect.Descriptor instead.
 func (*OutboxEntry) Descriptor() ([]byte, []int) {
-	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{30}
+	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *OutboxEntry) GetId() string {
@@ -2443,6 +2522,13 @@ func (x *OutboxEntry) GetTrackingCode() string {
 	return ""
 }
 
+func (x *OutboxEntry) GetReceiptRecorded() *RegistryMoment {
+	if x != nil {
+		return x.ReceiptRecorded
+	}
+	return nil
+}
+
 type ListOutboxRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only entries in this state (UNSPECIFIED: all).
@@ -2455,7 +2541,7 @@ type ListOutboxRequest struct {
 
 func (x *ListOutboxRequest) Reset() {
 	*x = ListOutboxRequest{}
-	mi := &file_verbund_federation_v1_handover_proto_msgTypes[31]
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2467,7 +2553,7 @@ func (x *ListOutboxRequest) String() string {
 func (*ListOutboxRequest) ProtoMessage() {}
 
 func (x *ListOutboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_federation_v1_handover_proto_msgTypes[31]
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2480,7 +2566,7 @@ func (x *ListOutboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOutboxRequest.ProtoReflect.Descriptor instead.
 func (*ListOutboxRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{31}
+	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListOutboxRequest) GetState() OutboxState {
@@ -2514,7 +2600,7 @@ type ListOutboxResponse struct {
 
 func (x *ListOutboxResponse) Reset() {
 	*x = ListOutboxResponse{}
-	mi := &file_verbund_federation_v1_handover_proto_msgTypes[32]
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2526,7 +2612,7 @@ func (x *ListOutboxResponse) String() string {
 func (*ListOutboxResponse) ProtoMessage() {}
 
 func (x *ListOutboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_federation_v1_handover_proto_msgTypes[32]
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2539,7 +2625,7 @@ func (x *ListOutboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOutboxResponse.ProtoReflect.Descriptor instead.
 func (*ListOutboxResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{32}
+	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListOutboxResponse) GetEntries() []*OutboxEntry {
@@ -2564,7 +2650,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_verbund_federation_v1_handover_proto_msgTypes[33]
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2576,7 +2662,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_federation_v1_handover_proto_msgTypes[33]
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2589,7 +2675,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{33}
+	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{34}
 }
 
 // AuditHead is a (sequence, hash) point of the audit chain.
@@ -2605,7 +2691,7 @@ type AuditHead struct {
 
 func (x *AuditHead) Reset() {
 	*x = AuditHead{}
-	mi := &file_verbund_federation_v1_handover_proto_msgTypes[34]
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2617,7 +2703,7 @@ func (x *AuditHead) String() string {
 func (*AuditHead) ProtoMessage() {}
 
 func (x *AuditHead) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_federation_v1_handover_proto_msgTypes[34]
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2630,7 +2716,7 @@ func (x *AuditHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditHead.ProtoReflect.Descriptor instead.
 func (*AuditHead) Descriptor() ([]byte, []int) {
-	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{34}
+	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AuditHead) GetSequence() uint64 {
@@ -2671,7 +2757,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_verbund_federation_v1_handover_proto_msgTypes[35]
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2683,7 +2769,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_federation_v1_handover_proto_msgTypes[35]
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2696,7 +2782,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{35}
+	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -2856,7 +2942,7 @@ const file_verbund_federation_v1_handover_proto_rawDesc = "" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x126\n" +
 	"\x05state\x18\x03 \x01(\x0e2 .verbund.federation.v1.CaseStateR\x05state\"7\n" +
 	"\x10TrackCaseRequest\x12#\n" +
-	"\rtracking_code\x18\x01 \x01(\tR\ftrackingCode\"\xf3\x03\n" +
+	"\rtracking_code\x18\x01 \x01(\tR\ftrackingCode\"\xb6\x04\n" +
 	"\rTimelineEntry\x12'\n" +
 	"\x0forganisation_id\x18\x01 \x01(\tR\x0eorganisationId\x124\n" +
 	"\x04type\x18\x02 \x01(\x0e2 .verbund.federation.v1.EventTypeR\x04type\x12\x1c\n" +
@@ -2872,12 +2958,13 @@ const file_verbund_federation_v1_handover_proto_rawDesc = "" +
 	"\aproblem\x18\n" +
 	" \x01(\v2\x1e.verbund.federation.v1.ProblemR\aproblem\x12!\n" +
 	"\fforwarded_to\x18\v \x01(\tR\vforwardedTo\x12-\n" +
-	"\x12verification_error\x18\f \x01(\tR\x11verificationError\"\xe5\x01\n" +
+	"\x12verification_error\x18\f \x01(\tR\x11verificationError\x12A\n" +
+	"\brecorded\x18\r \x01(\v2%.verbund.federation.v1.RegistryMomentR\brecorded\"\xe5\x01\n" +
 	"\x11TrackCaseResponse\x12#\n" +
 	"\rtracking_code\x18\x01 \x01(\tR\ftrackingCode\x12>\n" +
 	"\aentries\x18\x02 \x03(\v2$.verbund.federation.v1.TimelineEntryR\aentries\x12)\n" +
 	"\x10organisation_ids\x18\x03 \x03(\tR\x0forganisationIds\x12@\n" +
-	"\x1cunreachable_organisation_ids\x18\x04 \x03(\tR\x1aunreachableOrganisationIds\"\xaa\x03\n" +
+	"\x1cunreachable_organisation_ids\x18\x04 \x03(\tR\x1aunreachableOrganisationIds\"\xed\x03\n" +
 	"\fTimelineItem\x12;\n" +
 	"\x04kind\x18\x01 \x01(\x0e2'.verbund.federation.v1.TimelineItemKindR\x04kind\x12!\n" +
 	"\fsigned_token\x18\x02 \x01(\tR\vsignedToken\x12\x1f\n" +
@@ -2891,12 +2978,16 @@ const file_verbund_federation_v1_handover_proto_rawDesc = "" +
 	"\n" +
 	"at_unix_ms\x18\t \x01(\x03R\batUnixMs\x12!\n" +
 	"\fforwarded_to\x18\n" +
-	" \x01(\tR\vforwardedTo\"=\n" +
+	" \x01(\tR\vforwardedTo\x12A\n" +
+	"\brecorded\x18\v \x01(\v2%.verbund.federation.v1.RegistryMomentR\brecorded\"?\n" +
+	"\x0eRegistryMoment\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x17\n" +
+	"\aunix_ms\x18\x02 \x01(\x03R\x06unixMs\"=\n" +
 	"\x16GetCaseTimelineRequest\x12#\n" +
 	"\rtracking_code\x18\x01 \x01(\tR\ftrackingCode\"}\n" +
 	"\x17GetCaseTimelineResponse\x12'\n" +
 	"\x0forganisation_id\x18\x01 \x01(\tR\x0eorganisationId\x129\n" +
-	"\x05items\x18\x02 \x03(\v2#.verbund.federation.v1.TimelineItemR\x05items\"\x9f\x04\n" +
+	"\x05items\x18\x02 \x03(\v2#.verbund.federation.v1.TimelineItemR\x05items\"\xf1\x04\n" +
 	"\vOutboxEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x125\n" +
 	"\x04kind\x18\x02 \x01(\x0e2!.verbund.federation.v1.OutboxKindR\x04kind\x12,\n" +
@@ -2914,7 +3005,8 @@ const file_verbund_federation_v1_handover_proto_rawDesc = "" +
 	"handoverId\x12?\n" +
 	"\n" +
 	"event_type\x18\f \x01(\x0e2 .verbund.federation.v1.EventTypeR\teventType\x12#\n" +
-	"\rtracking_code\x18\r \x01(\tR\ftrackingCode\"\x89\x01\n" +
+	"\rtracking_code\x18\r \x01(\tR\ftrackingCode\x12P\n" +
+	"\x10receipt_recorded\x18\x0e \x01(\v2%.verbund.federation.v1.RegistryMomentR\x0freceiptRecorded\"\x89\x01\n" +
 	"\x11ListOutboxRequest\x128\n" +
 	"\x05state\x18\x01 \x01(\x0e2\".verbund.federation.v1.OutboxStateR\x05state\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
@@ -2998,7 +3090,7 @@ func file_verbund_federation_v1_handover_proto_rawDescGZIP() []byte {
 }
 
 var file_verbund_federation_v1_handover_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_verbund_federation_v1_handover_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_verbund_federation_v1_handover_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_verbund_federation_v1_handover_proto_goTypes = []any{
 	(CaseState)(0),                  // 0: verbund.federation.v1.CaseState
 	(OutboxState)(0),                // 1: verbund.federation.v1.OutboxState
@@ -3033,14 +3125,15 @@ var file_verbund_federation_v1_handover_proto_goTypes = []any{
 	(*TimelineEntry)(nil),           // 30: verbund.federation.v1.TimelineEntry
 	(*TrackCaseResponse)(nil),       // 31: verbund.federation.v1.TrackCaseResponse
 	(*TimelineItem)(nil),            // 32: verbund.federation.v1.TimelineItem
-	(*GetCaseTimelineRequest)(nil),  // 33: verbund.federation.v1.GetCaseTimelineRequest
-	(*GetCaseTimelineResponse)(nil), // 34: verbund.federation.v1.GetCaseTimelineResponse
-	(*OutboxEntry)(nil),             // 35: verbund.federation.v1.OutboxEntry
-	(*ListOutboxRequest)(nil),       // 36: verbund.federation.v1.ListOutboxRequest
-	(*ListOutboxResponse)(nil),      // 37: verbund.federation.v1.ListOutboxResponse
-	(*VerifyAuditRequest)(nil),      // 38: verbund.federation.v1.VerifyAuditRequest
-	(*AuditHead)(nil),               // 39: verbund.federation.v1.AuditHead
-	(*VerifyAuditResponse)(nil),     // 40: verbund.federation.v1.VerifyAuditResponse
+	(*RegistryMoment)(nil),          // 33: verbund.federation.v1.RegistryMoment
+	(*GetCaseTimelineRequest)(nil),  // 34: verbund.federation.v1.GetCaseTimelineRequest
+	(*GetCaseTimelineResponse)(nil), // 35: verbund.federation.v1.GetCaseTimelineResponse
+	(*OutboxEntry)(nil),             // 36: verbund.federation.v1.OutboxEntry
+	(*ListOutboxRequest)(nil),       // 37: verbund.federation.v1.ListOutboxRequest
+	(*ListOutboxResponse)(nil),      // 38: verbund.federation.v1.ListOutboxResponse
+	(*VerifyAuditRequest)(nil),      // 39: verbund.federation.v1.VerifyAuditRequest
+	(*AuditHead)(nil),               // 40: verbund.federation.v1.AuditHead
+	(*VerifyAuditResponse)(nil),     // 41: verbund.federation.v1.VerifyAuditResponse
 }
 var file_verbund_federation_v1_handover_proto_depIdxs = []int32{
 	5,  // 0: verbund.federation.v1.SendHandoverRequest.attachments:type_name -> verbund.federation.v1.Attachment
@@ -3063,48 +3156,51 @@ var file_verbund_federation_v1_handover_proto_depIdxs = []int32{
 	0,  // 17: verbund.federation.v1.ForwardCaseResponse.state:type_name -> verbund.federation.v1.CaseState
 	3,  // 18: verbund.federation.v1.TimelineEntry.type:type_name -> verbund.federation.v1.EventType
 	7,  // 19: verbund.federation.v1.TimelineEntry.problem:type_name -> verbund.federation.v1.Problem
-	30, // 20: verbund.federation.v1.TrackCaseResponse.entries:type_name -> verbund.federation.v1.TimelineEntry
-	4,  // 21: verbund.federation.v1.TimelineItem.kind:type_name -> verbund.federation.v1.TimelineItemKind
-	3,  // 22: verbund.federation.v1.TimelineItem.type:type_name -> verbund.federation.v1.EventType
-	32, // 23: verbund.federation.v1.GetCaseTimelineResponse.items:type_name -> verbund.federation.v1.TimelineItem
-	2,  // 24: verbund.federation.v1.OutboxEntry.kind:type_name -> verbund.federation.v1.OutboxKind
-	1,  // 25: verbund.federation.v1.OutboxEntry.state:type_name -> verbund.federation.v1.OutboxState
-	3,  // 26: verbund.federation.v1.OutboxEntry.event_type:type_name -> verbund.federation.v1.EventType
-	1,  // 27: verbund.federation.v1.ListOutboxRequest.state:type_name -> verbund.federation.v1.OutboxState
-	35, // 28: verbund.federation.v1.ListOutboxResponse.entries:type_name -> verbund.federation.v1.OutboxEntry
-	39, // 29: verbund.federation.v1.VerifyAuditResponse.head:type_name -> verbund.federation.v1.AuditHead
-	39, // 30: verbund.federation.v1.VerifyAuditResponse.published:type_name -> verbund.federation.v1.AuditHead
-	8,  // 31: verbund.federation.v1.HandoverService.SendHandover:input_type -> verbund.federation.v1.SendHandoverRequest
-	10, // 32: verbund.federation.v1.HandoverService.DeliverHandover:input_type -> verbund.federation.v1.DeliverHandoverRequest
-	12, // 33: verbund.federation.v1.HandoverService.DeliverEvent:input_type -> verbund.federation.v1.DeliverEventRequest
-	17, // 34: verbund.federation.v1.HandoverService.ListInbox:input_type -> verbund.federation.v1.ListInboxRequest
-	19, // 35: verbund.federation.v1.HandoverService.GetCase:input_type -> verbund.federation.v1.GetCaseRequest
-	21, // 36: verbund.federation.v1.HandoverService.AcceptCase:input_type -> verbund.federation.v1.AcceptCaseRequest
-	23, // 37: verbund.federation.v1.HandoverService.RejectCase:input_type -> verbund.federation.v1.RejectCaseRequest
-	25, // 38: verbund.federation.v1.HandoverService.CompleteCase:input_type -> verbund.federation.v1.CompleteCaseRequest
-	27, // 39: verbund.federation.v1.HandoverService.ForwardCase:input_type -> verbund.federation.v1.ForwardCaseRequest
-	29, // 40: verbund.federation.v1.HandoverService.TrackCase:input_type -> verbund.federation.v1.TrackCaseRequest
-	33, // 41: verbund.federation.v1.HandoverService.GetCaseTimeline:input_type -> verbund.federation.v1.GetCaseTimelineRequest
-	36, // 42: verbund.federation.v1.HandoverService.ListOutbox:input_type -> verbund.federation.v1.ListOutboxRequest
-	38, // 43: verbund.federation.v1.HandoverService.VerifyAudit:input_type -> verbund.federation.v1.VerifyAuditRequest
-	9,  // 44: verbund.federation.v1.HandoverService.SendHandover:output_type -> verbund.federation.v1.SendHandoverResponse
-	11, // 45: verbund.federation.v1.HandoverService.DeliverHandover:output_type -> verbund.federation.v1.DeliverHandoverResponse
-	13, // 46: verbund.federation.v1.HandoverService.DeliverEvent:output_type -> verbund.federation.v1.DeliverEventResponse
-	18, // 47: verbund.federation.v1.HandoverService.ListInbox:output_type -> verbund.federation.v1.ListInboxResponse
-	20, // 48: verbund.federation.v1.HandoverService.GetCase:output_type -> verbund.federation.v1.GetCaseResponse
-	22, // 49: verbund.federation.v1.HandoverService.AcceptCase:output_type -> verbund.federation.v1.AcceptCaseResponse
-	24, // 50: verbund.federation.v1.HandoverService.RejectCase:output_type -> verbund.federation.v1.RejectCaseResponse
-	26, // 51: verbund.federation.v1.HandoverService.CompleteCase:output_type -> verbund.federation.v1.CompleteCaseResponse
-	28, // 52: verbund.federation.v1.HandoverService.ForwardCase:output_type -> verbund.federation.v1.ForwardCaseResponse
-	31, // 53: verbund.federation.v1.HandoverService.TrackCase:output_type -> verbund.federation.v1.TrackCaseResponse
-	34, // 54: verbund.federation.v1.HandoverService.GetCaseTimeline:output_type -> verbund.federation.v1.GetCaseTimelineResponse
-	37, // 55: verbund.federation.v1.HandoverService.ListOutbox:output_type -> verbund.federation.v1.ListOutboxResponse
-	40, // 56: verbund.federation.v1.HandoverService.VerifyAudit:output_type -> verbund.federation.v1.VerifyAuditResponse
-	44, // [44:57] is the sub-list for method output_type
-	31, // [31:44] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	33, // 20: verbund.federation.v1.TimelineEntry.recorded:type_name -> verbund.federation.v1.RegistryMoment
+	30, // 21: verbund.federation.v1.TrackCaseResponse.entries:type_name -> verbund.federation.v1.TimelineEntry
+	4,  // 22: verbund.federation.v1.TimelineItem.kind:type_name -> verbund.federation.v1.TimelineItemKind
+	3,  // 23: verbund.federation.v1.TimelineItem.type:type_name -> verbund.federation.v1.EventType
+	33, // 24: verbund.federation.v1.TimelineItem.recorded:type_name -> verbund.federation.v1.RegistryMoment
+	32, // 25: verbund.federation.v1.GetCaseTimelineResponse.items:type_name -> verbund.federation.v1.TimelineItem
+	2,  // 26: verbund.federation.v1.OutboxEntry.kind:type_name -> verbund.federation.v1.OutboxKind
+	1,  // 27: verbund.federation.v1.OutboxEntry.state:type_name -> verbund.federation.v1.OutboxState
+	3,  // 28: verbund.federation.v1.OutboxEntry.event_type:type_name -> verbund.federation.v1.EventType
+	33, // 29: verbund.federation.v1.OutboxEntry.receipt_recorded:type_name -> verbund.federation.v1.RegistryMoment
+	1,  // 30: verbund.federation.v1.ListOutboxRequest.state:type_name -> verbund.federation.v1.OutboxState
+	36, // 31: verbund.federation.v1.ListOutboxResponse.entries:type_name -> verbund.federation.v1.OutboxEntry
+	40, // 32: verbund.federation.v1.VerifyAuditResponse.head:type_name -> verbund.federation.v1.AuditHead
+	40, // 33: verbund.federation.v1.VerifyAuditResponse.published:type_name -> verbund.federation.v1.AuditHead
+	8,  // 34: verbund.federation.v1.HandoverService.SendHandover:input_type -> verbund.federation.v1.SendHandoverRequest
+	10, // 35: verbund.federation.v1.HandoverService.DeliverHandover:input_type -> verbund.federation.v1.DeliverHandoverRequest
+	12, // 36: verbund.federation.v1.HandoverService.DeliverEvent:input_type -> verbund.federation.v1.DeliverEventRequest
+	17, // 37: verbund.federation.v1.HandoverService.ListInbox:input_type -> verbund.federation.v1.ListInboxRequest
+	19, // 38: verbund.federation.v1.HandoverService.GetCase:input_type -> verbund.federation.v1.GetCaseRequest
+	21, // 39: verbund.federation.v1.HandoverService.AcceptCase:input_type -> verbund.federation.v1.AcceptCaseRequest
+	23, // 40: verbund.federation.v1.HandoverService.RejectCase:input_type -> verbund.federation.v1.RejectCaseRequest
+	25, // 41: verbund.federation.v1.HandoverService.CompleteCase:input_type -> verbund.federation.v1.CompleteCaseRequest
+	27, // 42: verbund.federation.v1.HandoverService.ForwardCase:input_type -> verbund.federation.v1.ForwardCaseRequest
+	29, // 43: verbund.federation.v1.HandoverService.TrackCase:input_type -> verbund.federation.v1.TrackCaseRequest
+	34, // 44: verbund.federation.v1.HandoverService.GetCaseTimeline:input_type -> verbund.federation.v1.GetCaseTimelineRequest
+	37, // 45: verbund.federation.v1.HandoverService.ListOutbox:input_type -> verbund.federation.v1.ListOutboxRequest
+	39, // 46: verbund.federation.v1.HandoverService.VerifyAudit:input_type -> verbund.federation.v1.VerifyAuditRequest
+	9,  // 47: verbund.federation.v1.HandoverService.SendHandover:output_type -> verbund.federation.v1.SendHandoverResponse
+	11, // 48: verbund.federation.v1.HandoverService.DeliverHandover:output_type -> verbund.federation.v1.DeliverHandoverResponse
+	13, // 49: verbund.federation.v1.HandoverService.DeliverEvent:output_type -> verbund.federation.v1.DeliverEventResponse
+	18, // 50: verbund.federation.v1.HandoverService.ListInbox:output_type -> verbund.federation.v1.ListInboxResponse
+	20, // 51: verbund.federation.v1.HandoverService.GetCase:output_type -> verbund.federation.v1.GetCaseResponse
+	22, // 52: verbund.federation.v1.HandoverService.AcceptCase:output_type -> verbund.federation.v1.AcceptCaseResponse
+	24, // 53: verbund.federation.v1.HandoverService.RejectCase:output_type -> verbund.federation.v1.RejectCaseResponse
+	26, // 54: verbund.federation.v1.HandoverService.CompleteCase:output_type -> verbund.federation.v1.CompleteCaseResponse
+	28, // 55: verbund.federation.v1.HandoverService.ForwardCase:output_type -> verbund.federation.v1.ForwardCaseResponse
+	31, // 56: verbund.federation.v1.HandoverService.TrackCase:output_type -> verbund.federation.v1.TrackCaseResponse
+	35, // 57: verbund.federation.v1.HandoverService.GetCaseTimeline:output_type -> verbund.federation.v1.GetCaseTimelineResponse
+	38, // 58: verbund.federation.v1.HandoverService.ListOutbox:output_type -> verbund.federation.v1.ListOutboxResponse
+	41, // 59: verbund.federation.v1.HandoverService.VerifyAudit:output_type -> verbund.federation.v1.VerifyAuditResponse
+	47, // [47:60] is the sub-list for method output_type
+	34, // [34:47] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_verbund_federation_v1_handover_proto_init() }
@@ -3118,7 +3214,7 @@ func file_verbund_federation_v1_handover_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbund_federation_v1_handover_proto_rawDesc), len(file_verbund_federation_v1_handover_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

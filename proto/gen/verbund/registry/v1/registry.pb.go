@@ -393,6 +393,12 @@ type PublicKey struct {
 	Status  KeyStatus `protobuf:"varint,5,opt,name=status,proto3,enum=verbund.registry.v1.KeyStatus" json:"status,omitempty"`
 	// For RETIRING keys: end of the grace period (Unix milliseconds).
 	NotAfterUnixMs int64 `protobuf:"varint,6,opt,name=not_after_unix_ms,json=notAfterUnixMs,proto3" json:"not_after_unix_ms,omitempty"`
+	// Set by the registry for REVOKED keys: Raft index of the log entry that
+	// revoked the key. Signatures recorded at earlier registry positions stay
+	// valid; from this index on the key verifies nothing. 0 on a REVOKED key:
+	// revoked before the registry kept the index, never valid. Values sent by
+	// clients are ignored (see package keys, SigningKeyAt).
+	RevokedAtIndex uint64 `protobuf:"varint,7,opt,name=revoked_at_index,json=revokedAtIndex,proto3" json:"revoked_at_index,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -469,6 +475,13 @@ func (x *PublicKey) GetNotAfterUnixMs() int64 {
 	return 0
 }
 
+func (x *PublicKey) GetRevokedAtIndex() uint64 {
+	if x != nil {
+		return x.RevokedAtIndex
+	}
+	return 0
+}
+
 type Organisation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Stable id. Municipalities, associations and districts use their 12-digit
@@ -497,9 +510,16 @@ type Organisation struct {
 	// Set by the registry: issued-at of the command that last changed it.
 	UpdatedAtUnixMs int64 `protobuf:"varint,21,opt,name=updated_at_unix_ms,json=updatedAtUnixMs,proto3" json:"updated_at_unix_ms,omitempty"`
 	// Set by the registry: organisation that signed the last change.
-	UpdatedBy     string `protobuf:"bytes,22,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UpdatedBy string `protobuf:"bytes,22,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	// Set by the registry while the organisation is SUSPENDED or RETIRED: Raft
+	// index of the log entry that made it so. Its signatures are refused at
+	// registry positions from this index on; what it signed before stays
+	// valid. 0 while it is REGISTERED or ACTIVE (or, on an inactive
+	// organisation, made inactive before the registry kept the index: refused
+	// at every position). Values sent by clients are ignored.
+	InactiveSinceIndex uint64 `protobuf:"varint,23,opt,name=inactive_since_index,json=inactiveSinceIndex,proto3" json:"inactive_since_index,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Organisation) Reset() {
@@ -642,6 +662,13 @@ func (x *Organisation) GetUpdatedBy() string {
 		return x.UpdatedBy
 	}
 	return ""
+}
+
+func (x *Organisation) GetInactiveSinceIndex() uint64 {
+	if x != nil {
+		return x.InactiveSinceIndex
+	}
+	return 0
 }
 
 // Service is an entry of the national service catalogue (LeiKa).
@@ -1429,14 +1456,15 @@ const file_verbund_registry_v1_registry_proto_rawDesc = "" +
 	"\"verbund/registry/v1/registry.proto\x12\x13verbund.registry.v1\".\n" +
 	"\bGeoPoint\x12\x10\n" +
 	"\x03lat\x18\x01 \x01(\x01R\x03lat\x12\x10\n" +
-	"\x03lon\x18\x02 \x01(\x01R\x03lon\"\xbf\x01\n" +
+	"\x03lon\x18\x02 \x01(\x01R\x03lon\"\xe9\x01\n" +
 	"\tPublicKey\x12\x10\n" +
 	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x10\n" +
 	"\x03use\x18\x02 \x01(\tR\x03use\x12\x10\n" +
 	"\x03alg\x18\x03 \x01(\tR\x03alg\x12\x19\n" +
 	"\bjwk_json\x18\x04 \x01(\tR\ajwkJson\x126\n" +
 	"\x06status\x18\x05 \x01(\x0e2\x1e.verbund.registry.v1.KeyStatusR\x06status\x12)\n" +
-	"\x11not_after_unix_ms\x18\x06 \x01(\x03R\x0enotAfterUnixMs\"\xc9\x04\n" +
+	"\x11not_after_unix_ms\x18\x06 \x01(\x03R\x0enotAfterUnixMs\x12(\n" +
+	"\x10revoked_at_index\x18\a \x01(\x04R\x0erevokedAtIndex\"\xfb\x04\n" +
 	"\fOrganisation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
 	"\x04kind\x18\x02 \x01(\x0e2%.verbund.registry.v1.OrganisationKindR\x04kind\x12\x12\n" +
@@ -1459,7 +1487,8 @@ const file_verbund_registry_v1_registry_proto_rawDesc = "" +
 	"\brevision\x18\x14 \x01(\x04R\brevision\x12+\n" +
 	"\x12updated_at_unix_ms\x18\x15 \x01(\x03R\x0fupdatedAtUnixMs\x12\x1d\n" +
 	"\n" +
-	"updated_by\x18\x16 \x01(\tR\tupdatedBy\"\x89\x02\n" +
+	"updated_by\x18\x16 \x01(\tR\tupdatedBy\x120\n" +
+	"\x14inactive_since_index\x18\x17 \x01(\x04R\x12inactiveSinceIndex\"\x89\x02\n" +
 	"\aService\x12\x1b\n" +
 	"\tleika_key\x18\x01 \x01(\tR\bleikaKey\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
