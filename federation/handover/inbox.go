@@ -11,6 +11,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/verbund/verbund/federation/envelope"
+	"github.com/verbund/verbund/keys"
 )
 
 // DeliverHandover takes a handover envelope from another node: it checks
@@ -29,19 +30,11 @@ func (s *Service) DeliverHandover(ctx context.Context, token string) (string, er
 		return "", err
 	}
 	defer done()
-	if len(token) > envelope.MaxEnvelopeSize {
-		return "", s.reject(kindHandover, fmt.Errorf("%w: envelope of %d bytes (max %d)", envelope.ErrTooLarge, len(token), envelope.MaxEnvelopeSize))
+	a, err := s.arrive(ctx, token, kindHandover, "envelope", envelope.MaxEnvelopeSize)
+	if err != nil || a.redelivered {
+		return a.receipt, err
 	}
-	d := envelope.Digest(token)
-	digest := hex.EncodeToString(d[:])
-	if r, ok, err := s.duplicate(digest); err != nil || ok {
-		return r, err
-	}
-	now := s.now()
-	at, err := s.position(ctx, now)
-	if err != nil {
-		return "", err
-	}
+	digest, now, at := a.digest, a.now, a.at
 	o, err := envelope.Open(ctx, token, s.cfg.Keys.DecryptionKeys(), s.cfg.Resolver, s.cfg.OrgID, now)
 	if err != nil {
 		return "", s.reject(kindHandover, err)
@@ -118,19 +111,11 @@ func (s *Service) DeliverEvent(ctx context.Context, token string) (string, error
 		return "", err
 	}
 	defer done()
-	if len(token) > envelope.MaxEventSize {
-		return "", s.reject(kindEvent, fmt.Errorf("%w: event of %d bytes (max %d)", envelope.ErrTooLarge, len(token), envelope.MaxEventSize))
+	a, err := s.arrive(ctx, token, kindEvent, "event", envelope.MaxEventSize)
+	if err != nil || a.redelivered {
+		return a.receipt, err
 	}
-	d := envelope.Digest(token)
-	digest := hex.EncodeToString(d[:])
-	if r, ok, err := s.duplicate(digest); err != nil || ok {
-		return r, err
-	}
-	now := s.now()
-	at, err := s.position(ctx, now)
-	if err != nil {
-		return "", err
-	}
+	digest, now, at := a.digest, a.now, a.at
 	o, err := envelope.OpenEvent(ctx, token, s.cfg.Keys.DecryptionKeys(), s.cfg.Resolver, s.cfg.OrgID, now)
 	if err != nil {
 		return "", s.reject(kindEvent, err)
@@ -195,6 +180,34 @@ func (s *Service) DeliverEvent(ctx context.Context, token string) (string, error
 }
 
 // reject counts and logs a refused delivery.
+// arrival is a token at the door, before it is opened.
+type arrival struct {
+	digest      string      // hex SHA-256 of the token
+	now         time.Time   // when it arrived
+	at          keys.Moment // the registry moment it is judged at
+	redelivered bool        // delivered before: receipt is the stored one
+	receipt     string
+}
+
+// arrive runs what every delivery does before its token is opened: the size
+// limit, the answer to a byte-identical redelivery (its stored receipt, with
+// nothing changed), and the registry moment the token is judged at.
+func (s *Service) arrive(ctx context.Context, token, kind, what string, max int) (arrival, error) {
+	if len(token) > max {
+		return arrival{}, s.reject(kind, fmt.Errorf("%w: %s of %d bytes (max %d)", envelope.ErrTooLarge, what, len(token), max))
+	}
+	d := envelope.Digest(token)
+	a := arrival{digest: hex.EncodeToString(d[:])}
+	if r, ok, err := s.duplicate(a.digest); err != nil || ok {
+		a.redelivered, a.receipt = ok, r
+		return a, err
+	}
+	a.now = s.now()
+	var err error
+	a.at, err = s.position(ctx, a.now)
+	return a, err
+}
+
 func (s *Service) reject(kind string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err // the caller went away: not a rejection
