@@ -38,7 +38,7 @@ func (n *Node) startHandover(ctx context.Context) error {
 		Dialer:        n.peers,
 		Audit:         auditPublisher{n: n},
 		AuditHeads:    registryAuditHeads{r: n.reader},
-		Logger:        n.log.With("component", "handover"),
+		Logger:        n.log,
 		AuditInterval: n.cfg.AuditInterval,
 	})
 	if err != nil {
