@@ -23,6 +23,7 @@ import (
 	"github.com/verbund/verbund/federation/handover"
 	"github.com/verbund/verbund/federation/membership"
 	"github.com/verbund/verbund/federation/peertls"
+	"github.com/verbund/verbund/internal/badgerlog"
 	"github.com/verbund/verbund/keys"
 	"github.com/verbund/verbund/node/raftbadger"
 	"github.com/verbund/verbund/registry"
@@ -110,7 +111,7 @@ func New(cfg Config) (*Node, error) {
 
 func (n *Node) openStorage() error {
 	opts := badger.DefaultOptions(n.cfg.path("state")).
-		WithLogger(badgerLogger{n.log}).
+		WithLogger(badgerlog.New(n.log, "badger")).
 		WithSyncWrites(false). // the Raft log is the durable copy; see registry.FSM
 		WithNumVersionsToKeep(1).
 		WithCompactL0OnClose(true)
@@ -482,14 +483,3 @@ func (n *Node) voters() []raft.Server {
 	}
 	return out
 }
-
-type badgerLogger struct{ l *slog.Logger }
-
-func (b badgerLogger) Errorf(f string, a ...any) {
-	b.l.Error(fmt.Sprintf(f, a...), "component", "badger")
-}
-func (b badgerLogger) Warningf(f string, a ...any) {
-	b.l.Warn(fmt.Sprintf(f, a...), "component", "badger")
-}
-func (b badgerLogger) Infof(string, ...any)  {}
-func (b badgerLogger) Debugf(string, ...any) {}

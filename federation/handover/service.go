@@ -13,6 +13,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/verbund/verbund/federation/envelope"
+	"github.com/verbund/verbund/internal/badgerlog"
 	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
 )
 
@@ -197,7 +198,7 @@ func OpenDB(dir string, logger *slog.Logger) (*badger.DB, error) {
 	}
 	opts := badger.DefaultOptions(dir).
 		WithSyncWrites(true).
-		WithLogger(badgerLogger{logger}).
+		WithLogger(badgerlog.New(logger, "badger-handover")).
 		WithNumVersionsToKeep(1).
 		WithCompactL0OnClose(true)
 	db, err := badger.Open(opts)
@@ -206,17 +207,6 @@ func OpenDB(dir string, logger *slog.Logger) (*badger.DB, error) {
 	}
 	return db, nil
 }
-
-type badgerLogger struct{ l *slog.Logger }
-
-func (b badgerLogger) Errorf(f string, a ...any) {
-	b.l.Error(fmt.Sprintf(f, a...), "component", "badger-handover")
-}
-func (b badgerLogger) Warningf(f string, a ...any) {
-	b.l.Warn(fmt.Sprintf(f, a...), "component", "badger-handover")
-}
-func (b badgerLogger) Infof(string, ...any)  {}
-func (b badgerLogger) Debugf(string, ...any) {}
 
 // Service is one organisation's handover endpoint: outbox and deliverer,
 // inbox, case lifecycle, tracking and audit log. Create it with New, serve
