@@ -267,4 +267,3 @@ func TestClockJumpSoak(t *testing.T) {
 	t.Logf("clock soak: %d jumps, %d leadership transfers; %d acknowledged (0 lost), %d refused for the clock, %d indeterminate",
 		jumps, transfers, acked, refused, unknown)
 }
-
