@@ -111,7 +111,17 @@ func (c *Cluster) Resume(i int) error { return c.Node(i).Resume() }
 func (c *Cluster) Restart(i int) error {
 	old := c.Node(i)
 	old.Kill()
-	p, err := Start(c.bin, c.args[i]...)
+	// Like nodetest: the state exists, so never bootstrap or run genesis
+	// again. (A node restarted with --genesis while another node leads
+	// waits to become leader itself and exits after 30 s: "no leadership".)
+	var args []string
+	for _, a := range c.args[i] {
+		if a != "--bootstrap" && a != "--genesis" {
+			args = append(args, a)
+		}
+	}
+	c.args[i] = args
+	p, err := Start(c.bin, args...)
 	if err != nil {
 		return err
 	}
