@@ -36,8 +36,9 @@ test: ## run every test (race detector on the concurrent packages)
 	$(GO) test -race -count=1 -timeout 12m ./registry/... ./federation/... ./node/...
 
 .PHONY: soak
-soak: ## long Jepsen-style fault runs (VERBUND_SOAK_SEEDS, VERBUND_SOAK_DURATION)
-	VERBUND_SOAK=1 $(GO) test -count=1 -run 'TestJepsenSoak' -v -timeout 90m ./node
+soak: ## long fault runs: Jepsen-style, clock jumps, process pauses/kills (VERBUND_SOAK_SEEDS, VERBUND_SOAK_DURATION)
+	VERBUND_SOAK=1 $(GO) test -count=1 -run 'TestJepsenSoak|TestClockJumpSoak' -v -timeout 90m ./node
+	VERBUND_SOAK=1 $(GO) test -count=1 -run 'TestProcessFaultSoak' -v -timeout 30m ./e2e
 
 .PHONY: test-short
 test-short: ## quick tests (skips the slow fault runs)

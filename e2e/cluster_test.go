@@ -119,18 +119,6 @@ func TestMakeCluster(t *testing.T) {
 	}
 }
 
-func waitUntil(bound time.Duration, f func() error) error {
-	deadline := time.Now().Add(bound)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return nil
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return err
-}
-
 type lockedBuf struct {
 	mu  sync.Mutex
 	buf strings.Builder

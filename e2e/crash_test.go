@@ -30,7 +30,7 @@ func TestKillDuringImport(t *testing.T) {
 	dir := t.TempDir()
 	args := []string{"dev", "--no-sample-data", "--data-dir", dir, "--http-addr", freeAddr(t), "--raft-addr", freeAddr(t), "--log-level", "warn"}
 	p := start(t, args...)
-	waitHTTP(t, p.api)
+	waitHTTP(t, p.API)
 	opKey, err := keys.Load(filepath.Join(dir, "keys", "signing.jwk"))
 	if err != nil {
 		t.Fatal(err)
@@ -56,11 +56,11 @@ func TestKillDuringImport(t *testing.T) {
 			mu.Unlock()
 			// Kill the node once it is well into the municipalities.
 			if pr.Phase == sampledata.PhaseMunicipalities && pr.Done >= 3000 && killed.CompareAndSwap(false, true) {
-				p.kill()
+				p.Kill()
 			}
 		},
 	}
-	_, err = sampledata.Import(context.Background(), pub(p.api), opts)
+	_, err = sampledata.Import(context.Background(), pub(p.API), opts)
 	if err == nil || !killed.Load() {
 		t.Fatalf("import finished without the kill (err %v, killed %v)", err, killed.Load())
 	}
@@ -71,8 +71,8 @@ func TestKillDuringImport(t *testing.T) {
 
 	// Restart from the same data dir.
 	p2 := start(t, args...)
-	waitHTTP(t, p2.api)
-	q := registryv1connect.NewQueryServiceClient(http.DefaultClient, p2.api)
+	waitHTTP(t, p2.API)
+	q := registryv1connect.NewQueryServiceClient(http.DefaultClient, p2.API)
 	count := func(kind registryv1.OrganisationKind) (int, map[string]bool) {
 		ids := map[string]bool{}
 		tok := ""
@@ -100,9 +100,9 @@ func TestKillDuringImport(t *testing.T) {
 
 	// Resume: completes, with the applied batches as duplicates.
 	opts.OnProgress = nil
-	sum, err := sampledata.Import(context.Background(), pub(p2.api), opts)
+	sum, err := sampledata.Import(context.Background(), pub(p2.API), opts)
 	if err != nil {
-		t.Fatalf("resumed import: %v\n%s", err, p2.log())
+		t.Fatalf("resumed import: %v\n%s", err, p2.Logs())
 	}
 	if sum.Duplicates < ackedMunis {
 		t.Fatalf("resume re-applied acknowledged batches: %d duplicates < %d acknowledged", sum.Duplicates, ackedMunis)
@@ -119,11 +119,11 @@ func TestKillDuringImport(t *testing.T) {
 		}
 	}
 	// A third run changes nothing.
-	sum, err = sampledata.Import(context.Background(), pub(p2.api), opts)
+	sum, err = sampledata.Import(context.Background(), pub(p2.API), opts)
 	if err != nil || sum.Applied != 0 {
 		t.Fatalf("third run: applied %d, err %v", sum.Applied, err)
 	}
-	p2.stop(t)
+	stop(t, p2)
 	if _, err := os.Stat(filepath.Join(dir, "state")); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/verbund/verbund/e2e/proc"
 	"github.com/verbund/verbund/federation/envelope"
 	"github.com/verbund/verbund/federation/handover"
 	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
@@ -41,18 +42,18 @@ func TestHandoversSurviveSIGKILL(t *testing.T) {
 		"--http-addr", freeAddr(t), "--gossip-addr", freeAddr(t), "--join", gossipA, "--log-level", "warn"}
 	a := start(t, argsA...)
 	b := start(t, argsB...)
-	waitHTTP(t, a.api)
-	if out, err := run(t, "onboard", "--node", b.api, "--key", filepath.Join(dirA, "keys", "signing.jwk"),
-		"--addr", a.api, "--name", "München", "--kind", "municipality", "--timeout", "30s"); err != nil {
+	waitHTTP(t, a.API)
+	if out, err := run(t, "onboard", "--node", b.API, "--key", filepath.Join(dirA, "keys", "signing.jwk"),
+		"--addr", a.API, "--name", "München", "--kind", "municipality", "--timeout", "30s"); err != nil {
 		t.Fatalf("onboard: %v\n%s", err, out)
 	}
 	client := func(api string) federationv1connect.HandoverServiceClient {
 		return federationv1connect.NewHandoverServiceClient(http.DefaultClient, api)
 	}
 	var mu sync.Mutex
-	procs := map[string]*proc{"A": a, "B": b}
+	procs := map[string]*proc.Process{"A": a, "B": b}
 	args := map[string][]string{"A": argsA, "B": argsB}
-	current := func(name string) *proc { mu.Lock(); defer mu.Unlock(); return procs[name] }
+	current := func(name string) *proc.Process { mu.Lock(); defer mu.Unlock(); return procs[name] }
 
 	// Senders: each handover has an idempotency key and is retried until
 	// the sender acknowledges it (across sender crashes).
@@ -67,7 +68,7 @@ func TestHandoversSurviveSIGKILL(t *testing.T) {
 			for i := range work {
 				for {
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					res, err := client(current("A").api).SendHandover(ctx, connect.NewRequest(&federationv1.SendHandoverRequest{
+					res, err := client(current("A").API).SendHandover(ctx, connect.NewRequest(&federationv1.SendHandoverRequest{
 						RecipientOrganisationId: "091620000000",
 						CaseJson:                fmt.Sprintf(`{"applicant":"Erika Mustermann %d","subject":"Ummeldung"}`, i),
 						Reason:                  "Umzug nach München",
@@ -107,7 +108,7 @@ func TestHandoversSurviveSIGKILL(t *testing.T) {
 			}
 			name := []string{"A", "B"}[rng.IntN(2)]
 			p := current(name)
-			p.kill()
+			p.Kill()
 			killsMu.Lock()
 			kills[name]++
 			killsMu.Unlock()
@@ -142,7 +143,7 @@ func TestHandoversSurviveSIGKILL(t *testing.T) {
 		outbox = nil
 		tok := ""
 		for {
-			res, err := client(current("A").api).ListOutbox(context.Background(), connect.NewRequest(&federationv1.ListOutboxRequest{PageSize: 1000, PageToken: tok}))
+			res, err := client(current("A").API).ListOutbox(context.Background(), connect.NewRequest(&federationv1.ListOutboxRequest{PageSize: 1000, PageToken: tok}))
 			if err != nil {
 				return err
 			}
@@ -171,7 +172,7 @@ func TestHandoversSurviveSIGKILL(t *testing.T) {
 	inbox := map[string]int{}
 	tok := ""
 	for {
-		res, err := client(current("B").api).ListInbox(context.Background(), connect.NewRequest(&federationv1.ListInboxRequest{PageSize: 1000, PageToken: tok}))
+		res, err := client(current("B").API).ListInbox(context.Background(), connect.NewRequest(&federationv1.ListInboxRequest{PageSize: 1000, PageToken: tok}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -191,7 +192,7 @@ func TestHandoversSurviveSIGKILL(t *testing.T) {
 		t.Errorf("inbox holds %d handovers, want %d", len(inbox), total)
 	}
 	// Receipts verify offline against the registry's keys.
-	q := registryv1connect.NewQueryServiceClient(http.DefaultClient, current("A").api)
+	q := registryv1connect.NewQueryServiceClient(http.DefaultClient, current("A").API)
 	resolver := handover.RegistryKeys{Lookup: func(ctx context.Context, id string) (*registryv1.Organisation, uint64, error) {
 		res, err := q.GetOrganisation(ctx, connect.NewRequest(&registryv1.GetOrganisationRequest{Id: id}))
 		if err != nil {
@@ -214,7 +215,7 @@ func TestHandoversSurviveSIGKILL(t *testing.T) {
 	// Both audit logs verify.
 	for _, name := range []string{"A", "B"} {
 		if err := waitUntil(30*time.Second, func() error {
-			res, err := client(current(name).api).VerifyAudit(context.Background(), connect.NewRequest(&federationv1.VerifyAuditRequest{}))
+			res, err := client(current(name).API).VerifyAudit(context.Background(), connect.NewRequest(&federationv1.VerifyAuditRequest{}))
 			if err != nil {
 				return err
 			}

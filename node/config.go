@@ -118,6 +118,15 @@ type Config struct {
 	// ReadTimeout bounds waiting for a consistent or min-index read.
 	ReadTimeout time.Duration
 
+	// Clock is the wall clock for the times this node stamps and judges:
+	// the proposal time the leader writes into each log entry (which every
+	// replica's state machine judges commands by), the issue time of the
+	// node's own commands, and the handover service's times (envelope
+	// expiry, receipts, audit). Default time.Now; tests inject a clock that
+	// jumps. Timeouts and intervals use Go's monotonic clock, not this one.
+	// Writer.Now, if set, overrides it for the proposal time.
+	Clock func() time.Time
+
 	Logger *slog.Logger
 }
 
@@ -193,6 +202,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
 	}
 	return c
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/verbund/verbund/federation/handover"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
@@ -40,6 +39,7 @@ func (n *Node) startHandover(ctx context.Context) error {
 		AuditHeads:    registryAuditHeads{r: n.reader},
 		Logger:        n.log,
 		AuditInterval: n.cfg.AuditInterval,
+		Now:           n.cfg.Clock,
 	})
 	if err != nil {
 		return err
@@ -56,7 +56,7 @@ type auditPublisher struct{ n *Node }
 
 func (a auditPublisher) PublishAuditHead(ctx context.Context, seq uint64, hash string) error {
 	cmd := registry.NewCommand(a.n.cfg.OrgID, &registryv1.Mutation{Op: &registryv1.Mutation_PutAuditHead{PutAuditHead: &registryv1.AuditHead{
-		OrganisationId: a.n.cfg.OrgID, Sequence: seq, Hash: hash, AtUnixMs: time.Now().UnixMilli(),
+		OrganisationId: a.n.cfg.OrgID, Sequence: seq, Hash: hash, AtUnixMs: a.n.cfg.Clock().UnixMilli(),
 	}}})
 	_, err := a.n.publishOwn(ctx, cmd)
 	return err

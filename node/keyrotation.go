@@ -103,7 +103,7 @@ func (n *Node) RotateKeys(ctx context.Context, grace time.Duration, revokePrevio
 	if err := keys.Save(n.keyPath(encryptionFile+nextSuffix), newEnc); err != nil {
 		return nil, err
 	}
-	now := time.Now()
+	now := n.cfg.Clock()
 	prev := []string{cur.sig.KeyID, cur.enc.KeyID}
 	idx, err := n.updateOwnKeys(ctx, func(pks []*registryv1.PublicKey) ([]*registryv1.PublicKey, error) {
 		for _, pk := range pks {

@@ -264,6 +264,9 @@ func (n *Node) startRaft() error {
 	}
 	wcfg := n.cfg.Writer
 	wcfg.Logger = n.log
+	if wcfg.Now == nil {
+		wcfg.Now = n.cfg.Clock
+	}
 	n.writer = registry.NewWriter(n.raft, wcfg)
 	n.admission = registry.NewAdmission(n.fsm, n.writer)
 	return nil

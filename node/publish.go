@@ -36,6 +36,7 @@ func (n *Node) submit(ctx context.Context, hop int, signed []string) ([]*registr
 // publishOwn signs cmd with the organisation's current key and submits it.
 // A refused command is returned as its error. It returns the commit index.
 func (n *Node) publishOwn(ctx context.Context, cmd *registryv1.Command) (uint64, error) {
+	cmd.IssuedAtUnixMs = n.cfg.Clock().UnixMilli() // this node's clock, not the process's
 	jws, err := registry.SignCommand(cmd, n.keys.SigningKey())
 	if err != nil {
 		return 0, err

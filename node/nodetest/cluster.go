@@ -55,6 +55,9 @@ type Options struct {
 	// AuditInterval is how often each node publishes its handover audit
 	// head to the registry (default: the node's default).
 	AuditInterval time.Duration
+	// Configure, if set, adjusts node i's configuration after the harness
+	// has filled it in (per-node timing, clocks): see overrides.go.
+	Configure func(i int, cfg *node.Config)
 }
 
 // Cluster is a set of nodes under test.
@@ -282,6 +285,9 @@ func (c *Cluster) newMember(i int, role, dir string) (*Member, error) {
 	}
 	cfg.PeerHTTPClient = &http.Client{Transport: &roundTripper{inner: inner, net: c.Net, self: i}}
 	cfg.Logger = c.newLogger(c.t, m.ID)
+	if c.opts.Configure != nil {
+		c.opts.Configure(i, &cfg)
+	}
 	m.cfg = cfg
 	c.Net.register(i, cfg.RaftAddr, cfg.HTTPAddr)
 	if cfg.PeerAddr != "" {
