@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/verbund/verbund/keys"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 	"github.com/verbund/verbund/registry"
@@ -15,20 +13,23 @@ import (
 
 // genesis registers this node's organisation as the network operator on an
 // empty registry (the one command that is verified against a key carried in
-// itself). It is idempotent: a restart finds the operator.
+// itself). It is idempotent, also when the node is restarted with the flags
+// it was first started with while another node leads: a registry that has
+// an operator (locally, or as the leader confirms) is left alone, and the
+// registration is forwarded to whichever node leads.
 func (n *Node) genesis(ctx context.Context) error {
+	if done, err := n.hasOperator(); err != nil || done {
+		return err
+	}
 	if err := n.waitLeader(ctx, 30*time.Second); err != nil {
 		return err
 	}
-	op, err := n.reader.Operator()
-	if err != nil {
-		return err
+	lin := &registryv1.ReadOptions{Consistency: registryv1.Consistency_CONSISTENCY_LINEARIZABLE}
+	if _, err := n.readBarrier(ctx, lin); err != nil {
+		return fmt.Errorf("genesis: %w", err)
 	}
-	if op != "" {
-		if op != n.cfg.OrgID {
-			n.log.Info("registry already has an operator", "operator", op)
-		}
-		return nil
+	if done, err := n.hasOperator(); err != nil || done {
+		return err
 	}
 	ks := n.keys.current()
 	pub, err := keys.Published(ks.sig)
@@ -58,17 +59,34 @@ func (n *Node) genesis(ctx context.Context) error {
 	return nil
 }
 
+// hasOperator reports whether the local registry state has a network
+// operator already.
+func (n *Node) hasOperator() (bool, error) {
+	op, err := n.reader.Operator()
+	if err != nil || op == "" {
+		return false, err
+	}
+	if op != n.cfg.OrgID {
+		n.log.Info("registry already has an operator", "operator", op)
+	}
+	return true, nil
+}
+
+// waitLeader waits until the cluster has a leader this node knows of (itself
+// on a fresh bootstrap).
 func (n *Node) waitLeader(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	for n.raft.State() != raft.Leader {
+	for {
+		if addr, _ := n.raft.LeaderWithID(); addr != "" {
+			return nil
+		}
 		select {
 		case <-ctx.Done():
-			return errors.New("no leadership: this node did not become Raft leader in time")
+			return errors.New("no leader: the cluster elected no Raft leader in time (is a quorum of voters running?)")
 		case <-t.C:
 		}
 	}
-	return nil
 }

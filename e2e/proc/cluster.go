@@ -107,20 +107,13 @@ func (c *Cluster) Pause(i int) error  { return c.Node(i).Pause() }
 func (c *Cluster) Resume(i int) error { return c.Node(i).Resume() }
 
 // Restart kills node i if it runs and starts it again from its data
-// directory (never bootstrapping again: the Raft state exists).
+// directory with the command line it was first started with, as an operator
+// would (a node with existing Raft state never bootstraps again, and genesis
+// finds the operator already registered).
 func (c *Cluster) Restart(i int) error {
 	old := c.Node(i)
 	old.Kill()
-	// Like nodetest: the state exists, so never bootstrap or run genesis
-	// again. (A node restarted with --genesis while another node leads
-	// waits to become leader itself and exits after 30 s: "no leadership".)
-	var args []string
-	for _, a := range c.args[i] {
-		if a != "--bootstrap" && a != "--genesis" {
-			args = append(args, a)
-		}
-	}
-	c.args[i] = args
+	args := c.args[i]
 	p, err := Start(c.bin, args...)
 	if err != nil {
 		return err
