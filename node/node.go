@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -114,10 +115,12 @@ func (n *Node) openStorage() error {
 		WithLogger(badgerlog.New(n.log, "badger")).
 		WithSyncWrites(false). // the Raft log is the durable copy; see registry.FSM
 		WithNumVersionsToKeep(1).
-		WithCompactL0OnClose(true)
+		WithCompactL0OnClose(true).
+		WithChecksumVerificationMode(options.OnTableAndBlockRead). // a flipped byte is an error, never data
+		WithVerifyValueChecksum(true)
 	db, err := badger.Open(opts)
 	if err != nil {
-		return fmt.Errorf("open state db: %w", err)
+		return fmt.Errorf("open state db %s: %w (the registry state is derived: move %[1]s aside and restart to rebuild it from the Raft snapshot and log)", n.cfg.path("state"), err)
 	}
 	n.db = db
 	n.reader = registry.NewReader(db)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/verbund/verbund/federation/envelope"
@@ -191,13 +192,20 @@ func (c *Config) validate() error {
 
 // OpenDB opens (or creates) a badger database for the handover state at
 // dir, with SyncWrites(true) so that every commit is on disk before it
-// returns.
+// returns, and with badger's checksums verified on every table open, block
+// read and value read. New adds the start-up checks (highwater.go).
 func OpenDB(dir string, logger *slog.Logger) (*badger.DB, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	opts := badger.DefaultOptions(dir).
 		WithSyncWrites(true).
+		// Verify every table's checksum when it is opened and every block's
+		// when it is read, and every value-log entry's on read: a flipped
+		// byte is an error, never data. (A damaged write-ahead log tail is
+		// dropped by badger on open; the high-water mark catches that.)
+		WithChecksumVerificationMode(options.OnTableAndBlockRead).
+		WithVerifyValueChecksum(true).
 		WithLogger(badgerlog.New(logger, "badger-handover")).
 		WithNumVersionsToKeep(1).
 		WithCompactL0OnClose(true)
@@ -244,7 +252,14 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, db: cfg.DB, log: cfg.Logger.With("component", "handover", "org", cfg.OrgID)}
 	s.stats.init()
 	var err error
-	if s.com, err = newCommitter(cfg.DB, cfg.Now); err != nil {
+	if s.com, err = newCommitter(cfg.DB, cfg.Now, cfg.faults); err != nil {
+		return nil, err
+	}
+	if s.com.hwCreated {
+		s.log.Warn("handover store had no high-water mark file; created it from the store", "file", s.com.hw.path, "commit", s.com.commit)
+	}
+	if err := s.checkPublishedHead(); err != nil {
+		s.com.stop()
 		return nil, err
 	}
 	if err := s.loadLastPublished(); err != nil {
