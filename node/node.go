@@ -24,6 +24,7 @@ import (
 	"github.com/verbund/verbund/federation/handover"
 	"github.com/verbund/verbund/federation/membership"
 	"github.com/verbund/verbund/federation/peertls"
+	"github.com/verbund/verbund/internal/badgercheck"
 	"github.com/verbund/verbund/internal/badgerlog"
 	"github.com/verbund/verbund/keys"
 	"github.com/verbund/verbund/node/raftbadger"
@@ -116,9 +117,9 @@ func (n *Node) openStorage() error {
 		WithSyncWrites(false). // the Raft log is the durable copy; see registry.FSM
 		WithNumVersionsToKeep(1).
 		WithCompactL0OnClose(true).
-		WithChecksumVerificationMode(options.OnTableAndBlockRead). // a flipped byte is an error, never data
+		WithChecksumVerificationMode(options.OnBlockRead). // and badgercheck verifies every table at open
 		WithVerifyValueChecksum(true)
-	db, err := badger.Open(opts)
+	db, err := badgercheck.Open(opts) // a flipped byte is an error, never data
 	if err != nil {
 		return fmt.Errorf("open state db %s: %w (the registry state is derived: move %[1]s aside and restart to rebuild it from the Raft snapshot and log)", n.cfg.path("state"), err)
 	}

@@ -3,6 +3,7 @@ package handover
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -169,29 +170,61 @@ func copyStore(src, dst string) (bool, error) {
 	return slices.Equal(before, after), nil
 }
 
-// copyFile copies src to dst; a preallocated file's zero tail stays a hole.
+// copyFile copies src to dst, only its data extents (badger preallocates
+// and memory-maps sparse files of up to 2 GiB): holes stay holes.
 func copyFile(src, dst string) error {
-	b, err := os.ReadFile(src)
+	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
-	end := len(b)
-	for end > 0 && b[end-1] == 0 {
-		end--
-	}
-	f, err := os.Create(dst)
+	defer in.Close()
+	fi, err := in.Stat()
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(b[:end]); err != nil {
-		f.Close()
+	out, err := os.Create(dst)
+	if err != nil {
 		return err
 	}
-	if err := f.Truncate(int64(len(b))); err != nil {
-		f.Close()
+	exts, err := dataExtents(in, fi.Size())
+	if err != nil {
+		out.Close()
 		return err
 	}
-	return f.Close()
+	for _, e := range exts {
+		if _, err := io.Copy(io.NewOffsetWriter(out, e[0]), io.NewSectionReader(in, e[0], e[1]-e[0])); err != nil {
+			out.Close()
+			return err
+		}
+	}
+	if err := out.Truncate(fi.Size()); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+const (
+	seekData = 3 // SEEK_DATA
+	seekHole = 4 // SEEK_HOLE
+)
+
+// dataExtents lists the [start, end) ranges of f that hold data.
+func dataExtents(f *os.File, size int64) ([][2]int64, error) {
+	var out [][2]int64
+	for off := int64(0); off < size; {
+		start, err := f.Seek(off, seekData)
+		if err != nil { // ENXIO: no data after off
+			break
+		}
+		end, err := f.Seek(start, seekHole)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, [2]int64{start, end})
+		off = end
+	}
+	return out, nil
 }
 
 // replaceStore removes dir's badger files (keeping the high-water mark)

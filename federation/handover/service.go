@@ -14,6 +14,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/verbund/verbund/federation/envelope"
+	"github.com/verbund/verbund/internal/badgercheck"
 	"github.com/verbund/verbund/internal/badgerlog"
 	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
 )
@@ -192,24 +193,25 @@ func (c *Config) validate() error {
 
 // OpenDB opens (or creates) a badger database for the handover state at
 // dir, with SyncWrites(true) so that every commit is on disk before it
-// returns, and with badger's checksums verified on every table open, block
-// read and value read. New adds the start-up checks (highwater.go).
+// returns, and with badger's checksums verified for every table at open and
+// on every block and value read (internal/badgercheck). New adds the start-up checks (highwater.go).
 func OpenDB(dir string, logger *slog.Logger) (*badger.DB, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	opts := badger.DefaultOptions(dir).
 		WithSyncWrites(true).
-		// Verify every table's checksum when it is opened and every block's
-		// when it is read, and every value-log entry's on read: a flipped
-		// byte is an error, never data. (A damaged write-ahead log tail is
-		// dropped by badger on open; the high-water mark catches that.)
-		WithChecksumVerificationMode(options.OnTableAndBlockRead).
+		// Verify every block's checksum when it is read (badgercheck.Open
+		// verifies every table at open) and every value-log entry's: a
+		// flipped byte is an error, never data. (A damaged write-ahead log
+		// tail is dropped by badger on open; the high-water mark catches
+		// that.)
+		WithChecksumVerificationMode(options.OnBlockRead).
 		WithVerifyValueChecksum(true).
 		WithLogger(badgerlog.New(logger, "badger-handover")).
 		WithNumVersionsToKeep(1).
 		WithCompactL0OnClose(true)
-	db, err := badger.Open(opts)
+	db, err := badgercheck.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("handover: open %s: %w", dir, err)
 	}
