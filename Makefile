@@ -38,6 +38,8 @@ test: ## run every test (race detector on the concurrent packages)
 .PHONY: soak
 soak: ## long Jepsen-style fault runs (VERBUND_SOAK_SEEDS, VERBUND_SOAK_DURATION)
 	VERBUND_SOAK=1 $(GO) test -count=1 -run 'TestJepsenSoak' -v -timeout 90m ./node
+	VERBUND_SOAK=1 $(GO) test -count=1 -run 'TestStateAndSnapshotCorruption' -v -timeout 30m ./node
+	VERBUND_SOAK=1 $(GO) test -count=1 -run 'TestHandoverStoreCorruption|TestPowerLoss' -v -timeout 30m ./federation/handover
 
 .PHONY: test-short
 test-short: ## quick tests (skips the slow fault runs)

@@ -1,12 +1,14 @@
 package handover
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -254,11 +256,18 @@ func replaceStore(dir, img string) error {
 	return nil
 }
 
+// powerLossChaos: 120 handovers with -short, 300 in make test, 2000 with
+// VERBUND_SOAK=1 (make soak).
 func powerLossChaos(short bool) chaosConfig {
-	cc := defaultChaos(short)
+	cc := defaultChaos(os.Getenv("VERBUND_SOAK") == "")
 	cc.rotate = false
-	if short {
+	switch {
+	case os.Getenv("VERBUND_SOAK") != "":
+		cc.n = 2000
+	case short:
 		cc.n = 120
+	default:
+		cc.n = 300
 	}
 	return cc
 }
@@ -315,4 +324,38 @@ func TestPowerLossControlNoSync(t *testing.T) {
 	if len(r.violations) == 0 {
 		t.Errorf("the exactly-once checker did not see the lost sends")
 	}
+}
+
+// TestStartRefusesStoreBehindPublishedHead: a store older than the audit
+// head the registry holds for its organisation (here: replaced by an empty
+// store, high-water mark file gone too) is refused at start, with both
+// positions in the error.
+func TestStartRefusesStoreBehindPublishedHead(t *testing.T) {
+	reg := newRegistry()
+	a := newNodeSync(t, reg, orgA, nil, true)
+	newNodeSync(t, reg, orgB, nil, true) // the recipient
+	if _, err := a.s().SendHandover(context.Background(), caseRequest(orgB, 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "delivery and publication", func() bool {
+		return pendingCount(t, a.s()) == 0 && a.s().Stats().AuditHead.Seq > 0 && published(reg, a)
+	})
+	a.stop()
+	if err := replaceStore(a.dir, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(a.dir, HighWaterFile)); err != nil {
+		t.Fatal(err)
+	}
+	db, err := OpenDB(a.dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_, err = New(Config{OrgID: a.org, Keys: a, DB: db, Resolver: reg, Directory: reg, Dialer: &dialer{},
+		AuditHeads: auditFor{reg, a.org}})
+	if !errors.Is(err, ErrStoreBehind) || !strings.Contains(err.Error(), "published head") {
+		t.Fatalf("store behind the published audit head not refused: %v", err)
+	}
+	t.Logf("refused: %v", err)
 }
