@@ -220,7 +220,8 @@ func openImage(t *testing.T, n *node, dir string) (*Service, *badger.DB, error) 
 }
 
 // dumpService is everything the store serves: every key and value, the
-// outbox and inbox as listed, and the audit log, which must verify.
+// outbox and inbox as listed, the audit log and whether it verifies
+// against the published heads.
 func dumpService(s *Service) (map[string]string, error) {
 	out := map[string]string{}
 	err := s.view(func(txn *badger.Txn) error {
@@ -254,8 +255,11 @@ func dumpService(s *Service) (map[string]string, error) {
 		return nil, err
 	}
 	out["api:audit"] = fmt.Sprint(audit)
+	// A chain shorter than the published head fails here: that is data
+	// served differently (entries missing), not a read error.
+	out["api:verify-audit"] = "ok"
 	if _, err := s.VerifyAudit(ctx); err != nil {
-		return nil, err
+		out["api:verify-audit"] = err.Error()
 	}
 	return out, nil
 }
