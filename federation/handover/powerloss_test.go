@@ -309,7 +309,9 @@ func TestPowerLossControlNoSync(t *testing.T) {
 	pl := newPowerLoss(t)
 	t.Cleanup(pl.cleanup)
 	cc := powerLossChaos(true)
-	cc.n, cc.onlyRestartA = 100, true
+	// Sending lasts longer (>= 125 ms) than the longest first wait for a
+	// restart (80 ms), so every run has power cuts after acknowledged sends.
+	cc.n, cc.senders, cc.sendPause, cc.restartEvery, cc.onlyRestartA = 100, 4, 5*time.Millisecond, 40*time.Millisecond, true
 	cc.powerLoss = pl
 	cc.brokenA = func(h *testHooks) { h.skipSync = true }
 	cc.brokenB = func(h *testHooks) { h.skipSync = true }
