@@ -16,7 +16,7 @@ import (
 
 // The handover store is the only copy of an organisation's cases, and
 // badger drops a damaged tail of its write-ahead log on open without a word
-// (see the package doc, "Durability"). So the committer numbers its write
+// (see the package doc, "Storage and durability"). So the committer numbers its write
 // batches (the commit sequence, stored under commitKey in the same badger
 // transaction as the batch) and, after a batch is durable, records that
 // number in a small synced file next to badger's files: the high-water

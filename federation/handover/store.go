@@ -30,6 +30,7 @@ import (
 //	ho/r/<idempotency key>  sendResult of SendHandover
 //	ho/a/<seq>              AuditEntry (seq: 8 bytes big endian)
 //	ho/ap/<seq>             publishedHead: audit heads published to the registry
+//	ho/cs                   commit sequence: write batches committed (highwater.go)
 //
 // <seq> is 8 bytes big endian.
 const (
