@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -23,6 +24,7 @@ import (
 	"github.com/verbund/verbund/federation/handover"
 	"github.com/verbund/verbund/federation/membership"
 	"github.com/verbund/verbund/federation/peertls"
+	"github.com/verbund/verbund/internal/badgercheck"
 	"github.com/verbund/verbund/internal/badgerlog"
 	"github.com/verbund/verbund/keys"
 	"github.com/verbund/verbund/node/raftbadger"
@@ -114,10 +116,12 @@ func (n *Node) openStorage() error {
 		WithLogger(badgerlog.New(n.log, "badger")).
 		WithSyncWrites(false). // the Raft log is the durable copy; see registry.FSM
 		WithNumVersionsToKeep(1).
-		WithCompactL0OnClose(true)
-	db, err := badger.Open(opts)
+		WithCompactL0OnClose(true).
+		WithChecksumVerificationMode(options.OnBlockRead). // and badgercheck verifies every table at open
+		WithVerifyValueChecksum(true)
+	db, err := badgercheck.Open(opts) // a flipped byte is an error, never data
 	if err != nil {
-		return fmt.Errorf("open state db: %w", err)
+		return fmt.Errorf("open state db %s: %w (the registry state is derived: move %[1]s aside and restart to rebuild it from the Raft snapshot and log)", n.cfg.path("state"), err)
 	}
 	n.db = db
 	n.reader = registry.NewReader(db)

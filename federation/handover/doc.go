@@ -37,6 +37,17 @@
 // calls DB.Sync() after each commit. Either works; SyncWrites(true) also
 // covers memtable rotation, so a dedicated DB from OpenDB is recommended.
 //
+// The store is the only copy of an organisation's cases, so it refuses to
+// start rather than serve less than it acknowledged (highwater.go): each
+// write batch carries a commit number (key ho/cs) and, once the batch is
+// synced, that number is written and synced to a small file next to
+// badger's (HighWaterFile). badger drops a damaged write-ahead-log tail on
+// open without an error; New then finds the store behind its high-water
+// mark, or its audit chain behind the head the registry holds
+// (Config.AuditHeads), and fails with ErrStoreBehind naming both. OpenDB
+// verifies every table at open and every block and value on read
+// (internal/badgercheck), so a flipped byte is an error, never data.
+//
 // # Audit log
 //
 // Every handover and event sent, delivered, received, or given up is

@@ -14,9 +14,14 @@ const (
 	fpAfterOutboxWrite   failpoint = iota + 1 // SendHandover: outbox entry durable, not yet answered
 	fpAfterInboxWrite                         // DeliverHandover/Event: inbox durable, receipt not returned
 	fpBeforeReceiptStore                      // deliverer: receipt received and verified, not yet stored
+	// fpSynced is the commit path's sync point: a write batch is durable in
+	// badger, the high-water mark not yet advanced, nothing answered. The
+	// power-loss tests copy the store here; an error fails the batch.
+	fpSynced
 
 	// Steps a broken variant leaves out (faults.skip).
 	fpDedupe // check and write the dedupe records of tokens taken in
+	fpSync   // DB.Sync after a group commit (DB opened without SyncWrites)
 
 	// Commits a broken variant detaches from the answer (faults.detach).
 	fpOutboxWrite // SendHandover's outbox write

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -324,6 +325,12 @@ type node struct {
 	total     Stats // counters of earlier incarnations
 	// syncWrites opens the DB with OpenDB (SyncWrites(true)).
 	syncWrites bool
+	// onRefused (optional) is told when New refuses the store at a start;
+	// if it returns true the high-water mark file is deleted (the
+	// operator's "accept the store as it is") and the start retried.
+	onRefused func(err error) bool
+	// dbOpts (optional) adjusts the badger options (SyncWrites(false) DB).
+	dbOpts func(badger.Options) badger.Options
 }
 
 func newNode(t testing.TB, reg *registry, org string, configure func(*Config)) *node {
@@ -333,7 +340,16 @@ func newNode(t testing.TB, reg *registry, org string, configure func(*Config)) *
 
 func newNodeSync(t testing.TB, reg *registry, org string, configure func(*Config), syncWrites bool) *node {
 	t.Helper()
-	n := &node{t: t, org: org, dir: t.TempDir(), reg: reg, configure: configure, syncWrites: syncWrites}
+	return newNodeWith(t, reg, org, configure, func(n *node) { n.syncWrites = syncWrites })
+}
+
+// newNodeWith is newNode with setup run on the node before its first start.
+func newNodeWith(t testing.TB, reg *registry, org string, configure func(*Config), setup func(*node)) *node {
+	t.Helper()
+	n := &node{t: t, org: org, dir: t.TempDir(), reg: reg, configure: configure}
+	if setup != nil {
+		setup(n)
+	}
 	n.sig = sigKey(org + "-sig-1")
 	n.enc = encKey(t, org+"-enc-1")
 	reg.publishSig(org, n.sig, time.Now().Add(-24*time.Hour))
@@ -376,8 +392,12 @@ func (n *node) startLocked() {
 		db, err = OpenDB(n.dir, nil) // SyncWrites(true), as a node would
 	} else {
 		// SyncWrites(false): the Service syncs explicitly after each commit.
-		db, err = badger.Open(badger.DefaultOptions(n.dir).WithLogger(nil).WithSyncWrites(false).
-			WithNumVersionsToKeep(1).WithMemTableSize(8 << 20).WithValueLogFileSize(64 << 20))
+		opts := badger.DefaultOptions(n.dir).WithLogger(nil).WithSyncWrites(false).
+			WithNumVersionsToKeep(1).WithMemTableSize(8 << 20).WithValueLogFileSize(64 << 20)
+		if n.dbOpts != nil {
+			opts = n.dbOpts(opts)
+		}
+		db, err = badger.Open(opts)
 	}
 	if err != nil {
 		t.Fatalf("open badger for %s: %v", n.org, err)
@@ -393,6 +413,13 @@ func (n *node) startLocked() {
 		n.configure(&cfg)
 	}
 	s, err := New(cfg)
+	if err != nil && n.onRefused != nil && n.onRefused(err) {
+		if rerr := os.Remove(filepath.Join(n.dir, HighWaterFile)); rerr != nil {
+			t.Errorf("remove high-water mark: %v", rerr)
+		}
+		cfg.AuditHeads = nil // and do not compare with the published head
+		s, err = New(cfg)
+	}
 	if err != nil {
 		db.Close()
 		t.Fatalf("new service %s: %v", n.org, err)

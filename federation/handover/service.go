@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/verbund/verbund/federation/envelope"
+	"github.com/verbund/verbund/internal/badgercheck"
 	"github.com/verbund/verbund/internal/badgerlog"
 	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
 )
@@ -191,17 +193,25 @@ func (c *Config) validate() error {
 
 // OpenDB opens (or creates) a badger database for the handover state at
 // dir, with SyncWrites(true) so that every commit is on disk before it
-// returns.
+// returns, and with badger's checksums verified for every table at open and
+// on every block and value read (internal/badgercheck). New adds the start-up checks (highwater.go).
 func OpenDB(dir string, logger *slog.Logger) (*badger.DB, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	opts := badger.DefaultOptions(dir).
 		WithSyncWrites(true).
+		// Verify every block's checksum when it is read (badgercheck.Open
+		// verifies every table at open) and every value-log entry's: a
+		// flipped byte is an error, never data. (A damaged write-ahead log
+		// tail is dropped by badger on open; the high-water mark catches
+		// that.)
+		WithChecksumVerificationMode(options.OnBlockRead).
+		WithVerifyValueChecksum(true).
 		WithLogger(badgerlog.New(logger, "badger-handover")).
 		WithNumVersionsToKeep(1).
 		WithCompactL0OnClose(true)
-	db, err := badger.Open(opts)
+	db, err := badgercheck.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("handover: open %s: %w", dir, err)
 	}
@@ -244,7 +254,14 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, db: cfg.DB, log: cfg.Logger.With("component", "handover", "org", cfg.OrgID)}
 	s.stats.init()
 	var err error
-	if s.com, err = newCommitter(cfg.DB, cfg.Now); err != nil {
+	if s.com, err = newCommitter(cfg.DB, cfg.Now, cfg.faults); err != nil {
+		return nil, err
+	}
+	if s.com.hwCreated {
+		s.log.Warn("handover store had no high-water mark file; created it from the store", "file", s.com.hw.path, "commit", s.com.commit)
+	}
+	if err := s.checkPublishedHead(); err != nil {
+		s.com.stop()
 		return nil, err
 	}
 	if err := s.loadLastPublished(); err != nil {

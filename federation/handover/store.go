@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 //	ho/r/<idempotency key>  sendResult of SendHandover
 //	ho/a/<seq>              AuditEntry (seq: 8 bytes big endian)
 //	ho/ap/<seq>             publishedHead: audit heads published to the registry
+//	ho/cs                   commit sequence: write batches committed (highwater.go)
 //
 // <seq> is 8 bytes big endian.
 const (
@@ -195,13 +197,24 @@ type committer struct {
 	// goroutine only).
 	seqsView map[string]uint64
 	stats    struct{ batches, ops uint64 }
+
+	// commit is the commit sequence of the last durable batch; hw (nil for
+	// an in-memory DB) records it outside badger (highwater.go).
+	commit uint64
+	hw     *highWater
+	// hwCreated: the store had commits but no mark file (created now).
+	hwCreated bool
+	// faults is Config.faults (nil in production): the power-loss tests
+	// copy the store at fpSynced and the control run skips fpSync.
+	faults faults
 }
 
-func newCommitter(db *badger.DB, now func() time.Time) (*committer, error) {
+func newCommitter(db *badger.DB, now func() time.Time, fp faults) (*committer, error) {
 	c := &committer{
 		db:       db,
 		syncEach: !db.Opts().SyncWrites,
 		now:      now,
+		faults:   fp,
 		ops:      make(chan *op, 1024),
 		quit:     make(chan struct{}),
 		stopped:  make(chan struct{}),
@@ -213,6 +226,23 @@ func newCommitter(db *badger.DB, now func() time.Time) (*committer, error) {
 		return nil, err
 	}
 	c.head = head
+	if c.commit, err = loadCommitSeq(db); err != nil {
+		return nil, err
+	}
+	if opts := db.Opts(); !opts.InMemory && opts.Dir != "" {
+		hw, recorded, exists, err := openHighWater(opts.Dir, c.commit)
+		if err != nil {
+			return nil, fmt.Errorf("%w (if the store itself is intact, delete %s to accept it as it is)", err, filepath.Join(opts.Dir, HighWaterFile))
+		}
+		if recorded > c.commit {
+			_ = hw.close()
+			return nil, fmt.Errorf("%w: %s holds commit %d, but %s records that commit %d was durable and acknowledged: "+
+				"commits %d..%d (cases, receipts, audit entries) are missing, e.g. a damaged write-ahead log tail that badger dropped or an older copy of the directory; "+
+				"restore the directory from a backup taken after commit %d, or, to accept the loss knowingly, delete %s",
+				ErrStoreBehind, opts.Dir, c.commit, hw.path, recorded, c.commit+1, recorded, recorded, hw.path)
+		}
+		c.hw, c.hwCreated = hw, !exists && c.commit > 0
+	}
 	go c.loop()
 	return c, nil
 }
@@ -257,6 +287,8 @@ func (c *committer) stop() {
 		close(c.quit)
 	}
 	<-c.stopped
+	_ = c.hw.close()
+	c.hw = nil
 }
 
 func (c *committer) auditHead() AuditHead {
@@ -366,14 +398,28 @@ func (c *committer) tryBatch(batch []*op) (int, []error, error) {
 		}
 		n = i + 1
 	}
+	commit := c.commit
+	if wrote {
+		commit++
+		if err := txn.Set(commitKey, encodeSeq(commit)); err != nil {
+			// Not ErrTxnTooBig for runBatch: the batch fails as a whole.
+			return n, results, fmt.Errorf("handover: commit sequence: %v", err)
+		}
+	}
 	if err := txn.Commit(); err != nil {
 		c.reload()
 		return n, results, err
 	}
 	// A batch of reads needs no sync: every earlier batch was synced
 	// before this one started.
-	if c.syncEach && wrote {
-		if err := c.db.Sync(); err != nil {
+	if wrote {
+		if c.syncEach && !(c.faults != nil && c.faults.skip(fpSync)) {
+			if err := c.db.Sync(); err != nil {
+				c.reload()
+				return n, results, err
+			}
+		}
+		if err := c.synced(commit); err != nil {
 			c.reload()
 			return n, results, err
 		}
@@ -415,12 +461,35 @@ func applyWrites(txn *badger.Txn, t *tx, head AuditHead, now func() time.Time) (
 	return head, nil
 }
 
+// synced is the commit path's sync point: the batch with commit sequence
+// commit is durable in badger (committed with SyncWrites, or DB.Sync'ed).
+// It advances the high-water mark (synced) before any op is answered.
+func (c *committer) synced(commit uint64) error {
+	if c.faults != nil && (!c.syncEach || !c.faults.skip(fpSync)) {
+		// The power-loss tests copy the store here (never an error).
+		if err := c.faults.crash(fpSynced, ""); err != nil {
+			return err
+		}
+	}
+	if c.hw != nil {
+		if err := c.hw.set(commit); err != nil {
+			return err
+		}
+	}
+	c.commit = commit
+	return nil
+}
+
 func (c *committer) reload() {
 	head, err := loadAuditHead(c.db)
+	commit, cerr := loadCommitSeq(c.db)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err == nil {
 		c.head = head
+	}
+	if cerr == nil {
+		c.commit = commit
 	}
 	c.seqs = map[string]uint64{}
 }
