@@ -12,6 +12,8 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/verbund/verbund/federation/handover"
+	"github.com/verbund/verbund/node/connecterr"
+	"github.com/verbund/verbund/node/diskspace"
 	"github.com/verbund/verbund/node/handoverapi"
 	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
 	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
@@ -137,9 +139,14 @@ func (n *Node) forwardReadIndex(ctx context.Context, hop int) (uint64, error) {
 // code stands for (connecterr.Code in reverse), so an in-process caller of
 // Publish sees the same errors whether its call was proposed here or
 // forwarded: Unknown (the peer's ErrIndeterminate, or an answer lost on the
-// way) is ErrIndeterminate, Unavailable is ErrUnavailable. The Connect
-// error stays in the chain, so API clients see the peer's code unchanged.
+// way) is ErrIndeterminate, Unavailable is ErrUnavailable, a leader
+// refusing for lack of disk space is diskspace.ErrDiskFull. The Connect
+// error stays in the chain, so API clients see the peer's code (and its
+// message naming its data dir) unchanged.
 func fromPeer(err error) error {
+	if connecterr.IsDiskFull(err) {
+		return fmt.Errorf("%w: %w", diskspace.ErrDiskFull, err)
+	}
 	switch connect.CodeOf(err) {
 	case connect.CodeUnknown:
 		return fmt.Errorf("%w: %w", registry.ErrIndeterminate, err)

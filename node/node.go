@@ -24,6 +24,7 @@ import (
 	"github.com/verbund/verbund/federation/membership"
 	"github.com/verbund/verbund/federation/peertls"
 	"github.com/verbund/verbund/keys"
+	"github.com/verbund/verbund/node/diskspace"
 	"github.com/verbund/verbund/node/raftbadger"
 	"github.com/verbund/verbund/registry"
 )
@@ -50,6 +51,7 @@ type Node struct {
 	writer    *registry.Writer
 	admission *registry.Admission // servers: the write path on the leader
 	state     stateIndex
+	disk      *diskspace.Guard // refuses new writes on a full disk (nil: off)
 
 	hoDB     *badger.DB
 	handover *handover.Service
@@ -84,6 +86,10 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID)}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	var err error
+	if n.disk, err = newDiskGuard(cfg); err != nil {
+		return nil, err
 	}
 	sig, created, err := keys.LoadOrGenerate(n.keyPath(signingFile), keys.GenerateSigning, cfg.OrgID+"-sig")
 	if err != nil {
@@ -265,6 +271,7 @@ func (n *Node) startRaft() error {
 	wcfg.Logger = n.log
 	n.writer = registry.NewWriter(n.raft, wcfg)
 	n.admission = registry.NewAdmission(n.fsm, n.writer)
+	n.admission.Gate = n.checkDisk
 	return nil
 }
 

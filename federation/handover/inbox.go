@@ -37,6 +37,9 @@ func (s *Service) DeliverHandover(ctx context.Context, token string) (string, er
 	if r, ok, err := s.duplicate(digest); err != nil || ok {
 		return r, err
 	}
+	if err := s.admitWrite(); err != nil {
+		return "", err // not a rejection of the token: the sender retries
+	}
 	now := s.now()
 	at, err := s.position(ctx, now)
 	if err != nil {
@@ -125,6 +128,9 @@ func (s *Service) DeliverEvent(ctx context.Context, token string) (string, error
 	digest := hex.EncodeToString(d[:])
 	if r, ok, err := s.duplicate(digest); err != nil || ok {
 		return r, err
+	}
+	if err := s.admitWrite(); err != nil {
+		return "", err // not a rejection of the token: the sender retries
 	}
 	now := s.now()
 	at, err := s.position(ctx, now)

@@ -1,0 +1,66 @@
+package node
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/verbund/verbund/node/diskspace"
+)
+
+// Disk guard settings (Config.DiskReserveBytes).
+const (
+	// DefaultDiskReserve is the free space below which a node refuses new
+	// writes: room for what is under way when the guard closes (Raft
+	// entries the leader still replicates and every server applies,
+	// badger's memtable and compactions, handover receipts and audit
+	// entries) without ever reaching ENOSPC, on which badger's
+	// memory-mapped log crashes the process.
+	DefaultDiskReserve = 256 << 20
+	// DiskGuardOff turns the guard off.
+	DiskGuardOff = -1
+	// minDiskReserve is the smallest reserve Validate accepts.
+	minDiskReserve = 1 << 20
+)
+
+// newDiskGuard returns the node's disk guard (nil when turned off): it
+// measures the file system holding the data dir at most every 250 ms, and
+// while fewer than DiskReserveBytes are free it refuses, with a
+// *diskspace.FullError (connecterr: resource_exhausted, retryable):
+//
+//   - registry writes this node would propose as leader (the admission's
+//     Gate: a follower forwards, and the leader decides by its own disk);
+//   - SendHandover, case steps and incoming deliveries (handover.Config.Space;
+//     senders retry a delivery refused this way);
+//   - key rotation (it writes key files here before publishing them).
+//
+// Reads, Raft replication, elections and everything already under way
+// continue: the reserve is their room. Nothing needs restarting when space
+// returns; the next measurement admits writes again.
+//
+// A voter whose disk is full does not take the cluster down: as leader it
+// refuses writes but keeps leading and answering reads; as follower it
+// keeps voting and replicating while the reserve lasts. Stores mounted on
+// another file system below the data dir are not measured.
+func newDiskGuard(cfg Config) (*diskspace.Guard, error) {
+	if cfg.DiskReserveBytes == DiskGuardOff {
+		return nil, nil
+	}
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("disk guard: %w", err)
+	}
+	g, err := diskspace.New(diskspace.Options{
+		Path:    dir,
+		Reserve: uint64(cfg.DiskReserveBytes),
+		Free:    cfg.DiskFree,
+		Logger:  cfg.Logger.With("node", cfg.NodeID, "component", "diskguard"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("disk guard: %w", err)
+	}
+	return g, nil
+}
+
+// checkDisk returns the disk guard's verdict on a new write (nil: go ahead,
+// also when the guard is off).
+func (n *Node) checkDisk() error { return n.disk.Check() }
