@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -140,12 +141,13 @@ func (n *Node) forwardReadIndex(ctx context.Context, hop int) (uint64, error) {
 // Publish sees the same errors whether its call was proposed here or
 // forwarded: Unknown (the peer's ErrIndeterminate, or an answer lost on the
 // way) is ErrIndeterminate, Unavailable is ErrUnavailable, a leader
-// refusing for lack of disk space is diskspace.ErrDiskFull. The Connect
-// error stays in the chain, so API clients see the peer's code (and its
-// message naming its data dir) unchanged.
+// refusing for lack of disk space is peerDiskFull. The Connect error stays
+// in the chain, so API clients see the peer's code unchanged (a full disk:
+// the same code and mark, and the leader's message naming its data dir).
 func fromPeer(err error) error {
-	if connecterr.IsDiskFull(err) {
-		return fmt.Errorf("%w: %w", diskspace.ErrDiskFull, err)
+	var ce *connect.Error
+	if connecterr.IsDiskFull(err) && errors.As(err, &ce) {
+		return peerDiskFull{msg: ce.Message()}
 	}
 	switch connect.CodeOf(err) {
 	case connect.CodeUnknown:
@@ -155,3 +157,13 @@ func fromPeer(err error) error {
 	}
 	return err
 }
+
+// peerDiskFull is a leader's refusal for lack of disk space, received by a
+// node that forwarded the write: it matches diskspace.ErrDiskFull and reads
+// as the leader's message. It does not keep the received Connect error,
+// whose metadata (the disk-full mark) connect-go does not pass on: the
+// forwarding node's edge marks it again (connecterr.ToConnect).
+type peerDiskFull struct{ msg string }
+
+func (e peerDiskFull) Error() string        { return e.msg }
+func (e peerDiskFull) Is(target error) bool { return target == diskspace.ErrDiskFull }

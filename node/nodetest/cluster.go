@@ -55,6 +55,10 @@ type Options struct {
 	// AuditInterval is how often each node publishes its handover audit
 	// head to the registry (default: the node's default).
 	AuditInterval time.Duration
+	// DiskFree, if set, replaces each node's measurement of free disk
+	// space (node.Config.DiskFree): node is the node's index. Tests fill
+	// and free a node's "disk" through it.
+	DiskFree func(node int, path string) (free uint64, err error)
 }
 
 // Cluster is a set of nodes under test.
@@ -264,6 +268,9 @@ func (c *Cluster) newMember(i int, role, dir string) (*Member, error) {
 	}
 	if c.opts.AuditInterval > 0 {
 		cfg.AuditInterval = c.opts.AuditInterval
+	}
+	if f := c.opts.DiskFree; f != nil {
+		cfg.DiskFree = func(path string) (uint64, error) { return f(i, path) }
 	}
 	cfg.WrapRaftTransport = func(t raft.Transport) raft.Transport { return &raftTransport{inner: t, net: c.Net, self: i} }
 	var inner http.RoundTripper = http.DefaultTransport

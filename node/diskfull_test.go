@@ -1,0 +1,307 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/verbund/verbund/node/connecterr"
+	"github.com/verbund/verbund/node/nodetest"
+	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
+	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
+)
+
+// Injected disks: free space per node, set by the test. Plenty is far
+// above the default reserve (256 MiB), nearlyFull below it.
+const (
+	plenty     = 1 << 40
+	nearlyFull = 40 << 20
+)
+
+type fakeDisks struct{ free [8]atomic.Uint64 }
+
+func newFakeDisks() *fakeDisks {
+	d := &fakeDisks{}
+	for i := range d.free {
+		d.free[i].Store(plenty)
+	}
+	return d
+}
+
+func (d *fakeDisks) measure(i int, _ string) (uint64, error) { return d.free[i].Load(), nil }
+func (d *fakeDisks) fill(i int)                              { d.free[i].Store(nearlyFull) }
+func (d *fakeDisks) clear(i int)                             { d.free[i].Store(plenty) }
+
+// checkDiskFull fails the test unless err is a refusal for lack of disk
+// space as a client sees it: resource_exhausted, marked disk full, the
+// message naming dir (the data dir of the node whose disk is full) and the
+// free space against the reserve.
+func checkDiskFull(t *testing.T, what string, err error, dir string) {
+	t.Helper()
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || !connecterr.IsDiskFull(err) {
+		t.Fatalf("%s: got %v (code %v), want resource_exhausted marked disk full", what, err, connect.CodeOf(err))
+	}
+	for _, want := range []string{dir, "40.0 MiB free", "reserve of 256.0 MiB"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: message %q does not name %q", what, err, want)
+		}
+	}
+}
+
+// TestDiskFullLeaderRefusesWrites: three voters; writers publish through
+// every node all along. The leader's disk "fills" (its injected free space
+// drops below the reserve): writes through any node are refused with
+// resource_exhausted naming the leader's data dir and its free space, while
+// linearizable reads keep being answered everywhere and the leader keeps
+// its role. Space "returns": writes are accepted again without a restart.
+// At the end every acknowledged write is on every node, and all nodes hold
+// the same state.
+func TestDiskFullLeaderRefusesWrites(t *testing.T) {
+	disks := newFakeDisks()
+	c := nodetest.Start(t, nodetest.Options{Voters: 3, Seed: 11, DiskFree: disks.measure})
+	l := c.WaitLeader(10 * time.Second)
+	term := l.Node().Raft().CurrentTerm()
+	key := c.OperatorKey()
+
+	// Writers: each publishes new organisations through the nodes in turn
+	// and keeps the acknowledged ones; refusals for disk space are counted.
+	var (
+		mu       sync.Mutex
+		acked    []string
+		refused  atomic.Int64
+		seq      atomic.Int64
+		writeErr atomic.Pointer[error]
+	)
+	stop := make(chan struct{})
+	var writers sync.WaitGroup
+	for w := range 3 {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("0916%08d", seq.Add(1))
+				_, err := publishVia(t, c, (w+k)%3, orgCmd(t, key, id, "disk test "+id))
+				switch {
+				case err == nil:
+					mu.Lock()
+					acked = append(acked, id)
+					mu.Unlock()
+				case connecterr.IsDiskFull(err):
+					refused.Add(1)
+					time.Sleep(20 * time.Millisecond)
+				case connect.CodeOf(err) == connect.CodeUnavailable || connect.CodeOf(err) == connect.CodeUnknown:
+					// A retry with a new command is harmless; an unknown
+					// outcome is not counted as acknowledged.
+				default:
+					writeErr.CompareAndSwap(nil, &err)
+					return
+				}
+			}
+		}()
+	}
+	ackedNow := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	if err := c.WaitFor(10*time.Second, func() error {
+		if n := ackedNow(); n < 20 {
+			return fmt.Errorf("%d writes acknowledged", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	disks.fill(l.Index)
+	if err := c.WaitFor(5*time.Second, func() error {
+		if refused.Load() == 0 {
+			return errors.New("no write refused yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("leader's disk full: %v", err)
+	}
+	// Once refusals start, nothing more is acknowledged: give writes that
+	// were admitted just before the guard closed time to finish.
+	time.Sleep(300 * time.Millisecond)
+	before := ackedNow()
+	for i := range c.Nodes {
+		_, err := publishVia(t, c, i, orgCmd(t, key, fmt.Sprintf("0917%08d", i), "refused"))
+		checkDiskFull(t, fmt.Sprintf("write via node %d (leader %d)", i, l.Index), err, l.Dir)
+	}
+	mu.Lock()
+	last := acked[len(acked)-1]
+	mu.Unlock()
+	for round := range 5 {
+		for i := range c.Nodes {
+			res, err := readOrg(c, i, last, &registryv1.ReadOptions{Consistency: registryv1.Consistency_CONSISTENCY_LINEARIZABLE})
+			if err != nil || !res.GetRead().GetLinearizable() {
+				t.Fatalf("round %d: linearizable read of %s on node %d with the leader's disk full: %v", round, last, i, err)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if after := ackedNow(); after != before {
+		t.Fatalf("%d writes acknowledged while the leader's disk was full", after-before)
+	}
+	if now := c.Leader(); now != l || l.Node().Raft().CurrentTerm() != term {
+		t.Fatalf("the leader did not keep its role: leader %v, term %d (was %s, term %d)", now, l.Node().Raft().CurrentTerm(), l.ID, term)
+	}
+	t.Logf("leader %s's disk full: %d writes refused, %d acknowledged before", l.ID, refused.Load(), before)
+
+	disks.clear(l.Index)
+	if err := c.WaitFor(5*time.Second, func() error {
+		if n := ackedNow(); n < before+20 {
+			return fmt.Errorf("%d writes acknowledged since space returned", n-before)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("space returned, writes not accepted again: %v", err)
+	}
+	close(stop)
+	writers.Wait()
+	if e := writeErr.Load(); e != nil {
+		t.Fatalf("unexpected write error: %v", *e)
+	}
+	if c.Leader() != l {
+		t.Fatalf("leadership moved during the test")
+	}
+
+	if err := c.WaitCaughtUp(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, m := range c.Nodes {
+		for _, id := range acked {
+			if _, _, err := m.Node().Reader().Organisation(id); err != nil {
+				t.Fatalf("acknowledged write %s missing on node %d: %v", id, i, err)
+			}
+		}
+	}
+	st := c.EnsureSame(t)
+	t.Logf("%d writes acknowledged, all present on %d nodes at index %d; %d refused for disk space", len(acked), st.Servers, st.Index, refused.Load())
+}
+
+// TestDiskFullHandovers: the sender's disk fills: SendHandover is refused
+// with resource_exhausted naming its data dir, and accepted again once
+// space returns. Then the recipient's disk fills: a handover sent to it is
+// refused at delivery (the sender keeps it pending and retries, it does
+// not give up), and once space returns it is delivered, exactly once.
+func TestDiskFullHandovers(t *testing.T) {
+	disks := newFakeDisks()
+	c := nodetest.Start(t, nodetest.Options{Voters: 3, Seed: 12, DiskFree: disks.measure})
+	const a, b = 1, 2 // sender, recipient
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	orgB := c.Nodes[b].Node().Config().OrgID
+	for _, i := range []int{a, b} {
+		if _, err := c.Onboard(ctx, i, "Gemeinde "+c.Nodes[i].ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.WaitCaughtUp(15 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	// The sender's disk is full: sends refused, then accepted again.
+	disks.fill(a)
+	var err error
+	if werr := c.WaitFor(5*time.Second, func() error {
+		_, err = sendHandover(ctx, c.Handover(a), orgB, 1)
+		if err == nil {
+			return errors.New("send accepted with the sender's disk full")
+		}
+		return nil
+	}); werr != nil {
+		t.Fatal(werr)
+	}
+	checkDiskFull(t, "SendHandover with the sender's disk full", err, c.Nodes[a].Dir)
+	if n := len(outbox(ctx, c.Handover(a), 0)); n != 0 {
+		t.Fatalf("%d outbox entries after a refused send", n)
+	}
+	disks.clear(a)
+	var first *federationv1.SendHandoverResponse
+	if werr := c.WaitFor(5*time.Second, func() error {
+		first, err = sendHandover(ctx, c.Handover(a), orgB, 1)
+		return err
+	}); werr != nil {
+		t.Fatalf("space returned, send still refused: %v", werr)
+	}
+	if err := c.WaitFor(10*time.Second, func() error { return delivered(ctx, c, a, first.GetHandoverId()) }); err != nil {
+		t.Fatal(err)
+	}
+
+	// The recipient's disk is full: the delivery is refused and retried.
+	disks.fill(b)
+	time.Sleep(300 * time.Millisecond) // the guard's next measurement
+	second, err := sendHandover(ctx, c.Handover(a), orgB, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := second.GetHandoverId()
+	if err := c.WaitFor(10*time.Second, func() error {
+		e := outboxEntry(ctx, c, a, id)
+		if e == nil || e.GetAttempts() < 2 {
+			return fmt.Errorf("outbox entry %v: want at least 2 refused attempts", e)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e := outboxEntry(ctx, c, a, id)
+	if e.GetState() != federationv1.OutboxState_OUTBOX_STATE_PENDING || !strings.Contains(e.GetLastError(), "disk full") {
+		t.Fatalf("with the recipient's disk full the entry is %v (last error %q), want pending after a disk full refusal", e.GetState(), e.GetLastError())
+	}
+	if n := countInbox(ctx, c, b, id); n != 0 {
+		t.Fatalf("handover in the recipient's inbox %d times while its disk is full", n)
+	}
+	attempts := e.GetAttempts()
+	disks.clear(b)
+	if err := c.WaitFor(20*time.Second, func() error { return delivered(ctx, c, a, id) }); err != nil {
+		t.Fatalf("space returned at the recipient: %v", err)
+	}
+	if n := countInbox(ctx, c, b, id); n != 1 {
+		t.Fatalf("handover in the recipient's inbox %d times, want exactly once", n)
+	}
+	if n := countInbox(ctx, c, b, first.GetHandoverId()); n != 1 {
+		t.Fatalf("first handover in the recipient's inbox %d times, want exactly once", n)
+	}
+	t.Logf("delivery refused %d times for the recipient's full disk, then delivered once", attempts)
+}
+
+func outboxEntry(ctx context.Context, c *nodetest.Cluster, i int, id string) *federationv1.OutboxEntry {
+	for _, e := range outbox(ctx, c.Handover(i), 0) {
+		if e.GetId() == id {
+			return e
+		}
+	}
+	return nil
+}
+
+func delivered(ctx context.Context, c *nodetest.Cluster, i int, id string) error {
+	e := outboxEntry(ctx, c, i, id)
+	if e == nil || e.GetState() != federationv1.OutboxState_OUTBOX_STATE_DELIVERED || e.GetReceipt() == "" {
+		return fmt.Errorf("handover %s not delivered: %v", id, e)
+	}
+	return nil
+}
+
+func countInbox(ctx context.Context, c *nodetest.Cluster, i int, id string) int {
+	n := 0
+	for _, cs := range inbox(ctx, c.Handover(i)) {
+		if cs.GetHandoverId() == id {
+			n++
+		}
+	}
+	return n
+}
