@@ -61,8 +61,8 @@ func checkDiskFull(t *testing.T, what string, err error, dir string) {
 // resource_exhausted naming the leader's data dir and its free space, while
 // linearizable reads keep being answered everywhere and the leader keeps
 // its role. Space "returns": writes are accepted again without a restart.
-// At the end every acknowledged write is on every node, and all nodes hold
-// the same state.
+// A follower's full disk refuses nothing it forwards. At the end every
+// acknowledged write is on every node, and all nodes hold the same state.
 func TestDiskFullLeaderRefusesWrites(t *testing.T) {
 	disks := newFakeDisks()
 	c := nodetest.Start(t, nodetest.Options{Voters: 3, Seed: 11, DiskFree: disks.measure})
@@ -167,6 +167,18 @@ func TestDiskFullLeaderRefusesWrites(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("space returned, writes not accepted again: %v", err)
 	}
+	// A follower's full disk refuses nothing it forwards: the leader, whose
+	// disk has room, decides.
+	f := c.Nodes[(l.Index+1)%3]
+	disks.fill(f.Index)
+	time.Sleep(300 * time.Millisecond) // the follower's next measurement
+	if _, err := publishVia(t, c, f.Index, orgCmd(t, key, "091800000001", "via a full follower")); err != nil {
+		t.Fatalf("write via follower %s with its disk full: %v", f.ID, err)
+	}
+	mu.Lock()
+	acked = append(acked, "091800000001")
+	mu.Unlock()
+	disks.clear(f.Index)
 	close(stop)
 	writers.Wait()
 	if e := writeErr.Load(); e != nil {
@@ -215,27 +227,20 @@ func TestDiskFullHandovers(t *testing.T) {
 
 	// The sender's disk is full: sends refused, then accepted again.
 	disks.fill(a)
-	var err error
-	if werr := c.WaitFor(5*time.Second, func() error {
-		_, err = sendHandover(ctx, c.Handover(a), orgB, 1)
-		if err == nil {
-			return errors.New("send accepted with the sender's disk full")
-		}
-		return nil
-	}); werr != nil {
-		t.Fatal(werr)
-	}
+	time.Sleep(300 * time.Millisecond) // the guard's next measurement
+	_, err := sendHandover(ctx, c.Handover(a), orgB, 1)
 	checkDiskFull(t, "SendHandover with the sender's disk full", err, c.Nodes[a].Dir)
 	if n := len(outbox(ctx, c.Handover(a), 0)); n != 0 {
 		t.Fatalf("%d outbox entries after a refused send", n)
 	}
 	disks.clear(a)
 	var first *federationv1.SendHandoverResponse
-	if werr := c.WaitFor(5*time.Second, func() error {
+	if err := c.WaitFor(5*time.Second, func() error {
+		var err error
 		first, err = sendHandover(ctx, c.Handover(a), orgB, 1)
 		return err
-	}); werr != nil {
-		t.Fatalf("space returned, send still refused: %v", werr)
+	}); err != nil {
+		t.Fatalf("space returned, send still refused: %v", err)
 	}
 	if err := c.WaitFor(10*time.Second, func() error { return delivered(ctx, c, a, first.GetHandoverId()) }); err != nil {
 		t.Fatal(err)
