@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/verbund/verbund/node/connecterr"
+	"github.com/verbund/verbund/node/diskspace"
 	"github.com/verbund/verbund/node/nodetest"
 	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
@@ -60,8 +61,10 @@ func checkDiskFull(t *testing.T, what string, err error, dir string) {
 // drops below the reserve): writes through any node are refused with
 // resource_exhausted naming the leader's data dir and its free space, while
 // linearizable reads keep being answered everywhere and the leader keeps
-// its role. Space "returns": writes are accepted again without a restart.
-// A follower's full disk refuses nothing it forwards. At the end every
+// its role; in process, a follower's Publish and the leader's key
+// rotation are refused with diskspace.ErrDiskFull. Space "returns": writes are accepted again without a restart.
+// A follower's full disk refuses nothing it forwards, only what it would
+// write itself (a key rotation). At the end every
 // acknowledged write is on every node, and all nodes hold the same state.
 func TestDiskFullLeaderRefusesWrites(t *testing.T) {
 	disks := newFakeDisks()
@@ -138,6 +141,17 @@ func TestDiskFullLeaderRefusesWrites(t *testing.T) {
 		_, err := publishVia(t, c, i, orgCmd(t, key, fmt.Sprintf("0917%08d", i), "refused"))
 		checkDiskFull(t, fmt.Sprintf("write via node %d (leader %d)", i, l.Index), err, l.Dir)
 	}
+	// In process too: a follower's Publish (forwarded) and the leader's key
+	// rotation (it writes key files first) are refused as ErrDiskFull.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fo := c.Nodes[(l.Index+1)%3].Node()
+	if _, _, err := fo.Publish(ctx, []string{orgCmd(t, key, "091700000099", "refused")}); !errors.Is(err, diskspace.ErrDiskFull) {
+		t.Fatalf("in-process Publish on a follower with the leader's disk full: %v, want ErrDiskFull", err)
+	}
+	if _, err := l.Node().RotateKeys(ctx, time.Hour, false); !errors.Is(err, diskspace.ErrDiskFull) {
+		t.Fatalf("key rotation on a node with a full disk: %v, want ErrDiskFull", err)
+	}
 	mu.Lock()
 	last := acked[len(acked)-1]
 	mu.Unlock()
@@ -174,6 +188,10 @@ func TestDiskFullLeaderRefusesWrites(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // the follower's next measurement
 	if _, err := publishVia(t, c, f.Index, orgCmd(t, key, "091800000001", "via a full follower")); err != nil {
 		t.Fatalf("write via follower %s with its disk full: %v", f.ID, err)
+	}
+	// But it refuses a key rotation: the new keys go to its own disk first.
+	if _, err := f.Node().RotateKeys(ctx, time.Hour, false); !errors.Is(err, diskspace.ErrDiskFull) {
+		t.Fatalf("key rotation on follower %s with its disk full: %v, want ErrDiskFull", f.ID, err)
 	}
 	mu.Lock()
 	acked = append(acked, "091800000001")
