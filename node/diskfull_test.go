@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
 
 	"github.com/verbund/verbund/node/connecterr"
 	"github.com/verbund/verbund/node/diskspace"
@@ -20,10 +21,12 @@ import (
 )
 
 // Injected disks: free space per node, set by the test. Plenty is far
-// above the default reserve (256 MiB), nearlyFull below it.
+// above the default reserve (256 MiB); nearlyFull is below the reserve but
+// above the floor (128 MiB), belowFloor below both.
 const (
 	plenty     = 1 << 40
-	nearlyFull = 40 << 20
+	nearlyFull = 200 << 20
+	belowFloor = 40 << 20
 )
 
 type fakeDisks struct{ free [8]atomic.Uint64 }
@@ -38,6 +41,7 @@ func newFakeDisks() *fakeDisks {
 
 func (d *fakeDisks) measure(i int, _ string) (uint64, error) { return d.free[i].Load(), nil }
 func (d *fakeDisks) fill(i int)                              { d.free[i].Store(nearlyFull) }
+func (d *fakeDisks) drain(i int)                             { d.free[i].Store(belowFloor) }
 func (d *fakeDisks) clear(i int)                             { d.free[i].Store(plenty) }
 
 // checkDiskFull fails the test unless err is a refusal for lack of disk
@@ -49,7 +53,7 @@ func checkDiskFull(t *testing.T, what string, err error, dir string) {
 	if connect.CodeOf(err) != connect.CodeResourceExhausted || !connecterr.IsDiskFull(err) {
 		t.Fatalf("%s: got %v (code %v), want resource_exhausted marked disk full", what, err, connect.CodeOf(err))
 	}
-	for _, want := range []string{dir, "40.0 MiB free", "reserve of 256.0 MiB"} {
+	for _, want := range []string{dir, "200.0 MiB free", "reserve of 256.0 MiB"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Fatalf("%s: message %q does not name %q", what, err, want)
 		}
@@ -327,4 +331,66 @@ func countInbox(ctx context.Context, c *nodetest.Cluster, i int, id string) int 
 		}
 	}
 	return n
+}
+
+// TestDiskFullFollowerStopsAppending: a follower's disk drops below the
+// floor (half the reserve). It takes no more Raft entries (so its stores
+// stop growing before badger meets ENOSPC), but stays in the cluster: the
+// leader and the third voter keep committing writes, the follower keeps
+// its vote and serves reads of what it has. When space returns it catches
+// up by itself, with every acknowledged write.
+func TestDiskFullFollowerStopsAppending(t *testing.T) {
+	disks := newFakeDisks()
+	c := nodetest.Start(t, nodetest.Options{Voters: 3, Seed: 13, DiskFree: disks.measure})
+	l := c.WaitLeader(10 * time.Second)
+	f := c.Nodes[(l.Index+1)%3]
+	key := c.OperatorKey()
+	var acked []string
+	write := func(via int, id string) {
+		t.Helper()
+		if _, err := publishVia(t, c, via, orgCmd(t, key, id, "org "+id)); err != nil {
+			t.Fatalf("write %s via node %d: %v", id, via, err)
+		}
+		acked = append(acked, id)
+	}
+	for k := range 10 {
+		write(k%3, fmt.Sprintf("0919%08d", k))
+	}
+	if err := c.WaitCaughtUp(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	disks.drain(f.Index)
+	time.Sleep(300 * time.Millisecond) // the follower's next measurement
+	last := f.Node().Raft().LastIndex()
+	for k := 10; k < 40; k++ {
+		write(k%3, fmt.Sprintf("0919%08d", k)) // also through the full follower: forwarded
+	}
+	if got := f.Node().Raft().LastIndex(); got != last {
+		t.Fatalf("follower %s below the floor appended to its Raft log: last index %d -> %d", f.ID, last, got)
+	}
+	if lead := l.Node().Raft().LastIndex(); lead <= last {
+		t.Fatalf("leader's log did not advance (%d)", lead)
+	}
+	if c.Leader() != l {
+		t.Fatal("leadership moved while a follower's disk was full")
+	}
+	if st := f.Node().Raft().State(); st != raft.Follower {
+		t.Fatalf("follower %s below the floor is %v", f.ID, st)
+	}
+	if _, err := readOrg(c, f.Index, acked[0], nil); err != nil {
+		t.Fatalf("read on the full follower: %v", err)
+	}
+
+	disks.clear(f.Index)
+	if err := c.WaitCaughtUp(20 * time.Second); err != nil {
+		t.Fatalf("follower did not catch up once space returned: %v", err)
+	}
+	for _, id := range acked {
+		if _, _, err := f.Node().Reader().Organisation(id); err != nil {
+			t.Fatalf("acknowledged write %s missing on the follower after catching up: %v", id, err)
+		}
+	}
+	st := c.EnsureSame(t)
+	t.Logf("follower %s below the floor held its log at %d while %d writes committed; caught up to %d", f.ID, last, len(acked)-10, st.Index)
 }

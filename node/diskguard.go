@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/verbund/verbund/node/diskspace"
 )
 
@@ -34,13 +36,17 @@ const (
 //   - key rotation (it writes key files here before publishing them).
 //
 // Reads, Raft replication, elections and everything already under way
-// continue: the reserve is their room. Nothing needs restarting when space
-// returns; the next measurement admits writes again.
+// continue: the reserve is their room. Below the floor (half the reserve)
+// the Raft log takes no more entries either (guardedLogs), so the node's
+// stores stop growing before the disk is really full. Nothing needs
+// restarting when space returns; the next measurement admits writes again.
 //
 // A voter whose disk is full does not take the cluster down: as leader it
 // refuses writes but keeps leading and answering reads; as follower it
-// keeps voting and replicating while the reserve lasts. Stores mounted on
-// another file system below the data dir are not measured.
+// keeps voting, replicates while the reserve lasts, and below the floor
+// refuses the leader's entries (the leader retries them, the others form
+// the quorum) and catches up once space returns. Stores mounted on another
+// file system below the data dir are not measured.
 func newDiskGuard(cfg Config) (*diskspace.Guard, error) {
 	if cfg.DiskReserveBytes == DiskGuardOff {
 		return nil, nil
@@ -64,3 +70,39 @@ func newDiskGuard(cfg Config) (*diskspace.Guard, error) {
 // checkDisk returns the disk guard's verdict on a new write (nil: go ahead,
 // also when the guard is off).
 func (n *Node) checkDisk() error { return n.disk.Check() }
+
+// guardedLogs is the Raft log store as Raft sees it: appends are refused
+// below the disk guard's floor (diskspace.Guard.CheckFloor). A follower
+// then answers the leader's AppendEntries with a failure (logged, retried
+// by the leader) and stays a voter; its state machine applies nothing new,
+// as it only applies what its log holds. A leader below the floor steps
+// down (hashicorp/raft does on a failed append) rather than crash. Reads
+// and deletions pass through. It forwards no optional interface: neither
+// log store of this node is a raft.MonotonicLogStore.
+type guardedLogs struct {
+	raft.LogStore
+	disk *diskspace.Guard
+}
+
+// guardLogs puts logs behind the disk guard's floor (as it is when the
+// guard is off).
+func guardLogs(logs raft.LogStore, disk *diskspace.Guard) raft.LogStore {
+	if disk == nil {
+		return logs
+	}
+	return guardedLogs{LogStore: logs, disk: disk}
+}
+
+func (l guardedLogs) StoreLog(log *raft.Log) error {
+	if err := l.disk.CheckFloor(); err != nil {
+		return err
+	}
+	return l.LogStore.StoreLog(log)
+}
+
+func (l guardedLogs) StoreLogs(logs []*raft.Log) error {
+	if err := l.disk.CheckFloor(); err != nil {
+		return err
+	}
+	return l.LogStore.StoreLogs(logs)
+}

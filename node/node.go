@@ -264,7 +264,7 @@ func (n *Node) startRaft() error {
 			n.log.Info("bootstrapped a new one-voter cluster")
 		}
 	}
-	if n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.logs, n.snaps, trans); err != nil {
+	if n.raft, err = raft.NewRaft(rc, n.fsm, guardLogs(n.logs, n.disk), n.logs, n.snaps, trans); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	wcfg := n.cfg.Writer

@@ -46,14 +46,21 @@ const DefaultInterval = 250 * time.Millisecond
 type FreeFunc func(path string) (free uint64, err error)
 
 // FullError is a write refused because the file system holding Path has
-// Free bytes left, below Reserve. It matches ErrDiskFull.
+// Free bytes left, below Reserve (Check), or below Floor (CheckFloor, with
+// Floor set). It matches ErrDiskFull.
 type FullError struct {
 	Path    string
 	Free    uint64
 	Reserve uint64
+	// Floor is set when the refusal is CheckFloor's.
+	Floor uint64
 }
 
 func (e *FullError) Error() string {
+	if e.Floor > 0 {
+		return fmt.Sprintf("disk full: the file system of data dir %s has %s free, below the floor of %s "+
+			"(half the reserve): the Raft log takes no more entries until space is freed", e.Path, Bytes(e.Free), Bytes(e.Floor))
+	}
 	return fmt.Sprintf("disk full: the file system of data dir %s has %s free, below the reserve of %s; "+
 		"new writes are refused until space is freed (reads continue)", e.Path, Bytes(e.Free), Bytes(e.Reserve))
 }
@@ -131,13 +138,26 @@ func (g *Guard) Check() error {
 	if g == nil {
 		return nil
 	}
-	s := g.last.Load()
-	if g.opts.Now().Sub(s.at) >= g.opts.Interval && g.refreshing.CompareAndSwap(false, true) {
-		s = g.measure()
-		g.refreshing.Store(false)
-	}
+	s := g.current()
 	if s.err == nil && s.free < g.opts.Reserve {
 		return &FullError{Path: g.opts.Path, Free: s.free, Reserve: g.opts.Reserve}
+	}
+	return nil
+}
+
+// CheckFloor is Check against the floor, half the reserve: the last line
+// before the disk is really full, for writes that cannot wait for new work
+// to stop (the Raft log entries a follower receives, which its state
+// machine then applies). Above the floor they use the reserve; below it
+// they are refused too, so that a node stops growing its stores instead of
+// meeting ENOSPC in badger's memory-mapped files (a crash).
+func (g *Guard) CheckFloor() error {
+	if g == nil {
+		return nil
+	}
+	s := g.current()
+	if floor := g.opts.Reserve / 2; s.err == nil && s.free < floor {
+		return &FullError{Path: g.opts.Path, Free: s.free, Reserve: g.opts.Reserve, Floor: floor}
 	}
 	return nil
 }
@@ -148,9 +168,19 @@ func (g *Guard) Free() (free, reserve uint64, err error) {
 	if g == nil {
 		return 0, 0, errors.New("diskspace: guard off")
 	}
-	_ = g.Check()
-	s := g.last.Load()
+	s := g.current()
 	return s.free, g.opts.Reserve, s.err
+}
+
+// current returns the last measurement, first taking a new one if it is
+// older than Interval and no other caller is taking one.
+func (g *Guard) current() *sample {
+	s := g.last.Load()
+	if g.opts.Now().Sub(s.at) >= g.opts.Interval && g.refreshing.CompareAndSwap(false, true) {
+		s = g.measure()
+		g.refreshing.Store(false)
+	}
+	return s
 }
 
 // measure takes a measurement, stores it and logs transitions.

@@ -165,3 +165,24 @@ func TestBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestGuardFloor: between the floor (half the reserve) and the reserve,
+// Check refuses and CheckFloor admits; below the floor both refuse.
+func TestGuardFloor(t *testing.T) {
+	d, c := &fakeDisk{}, &clock{t: time.Unix(1000, 0)}
+	d.free.Store(60 << 20) // reserve 100 MiB, floor 50 MiB
+	g := newGuard(t, d, c)
+	if err := g.Check(); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("Check at 60 MiB: %v", err)
+	}
+	if err := g.CheckFloor(); err != nil {
+		t.Fatalf("CheckFloor at 60 MiB: %v", err)
+	}
+	d.free.Store(40 << 20)
+	c.add(time.Second)
+	err := g.CheckFloor()
+	var fe *FullError
+	if !errors.As(err, &fe) || fe.Floor != 50<<20 || !strings.Contains(err.Error(), "below the floor of 50.0 MiB") {
+		t.Fatalf("CheckFloor at 40 MiB: %v", err)
+	}
+}
