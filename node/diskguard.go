@@ -77,7 +77,7 @@ func (n *Node) checkDisk() error { return n.disk.Check() }
 // by the leader) and stays a voter; its state machine applies nothing new,
 // as it only applies what its log holds. A leader below the floor steps
 // down (hashicorp/raft does on a failed append) rather than crash. Reads
-// and deletions pass through. It forwards no optional interface: neither
+// and head compactions pass through. It forwards no optional interface: neither
 // log store of this node is a raft.MonotonicLogStore.
 type guardedLogs struct {
 	raft.LogStore
@@ -105,4 +105,19 @@ func (l guardedLogs) StoreLogs(logs []*raft.Log) error {
 		return err
 	}
 	return l.LogStore.StoreLogs(logs)
+}
+
+// DeleteRange refuses a tail truncation below the floor too. A follower
+// truncates a conflicting suffix and appends the leader's entries in one
+// step, and hashicorp/raft keeps a stale last index if the append fails
+// after the truncation (the "TODO" in its appendEntries): refused together,
+// the log stays as it was. A head compaction (after a snapshot, from the
+// first index) frees space and always passes.
+func (l guardedLogs) DeleteRange(min, max uint64) error {
+	if err := l.disk.CheckFloor(); err != nil {
+		if first, ferr := l.LogStore.FirstIndex(); ferr != nil || min > first {
+			return err
+		}
+	}
+	return l.LogStore.DeleteRange(min, max)
 }

@@ -1,8 +1,15 @@
 package node
 
 import (
+	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/verbund/verbund/node/diskspace"
 )
 
 // TestDiskReserveConfig: 0 takes the default reserve, -1 turns the guard
@@ -48,5 +55,63 @@ func TestDiskReserveConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestGuardedLogs: below the floor the Raft log refuses appends and tail
+// truncations, and still reads and compacts its head; above it everything
+// passes.
+func TestGuardedLogs(t *testing.T) {
+	var free atomic.Uint64
+	free.Store(1 << 30)
+	g, err := diskspace.New(diskspace.Options{Path: "/data", Reserve: 100 << 20, Interval: time.Nanosecond,
+		Free: func(string) (uint64, error) { return free.Load(), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := raft.NewInmemStore()
+	logs := guardLogs(inner, g)
+	entries := func(from, to uint64) []*raft.Log {
+		var out []*raft.Log
+		for i := from; i <= to; i++ {
+			out = append(out, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte("x")})
+		}
+		return out
+	}
+	if err := logs.StoreLogs(entries(1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	free.Store(60 << 20) // below the reserve, above the floor (50 MiB)
+	time.Sleep(time.Millisecond)
+	if err := logs.StoreLog(entries(11, 11)[0]); err != nil {
+		t.Fatalf("above the floor: %v", err)
+	}
+	free.Store(10 << 20)
+	time.Sleep(time.Millisecond)
+	if err := logs.StoreLogs(entries(12, 13)); !errors.Is(err, diskspace.ErrDiskFull) {
+		t.Fatalf("StoreLogs below the floor: %v", err)
+	}
+	if err := logs.StoreLog(entries(12, 12)[0]); !errors.Is(err, diskspace.ErrDiskFull) {
+		t.Fatalf("StoreLog below the floor: %v", err)
+	}
+	if err := logs.DeleteRange(9, 11); !errors.Is(err, diskspace.ErrDiskFull) {
+		t.Fatalf("tail truncation below the floor: %v", err)
+	}
+	if err := logs.DeleteRange(1, 4); err != nil {
+		t.Fatalf("head compaction below the floor: %v", err)
+	}
+	first, _ := logs.FirstIndex()
+	last, _ := logs.LastIndex()
+	var l raft.Log
+	if first != 5 || last != 11 || logs.GetLog(11, &l) != nil {
+		t.Fatalf("log %d..%d after refusals and a compaction, want 5..11", first, last)
+	}
+	free.Store(1 << 30)
+	time.Sleep(time.Millisecond)
+	if err := logs.StoreLogs(entries(12, 13)); err != nil {
+		t.Fatalf("space returned: %v", err)
+	}
+	if guardLogs(inner, nil) != raft.LogStore(inner) {
+		t.Fatal("with the guard off the store is not used as it is")
 	}
 }
