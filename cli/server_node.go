@@ -62,6 +62,7 @@ type nodeFlags struct {
 	PeerAddr      string `yaml:"peer-addr"`
 	AllowPublic   bool   `yaml:"allow-public"`
 	AuditInterval string `yaml:"audit-interval"`
+	DiskReserveMB int    `yaml:"disk-reserve-mb"`
 }
 
 func (f *nodeFlags) register(fs *flagSet, d nodeFlags) {
@@ -89,6 +90,7 @@ func (f *nodeFlags) register(fs *flagSet, d nodeFlags) {
 	fs.StringVar(&f.PeerAddr, "peer-addr", d.PeerAddr, "mTLS listener for node-to-node API calls (with --tls-*)")
 	fs.BoolVar(&f.AllowPublic, "allow-public", d.AllowPublic, "allow listening on non-loopback addresses")
 	fs.StringVar(&f.AuditInterval, "audit-interval", d.AuditInterval, "how often the handover audit chain head is published to the registry (default 1m)")
+	fs.IntVar(&f.DiskReserveMB, "disk-reserve-mb", d.DiskReserveMB, "refuse new writes while the data dir's file system has less than this many MiB free (default 256; -1: off)")
 }
 
 func (f nodeFlags) config(stderr interface{ Write([]byte) (int, error) }) (node.Config, error) {
@@ -141,6 +143,12 @@ func (f nodeFlags) config(stderr interface{ Write([]byte) (int, error) }) (node.
 			return cfg, fmt.Errorf("--audit-interval: %w", err)
 		}
 		cfg.AuditInterval = d
+	}
+	switch {
+	case f.DiskReserveMB == -1:
+		cfg.DiskReserveBytes = node.DiskGuardOff
+	case f.DiskReserveMB != 0:
+		cfg.DiskReserveBytes = int64(f.DiskReserveMB) << 20 // Validate refuses < 1 MiB
 	}
 	if f.TLSCA != "" || f.TLSCert != "" || f.TLSKey != "" {
 		b, err := peertls.Load(peertls.Files{CAFile: f.TLSCA, CertFile: f.TLSCert, KeyFile: f.TLSKey})

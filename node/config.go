@@ -113,6 +113,18 @@ type Config struct {
 	// AuditInterval: how often the handover audit chain head is published.
 	AuditInterval time.Duration
 
+	// DiskReserveBytes: while the file system holding DataDir has fewer
+	// bytes free than this, the node refuses new writes with
+	// resource_exhausted (registry writes it would propose as leader,
+	// handovers and case steps, incoming deliveries, key rotation), keeps
+	// serving reads and its Raft role, and takes writes again by itself once
+	// space returns (see diskguard.go). 0 takes the default (256 MiB); -1
+	// turns the guard off. Otherwise at least 1 MiB.
+	DiskReserveBytes int64
+	// DiskFree measures the bytes free on the file system holding a
+	// directory (default: statfs). Tests inject a full disk.
+	DiskFree func(path string) (free uint64, err error)
+
 	// MaxRequestBytes bounds any API request body.
 	MaxRequestBytes int
 	// ReadTimeout bounds waiting for a consistent or min-index read.
@@ -151,6 +163,7 @@ func DefaultConfig() Config {
 		DeadServerGrace:    30 * time.Second,
 		ReconcileInterval:  time.Second,
 		ReadTimeout:        5 * time.Second,
+		DiskReserveBytes:   DefaultDiskReserve,
 	}
 }
 
@@ -199,6 +212,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = d.MaxRequestBytes
+	}
+	if c.DiskReserveBytes == 0 {
+		c.DiskReserveBytes = d.DiskReserveBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -267,6 +283,9 @@ func (c Config) Validate() error {
 		if l := len(k); l != 16 && l != 24 && l != 32 {
 			errs = append(errs, fmt.Errorf("gossip key of %d bytes: want 16, 24 or 32", l))
 		}
+	}
+	if r := c.DiskReserveBytes; r != DiskGuardOff && r < minDiskReserve {
+		errs = append(errs, fmt.Errorf("disk reserve %d bytes: want at least %d (1 MiB), or %d to turn the guard off", r, minDiskReserve, DiskGuardOff))
 	}
 	if c.Genesis && !c.Bootstrap {
 		errs = append(errs, errors.New("genesis needs bootstrap"))

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/verbund/verbund/federation/handover"
+	"github.com/verbund/verbund/node/connecterr"
+	"github.com/verbund/verbund/node/diskspace"
 	"github.com/verbund/verbund/node/handoverapi"
 	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
 	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
@@ -137,9 +140,15 @@ func (n *Node) forwardReadIndex(ctx context.Context, hop int) (uint64, error) {
 // code stands for (connecterr.Code in reverse), so an in-process caller of
 // Publish sees the same errors whether its call was proposed here or
 // forwarded: Unknown (the peer's ErrIndeterminate, or an answer lost on the
-// way) is ErrIndeterminate, Unavailable is ErrUnavailable. The Connect
-// error stays in the chain, so API clients see the peer's code unchanged.
+// way) is ErrIndeterminate, Unavailable is ErrUnavailable, a leader
+// refusing for lack of disk space is peerDiskFull. The Connect error stays
+// in the chain, so API clients see the peer's code unchanged (a full disk:
+// the same code and mark, and the leader's message naming its data dir).
 func fromPeer(err error) error {
+	var ce *connect.Error
+	if connecterr.IsDiskFull(err) && errors.As(err, &ce) {
+		return peerDiskFull{msg: ce.Message()}
+	}
 	switch connect.CodeOf(err) {
 	case connect.CodeUnknown:
 		return fmt.Errorf("%w: %w", registry.ErrIndeterminate, err)
@@ -148,3 +157,13 @@ func fromPeer(err error) error {
 	}
 	return err
 }
+
+// peerDiskFull is a leader's refusal for lack of disk space, received by a
+// node that forwarded the write: it matches diskspace.ErrDiskFull and reads
+// as the leader's message. It does not keep the received Connect error,
+// whose metadata (the disk-full mark) connect-go does not pass on: the
+// forwarding node's edge marks it again (connecterr.ToConnect).
+type peerDiskFull struct{ msg string }
+
+func (e peerDiskFull) Error() string        { return e.msg }
+func (e peerDiskFull) Is(target error) bool { return target == diskspace.ErrDiskFull }

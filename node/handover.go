@@ -27,6 +27,10 @@ func (n *Node) startHandover(ctx context.Context) error {
 	if n.gossip != nil {
 		liveness = handover.GossipLiveness{Members: n.gossip.Members}
 	}
+	var space handover.SpaceGuard
+	if n.disk != nil {
+		space = n.disk // refuses sends, case steps and new deliveries on a full disk
+	}
 	svc, err := handover.New(handover.Config{
 		OrgID:         n.cfg.OrgID,
 		Keys:          &n.keys,
@@ -34,6 +38,7 @@ func (n *Node) startHandover(ctx context.Context) error {
 		Resolver:      rk,
 		Directory:     rk,
 		Liveness:      liveness,
+		Space:         space,
 		Dialer:        n.peers,
 		Audit:         auditPublisher{n: n},
 		AuditHeads:    registryAuditHeads{r: n.reader},

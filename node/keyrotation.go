@@ -85,6 +85,9 @@ func (n *Node) loadArchivedEncKeys() ([]jose.JSONWebKey, error) {
 func (n *Node) RotateKeys(ctx context.Context, grace time.Duration, revokePrevious bool) (*nodev1.RotateKeysResponse, error) {
 	n.rotateMu.Lock()
 	defer n.rotateMu.Unlock()
+	if err := n.checkDisk(); err != nil {
+		return nil, err // the new keys are written here first
+	}
 	if grace <= 0 {
 		grace = defaultKeyGrace
 	}

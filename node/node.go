@@ -27,6 +27,7 @@ import (
 	"github.com/verbund/verbund/internal/badgercheck"
 	"github.com/verbund/verbund/internal/badgerlog"
 	"github.com/verbund/verbund/keys"
+	"github.com/verbund/verbund/node/diskspace"
 	"github.com/verbund/verbund/node/raftbadger"
 	"github.com/verbund/verbund/registry"
 )
@@ -53,6 +54,7 @@ type Node struct {
 	writer    *registry.Writer
 	admission *registry.Admission // servers: the write path on the leader
 	state     stateIndex
+	disk      *diskspace.Guard // refuses new writes on a full disk (nil: off)
 
 	hoDB     *badger.DB
 	handover *handover.Service
@@ -87,6 +89,10 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID)}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	var err error
+	if n.disk, err = newDiskGuard(cfg); err != nil {
+		return nil, err
 	}
 	sig, created, err := keys.LoadOrGenerate(n.keyPath(signingFile), keys.GenerateSigning, cfg.OrgID+"-sig")
 	if err != nil {
@@ -263,7 +269,7 @@ func (n *Node) startRaft() error {
 			n.log.Info("bootstrapped a new one-voter cluster")
 		}
 	}
-	if n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.logs, n.snaps, trans); err != nil {
+	if n.raft, err = raft.NewRaft(rc, n.fsm, guardLogs(n.logs, n.disk), n.logs, n.snaps, trans); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	wcfg := n.cfg.Writer
@@ -273,6 +279,7 @@ func (n *Node) startRaft() error {
 	}
 	n.writer = registry.NewWriter(n.raft, wcfg)
 	n.admission = registry.NewAdmission(n.fsm, n.writer)
+	n.admission.Gate = n.checkDisk
 	return nil
 }
 

@@ -19,6 +19,14 @@ import (
 type Admission struct {
 	fsm *FSM
 	w   *Writer
+
+	// Gate, if set, is asked before anything is proposed: an error refuses
+	// the request as a whole and is returned unchanged, and nothing enters
+	// the Raft log. The node sets it to its disk guard (a full disk refuses
+	// new writes). Commands answered without a proposal (retries of applied
+	// commands, invalid commands) are answered regardless. Set it before
+	// the first Publish; it must be safe for concurrent use.
+	Gate func() error
 }
 
 // NewAdmission returns the admission for fsm, proposing through w.
@@ -27,7 +35,7 @@ func NewAdmission(fsm *FSM, w *Writer) *Admission { return &Admission{fsm: fsm, 
 // Publish admits signed commands and waits until the admitted ones are
 // applied. It returns one result per input, in order, and the index the
 // results are visible at. Errors are those of Writer.Submit (ErrNotLeader
-// when this node cannot propose: nothing was appended), or
+// when this node cannot propose: nothing was appended), those of Gate, or
 // ErrInvalidArgument / ErrTooLarge for an empty or oversized request.
 func (a *Admission) Publish(ctx context.Context, signed []string) ([]*registryv1.CommandResult, uint64, error) {
 	if len(signed) == 0 {
@@ -97,6 +105,11 @@ func (a *Admission) Publish(ctx context.Context, signed []string) ([]*registryv1
 	}
 	var index uint64
 	if len(submit) > 0 {
+		if a.Gate != nil {
+			if err := a.Gate(); err != nil {
+				return nil, 0, err
+			}
+		}
 		rs, idx, err := a.w.Submit(ctx, submit)
 		if err != nil {
 			return nil, 0, err

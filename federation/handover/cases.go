@@ -208,6 +208,9 @@ func (s *Service) step(ctx context.Context, jti string, typ envelope.EventType, 
 	if !allowed(rec.State, typ) {
 		return "", "", fmt.Errorf("%w: case %s is %s; cannot %s", ErrConflict, jti, rec.State, typ)
 	}
+	if err := s.admitWrite(); err != nil {
+		return "", "", err
+	}
 	ev := s.newEvent(rec, typ, s.now())
 	ev.Problem = problem
 	token, err := envelope.SealEventFor(ctx, ev, s.cfg.Keys.SigningKey(), s.cfg.Resolver)
@@ -272,6 +275,9 @@ func (s *Service) ForwardCase(ctx context.Context, req *federationv1.ForwardCase
 	}
 	if !allowed(rec.State, envelope.EventForward) {
 		return nil, fmt.Errorf("%w: case %s is %s; cannot forward", ErrConflict, rec.HandoverID, rec.State)
+	}
+	if err := s.admitWrite(); err != nil {
+		return nil, err
 	}
 	now := s.now()
 	reason := req.GetReason()

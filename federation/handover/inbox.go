@@ -202,6 +202,9 @@ func (s *Service) arrive(ctx context.Context, token, kind, what string, max int)
 		a.redelivered, a.receipt = ok, r
 		return a, err
 	}
+	if err := s.admitWrite(); err != nil {
+		return a, err // not a rejection of the token: the sender retries
+	}
 	a.now = s.now()
 	var err error
 	a.at, err = s.position(ctx, a.now)

@@ -28,6 +28,9 @@ func (s *Service) SendHandover(ctx context.Context, req *federationv1.SendHandov
 		return nil, err
 	}
 	defer done()
+	if err := s.admitWrite(); err != nil {
+		return nil, err
+	}
 	to := req.GetRecipientOrganisationId()
 	if to == "" {
 		return nil, errInvalid("recipient_organisation_id is required")

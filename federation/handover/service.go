@@ -68,6 +68,15 @@ type KeySource interface {
 	DecryptionKeys() []jose.JSONWebKey
 }
 
+// SpaceGuard admits or refuses new writes: the node's disk guard
+// (node/diskspace), which refuses while the disk is nearly full. Check must
+// be cheap (it is called on every write request) and safe for concurrent
+// use; its error is returned to the caller unchanged, so the edge can map
+// it (node/connecterr: resource_exhausted, retryable).
+type SpaceGuard interface {
+	Check() error
+}
+
 // AuditPublisher publishes the head of this organisation's audit chain to
 // the registry (the node signs a put_audit_head command). It must be
 // idempotent: the same head may be published again after a crash.
@@ -107,6 +116,13 @@ type Config struct {
 	Liveness Liveness
 	// Dialer reaches other nodes.
 	Dialer Dialer
+	// Space (optional) refuses new writes while the disk is nearly full:
+	// SendHandover, the case steps (accept, reject, complete, forward) and
+	// deliveries of tokens not received before are refused with its error
+	// before anything is written. Reads, redeliveries of tokens already
+	// received (answered from the dedupe records) and the deliverer carry
+	// on; a sender retries a refused delivery later.
+	Space SpaceGuard
 	// Audit (optional) publishes the audit chain head every AuditInterval.
 	Audit AuditPublisher
 	// AuditHeads (optional) reads the published head back for VerifyAudit.
@@ -336,6 +352,14 @@ func (s *Service) enter() (func(), error) {
 }
 
 func (s *Service) now() time.Time { return s.cfg.Now() }
+
+// admitWrite asks Config.Space whether new work may be written now.
+func (s *Service) admitWrite() error {
+	if s.cfg.Space == nil {
+		return nil
+	}
+	return s.cfg.Space.Check()
+}
 
 // OrgID is the organisation this Service runs for.
 func (s *Service) OrgID() string { return s.cfg.OrgID }

@@ -17,8 +17,20 @@ import (
 
 	"github.com/verbund/verbund/federation/envelope"
 	"github.com/verbund/verbund/federation/handover"
+	"github.com/verbund/verbund/node/diskspace"
 	"github.com/verbund/verbund/registry"
 )
+
+// ReasonHeader carries a machine-readable reason with some errors, where the
+// code alone does not tell a client what to do. Its one value today is
+// ReasonDiskFull.
+const ReasonHeader = "Verbund-Error-Reason"
+
+// ReasonDiskFull marks a resource_exhausted error as a node refusing writes
+// for lack of disk space (diskspace.ErrDiskFull): unlike a request that is
+// too large, it is worth retrying later, at this node or (for a forwarded
+// write) once the leader has space again.
+const ReasonDiskFull = "disk_full"
 
 // Code maps err to the Connect code a client or peer sees. A *connect.Error
 // keeps its code; an unknown error is Internal.
@@ -27,6 +39,10 @@ func Code(err error) connect.Code {
 	switch {
 	case errors.As(err, &ce):
 		return ce.Code()
+
+	// The node's disk guard (any write path).
+	case errors.Is(err, diskspace.ErrDiskFull):
+		return connect.CodeResourceExhausted
 
 	// Registry (write admission, queries, reads).
 	case errors.Is(err, registry.ErrInvalidArgument):
@@ -50,8 +66,8 @@ func Code(err error) connect.Code {
 
 	// Handover service. Senders treat InvalidArgument, AlreadyExists,
 	// PermissionDenied, FailedPrecondition, NotFound and ResourceExhausted
-	// from DeliverHandover / DeliverEvent as final; everything else is
-	// retried.
+	// (except a full disk, see IsDiskFull) from DeliverHandover /
+	// DeliverEvent as final; everything else is retried.
 	case errors.Is(err, handover.ErrInvalidArgument):
 		return connect.CodeInvalidArgument
 	case errors.Is(err, handover.ErrNotFound):
@@ -98,7 +114,8 @@ func Code(err error) connect.Code {
 }
 
 // ToConnect returns err as a *connect.Error with the code of Code (nil
-// stays nil; a *connect.Error is returned as it is).
+// stays nil; a *connect.Error is returned as it is). A full disk also gets
+// ReasonHeader: ReasonDiskFull.
 func ToConnect(err error) error {
 	if err == nil {
 		return nil
@@ -107,7 +124,20 @@ func ToConnect(err error) error {
 	if errors.As(err, &ce) {
 		return err
 	}
-	return connect.NewError(Code(err), err)
+	ce = connect.NewError(Code(err), err)
+	if errors.Is(err, diskspace.ErrDiskFull) {
+		ce.Meta().Set(ReasonHeader, ReasonDiskFull)
+	}
+	return ce
+}
+
+// IsDiskFull reports whether err, an error from another node's API, is that
+// node refusing a write for lack of disk space (ToConnect's marking): a
+// refusal to retry later, not a final one.
+func IsDiskFull(err error) bool {
+	var ce *connect.Error
+	return errors.As(err, &ce) && ce.Code() == connect.CodeResourceExhausted &&
+		ce.Meta().Get(ReasonHeader) == ReasonDiskFull
 }
 
 // Interceptor maps the errors of unary handlers with ToConnect. Streaming

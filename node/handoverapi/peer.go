@@ -7,6 +7,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/verbund/verbund/federation/handover"
+	"github.com/verbund/verbund/node/connecterr"
 	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
 	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
 )
@@ -51,8 +52,11 @@ func (p Peer) GetCaseTimeline(ctx context.Context, req *federationv1.GetCaseTime
 // codes a receiver gives a token it refuses for good (connecterr.Code) wrap
 // handover.ErrRefused, so the deliverer stops retrying; every other code
 // (Unavailable, Unauthenticated while its registry copy lags, network
-// errors as Unknown, ...) is left to retry.
+// errors as Unknown, a receiver whose disk is full, ...) is left to retry.
 func classify(err error) error {
+	if connecterr.IsDiskFull(err) {
+		return err // resource_exhausted, but only until the receiver has space again
+	}
 	switch connect.CodeOf(err) {
 	case connect.CodeInvalidArgument, connect.CodeAlreadyExists, connect.CodePermissionDenied,
 		connect.CodeFailedPrecondition, connect.CodeNotFound, connect.CodeResourceExhausted:

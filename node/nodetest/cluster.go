@@ -58,6 +58,16 @@ type Options struct {
 	// Configure, if set, adjusts node i's configuration after the harness
 	// has filled it in (per-node timing, clocks): see overrides.go.
 	Configure func(i int, cfg *node.Config)
+	// DiskFree, if set, replaces each node's measurement of free disk
+	// space (node.Config.DiskFree): node is the node's index. Tests fill
+	// and free a node's "disk" through it.
+	DiskFree func(node int, path string) (free uint64, err error)
+	// DiskReserveBytes is every node's node.Config.DiskReserveBytes (0:
+	// the node's default).
+	DiskReserveBytes int64
+	// BaseDir holds the nodes' data dirs, n0, n1, ... (default: a
+	// t.TempDir()). A test can mount a small volume at one of them first.
+	BaseDir string
 }
 
 // Cluster is a set of nodes under test.
@@ -133,7 +143,10 @@ func Start(t testing.TB, opts Options) *Cluster {
 	for i := 0; i < opts.Members; i++ {
 		roles = append(roles, node.RoleMember)
 	}
-	base := t.TempDir()
+	base := opts.BaseDir
+	if base == "" {
+		base = t.TempDir()
+	}
 	var seed string
 	for i, role := range roles {
 		m, err := c.newMember(i, role, filepath.Join(base, fmt.Sprintf("n%d", i)))
@@ -267,6 +280,10 @@ func (c *Cluster) newMember(i int, role, dir string) (*Member, error) {
 	}
 	if c.opts.AuditInterval > 0 {
 		cfg.AuditInterval = c.opts.AuditInterval
+	}
+	cfg.DiskReserveBytes = c.opts.DiskReserveBytes
+	if f := c.opts.DiskFree; f != nil {
+		cfg.DiskFree = func(path string) (uint64, error) { return f(i, path) }
 	}
 	cfg.WrapRaftTransport = func(t raft.Transport) raft.Transport { return &raftTransport{inner: t, net: c.Net, self: i} }
 	var inner http.RoundTripper = http.DefaultTransport
