@@ -66,14 +66,14 @@ func TestRecoverRaftLog(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("exit %d: %s %s", code, out, errOut)
 		}
-		contains(t, "output", out, []string{"Moved 1 raft log file(s) to ", "wal.damaged-", `Kept term 7, vote "n1"`})
+		contains(t, "output", out, []string{"Moved 1 raft log file(s) to ", "wal.damaged-", "Moved the registry state to ", "state.replaced-", `Kept term 7, vote "n1"`})
 		aside, _ := filepath.Glob(filepath.Join(dir, "raft", "wal.damaged-*", "seg-*.wal"))
 		if len(aside) != 1 {
 			t.Errorf("segments moved aside: %v", aside)
 		}
 		check(t, dir, 7, "n1")
-		if _, err := os.Stat(filepath.Join(dir, "raft", "wal.recover")); err != nil {
-			t.Errorf("recovery marker: %v", err)
+		if _, err := os.Stat(filepath.Join(dir, "state")); !os.IsNotExist(err) {
+			t.Errorf("registry state not moved aside: %v", err)
 		}
 	})
 

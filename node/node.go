@@ -39,21 +39,18 @@ type Node struct {
 	keys     orgKeyring // current keys; swapped on rotation
 	rotateMu sync.Mutex
 
-	db       *badger.DB
-	logStore *raftlog.Store // the Raft log and stable store (term, vote)
-	logs     raft.LogStore  // logStore behind a cache of recent entries
-	// resetTarget: after RecoverRaftLog, the applied index the log must
-	// reach before the recovery marker is removed (0: no recovery).
-	resetTarget uint64
-	snaps       *raft.FileSnapshotStore
-	trans       *raft.NetworkTransport
-	raft        *raft.Raft
-	fsm         *registry.FSM      // servers (voter, replica)
-	feedCopy    *registry.FeedCopy // members
-	reader      *registry.Reader
-	writer      *registry.Writer
-	admission   *registry.Admission // servers: the write path on the leader
-	state       stateIndex
+	db        *badger.DB
+	logStore  *raftlog.Store // the Raft log and stable store (term, vote)
+	logs      raft.LogStore  // logStore behind a cache of recent entries
+	snaps     *raft.FileSnapshotStore
+	trans     *raft.NetworkTransport
+	raft      *raft.Raft
+	fsm       *registry.FSM      // servers (voter, replica)
+	feedCopy  *registry.FeedCopy // members
+	reader    *registry.Reader
+	writer    *registry.Writer
+	admission *registry.Admission // servers: the write path on the leader
+	state     stateIndex
 
 	hoDB     *badger.DB
 	handover *handover.Service
@@ -183,10 +180,6 @@ func (n *Node) Start(ctx context.Context) error {
 		n.wg.Add(2)
 		go func() { defer n.wg.Done(); n.writer.Run(runCtx) }()
 		go func() { defer n.wg.Done(); n.watchLeadership(runCtx) }()
-		if n.resetTarget > 0 {
-			n.wg.Add(1)
-			go func() { defer n.wg.Done(); n.watchLogReset(runCtx) }()
-		}
 	}
 	if err := n.listen(); err != nil {
 		return err

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -33,10 +32,9 @@ import (
 // Each refusal names the recovery: stop the node and run
 // "verbund recover raft-log --data DIR" (RecoverRaftLog).
 const (
-	raftLogDir       = "wal"
-	oldRaftLogDir    = "log"         // the badger log store of versions before the raftlog package
-	raftLogResetFile = "wal.recover" // written by RecoverRaftLog; removed once the log caught up
-	logCacheSize     = 512
+	raftLogDir    = "wal"
+	oldRaftLogDir = "log" // the badger log store of versions before the raftlog package
+	logCacheSize  = 512
 )
 
 // Sentinel errors of a refused Raft log (besides raftlog.ErrCorrupt).
@@ -81,9 +79,8 @@ func (n *Node) openRaftLog() error {
 
 // checkRaftLog refuses a log that ends before the applied state, unless the
 // latest snapshot covers the state (then Raft starts from the snapshot and
-// the log's last index is not what Raft uses) or RecoverRaftLog emptied the
-// log on purpose (then the node catches up from the leader; the state's
-// entries were committed, the leader holds them).
+// the log's last index is not what Raft uses). There is no exception:
+// RecoverRaftLog moves the state aside with the log.
 func (n *Node) checkRaftLog() error {
 	last, err := n.logStore.LastIndex()
 	if err != nil {
@@ -98,22 +95,7 @@ func (n *Node) checkRaftLog() error {
 		snapIdx = snaps[0].Index
 	}
 	applied := n.fsm.AppliedIndex()
-	marker := n.cfg.path("raft", raftLogResetFile)
-	_, statErr := os.Stat(marker)
-	reset := statErr == nil
 	if last >= applied || snapIdx >= applied {
-		if reset {
-			n.log.Info("raft log covers the applied state again after recovery", "log_last", last, "applied", applied)
-			if err := os.Remove(marker); err != nil {
-				return fmt.Errorf("remove %s: %w", marker, err)
-			}
-		}
-		return nil
-	}
-	if reset {
-		n.log.Warn("raft log was reset by verbund recover raft-log: catching up from the leader",
-			"log_last", last, "applied", applied, "snapshot", snapIdx)
-		n.resetTarget = applied
 		return nil
 	}
 	return fmt.Errorf("%w: the raft log in %s ends at index %d, but the registry state has applied index %d and the latest snapshot is at index %d: "+
@@ -121,35 +103,13 @@ func (n *Node) checkRaftLog() error {
 		ErrRaftLogBehind, n.cfg.path("raft", raftLogDir), last, applied, snapIdx, max(last, snapIdx)+1, applied, recoverHint(n.cfg.DataDir))
 }
 
-// watchLogReset removes the recovery marker once Raft's log (with its
-// snapshot) reaches the index the state had applied at start: from then on
-// a log that falls behind the state is a lie again and refused.
-func (n *Node) watchLogReset(ctx context.Context) {
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if n.raft.LastIndex() < n.resetTarget {
-			continue
-		}
-		if err := os.Remove(n.cfg.path("raft", raftLogResetFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			n.log.Warn("remove raft log recovery marker", "err", err)
-			continue
-		}
-		n.log.Info("raft log caught up after recovery", "index", n.raft.LastIndex())
-		return
-	}
-}
-
 // RaftLogRecovery reports what RecoverRaftLog did.
 type RaftLogRecovery struct {
 	// Moved lists the files moved aside; AsideDir is where they went.
 	Moved    []string
 	AsideDir string
+	// StateDir is where the registry state was moved.
+	StateDir string
 	// OldFormatDir is where an old badger log was moved ("" if none).
 	OldFormatDir string
 	// Term and VotedFor are the kept stable values (term and vote).
@@ -162,11 +122,16 @@ type RaftLogRecovery struct {
 // DataDir/raft/wal.damaged-<time> (kept for analysis) and KEEPS the stable
 // file, Raft's current term and vote (without them the node could vote
 // twice in one term). An old badger log (DataDir/raft/log) is moved aside
-// whole, its term and vote carried over into the new stable file. The node
-// then starts with an empty log and catches up from the leader, by snapshot
-// if needed: nothing the cluster acknowledged is lost as long as a quorum
-// of voters still holds it. A single-node cluster has nobody to catch up
-// from: restore a snapshot instead.
+// whole, its term and vote carried over into the new stable file. The
+// registry state (DataDir/state) is moved aside too, to
+// DataDir/state.replaced-<time>: a state ahead of an empty log is exactly
+// what the start check refuses, and an exception for recovered nodes would
+// also let a second loss through (the control run of TestPowerLossControl
+// found that). The node then starts empty and catches up from the leader,
+// by log or snapshot; its local snapshots, if any, restore it first.
+// Nothing the cluster acknowledged is lost as long as a quorum of voters
+// still holds it. A single-node cluster has nobody to catch up from:
+// restore a snapshot instead.
 //
 // The node must not be running. fsys is the file layer of the log (nil:
 // the operating system), as in Config.RaftLogFS.
@@ -234,9 +199,12 @@ func RecoverRaftLog(dataDir string, fsys raftlog.FS, now time.Time) (*RaftLogRec
 	if v, err := store.Get([]byte("LastVoteCand")); err == nil {
 		rec.VotedFor = string(v)
 	}
-	msg := fmt.Sprintf("raft log reset by verbund recover raft-log at %s; segments moved to %s\n", now.UTC().Format(time.RFC3339), rec.AsideDir)
-	if err := writeSynced(filepath.Join(raftDir, raftLogResetFile), []byte(msg)); err != nil {
-		return rec, err
+	rec.StateDir = filepath.Join(dataDir, "state.replaced-"+stamp)
+	if err := os.Rename(filepath.Join(dataDir, "state"), rec.StateDir); err != nil {
+		return rec, fmt.Errorf("move the registry state aside: %w", err)
+	}
+	if err := (raftlog.OS{}).SyncDir(dataDir); err != nil {
+		return rec, fmt.Errorf("sync %s: %w", dataDir, err)
 	}
 	return rec, nil
 }
@@ -274,23 +242,4 @@ func carryOldStable(dir string, to *raftlog.Store) error {
 		}
 		return nil
 	})
-}
-
-func writeSynced(name string, data []byte) error {
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return (raftlog.OS{}).SyncDir(filepath.Dir(name))
 }

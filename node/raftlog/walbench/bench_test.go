@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 
-	"github.com/verbund/verbund/node/raftbadger"
+	"github.com/verbund/verbund/node/raftlog/walbench/raftbadger"
 	"github.com/verbund/verbund/node/raftlog"
 )
 
