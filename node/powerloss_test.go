@@ -192,9 +192,10 @@ func TestPowerLossControl(t *testing.T) {
 			}
 			t.Errorf("control run %d (%s, %s): %s started on a log that lost its unsynced entries (err %v)", runs, what, tearNames[tear], c.Nodes[i].ID, err)
 		}
-		if refused == len(victims) {
-			caught++
+		if refused != len(victims) {
+			t.Fatalf("control run %d (%s) not caught", runs, what) // the nodes run on lost logs: stop here
 		}
+		caught++
 	}
 	recoverNodes := func(victims []int) {
 		for _, i := range victims {

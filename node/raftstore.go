@@ -143,6 +143,9 @@ func RecoverRaftLog(dataDir string, fsys raftlog.FS, now time.Time) (*RaftLogRec
 	if _, err := os.Stat(filepath.Join(dataDir, "state")); err != nil {
 		return nil, fmt.Errorf("%s does not look like a node's data dir: %w", dataDir, err)
 	}
+	if err := checkStopped(dataDir); err != nil {
+		return nil, err
+	}
 	rec := &RaftLogRecovery{}
 	stamp := now.UTC().Format("20060102T150405Z")
 	dir := filepath.Join(raftDir, raftLogDir)

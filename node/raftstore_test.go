@@ -153,3 +153,17 @@ func (c *countingFS) OpenFile(name string, flag int) (raftlog.File, error) {
 	c.opens++
 	return c.OS.OpenFile(name, flag)
 }
+
+// TestRecoverRefusesRunningNode: RecoverRaftLog leaves a running node's
+// files alone.
+func TestRecoverRefusesRunningNode(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	startNode(t, cfg)
+	_, err := RecoverRaftLog(cfg.DataDir, nil, time.Now())
+	if err == nil || !strings.Contains(err.Error(), "is running") {
+		t.Fatalf("recovery of a running node: err %v", err)
+	}
+	if segs, _ := filepath.Glob(filepath.Join(cfg.DataDir, "raft", raftLogDir, "seg-*.wal")); len(segs) == 0 {
+		t.Error("segments of the running node were moved")
+	}
+}
