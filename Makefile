@@ -36,8 +36,8 @@ test: ## run every test (race detector on the concurrent packages)
 	$(GO) test -race -count=1 -timeout 12m ./registry/... ./federation/... ./node/...
 
 .PHONY: soak
-soak: ## long Jepsen-style fault runs (VERBUND_SOAK_SEEDS, VERBUND_SOAK_DURATION)
-	VERBUND_SOAK=1 $(GO) test -count=1 -run 'TestJepsenSoak' -v -timeout 90m ./node
+soak: ## long Jepsen-style fault and power-loss runs (VERBUND_SOAK_SEEDS, VERBUND_SOAK_DURATION)
+	VERBUND_SOAK=1 $(GO) test -count=1 -run 'TestJepsenSoak|TestPowerLossSoak' -v -timeout 120m ./node
 
 .PHONY: test-short
 test-short: ## quick tests (skips the slow fault runs)
