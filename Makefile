@@ -36,8 +36,8 @@ test: ## run every test (race detector on the concurrent packages)
 	$(GO) test -race -count=1 -timeout 12m ./registry/... ./federation/... ./node/...
 
 .PHONY: soak
-soak: ## long fault runs: Jepsen-style, clock jumps, process pauses/kills, corruption, power loss; disk-full on a real tmpfs (root) (VERBUND_SOAK_SEEDS, VERBUND_SOAK_DURATION)
-	VERBUND_SOAK=1 $(GO) test -count=1 -run 'TestJepsenSoak|TestClockJumpSoak' -v -timeout 90m ./node
+soak: ## long fault runs: Jepsen-style with power cuts, clock jumps, process pauses/kills, corruption, power loss; disk-full on a real tmpfs (root) (VERBUND_SOAK_SEEDS, VERBUND_SOAK_DURATION)
+	VERBUND_SOAK=1 $(GO) test -count=1 -run 'TestJepsenSoak|TestPowerLossSoak|TestClockJumpSoak' -v -timeout 120m ./node
 	VERBUND_SOAK=1 $(GO) test -count=1 -run 'TestStateAndSnapshotCorruption' -v -timeout 30m ./node
 	VERBUND_SOAK=1 $(GO) test -count=1 -run 'TestDiskFull.*Soak' -v -timeout 10m ./node
 	VERBUND_SOAK=1 $(GO) test -count=1 -run 'TestHandoverStoreCorruption|TestPowerLoss' -v -timeout 30m ./federation/handover

@@ -494,7 +494,7 @@ func TestUsage(t *testing.T) {
 // every command answers -h with its usage.
 func TestCommandTable(t *testing.T) {
 	want := []string{"audit", "case", "certs", "cluster", "dev", "handover", "import", "inbox", "keys", "members",
-		"node", "offerings", "onboard", "orgs", "providers", "publish", "services", "status", "track", "version", "watch"}
+		"node", "offerings", "onboard", "orgs", "providers", "publish", "recover", "services", "status", "track", "version", "watch"}
 	var got []string
 	for _, c := range commands {
 		got = append(got, c.Name)

@@ -25,10 +25,11 @@ var commands = []Command{
 
 	// Server side (server_*.go): run a node in this process, or prepare and
 	// load a network.
-	nodeCommand(),   // server_node.go
-	devCommand(),    // server_node.go
-	certsCommand(),  // server_certs.go
-	importCommand(), // server_import.go
+	nodeCommand(),    // server_node.go
+	devCommand(),     // server_node.go
+	certsCommand(),   // server_certs.go
+	importCommand(),  // server_import.go
+	recoverCommand(), // server_recover.go
 
 	// About this binary.
 	versionCommand(), // version.go

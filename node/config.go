@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/verbund/verbund/federation/peertls"
+	"github.com/verbund/verbund/node/raftlog"
 	"github.com/verbund/verbund/registry"
 )
 
@@ -34,6 +35,11 @@ type Config struct {
 	OrgName string
 	// DataDir holds badger state, the Raft log, snapshots and keys.
 	DataDir string
+	// RaftLogFS is the file layer under the Raft log (DataDir/raft/wal);
+	// nil means the operating system. Tests put a node's log on an
+	// in-memory file system that loses unsynced writes on a simulated
+	// power cut (package raftlog/faultfs).
+	RaftLogFS raftlog.FS
 	// HTTPAddr serves the Connect/gRPC/gRPC-Web API and the web page.
 	HTTPAddr string
 	// RaftAddr is the Raft transport's listen address.

@@ -31,8 +31,9 @@
 //
 // Sub-packages: connecterr (the one domain-error-to-Connect-code map),
 // handoverapi (the handover domain's Connect adapter, server and peer
-// client), raftbadger (the Raft log store), nodetest (an in-process cluster
-// harness). Write admission itself (parse, pre-verify, dedupe) is the
+// client), raftlog (the Raft log and stable store; raftstore.go opens it,
+// refuses a log that lies and holds RecoverRaftLog), nodetest (an
+// in-process cluster harness with power cuts). Write admission itself (parse, pre-verify, dedupe) is the
 // registry's (registry.Admission); demo data is imported by the command
 // line through Publish, never by the node.
 package node

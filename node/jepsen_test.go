@@ -110,6 +110,11 @@ type jepsenOpts struct {
 	// snapshots and compacts every 64 entries, so that snapshots are
 	// installed under every fault (see jepsenCluster).
 	Snapshots string
+	// Kinds are the nemesis kinds to draw from (default nemesisKinds);
+	// PowerLoss puts the Raft logs on faultfs for the power-cut kinds
+	// (powerloss_test.go).
+	Kinds     []string
+	PowerLoss bool
 }
 
 type jepsenReport struct {
@@ -265,6 +270,9 @@ func runJepsen(t *testing.T, o jepsenOpts) jepsenReport {
 	if o.Snapshots == "" {
 		o.Snapshots = os.Getenv("VERBUND_JEPSEN_SNAPSHOTS")
 	}
+	if o.Kinds == nil {
+		o.Kinds = nemesisKinds
+	}
 	t.Logf("jepsen: seed %d, snapshots %q (replay with VERBUND_JEPSEN_SEED=%d for the short run)", o.Seed, o.Snapshots, o.Seed)
 	c := nodetest.Start(t, jepsenCluster(o))
 	j := &jepsen{
@@ -304,14 +312,14 @@ func runJepsen(t *testing.T, o jepsenOpts) jepsenReport {
 	// The nemesis runs on the test goroutine: a failed bound stops the test.
 	j.sleep(500 * time.Millisecond)
 	if o.Duration == 0 {
-		kinds := slices.Clone(nemesisKinds)
+		kinds := slices.Clone(o.Kinds)
 		j.nemRng.Shuffle(len(kinds), func(a, b int) { kinds[a], kinds[b] = kinds[b], kinds[a] })
 		for i, k := range kinds {
 			j.phase(i, k)
 		}
 	} else {
 		for i := 0; time.Since(j.start) < o.Duration; i++ {
-			j.phase(i, nemesisKinds[j.nemRng.IntN(len(nemesisKinds))])
+			j.phase(i, o.Kinds[j.nemRng.IntN(len(o.Kinds))])
 		}
 	}
 
@@ -388,6 +396,9 @@ func jepsenCluster(o jepsenOpts) nodetest.Options {
 	}
 	if o.Snapshots == "aggressive" {
 		opts.SnapshotThreshold = 64
+	}
+	if o.PowerLoss {
+		opts.PowerLoss, opts.StateRollback = true, true
 	}
 	return opts
 }
@@ -811,7 +822,9 @@ func (j *jepsen) phase(n int, kind string) {
 	case "replace-voter":
 		j.replaceVoter(rng)
 	default:
-		j.t.Fatalf("unknown nemesis %q", kind)
+		if !j.powerPhase(rng, kind) {
+			j.t.Fatalf("unknown nemesis %q", kind)
+		}
 	}
 	j.recover(kind)
 	j.sleep(j.dur(rng, 200*time.Millisecond, 600*time.Millisecond))

@@ -28,7 +28,7 @@ import (
 	"github.com/verbund/verbund/internal/badgerlog"
 	"github.com/verbund/verbund/keys"
 	"github.com/verbund/verbund/node/diskspace"
-	"github.com/verbund/verbund/node/raftbadger"
+	"github.com/verbund/verbund/node/raftlog"
 	"github.com/verbund/verbund/registry"
 )
 
@@ -44,7 +44,8 @@ type Node struct {
 	rotateMu sync.Mutex
 
 	db        *badger.DB
-	logs      *raftbadger.Store
+	logStore  *raftlog.Store // the Raft log and stable store (term, vote)
+	logs      raft.LogStore  // logStore behind a cache of recent entries
 	snaps     *raft.FileSnapshotStore
 	trans     *raft.NetworkTransport
 	raft      *raft.Raft
@@ -147,18 +148,18 @@ func (n *Node) openStorage() error {
 	if err := os.MkdirAll(n.cfg.path("raft"), 0o700); err != nil {
 		return fmt.Errorf("raft dir: %w", err)
 	}
-	if n.logs, err = raftbadger.Open(n.cfg.path("raft", "log"), n.log); err != nil {
+	if err := n.openRaftLog(); err != nil {
 		return err
 	}
 	if n.snaps, err = raft.NewFileSnapshotStoreWithLogger(n.cfg.path("raft"), 3, n.hclog("snapshot")); err != nil {
 		return fmt.Errorf("open snapshot store: %w", err)
 	}
-	return nil
+	return n.checkRaftLog()
 }
 
 func (n *Node) closeStorage() {
-	if n.logs != nil {
-		_ = n.logs.Close()
+	if n.logStore != nil {
+		_ = n.logStore.Close()
 	}
 	if n.db != nil {
 		_ = n.db.Close()
@@ -257,19 +258,19 @@ func (n *Node) startRaft() error {
 		trans = n.cfg.WrapRaftTransport(trans)
 	}
 	if n.cfg.Bootstrap {
-		has, err := raft.HasExistingState(n.logs, n.logs, n.snaps)
+		has, err := raft.HasExistingState(n.logs, n.logStore, n.snaps)
 		if err != nil {
 			return fmt.Errorf("raft state: %w", err)
 		}
 		if !has {
 			conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: n.trans.LocalAddr(), Suffrage: raft.Voter}}}
-			if err := raft.BootstrapCluster(rc, n.logs, n.logs, n.snaps, trans, conf); err != nil {
+			if err := raft.BootstrapCluster(rc, n.logs, n.logStore, n.snaps, trans, conf); err != nil {
 				return fmt.Errorf("bootstrap raft: %w", err)
 			}
 			n.log.Info("bootstrapped a new one-voter cluster")
 		}
 	}
-	if n.raft, err = raft.NewRaft(rc, n.fsm, guardLogs(n.logs, n.disk), n.logs, n.snaps, trans); err != nil {
+	if n.raft, err = raft.NewRaft(rc, n.fsm, guardLogs(n.logs, n.disk), n.logStore, n.snaps, trans); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	wcfg := n.cfg.Writer

@@ -32,6 +32,7 @@ import (
 	"github.com/verbund/verbund/federation/membership"
 	"github.com/verbund/verbund/federation/peertls"
 	"github.com/verbund/verbund/node"
+	"github.com/verbund/verbund/node/raftlog/faultfs"
 	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
 )
 
@@ -68,6 +69,18 @@ type Options struct {
 	// BaseDir holds the nodes' data dirs, n0, n1, ... (default: a
 	// t.TempDir()). A test can mount a small volume at one of them first.
 	BaseDir string
+	// PowerLoss puts every server's Raft log on its own in-memory file
+	// system (raftlog/faultfs) that keeps only what was synced when
+	// PowerCut cuts the node's power (see powerloss.go).
+	PowerLoss bool
+	// RaftLogNoSync (with PowerLoss) skips every sync of the Raft logs:
+	// the control run that the power-loss checks must catch.
+	RaftLogNoSync bool
+	// StateRollback (with PowerLoss): a power cut also sets a server's
+	// registry state back to what it held at its previous power cut, as
+	// the registry's unsynced badger writes (SyncWrites off by design)
+	// can be lost: the applied index goes backwards.
+	StateRollback bool
 }
 
 // Cluster is a set of nodes under test.
@@ -79,6 +92,7 @@ type Cluster struct {
 	Nodes         []*Member
 	mu            sync.Mutex
 	logs          logCounts
+	rollbacks     int // power cuts that set a node's state back (powerloss.go)
 }
 
 // Member is one node slot: it keeps its data dir and addresses across
@@ -94,6 +108,12 @@ type Member struct {
 	// first start takes it.
 	heldGossip *memberlist.NetTransport
 	started    bool
+	// logFS holds the Raft log with Options.PowerLoss (nil otherwise);
+	// stateImage is a copy of the registry state taken at the last power
+	// cut (Options.StateRollback).
+	logFS        *faultfs.FS
+	stateImage   string
+	appliedAtCut uint64
 
 	mu   sync.Mutex
 	node *node.Node
@@ -302,6 +322,13 @@ func (c *Cluster) newMember(i int, role, dir string) (*Member, error) {
 	}
 	cfg.PeerHTTPClient = &http.Client{Transport: &roundTripper{inner: inner, net: c.Net, self: i}}
 	cfg.Logger = c.newLogger(c.t, m.ID)
+	if c.opts.PowerLoss && role != node.RoleMember {
+		m.logFS = faultfs.New()
+		cfg.RaftLogFS = m.logFS
+		if c.opts.RaftLogNoSync {
+			cfg.RaftLogFS = noSyncFS{m.logFS}
+		}
+	}
 	if c.opts.Configure != nil {
 		c.opts.Configure(i, &cfg)
 	}
@@ -355,14 +382,14 @@ func (c *Cluster) startMemberOnce(m *Member) error {
 	c.applyGossipBlocks(m)
 	n, err := node.New(cfg)
 	if err != nil {
-		_ = m.gossip.Shutdown()
+		shutdownUnused(m.gossip)
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := n.Start(ctx); err != nil {
 		n.Kill()
-		_ = m.gossip.Shutdown()
+		shutdownUnused(m.gossip)
 		return err
 	}
 	m.mu.Lock()
@@ -370,6 +397,27 @@ func (c *Cluster) startMemberOnce(m *Member) error {
 	m.started = true
 	m.mu.Unlock()
 	return nil
+}
+
+// shutdownUnused shuts down a gossip transport no memberlist consumes (the
+// node did not start): other nodes' gossip may have connected to it, and
+// memberlist's listener blocks handing such a connection over, so the
+// transport's Shutdown would wait forever unless someone drains it.
+func shutdownUnused(t *membership.FaultyTransport) {
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case conn := <-t.StreamCh():
+				_ = conn.Close()
+			case <-t.PacketCh():
+			case <-done:
+				return
+			}
+		}
+	}()
+	_ = t.Shutdown()
+	close(done)
 }
 
 // AddNode starts one more node with the given role, joining through node
@@ -407,14 +455,20 @@ func (c *Cluster) Kill(i int) {
 // Restart starts node i again from its data dir.
 func (c *Cluster) Restart(i int) {
 	c.t.Helper()
+	if err := c.TryRestart(i); err != nil {
+		c.t.Fatalf("restart %s: %v", c.Nodes[i].ID, err)
+	}
+}
+
+// TryRestart is Restart returning the start error (a node that refuses its
+// storage) instead of failing the test; the node stays down then.
+func (c *Cluster) TryRestart(i int) error {
 	m := c.Nodes[i]
 	if m.Node() != nil {
 		c.Kill(i)
 	}
 	m.cfg.Bootstrap, m.cfg.Genesis = false, false // state exists; never re-bootstrap
-	if err := c.startMember(m); err != nil {
-		c.t.Fatalf("restart %s: %v", m.ID, err)
-	}
+	return c.startMember(m)
 }
 
 // Partition splits the nodes into groups that cannot reach each other.

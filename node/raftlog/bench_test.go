@@ -9,13 +9,13 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/verbund/verbund/node/raftbadger"
 	"github.com/verbund/verbund/node/raftlog"
 )
 
-// The comparison with hashicorp/raft-wal v0.4.2 lives in the walbench
-// module (raft-wal cannot be linked with raft v1.8.0); this benchmark is
-// the same loop for the two stores of this module.
+// The comparison with hashicorp/raft-wal v0.4.2 and with raftbadger (the
+// badger store the nodes used before, kept only there) lives in the
+// walbench module (raft-wal cannot be linked with raft v1.8.0); this
+// benchmark is the same loop for this package alone.
 
 type countingFS struct {
 	raftlog.FS
@@ -61,15 +61,8 @@ func BenchmarkSyncedBatchAppend(b *testing.B) {
 			fs := &countingFS{FS: raftlog.OS{}}
 			return mustOpen(b, dir, raftlog.Options{FS: fs, Logger: slog.New(slog.DiscardHandler)}), fs.syncs.Load
 		},
-		"raftbadger": func(b *testing.B, dir string) (store, func() int64) {
-			s, err := raftbadger.Open(dir, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return s, nil
-		},
 	}
-	for _, name := range []string{"raftlog", "raftbadger"} {
+	for _, name := range []string{"raftlog"} {
 		for _, n := range []int{1, 16, 256} {
 			b.Run(fmt.Sprintf("%s/batch=%d", name, n), func(b *testing.B) {
 				s, syncs := open[name](b, b.TempDir())

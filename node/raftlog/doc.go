@@ -72,7 +72,9 @@
 // term), and start it: it has an empty log and catches up from the leader,
 // by snapshot if needed. Nothing the cluster acknowledged is lost as long
 // as a quorum still holds it; a single-node cluster can only go back to its
-// last snapshot.
+// last snapshot. A node also moves its applied state aside (an empty log
+// behind applied state is what its start check refuses): "verbund recover
+// raft-log" (node.RecoverRaftLog) does all of this.
 //
 // # Tests
 //

@@ -11,8 +11,8 @@ import (
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 
-	"github.com/verbund/verbund/node/raftbadger"
 	"github.com/verbund/verbund/node/raftlog"
+	"github.com/verbund/verbund/node/raftlog/walbench/raftbadger"
 )
 
 // countingFS counts file syncs (fdatasync) and directory syncs.

@@ -1,4 +1,6 @@
-// Package raftbadger is a hashicorp/raft LogStore and StableStore on badger.
+// Package raftbadger is a hashicorp/raft LogStore and StableStore on badger:
+// the store the nodes used before node/raftlog, kept here (and only here)
+// as a benchmark candidate. It is not used by any node.
 //
 // It replaces raft-wal v0.4.0, which two Jepsen-style runs showed unsafe in
 // this project: tail truncation marks the tail segment sealed without an
