@@ -16,12 +16,13 @@ import (
 // itself). It is idempotent, also when the node is restarted with the flags
 // it was first started with while another node leads: a registry that has
 // an operator (locally, or as the leader confirms) is left alone, and the
-// registration is forwarded to whichever node leads.
+// registration is forwarded to whichever node leads. It returns once the
+// cluster has a leader, so a genesis node's Start returns ready for writes.
 func (n *Node) genesis(ctx context.Context) error {
-	if done, err := n.hasOperator(); err != nil || done {
+	if err := n.waitLeader(ctx, 30*time.Second); err != nil {
 		return err
 	}
-	if err := n.waitLeader(ctx, 30*time.Second); err != nil {
+	if done, err := n.hasOperator(); err != nil || done {
 		return err
 	}
 	lin := &registryv1.ReadOptions{Consistency: registryv1.Consistency_CONSISTENCY_LINEARIZABLE}
