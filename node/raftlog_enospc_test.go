@@ -23,9 +23,11 @@ import (
 // the guard sees plenty of free space (no Options.DiskFree, so the real
 // disk of the test's temp dir, and the logs are in memory anyway), but the
 // log's segment writes or syncs fail with ENOSPC (faultfs.Inject). The
-// stable file (term, vote) is left alone: hashicorp/raft panics when it
-// cannot store its term, which is a different failure than the one these
-// tests name.
+// stable file (term, vote) in the same directory is left alone on purpose:
+// when its write fails too, as on a real full disk, hashicorp/raft v1.8.0
+// panics at the node's next term change (setCurrentTerm: "failed to save
+// current term"), which takes the whole process down. That is an open
+// finding, not covered here: these tests would crash the test binary.
 
 // segFault returns an injection that fails op on Raft log segment files
 // with ENOSPC while on is set, counting the failures in hits.
@@ -134,6 +136,17 @@ func checkAllAcked(t *testing.T, c *nodetest.Cluster, acked []string) {
 	}
 	lin := &registryv1.ReadOptions{Consistency: registryv1.Consistency_CONSISTENCY_LINEARIZABLE}
 	for i := range c.Nodes {
+		// A node just restarted learns the leader's API address by gossip,
+		// a moment after Raft: until then it answers unavailable.
+		if err := c.WaitFor(10*time.Second, func() error {
+			_, err := readOrg(c, i, acked[0], lin)
+			if connect.CodeOf(err) == connect.CodeUnavailable {
+				return err
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("node %d answers no linearizable read: %v", i, err)
+		}
 		for _, id := range acked {
 			res, err := readOrg(c, i, id, lin)
 			if err == nil && !res.GetRead().GetLinearizable() {
@@ -291,6 +304,60 @@ func TestRaftLogENOSPCLeader(t *testing.T) {
 
 	on.Store(false)
 	w.waitAcked("after the fault", 10, 10*time.Second)
+	acked := w.finish()
+	checkAllAcked(t, c, acked)
+}
+
+// TestRaftLogSyncFailureLeader: the leader's Raft log sync fails once. Its
+// store refuses every later write with ErrFailed: the pending write is
+// answered with the error, the leader steps down without crashing, and
+// another voter takes over and commits. The old leader stays behind (also
+// after syncs work again) until it is restarted; then it catches up with
+// every acknowledged write.
+func TestRaftLogSyncFailureLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-node")
+	}
+	c := nodetest.Start(t, nodetest.Options{Voters: 3, Seed: 24, PowerLoss: true})
+	l := c.WaitLeader(10 * time.Second)
+	var on atomic.Bool
+	var hits atomic.Int64
+	c.LogFS(l.Index).Inject(segFault(faultfs.OpSync, &on, &hits))
+
+	w := startENOSPCWriter(t, c, "0924")
+	w.waitAcked("before the fault", 10, 10*time.Second)
+
+	on.Store(true)
+	if err := c.WaitFor(10*time.Second, func() error {
+		if hits.Load() == 0 {
+			return errors.New("no segment sync of the leader failed yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	on.Store(false) // one failed sync is enough: the store is failed now
+	last := c.Nodes[l.Index].Node().Raft().LastIndex()
+	if err := c.WaitFor(10*time.Second, func() error {
+		if nl := c.Leader(); nl == nil {
+			return errors.New("no leader")
+		} else if nl == l {
+			return fmt.Errorf("n%d, whose log failed, is still leader", l.Index)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitAcked("with the old leader's log failed", 30, 10*time.Second)
+	notDown(t, c, l.Index)
+	if got := c.Nodes[l.Index].Node().Raft().LastIndex(); got != last {
+		t.Fatalf("n%d appended after a failed sync (store should refuse with ErrFailed): last index %d -> %d", l.Index, last, got)
+	}
+	t.Logf("leader n%d: %d sync(s) failed; it stepped down and its log stays at %d (leader at %d) until restarted",
+		l.Index, hits.Load(), last, c.WaitLeader(5*time.Second).Node().Raft().LastIndex())
+
+	c.Restart(l.Index)
+	w.waitAcked("after the old leader's restart", 10, 10*time.Second)
 	acked := w.finish()
 	checkAllAcked(t, c, acked)
 }
