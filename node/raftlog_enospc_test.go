@@ -20,14 +20,16 @@ import (
 )
 
 // A Raft log disk that fills between two measurements of the disk guard:
-// the guard sees plenty of free space (no Options.DiskFree, so the real
-// disk of the test's temp dir, and the logs are in memory anyway), but the
+// the guard always measures plenty of free space (Options.DiskFree), but the
 // log's segment writes or syncs fail with ENOSPC (faultfs.Inject). The
 // stable file (term, vote) in the same directory is left alone on purpose:
 // when its write fails too, as on a real full disk, hashicorp/raft v1.8.0
 // panics at the node's next term change (setCurrentTerm: "failed to save
 // current term"), which takes the whole process down. That is an open
 // finding, not covered here: these tests would crash the test binary.
+
+// plentyFree is every node's free space as the disk guard measures it.
+func plentyFree(int, string) (uint64, error) { return plenty, nil }
 
 // segFault returns an injection that fails op on Raft log segment files
 // with ENOSPC while on is set, counting the failures in hits.
@@ -184,7 +186,7 @@ func TestRaftLogENOSPCFollower(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-node")
 	}
-	c := nodetest.Start(t, nodetest.Options{Voters: 3, Seed: 21, PowerLoss: true})
+	c := nodetest.Start(t, nodetest.Options{Voters: 3, Seed: 21, PowerLoss: true, DiskFree: plentyFree})
 	l := c.WaitLeader(10 * time.Second)
 	f := (l.Index + 1) % 3
 	var on atomic.Bool
@@ -230,7 +232,7 @@ func TestRaftLogSyncFailureFollower(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-node")
 	}
-	c := nodetest.Start(t, nodetest.Options{Voters: 3, Seed: 22, PowerLoss: true})
+	c := nodetest.Start(t, nodetest.Options{Voters: 3, Seed: 22, PowerLoss: true, DiskFree: plentyFree})
 	l := c.WaitLeader(10 * time.Second)
 	f := (l.Index + 1) % 3
 	var on atomic.Bool
@@ -275,7 +277,7 @@ func TestRaftLogENOSPCLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-node")
 	}
-	c := nodetest.Start(t, nodetest.Options{Voters: 3, Seed: 23, PowerLoss: true})
+	c := nodetest.Start(t, nodetest.Options{Voters: 3, Seed: 23, PowerLoss: true, DiskFree: plentyFree})
 	l := c.WaitLeader(10 * time.Second)
 	var on atomic.Bool
 	var hits atomic.Int64
@@ -318,7 +320,7 @@ func TestRaftLogSyncFailureLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-node")
 	}
-	c := nodetest.Start(t, nodetest.Options{Voters: 3, Seed: 24, PowerLoss: true})
+	c := nodetest.Start(t, nodetest.Options{Voters: 3, Seed: 24, PowerLoss: true, DiskFree: plentyFree})
 	l := c.WaitLeader(10 * time.Second)
 	var on atomic.Bool
 	var hits atomic.Int64
