@@ -624,6 +624,13 @@ func (s *Store) rotate() error {
 		f.Close()
 		return s.failed
 	}
+	// Reopen under the final name, so errors from this file name the
+	// segment, not the temporary file that no longer exists.
+	f.Close()
+	if f, err = s.fs.OpenFile(name, os.O_RDWR); err != nil {
+		s.failed = fmt.Errorf("%w: reopen %s: %v", ErrFailed, name, err)
+		return s.failed
+	}
 	seg := &segment{seq: seq, name: name, f: f}
 	s.mu.Lock()
 	s.segs = append(s.segs, seg)
