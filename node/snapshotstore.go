@@ -33,7 +33,9 @@ import (
 // deleting meta.sha256 turns the check off for that snapshot, which stays
 // covered only by raft's own JSON parse; the check is against damage, not
 // against someone who can write the data dir. A meta.sha256 that does not
-// match, or cannot be read or parsed, is ErrSnapshotCorrupt.
+// match, or cannot be read or parsed, is ErrSnapshotCorrupt. A directory
+// without meta.json is not a snapshot (raft's store skips it too; it may be
+// one being reaped while List runs).
 const (
 	snapshotsDir     = "snapshots" // raft.FileSnapshotStore's directory under its base
 	snapshotMetaFile = "meta.json"
@@ -116,6 +118,12 @@ func (s *checkedSnapshotStore) verify(id string) error {
 		return fmt.Errorf("%w: %s is not a SHA-256 line for %s", ErrSnapshotCorrupt, sumPath, snapshotMetaFile)
 	}
 	meta, err := os.ReadFile(metaPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Being reaped right now (os.RemoveAll unlinks in directory
+		// order), or lost: either way not a snapshot, and raft's store
+		// skips it too.
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("%w: read %s: %v", ErrSnapshotCorrupt, metaPath, err)
 	}

@@ -199,7 +199,7 @@ func TestStartRefusesCorruptSnapshotMeta(t *testing.T) {
 		defer cancel()
 		err = n2.Start(ctx)
 	}
-	if !errors.Is(err, ErrSnapshotCorrupt) || !strings.Contains(err.Error(), metaPath) {
+	if !errors.Is(err, ErrSnapshotCorrupt) || !strings.Contains(err.Error(), metaPath) || !strings.Contains(err.Error(), "refusing to start") {
 		t.Fatalf("start on a snapshot with a damaged configuration: %v; want ErrSnapshotCorrupt naming %s", err, metaPath)
 	}
 	t.Logf("refused: %v", err)
