@@ -168,6 +168,9 @@ func (k *checkedSnapshotSink) Close() error {
 		return err
 	}
 	meta, err := os.ReadFile(filepath.Join(k.dir, snapshotMetaFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // reaped at once by the inner Close (older than those retained)
+	}
 	if err != nil {
 		return fmt.Errorf("snapshot checksum: %w", err)
 	}
