@@ -44,9 +44,9 @@ type Node struct {
 	rotateMu sync.Mutex
 
 	db        *badger.DB
-	logStore  *raftlog.Store // the Raft log and stable store (term, vote)
-	logs      raft.LogStore  // logStore behind a cache of recent entries
-	snaps     *raft.FileSnapshotStore
+	logStore  *raftlog.Store        // the Raft log and stable store (term, vote)
+	logs      raft.LogStore         // logStore behind a cache of recent entries
+	snaps     *checkedSnapshotStore // raft.FileSnapshotStore with checksummed meta.json
 	trans     *raft.NetworkTransport
 	raft      *raft.Raft
 	fsm       *registry.FSM      // servers (voter, replica)
@@ -151,8 +151,13 @@ func (n *Node) openStorage() error {
 	if err := n.openRaftLog(); err != nil {
 		return err
 	}
-	if n.snaps, err = raft.NewFileSnapshotStoreWithLogger(n.cfg.path("raft"), 3, n.hclog("snapshot")); err != nil {
+	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.path("raft"), 3, n.hclog("snapshot"))
+	if err != nil {
 		return fmt.Errorf("open snapshot store: %w", err)
+	}
+	n.snaps = newCheckedSnapshotStore(fileSnaps, n.cfg.path("raft"), n.log)
+	if err := n.checkSnapshots(); err != nil {
+		return err
 	}
 	return n.checkRaftLog()
 }
