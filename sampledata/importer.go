@@ -422,7 +422,8 @@ loop:
 // safe: the registry answers "duplicate".
 func retryable(err error) bool {
 	switch connect.CodeOf(err) {
-	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeAborted:
+	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeAborted,
+		connect.CodeUnknown: // outcome unknown: the command id makes a retry safe
 		return true
 	}
 	return errors.Is(err, registry.ErrUnavailable) || errors.Is(err, registry.ErrIndeterminate) || errors.Is(err, registry.ErrNotLeader)

@@ -428,3 +428,24 @@ func TestMakeBatchesCutsBySize(t *testing.T) {
 		t.Errorf("%d batches of 3", len(ph2.batches))
 	}
 }
+
+func TestRetryable(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"unavailable over the wire", connect.NewError(connect.CodeUnavailable, errors.New("no leader")), true},
+		{"outcome unknown over the wire", connect.NewError(connect.CodeUnknown, errors.New("outcome unknown: leadership lost")), true},
+		{"deadline", connect.NewError(connect.CodeDeadlineExceeded, errors.New("slow")), true},
+		{"outcome unknown in process", fmt.Errorf("publish: %w", registry.ErrIndeterminate), true},
+		{"internal", connect.NewError(connect.CodeInternal, errors.New("node crashed")), false},
+		{"permission", connect.NewError(connect.CodePermissionDenied, errors.New("no")), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := retryable(tc.err); got != tc.want {
+				t.Errorf("retryable(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}
