@@ -191,19 +191,7 @@ func TestJepsenShort(t *testing.T) {
 // VERBUND_SOAK_SEEDS (default 3), VERBUND_SOAK_DURATION (default 2m) and
 // VERBUND_SOAK_SEED (first seed; default from the clock, printed).
 func TestJepsenSoak(t *testing.T) {
-	if os.Getenv("VERBUND_SOAK") != "1" {
-		t.Skip("soak test: set VERBUND_SOAK=1")
-	}
-	seeds := envUint(t, "VERBUND_SOAK_SEEDS", 3)
-	dur := 2 * time.Minute
-	if v := os.Getenv("VERBUND_SOAK_DURATION"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("VERBUND_SOAK_DURATION: %v", err)
-		}
-		dur = d
-	}
-	base := envUint(t, "VERBUND_SOAK_SEED", uint64(time.Now().UnixNano()%1_000_000))
+	seeds, dur, base := soakParams(t)
 	var summaries []string
 	for s := range seeds {
 		seed := base + s
@@ -1049,4 +1037,25 @@ func (j *jepsen) compareState() {
 		return
 	}
 	j.t.Logf("final state: %d servers and %d other nodes agree at index %d (%d registry keys, %d replicated)", st.Servers, st.Members, st.Index, st.Keys, st.Replicated)
+}
+
+// soakParams skips unless VERBUND_SOAK=1 (make soak) and returns the soak
+// settings: VERBUND_SOAK_SEEDS (default 3), VERBUND_SOAK_DURATION (default
+// 2m) and VERBUND_SOAK_SEED (first seed; default from the clock).
+func soakParams(t *testing.T) (seeds uint64, dur time.Duration, base uint64) {
+	t.Helper()
+	if os.Getenv("VERBUND_SOAK") != "1" {
+		t.Skip("soak test: set VERBUND_SOAK=1")
+	}
+	seeds = envUint(t, "VERBUND_SOAK_SEEDS", 3)
+	dur = 2 * time.Minute
+	if v := os.Getenv("VERBUND_SOAK_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("VERBUND_SOAK_DURATION: %v", err)
+		}
+		dur = d
+	}
+	base = envUint(t, "VERBUND_SOAK_SEED", uint64(time.Now().UnixNano()%1_000_000))
+	return seeds, dur, base
 }

@@ -124,19 +124,7 @@ func TestPowerLoss(t *testing.T) {
 // (make soak); VERBUND_SOAK_SEEDS (default 3), VERBUND_SOAK_DURATION
 // (default 2m), VERBUND_SOAK_SEED.
 func TestPowerLossSoak(t *testing.T) {
-	if os.Getenv("VERBUND_SOAK") != "1" {
-		t.Skip("soak test: set VERBUND_SOAK=1")
-	}
-	seeds := envUint(t, "VERBUND_SOAK_SEEDS", 3)
-	dur := 2 * time.Minute
-	if v := os.Getenv("VERBUND_SOAK_DURATION"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("VERBUND_SOAK_DURATION: %v", err)
-		}
-		dur = d
-	}
-	base := envUint(t, "VERBUND_SOAK_SEED", uint64(time.Now().UnixNano()%1_000_000))
+	seeds, dur, base := soakParams(t)
 	var summaries []string
 	for s := range seeds {
 		seed := base + s
