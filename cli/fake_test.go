@@ -23,8 +23,9 @@ import (
 
 // fake implements the query, publish, node and cluster services over test data.
 type fake struct {
-	nodev1connect.UnimplementedNodeServiceHandler    // RotateKeys, RevokeKey
-	nodev1connect.UnimplementedClusterServiceHandler // all but ListMembers
+	nodev1connect.UnimplementedNodeServiceHandler      // RotateKeys, RevokeKey
+	nodev1connect.UnimplementedClusterServiceHandler   // all but ListMembers
+	registryv1connect.UnimplementedQueryServiceHandler // governance queries
 
 	pub     jose.JSONWebKey // verifies published commands
 	pageCap int             // if > 0, at most this many organisations per page

@@ -12,7 +12,12 @@ import (
 
 // queryAPI serves the QueryService: each read passes the read barrier
 // (readindex.go) its options ask for, then reads the local state.
-type queryAPI struct{ n *Node }
+type queryAPI struct {
+	// Until governance lands: ListAuthorisations, GetHistory and GetCommand
+	// answer Unimplemented.
+	registryv1connect.UnimplementedQueryServiceHandler
+	n *Node
+}
 
 var _ registryv1connect.QueryServiceHandler = queryAPI{}
 

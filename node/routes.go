@@ -26,7 +26,7 @@ func (n *Node) routes() http.Handler {
 		connect.WithInterceptors(connecterr.Interceptor()),
 	}
 	mux.Handle(registryv1connect.NewPublishServiceHandler(publishAPI{n}, opts...))
-	mux.Handle(registryv1connect.NewQueryServiceHandler(queryAPI{n}, opts...))
+	mux.Handle(registryv1connect.NewQueryServiceHandler(queryAPI{n: n}, opts...))
 	mux.Handle(registryv1connect.NewWatchServiceHandler(watchAPI{n}, opts...))
 	mux.Handle(nodev1connect.NewNodeServiceHandler(nodeAPI{n}, opts...))
 	mux.Handle(nodev1connect.NewClusterServiceHandler(clusterAPI{n}, opts...))

@@ -24,6 +24,69 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Role is what a node's user may do. Roles add up; ADMIN implies none of
+// the others.
+type Role int32
+
+const (
+	Role_ROLE_UNSPECIFIED Role = 0
+	// Reads the inbox and outbox, accepts, rejects, forwards and completes cases.
+	Role_ROLE_CLERK Role = 1
+	// Publishes the organisation's own record and offerings from the console.
+	Role_ROLE_PUBLISHER Role = 2
+	// Signs governance decisions: approvals, suspensions, key recovery,
+	// authorisations.
+	Role_ROLE_APPROVER Role = 3
+	// Manages users, rotates and revokes keys; on the network operator's
+	// node also leadership and gossip keys.
+	Role_ROLE_ADMIN Role = 4
+)
+
+// Enum value maps for Role.
+var (
+	Role_name = map[int32]string{
+		0: "ROLE_UNSPECIFIED",
+		1: "ROLE_CLERK",
+		2: "ROLE_PUBLISHER",
+		3: "ROLE_APPROVER",
+		4: "ROLE_ADMIN",
+	}
+	Role_value = map[string]int32{
+		"ROLE_UNSPECIFIED": 0,
+		"ROLE_CLERK":       1,
+		"ROLE_PUBLISHER":   2,
+		"ROLE_APPROVER":    3,
+		"ROLE_ADMIN":       4,
+	}
+)
+
+func (x Role) Enum() *Role {
+	p := new(Role)
+	*p = x
+	return p
+}
+
+func (x Role) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Role) Descriptor() protoreflect.EnumDescriptor {
+	return file_verbund_node_v1_node_proto_enumTypes[0].Descriptor()
+}
+
+func (Role) Type() protoreflect.EnumType {
+	return &file_verbund_node_v1_node_proto_enumTypes[0]
+}
+
+func (x Role) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Role.Descriptor instead.
+func (Role) EnumDescriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{0}
+}
+
 type KeyOperation int32
 
 const (
@@ -60,11 +123,11 @@ func (x KeyOperation) String() string {
 }
 
 func (KeyOperation) Descriptor() protoreflect.EnumDescriptor {
-	return file_verbund_node_v1_node_proto_enumTypes[0].Descriptor()
+	return file_verbund_node_v1_node_proto_enumTypes[1].Descriptor()
 }
 
 func (KeyOperation) Type() protoreflect.EnumType {
-	return &file_verbund_node_v1_node_proto_enumTypes[0]
+	return &file_verbund_node_v1_node_proto_enumTypes[1]
 }
 
 func (x KeyOperation) Number() protoreflect.EnumNumber {
@@ -73,7 +136,7 @@ func (x KeyOperation) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use KeyOperation.Descriptor instead.
 func (KeyOperation) EnumDescriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{0}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{1}
 }
 
 type RotateKeysRequest struct {
@@ -341,10 +404,12 @@ type GetStatusResponse struct {
 	// operator registers when onboarding the organisation).
 	Keys []*v1.PublicKey `protobuf:"bytes,11,rep,name=keys,proto3" json:"keys,omitempty"`
 	// Address other nodes use for API calls (mTLS peer listener if set up).
-	PeerUrl       string `protobuf:"bytes,12,opt,name=peer_url,json=peerUrl,proto3" json:"peer_url,omitempty"`
-	Role          string `protobuf:"bytes,13,opt,name=role,proto3" json:"role,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PeerUrl string `protobuf:"bytes,12,opt,name=peer_url,json=peerUrl,proto3" json:"peer_url,omitempty"`
+	Role    string `protobuf:"bytes,13,opt,name=role,proto3" json:"role,omitempty"`
+	// Keys and certificates that expire soon (or have expired), soonest first.
+	ExpiryWarnings []*ExpiryWarning `protobuf:"bytes,14,rep,name=expiry_warnings,json=expiryWarnings,proto3" json:"expiry_warnings,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
@@ -468,6 +533,914 @@ func (x *GetStatusResponse) GetRole() string {
 	return ""
 }
 
+func (x *GetStatusResponse) GetExpiryWarnings() []*ExpiryWarning {
+	if x != nil {
+		return x.ExpiryWarnings
+	}
+	return nil
+}
+
+// ExpiryWarning: something this node relies on stops being valid soon.
+type ExpiryWarning struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "signing_key", "encryption_key", "node_certificate", "network_ca".
+	What string `protobuf:"bytes,1,opt,name=what,proto3" json:"what,omitempty"`
+	// Key id or certificate subject.
+	Id             string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	NotAfterUnixMs int64  `protobuf:"varint,3,opt,name=not_after_unix_ms,json=notAfterUnixMs,proto3" json:"not_after_unix_ms,omitempty"`
+	// Negative once expired.
+	RemainingSeconds int64 `protobuf:"varint,4,opt,name=remaining_seconds,json=remainingSeconds,proto3" json:"remaining_seconds,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ExpiryWarning) Reset() {
+	*x = ExpiryWarning{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpiryWarning) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpiryWarning) ProtoMessage() {}
+
+func (x *ExpiryWarning) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpiryWarning.ProtoReflect.Descriptor instead.
+func (*ExpiryWarning) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ExpiryWarning) GetWhat() string {
+	if x != nil {
+		return x.What
+	}
+	return ""
+}
+
+func (x *ExpiryWarning) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ExpiryWarning) GetNotAfterUnixMs() int64 {
+	if x != nil {
+		return x.NotAfterUnixMs
+	}
+	return 0
+}
+
+func (x *ExpiryWarning) GetRemainingSeconds() int64 {
+	if x != nil {
+		return x.RemainingSeconds
+	}
+	return 0
+}
+
+type User struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// [a-z][a-z0-9._-]{1,63}
+	Username        string `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	DisplayName     string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	Roles           []Role `protobuf:"varint,3,rep,packed,name=roles,proto3,enum=verbund.node.v1.Role" json:"roles,omitempty"`
+	Disabled        bool   `protobuf:"varint,4,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	CreatedAtUnixMs int64  `protobuf:"varint,5,opt,name=created_at_unix_ms,json=createdAtUnixMs,proto3" json:"created_at_unix_ms,omitempty"`
+	// Hex SHA-256 fingerprints of client certificates that authenticate as
+	// this user (mTLS, for programs).
+	CertificateSha256 []string `protobuf:"bytes,6,rep,name=certificate_sha256,json=certificateSha256,proto3" json:"certificate_sha256,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *User) Reset() {
+	*x = User{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *User) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*User) ProtoMessage() {}
+
+func (x *User) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use User.ProtoReflect.Descriptor instead.
+func (*User) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *User) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *User) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *User) GetRoles() []Role {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *User) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+func (x *User) GetCreatedAtUnixMs() int64 {
+	if x != nil {
+		return x.CreatedAtUnixMs
+	}
+	return 0
+}
+
+func (x *User) GetCertificateSha256() []string {
+	if x != nil {
+		return x.CertificateSha256
+	}
+	return nil
+}
+
+type SignInRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	Password      string                 `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignInRequest) Reset() {
+	*x = SignInRequest{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignInRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignInRequest) ProtoMessage() {}
+
+func (x *SignInRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignInRequest.ProtoReflect.Descriptor instead.
+func (*SignInRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SignInRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *SignInRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type SignInResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Token           string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	ExpiresAtUnixMs int64                  `protobuf:"varint,2,opt,name=expires_at_unix_ms,json=expiresAtUnixMs,proto3" json:"expires_at_unix_ms,omitempty"`
+	User            *User                  `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SignInResponse) Reset() {
+	*x = SignInResponse{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignInResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignInResponse) ProtoMessage() {}
+
+func (x *SignInResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignInResponse.ProtoReflect.Descriptor instead.
+func (*SignInResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SignInResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *SignInResponse) GetExpiresAtUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresAtUnixMs
+	}
+	return 0
+}
+
+func (x *SignInResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+type WhoAmIRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIRequest) Reset() {
+	*x = WhoAmIRequest{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIRequest) ProtoMessage() {}
+
+func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
+func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{10}
+}
+
+type WhoAmIResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	User  *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// "token" or "certificate".
+	Method         string `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	OrganisationId string `protobuf:"bytes,3,opt,name=organisation_id,json=organisationId,proto3" json:"organisation_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *WhoAmIResponse) Reset() {
+	*x = WhoAmIResponse{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIResponse) ProtoMessage() {}
+
+func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
+func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *WhoAmIResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *WhoAmIResponse) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetOrganisationId() string {
+	if x != nil {
+		return x.OrganisationId
+	}
+	return ""
+}
+
+type ListUsersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUsersRequest) Reset() {
+	*x = ListUsersRequest{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUsersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUsersRequest) ProtoMessage() {}
+
+func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
+func (*ListUsersRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{12}
+}
+
+type ListUsersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUsersResponse) Reset() {
+	*x = ListUsersResponse{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUsersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUsersResponse) ProtoMessage() {}
+
+func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
+func (*ListUsersResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListUsersResponse) GetUsers() []*User {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+type CreateUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	User  *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// Empty: a random password is generated and returned.
+	Password      string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateUserRequest) Reset() {
+	*x = CreateUserRequest{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateUserRequest) ProtoMessage() {}
+
+func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
+func (*CreateUserRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CreateUserRequest) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *CreateUserRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type CreateUserResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	User  *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// The generated password, if none was given.
+	Password      string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateUserResponse) Reset() {
+	*x = CreateUserResponse{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateUserResponse) ProtoMessage() {}
+
+func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateUserResponse.ProtoReflect.Descriptor instead.
+func (*CreateUserResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CreateUserResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *CreateUserResponse) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type UpdateUserRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Username string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	// Set what is given: roles (replacing all), disabled, certificates.
+	Roles                   []Role   `protobuf:"varint,2,rep,packed,name=roles,proto3,enum=verbund.node.v1.Role" json:"roles,omitempty"`
+	SetRoles                bool     `protobuf:"varint,3,opt,name=set_roles,json=setRoles,proto3" json:"set_roles,omitempty"`
+	Disabled                bool     `protobuf:"varint,4,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	SetDisabled             bool     `protobuf:"varint,5,opt,name=set_disabled,json=setDisabled,proto3" json:"set_disabled,omitempty"`
+	AddCertificateSha256    []string `protobuf:"bytes,6,rep,name=add_certificate_sha256,json=addCertificateSha256,proto3" json:"add_certificate_sha256,omitempty"`
+	RemoveCertificateSha256 []string `protobuf:"bytes,7,rep,name=remove_certificate_sha256,json=removeCertificateSha256,proto3" json:"remove_certificate_sha256,omitempty"`
+	DisplayName             string   `protobuf:"bytes,8,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *UpdateUserRequest) Reset() {
+	*x = UpdateUserRequest{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateUserRequest) ProtoMessage() {}
+
+func (x *UpdateUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateUserRequest.ProtoReflect.Descriptor instead.
+func (*UpdateUserRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UpdateUserRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *UpdateUserRequest) GetRoles() []Role {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *UpdateUserRequest) GetSetRoles() bool {
+	if x != nil {
+		return x.SetRoles
+	}
+	return false
+}
+
+func (x *UpdateUserRequest) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+func (x *UpdateUserRequest) GetSetDisabled() bool {
+	if x != nil {
+		return x.SetDisabled
+	}
+	return false
+}
+
+func (x *UpdateUserRequest) GetAddCertificateSha256() []string {
+	if x != nil {
+		return x.AddCertificateSha256
+	}
+	return nil
+}
+
+func (x *UpdateUserRequest) GetRemoveCertificateSha256() []string {
+	if x != nil {
+		return x.RemoveCertificateSha256
+	}
+	return nil
+}
+
+func (x *UpdateUserRequest) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+type UpdateUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateUserResponse) Reset() {
+	*x = UpdateUserResponse{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateUserResponse) ProtoMessage() {}
+
+func (x *UpdateUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateUserResponse.ProtoReflect.Descriptor instead.
+func (*UpdateUserResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UpdateUserResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+type ResetPasswordRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	Password      string                 `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetPasswordRequest) Reset() {
+	*x = ResetPasswordRequest{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetPasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetPasswordRequest) ProtoMessage() {}
+
+func (x *ResetPasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetPasswordRequest.ProtoReflect.Descriptor instead.
+func (*ResetPasswordRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ResetPasswordRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *ResetPasswordRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type ResetPasswordResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Password      string                 `protobuf:"bytes,1,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetPasswordResponse) Reset() {
+	*x = ResetPasswordResponse{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetPasswordResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetPasswordResponse) ProtoMessage() {}
+
+func (x *ResetPasswordResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetPasswordResponse.ProtoReflect.Descriptor instead.
+func (*ResetPasswordResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ResetPasswordResponse) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type SubmitRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Mutations []*v1.Mutation         `protobuf:"bytes,1,rep,name=mutations,proto3" json:"mutations,omitempty"`
+	// Optional command id (16-64 of [A-Za-z0-9_-]); retrying with the same
+	// id is safe. Empty: the node picks one.
+	CommandId     string `protobuf:"bytes,2,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitRequest) Reset() {
+	*x = SubmitRequest{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitRequest) ProtoMessage() {}
+
+func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
+func (*SubmitRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SubmitRequest) GetMutations() []*v1.Mutation {
+	if x != nil {
+		return x.Mutations
+	}
+	return nil
+}
+
+func (x *SubmitRequest) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+type SubmitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *v1.CommandResult      `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitResponse) Reset() {
+	*x = SubmitResponse{}
+	mi := &file_verbund_node_v1_node_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitResponse) ProtoMessage() {}
+
+func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_node_v1_node_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
+func (*SubmitResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SubmitResponse) GetResult() *v1.CommandResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *SubmitResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 type ReadIndexRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -476,7 +1449,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[6]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -488,7 +1461,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[6]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -501,7 +1474,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 type ReadIndexResponse struct {
@@ -514,7 +1487,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[7]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -526,7 +1499,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[7]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -539,7 +1512,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -564,7 +1537,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[8]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +1549,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[8]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +1562,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{24}
 }
 
 type Member struct {
@@ -613,7 +1586,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[9]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +1598,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[9]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +1611,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Member) GetNodeId() string {
@@ -720,7 +1693,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[10]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +1705,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[10]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +1718,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -765,7 +1738,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[11]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +1750,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[11]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +1763,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TransferLeadershipRequest) GetNodeId() string {
@@ -809,7 +1782,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[12]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +1794,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[12]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +1807,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -855,7 +1828,7 @@ type RotateGossipKeyRequest struct {
 
 func (x *RotateGossipKeyRequest) Reset() {
 	*x = RotateGossipKeyRequest{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[13]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +1840,7 @@ func (x *RotateGossipKeyRequest) String() string {
 func (*RotateGossipKeyRequest) ProtoMessage() {}
 
 func (x *RotateGossipKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[13]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +1853,7 @@ func (x *RotateGossipKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateGossipKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateGossipKeyRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RotateGossipKeyRequest) GetOperation() KeyOperation {
@@ -906,7 +1879,7 @@ type RotateGossipKeyResponse struct {
 
 func (x *RotateGossipKeyResponse) Reset() {
 	*x = RotateGossipKeyResponse{}
-	mi := &file_verbund_node_v1_node_proto_msgTypes[14]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +1891,7 @@ func (x *RotateGossipKeyResponse) String() string {
 func (*RotateGossipKeyResponse) ProtoMessage() {}
 
 func (x *RotateGossipKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_node_v1_node_proto_msgTypes[14]
+	mi := &file_verbund_node_v1_node_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +1904,7 @@ func (x *RotateGossipKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateGossipKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateGossipKeyResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{14}
+	return file_verbund_node_v1_node_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RotateGossipKeyResponse) GetKeys() int32 {
@@ -945,7 +1918,7 @@ var File_verbund_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_verbund_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x1averbund/node/v1/node.proto\x12\x0fverbund.node.v1\x1a\"verbund/registry/v1/registry.proto\"a\n" +
+	"\x1averbund/node/v1/node.proto\x12\x0fverbund.node.v1\x1a!verbund/registry/v1/command.proto\x1a\"verbund/registry/v1/registry.proto\"a\n" +
 	"\x11RotateKeysRequest\x12#\n" +
 	"\rgrace_seconds\x18\x01 \x01(\x03R\fgraceSeconds\x12'\n" +
 	"\x0frevoke_previous\x18\x02 \x01(\bR\x0erevokePrevious\"\x97\x01\n" +
@@ -959,7 +1932,7 @@ const file_verbund_node_v1_node_proto_rawDesc = "" +
 	"\x03kid\x18\x01 \x01(\tR\x03kid\")\n" +
 	"\x11RevokeKeyResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"\x12\n" +
-	"\x10GetStatusRequest\"\xa9\x04\n" +
+	"\x10GetStatusRequest\"\xf2\x04\n" +
 	"\x11GetStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12'\n" +
 	"\x0forganisation_id\x18\x02 \x01(\tR\x0eorganisationId\x12\x1d\n" +
@@ -975,11 +1948,68 @@ const file_verbund_node_v1_node_proto_rawDesc = "" +
 	" \x03(\v2-.verbund.node.v1.GetStatusResponse.StatsEntryR\x05stats\x122\n" +
 	"\x04keys\x18\v \x03(\v2\x1e.verbund.registry.v1.PublicKeyR\x04keys\x12\x19\n" +
 	"\bpeer_url\x18\f \x01(\tR\apeerUrl\x12\x12\n" +
-	"\x04role\x18\r \x01(\tR\x04role\x1a8\n" +
+	"\x04role\x18\r \x01(\tR\x04role\x12G\n" +
+	"\x0fexpiry_warnings\x18\x0e \x03(\v2\x1e.verbund.node.v1.ExpiryWarningR\x0eexpiryWarnings\x1a8\n" +
 	"\n" +
 	"StatsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x12\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8b\x01\n" +
+	"\rExpiryWarning\x12\x12\n" +
+	"\x04what\x18\x01 \x01(\tR\x04what\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12)\n" +
+	"\x11not_after_unix_ms\x18\x03 \x01(\x03R\x0enotAfterUnixMs\x12+\n" +
+	"\x11remaining_seconds\x18\x04 \x01(\x03R\x10remainingSeconds\"\xea\x01\n" +
+	"\x04User\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12!\n" +
+	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12+\n" +
+	"\x05roles\x18\x03 \x03(\x0e2\x15.verbund.node.v1.RoleR\x05roles\x12\x1a\n" +
+	"\bdisabled\x18\x04 \x01(\bR\bdisabled\x12+\n" +
+	"\x12created_at_unix_ms\x18\x05 \x01(\x03R\x0fcreatedAtUnixMs\x12-\n" +
+	"\x12certificate_sha256\x18\x06 \x03(\tR\x11certificateSha256\"G\n" +
+	"\rSignInRequest\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"~\n" +
+	"\x0eSignInResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12+\n" +
+	"\x12expires_at_unix_ms\x18\x02 \x01(\x03R\x0fexpiresAtUnixMs\x12)\n" +
+	"\x04user\x18\x03 \x01(\v2\x15.verbund.node.v1.UserR\x04user\"\x0f\n" +
+	"\rWhoAmIRequest\"|\n" +
+	"\x0eWhoAmIResponse\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.verbund.node.v1.UserR\x04user\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x12'\n" +
+	"\x0forganisation_id\x18\x03 \x01(\tR\x0eorganisationId\"\x12\n" +
+	"\x10ListUsersRequest\"@\n" +
+	"\x11ListUsersResponse\x12+\n" +
+	"\x05users\x18\x01 \x03(\v2\x15.verbund.node.v1.UserR\x05users\"Z\n" +
+	"\x11CreateUserRequest\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.verbund.node.v1.UserR\x04user\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"[\n" +
+	"\x12CreateUserResponse\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.verbund.node.v1.UserR\x04user\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"\xcd\x02\n" +
+	"\x11UpdateUserRequest\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12+\n" +
+	"\x05roles\x18\x02 \x03(\x0e2\x15.verbund.node.v1.RoleR\x05roles\x12\x1b\n" +
+	"\tset_roles\x18\x03 \x01(\bR\bsetRoles\x12\x1a\n" +
+	"\bdisabled\x18\x04 \x01(\bR\bdisabled\x12!\n" +
+	"\fset_disabled\x18\x05 \x01(\bR\vsetDisabled\x124\n" +
+	"\x16add_certificate_sha256\x18\x06 \x03(\tR\x14addCertificateSha256\x12:\n" +
+	"\x19remove_certificate_sha256\x18\a \x03(\tR\x17removeCertificateSha256\x12!\n" +
+	"\fdisplay_name\x18\b \x01(\tR\vdisplayName\"?\n" +
+	"\x12UpdateUserResponse\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.verbund.node.v1.UserR\x04user\"N\n" +
+	"\x14ResetPasswordRequest\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"3\n" +
+	"\x15ResetPasswordResponse\x12\x1a\n" +
+	"\bpassword\x18\x01 \x01(\tR\bpassword\"k\n" +
+	"\rSubmitRequest\x12;\n" +
+	"\tmutations\x18\x01 \x03(\v2\x1d.verbund.registry.v1.MutationR\tmutations\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x02 \x01(\tR\tcommandId\"b\n" +
+	"\x0eSubmitResponse\x12:\n" +
+	"\x06result\x18\x01 \x01(\v2\".verbund.registry.v1.CommandResultR\x06result\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x12\n" +
 	"\x10ReadIndexRequest\"F\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1b\n" +
@@ -1008,7 +2038,15 @@ const file_verbund_node_v1_node_proto_rawDesc = "" +
 	"\toperation\x18\x01 \x01(\x0e2\x1d.verbund.node.v1.KeyOperationR\toperation\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\"-\n" +
 	"\x17RotateGossipKeyResponse\x12\x12\n" +
-	"\x04keys\x18\x01 \x01(\x05R\x04keys*y\n" +
+	"\x04keys\x18\x01 \x01(\x05R\x04keys*c\n" +
+	"\x04Role\x12\x14\n" +
+	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n" +
+	"\n" +
+	"ROLE_CLERK\x10\x01\x12\x12\n" +
+	"\x0eROLE_PUBLISHER\x10\x02\x12\x11\n" +
+	"\rROLE_APPROVER\x10\x03\x12\x0e\n" +
+	"\n" +
+	"ROLE_ADMIN\x10\x04*y\n" +
 	"\fKeyOperation\x12\x1d\n" +
 	"\x19KEY_OPERATION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15KEY_OPERATION_INSTALL\x10\x01\x12\x15\n" +
@@ -1018,7 +2056,18 @@ const file_verbund_node_v1_node_proto_rawDesc = "" +
 	"\tGetStatus\x12!.verbund.node.v1.GetStatusRequest\x1a\".verbund.node.v1.GetStatusResponse\"\x03\x90\x02\x01\x12U\n" +
 	"\n" +
 	"RotateKeys\x12\".verbund.node.v1.RotateKeysRequest\x1a#.verbund.node.v1.RotateKeysResponse\x12R\n" +
-	"\tRevokeKey\x12!.verbund.node.v1.RevokeKeyRequest\x1a\".verbund.node.v1.RevokeKeyResponse2\x98\x03\n" +
+	"\tRevokeKey\x12!.verbund.node.v1.RevokeKeyRequest\x1a\".verbund.node.v1.RevokeKeyResponse2\x8f\x04\n" +
+	"\vAuthService\x12I\n" +
+	"\x06SignIn\x12\x1e.verbund.node.v1.SignInRequest\x1a\x1f.verbund.node.v1.SignInResponse\x12N\n" +
+	"\x06WhoAmI\x12\x1e.verbund.node.v1.WhoAmIRequest\x1a\x1f.verbund.node.v1.WhoAmIResponse\"\x03\x90\x02\x01\x12W\n" +
+	"\tListUsers\x12!.verbund.node.v1.ListUsersRequest\x1a\".verbund.node.v1.ListUsersResponse\"\x03\x90\x02\x01\x12U\n" +
+	"\n" +
+	"CreateUser\x12\".verbund.node.v1.CreateUserRequest\x1a#.verbund.node.v1.CreateUserResponse\x12U\n" +
+	"\n" +
+	"UpdateUser\x12\".verbund.node.v1.UpdateUserRequest\x1a#.verbund.node.v1.UpdateUserResponse\x12^\n" +
+	"\rResetPassword\x12%.verbund.node.v1.ResetPasswordRequest\x1a&.verbund.node.v1.ResetPasswordResponse2[\n" +
+	"\x0eConsoleService\x12I\n" +
+	"\x06Submit\x12\x1e.verbund.node.v1.SubmitRequest\x1a\x1f.verbund.node.v1.SubmitResponse2\x98\x03\n" +
 	"\x0eClusterService\x12R\n" +
 	"\tReadIndex\x12!.verbund.node.v1.ReadIndexRequest\x1a\".verbund.node.v1.ReadIndexResponse\x12]\n" +
 	"\vListMembers\x12#.verbund.node.v1.ListMembersRequest\x1a$.verbund.node.v1.ListMembersResponse\"\x03\x90\x02\x01\x12m\n" +
@@ -1038,52 +2087,96 @@ func file_verbund_node_v1_node_proto_rawDescGZIP() []byte {
 	return file_verbund_node_v1_node_proto_rawDescData
 }
 
-var file_verbund_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_verbund_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_verbund_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_verbund_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_verbund_node_v1_node_proto_goTypes = []any{
-	(KeyOperation)(0),                  // 0: verbund.node.v1.KeyOperation
-	(*RotateKeysRequest)(nil),          // 1: verbund.node.v1.RotateKeysRequest
-	(*RotateKeysResponse)(nil),         // 2: verbund.node.v1.RotateKeysResponse
-	(*RevokeKeyRequest)(nil),           // 3: verbund.node.v1.RevokeKeyRequest
-	(*RevokeKeyResponse)(nil),          // 4: verbund.node.v1.RevokeKeyResponse
-	(*GetStatusRequest)(nil),           // 5: verbund.node.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),          // 6: verbund.node.v1.GetStatusResponse
-	(*ReadIndexRequest)(nil),           // 7: verbund.node.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),          // 8: verbund.node.v1.ReadIndexResponse
-	(*ListMembersRequest)(nil),         // 9: verbund.node.v1.ListMembersRequest
-	(*Member)(nil),                     // 10: verbund.node.v1.Member
-	(*ListMembersResponse)(nil),        // 11: verbund.node.v1.ListMembersResponse
-	(*TransferLeadershipRequest)(nil),  // 12: verbund.node.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 13: verbund.node.v1.TransferLeadershipResponse
-	(*RotateGossipKeyRequest)(nil),     // 14: verbund.node.v1.RotateGossipKeyRequest
-	(*RotateGossipKeyResponse)(nil),    // 15: verbund.node.v1.RotateGossipKeyResponse
-	nil,                                // 16: verbund.node.v1.GetStatusResponse.StatsEntry
-	(*v1.PublicKey)(nil),               // 17: verbund.registry.v1.PublicKey
+	(Role)(0),                          // 0: verbund.node.v1.Role
+	(KeyOperation)(0),                  // 1: verbund.node.v1.KeyOperation
+	(*RotateKeysRequest)(nil),          // 2: verbund.node.v1.RotateKeysRequest
+	(*RotateKeysResponse)(nil),         // 3: verbund.node.v1.RotateKeysResponse
+	(*RevokeKeyRequest)(nil),           // 4: verbund.node.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),          // 5: verbund.node.v1.RevokeKeyResponse
+	(*GetStatusRequest)(nil),           // 6: verbund.node.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),          // 7: verbund.node.v1.GetStatusResponse
+	(*ExpiryWarning)(nil),              // 8: verbund.node.v1.ExpiryWarning
+	(*User)(nil),                       // 9: verbund.node.v1.User
+	(*SignInRequest)(nil),              // 10: verbund.node.v1.SignInRequest
+	(*SignInResponse)(nil),             // 11: verbund.node.v1.SignInResponse
+	(*WhoAmIRequest)(nil),              // 12: verbund.node.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),             // 13: verbund.node.v1.WhoAmIResponse
+	(*ListUsersRequest)(nil),           // 14: verbund.node.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),          // 15: verbund.node.v1.ListUsersResponse
+	(*CreateUserRequest)(nil),          // 16: verbund.node.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),         // 17: verbund.node.v1.CreateUserResponse
+	(*UpdateUserRequest)(nil),          // 18: verbund.node.v1.UpdateUserRequest
+	(*UpdateUserResponse)(nil),         // 19: verbund.node.v1.UpdateUserResponse
+	(*ResetPasswordRequest)(nil),       // 20: verbund.node.v1.ResetPasswordRequest
+	(*ResetPasswordResponse)(nil),      // 21: verbund.node.v1.ResetPasswordResponse
+	(*SubmitRequest)(nil),              // 22: verbund.node.v1.SubmitRequest
+	(*SubmitResponse)(nil),             // 23: verbund.node.v1.SubmitResponse
+	(*ReadIndexRequest)(nil),           // 24: verbund.node.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),          // 25: verbund.node.v1.ReadIndexResponse
+	(*ListMembersRequest)(nil),         // 26: verbund.node.v1.ListMembersRequest
+	(*Member)(nil),                     // 27: verbund.node.v1.Member
+	(*ListMembersResponse)(nil),        // 28: verbund.node.v1.ListMembersResponse
+	(*TransferLeadershipRequest)(nil),  // 29: verbund.node.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 30: verbund.node.v1.TransferLeadershipResponse
+	(*RotateGossipKeyRequest)(nil),     // 31: verbund.node.v1.RotateGossipKeyRequest
+	(*RotateGossipKeyResponse)(nil),    // 32: verbund.node.v1.RotateGossipKeyResponse
+	nil,                                // 33: verbund.node.v1.GetStatusResponse.StatsEntry
+	(*v1.PublicKey)(nil),               // 34: verbund.registry.v1.PublicKey
+	(*v1.Mutation)(nil),                // 35: verbund.registry.v1.Mutation
+	(*v1.CommandResult)(nil),           // 36: verbund.registry.v1.CommandResult
 }
 var file_verbund_node_v1_node_proto_depIdxs = []int32{
-	16, // 0: verbund.node.v1.GetStatusResponse.stats:type_name -> verbund.node.v1.GetStatusResponse.StatsEntry
-	17, // 1: verbund.node.v1.GetStatusResponse.keys:type_name -> verbund.registry.v1.PublicKey
-	10, // 2: verbund.node.v1.ListMembersResponse.members:type_name -> verbund.node.v1.Member
-	0,  // 3: verbund.node.v1.RotateGossipKeyRequest.operation:type_name -> verbund.node.v1.KeyOperation
-	5,  // 4: verbund.node.v1.NodeService.GetStatus:input_type -> verbund.node.v1.GetStatusRequest
-	1,  // 5: verbund.node.v1.NodeService.RotateKeys:input_type -> verbund.node.v1.RotateKeysRequest
-	3,  // 6: verbund.node.v1.NodeService.RevokeKey:input_type -> verbund.node.v1.RevokeKeyRequest
-	7,  // 7: verbund.node.v1.ClusterService.ReadIndex:input_type -> verbund.node.v1.ReadIndexRequest
-	9,  // 8: verbund.node.v1.ClusterService.ListMembers:input_type -> verbund.node.v1.ListMembersRequest
-	12, // 9: verbund.node.v1.ClusterService.TransferLeadership:input_type -> verbund.node.v1.TransferLeadershipRequest
-	14, // 10: verbund.node.v1.ClusterService.RotateGossipKey:input_type -> verbund.node.v1.RotateGossipKeyRequest
-	6,  // 11: verbund.node.v1.NodeService.GetStatus:output_type -> verbund.node.v1.GetStatusResponse
-	2,  // 12: verbund.node.v1.NodeService.RotateKeys:output_type -> verbund.node.v1.RotateKeysResponse
-	4,  // 13: verbund.node.v1.NodeService.RevokeKey:output_type -> verbund.node.v1.RevokeKeyResponse
-	8,  // 14: verbund.node.v1.ClusterService.ReadIndex:output_type -> verbund.node.v1.ReadIndexResponse
-	11, // 15: verbund.node.v1.ClusterService.ListMembers:output_type -> verbund.node.v1.ListMembersResponse
-	13, // 16: verbund.node.v1.ClusterService.TransferLeadership:output_type -> verbund.node.v1.TransferLeadershipResponse
-	15, // 17: verbund.node.v1.ClusterService.RotateGossipKey:output_type -> verbund.node.v1.RotateGossipKeyResponse
-	11, // [11:18] is the sub-list for method output_type
-	4,  // [4:11] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	33, // 0: verbund.node.v1.GetStatusResponse.stats:type_name -> verbund.node.v1.GetStatusResponse.StatsEntry
+	34, // 1: verbund.node.v1.GetStatusResponse.keys:type_name -> verbund.registry.v1.PublicKey
+	8,  // 2: verbund.node.v1.GetStatusResponse.expiry_warnings:type_name -> verbund.node.v1.ExpiryWarning
+	0,  // 3: verbund.node.v1.User.roles:type_name -> verbund.node.v1.Role
+	9,  // 4: verbund.node.v1.SignInResponse.user:type_name -> verbund.node.v1.User
+	9,  // 5: verbund.node.v1.WhoAmIResponse.user:type_name -> verbund.node.v1.User
+	9,  // 6: verbund.node.v1.ListUsersResponse.users:type_name -> verbund.node.v1.User
+	9,  // 7: verbund.node.v1.CreateUserRequest.user:type_name -> verbund.node.v1.User
+	9,  // 8: verbund.node.v1.CreateUserResponse.user:type_name -> verbund.node.v1.User
+	0,  // 9: verbund.node.v1.UpdateUserRequest.roles:type_name -> verbund.node.v1.Role
+	9,  // 10: verbund.node.v1.UpdateUserResponse.user:type_name -> verbund.node.v1.User
+	35, // 11: verbund.node.v1.SubmitRequest.mutations:type_name -> verbund.registry.v1.Mutation
+	36, // 12: verbund.node.v1.SubmitResponse.result:type_name -> verbund.registry.v1.CommandResult
+	27, // 13: verbund.node.v1.ListMembersResponse.members:type_name -> verbund.node.v1.Member
+	1,  // 14: verbund.node.v1.RotateGossipKeyRequest.operation:type_name -> verbund.node.v1.KeyOperation
+	6,  // 15: verbund.node.v1.NodeService.GetStatus:input_type -> verbund.node.v1.GetStatusRequest
+	2,  // 16: verbund.node.v1.NodeService.RotateKeys:input_type -> verbund.node.v1.RotateKeysRequest
+	4,  // 17: verbund.node.v1.NodeService.RevokeKey:input_type -> verbund.node.v1.RevokeKeyRequest
+	10, // 18: verbund.node.v1.AuthService.SignIn:input_type -> verbund.node.v1.SignInRequest
+	12, // 19: verbund.node.v1.AuthService.WhoAmI:input_type -> verbund.node.v1.WhoAmIRequest
+	14, // 20: verbund.node.v1.AuthService.ListUsers:input_type -> verbund.node.v1.ListUsersRequest
+	16, // 21: verbund.node.v1.AuthService.CreateUser:input_type -> verbund.node.v1.CreateUserRequest
+	18, // 22: verbund.node.v1.AuthService.UpdateUser:input_type -> verbund.node.v1.UpdateUserRequest
+	20, // 23: verbund.node.v1.AuthService.ResetPassword:input_type -> verbund.node.v1.ResetPasswordRequest
+	22, // 24: verbund.node.v1.ConsoleService.Submit:input_type -> verbund.node.v1.SubmitRequest
+	24, // 25: verbund.node.v1.ClusterService.ReadIndex:input_type -> verbund.node.v1.ReadIndexRequest
+	26, // 26: verbund.node.v1.ClusterService.ListMembers:input_type -> verbund.node.v1.ListMembersRequest
+	29, // 27: verbund.node.v1.ClusterService.TransferLeadership:input_type -> verbund.node.v1.TransferLeadershipRequest
+	31, // 28: verbund.node.v1.ClusterService.RotateGossipKey:input_type -> verbund.node.v1.RotateGossipKeyRequest
+	7,  // 29: verbund.node.v1.NodeService.GetStatus:output_type -> verbund.node.v1.GetStatusResponse
+	3,  // 30: verbund.node.v1.NodeService.RotateKeys:output_type -> verbund.node.v1.RotateKeysResponse
+	5,  // 31: verbund.node.v1.NodeService.RevokeKey:output_type -> verbund.node.v1.RevokeKeyResponse
+	11, // 32: verbund.node.v1.AuthService.SignIn:output_type -> verbund.node.v1.SignInResponse
+	13, // 33: verbund.node.v1.AuthService.WhoAmI:output_type -> verbund.node.v1.WhoAmIResponse
+	15, // 34: verbund.node.v1.AuthService.ListUsers:output_type -> verbund.node.v1.ListUsersResponse
+	17, // 35: verbund.node.v1.AuthService.CreateUser:output_type -> verbund.node.v1.CreateUserResponse
+	19, // 36: verbund.node.v1.AuthService.UpdateUser:output_type -> verbund.node.v1.UpdateUserResponse
+	21, // 37: verbund.node.v1.AuthService.ResetPassword:output_type -> verbund.node.v1.ResetPasswordResponse
+	23, // 38: verbund.node.v1.ConsoleService.Submit:output_type -> verbund.node.v1.SubmitResponse
+	25, // 39: verbund.node.v1.ClusterService.ReadIndex:output_type -> verbund.node.v1.ReadIndexResponse
+	28, // 40: verbund.node.v1.ClusterService.ListMembers:output_type -> verbund.node.v1.ListMembersResponse
+	30, // 41: verbund.node.v1.ClusterService.TransferLeadership:output_type -> verbund.node.v1.TransferLeadershipResponse
+	32, // 42: verbund.node.v1.ClusterService.RotateGossipKey:output_type -> verbund.node.v1.RotateGossipKeyResponse
+	29, // [29:43] is the sub-list for method output_type
+	15, // [15:29] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_verbund_node_v1_node_proto_init() }
@@ -1096,10 +2189,10 @@ func file_verbund_node_v1_node_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbund_node_v1_node_proto_rawDesc), len(file_verbund_node_v1_node_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   16,
+			NumEnums:      2,
+			NumMessages:   32,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   4,
 		},
 		GoTypes:           file_verbund_node_v1_node_proto_goTypes,
 		DependencyIndexes: file_verbund_node_v1_node_proto_depIdxs,

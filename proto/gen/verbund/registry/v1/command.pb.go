@@ -38,7 +38,11 @@ type Command struct {
 	// window, or too far in the future, are refused.
 	IssuedAtUnixMs int64 `protobuf:"varint,3,opt,name=issued_at_unix_ms,json=issuedAtUnixMs,proto3" json:"issued_at_unix_ms,omitempty"`
 	// Applied atomically, in order: all or nothing.
-	Mutations     []*Mutation `protobuf:"bytes,4,rep,name=mutations,proto3" json:"mutations,omitempty"`
+	Mutations []*Mutation `protobuf:"bytes,4,rep,name=mutations,proto3" json:"mutations,omitempty"`
+	// The person at the issuing organisation on whose action the command was
+	// signed (a node's authenticated user, "name (node)"), for the history.
+	// Informational: the issuer's signature vouches for it.
+	Actor         string `protobuf:"bytes,5,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -99,6 +103,13 @@ func (x *Command) GetMutations() []*Mutation {
 		return x.Mutations
 	}
 	return nil
+}
+
+func (x *Command) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
 }
 
 // Precondition for a conditional write.
@@ -195,6 +206,11 @@ type Mutation struct {
 	//	*Mutation_PutOffering
 	//	*Mutation_DeleteOffering
 	//	*Mutation_PutAuditHead
+	//	*Mutation_RequestJoin
+	//	*Mutation_ChangeStatus
+	//	*Mutation_RecoverKeys
+	//	*Mutation_PutAuthorisation
+	//	*Mutation_WithdrawAuthorisation
 	Op            isMutation_Op `protobuf_oneof:"op"`
 	Precondition  *Precondition `protobuf:"bytes,10,opt,name=precondition,proto3" json:"precondition,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -283,6 +299,51 @@ func (x *Mutation) GetPutAuditHead() *AuditHead {
 	return nil
 }
 
+func (x *Mutation) GetRequestJoin() *Organisation {
+	if x != nil {
+		if x, ok := x.Op.(*Mutation_RequestJoin); ok {
+			return x.RequestJoin
+		}
+	}
+	return nil
+}
+
+func (x *Mutation) GetChangeStatus() *ChangeOrganisationStatus {
+	if x != nil {
+		if x, ok := x.Op.(*Mutation_ChangeStatus); ok {
+			return x.ChangeStatus
+		}
+	}
+	return nil
+}
+
+func (x *Mutation) GetRecoverKeys() *KeyRecovery {
+	if x != nil {
+		if x, ok := x.Op.(*Mutation_RecoverKeys); ok {
+			return x.RecoverKeys
+		}
+	}
+	return nil
+}
+
+func (x *Mutation) GetPutAuthorisation() *Authorisation {
+	if x != nil {
+		if x, ok := x.Op.(*Mutation_PutAuthorisation); ok {
+			return x.PutAuthorisation
+		}
+	}
+	return nil
+}
+
+func (x *Mutation) GetWithdrawAuthorisation() string {
+	if x != nil {
+		if x, ok := x.Op.(*Mutation_WithdrawAuthorisation); ok {
+			return x.WithdrawAuthorisation
+		}
+	}
+	return ""
+}
+
 func (x *Mutation) GetPrecondition() *Precondition {
 	if x != nil {
 		return x.Precondition
@@ -316,6 +377,36 @@ type Mutation_PutAuditHead struct {
 	PutAuditHead *AuditHead `protobuf:"bytes,5,opt,name=put_audit_head,json=putAuditHead,proto3,oneof"`
 }
 
+type Mutation_RequestJoin struct {
+	// A join request: the issuer's own record (id = issuer), signed with
+	// one of the signing keys in it (proof of possession). Recorded as
+	// PENDING for the organisation's approver; a listed (REGISTERED)
+	// organisation keeps the identity its approver listed.
+	RequestJoin *Organisation `protobuf:"bytes,6,opt,name=request_join,json=requestJoin,proto3,oneof"`
+}
+
+type Mutation_ChangeStatus struct {
+	// Approve, decline, suspend, reinstate or revoke, by the approver.
+	ChangeStatus *ChangeOrganisationStatus `protobuf:"bytes,7,opt,name=change_status,json=changeStatus,proto3,oneof"`
+}
+
+type Mutation_RecoverKeys struct {
+	// Re-binds an organisation that lost its key to new keys, by its
+	// approver (the operator's own by its recovery key).
+	RecoverKeys *KeyRecovery `protobuf:"bytes,8,opt,name=recover_keys,json=recoverKeys,proto3,oneof"`
+}
+
+type Mutation_PutAuthorisation struct {
+	// Grants or changes an authorisation, by its grantor.
+	PutAuthorisation *Authorisation `protobuf:"bytes,9,opt,name=put_authorisation,json=putAuthorisation,proto3,oneof"`
+}
+
+type Mutation_WithdrawAuthorisation struct {
+	// Withdraws an authorisation (its id), by its grantor, the municipality
+	// it was granted for, or that municipality's approver.
+	WithdrawAuthorisation string `protobuf:"bytes,11,opt,name=withdraw_authorisation,json=withdrawAuthorisation,proto3,oneof"`
+}
+
 func (*Mutation_PutOrganisation) isMutation_Op() {}
 
 func (*Mutation_PutService) isMutation_Op() {}
@@ -325,6 +416,157 @@ func (*Mutation_PutOffering) isMutation_Op() {}
 func (*Mutation_DeleteOffering) isMutation_Op() {}
 
 func (*Mutation_PutAuditHead) isMutation_Op() {}
+
+func (*Mutation_RequestJoin) isMutation_Op() {}
+
+func (*Mutation_ChangeStatus) isMutation_Op() {}
+
+func (*Mutation_RecoverKeys) isMutation_Op() {}
+
+func (*Mutation_PutAuthorisation) isMutation_Op() {}
+
+func (*Mutation_WithdrawAuthorisation) isMutation_Op() {}
+
+// ChangeOrganisationStatus moves an organisation between governance states
+// (see OrganisationStatus for the allowed moves). Only the organisation's
+// approver may sign it.
+type ChangeOrganisationStatus struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	OrganisationId string                 `protobuf:"bytes,1,opt,name=organisation_id,json=organisationId,proto3" json:"organisation_id,omitempty"`
+	// ACTIVE (approve / reinstate), DECLINED, SUSPENDED or REVOKED.
+	Status OrganisationStatus `protobuf:"varint,2,opt,name=status,proto3,enum=verbund.registry.v1.OrganisationStatus" json:"status,omitempty"`
+	// Required: recorded in the organisation's status_reason and history.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Approving a PENDING organisation: hex SHA-256 of its keys as the
+	// approver checked them (registry.KeysDigest); refused if the pending
+	// record's keys differ, so a join request swapped after the check is not
+	// approved.
+	KeysSha256    string `protobuf:"bytes,4,opt,name=keys_sha256,json=keysSha256,proto3" json:"keys_sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeOrganisationStatus) Reset() {
+	*x = ChangeOrganisationStatus{}
+	mi := &file_verbund_registry_v1_command_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeOrganisationStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeOrganisationStatus) ProtoMessage() {}
+
+func (x *ChangeOrganisationStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_command_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeOrganisationStatus.ProtoReflect.Descriptor instead.
+func (*ChangeOrganisationStatus) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_command_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ChangeOrganisationStatus) GetOrganisationId() string {
+	if x != nil {
+		return x.OrganisationId
+	}
+	return ""
+}
+
+func (x *ChangeOrganisationStatus) GetStatus() OrganisationStatus {
+	if x != nil {
+		return x.Status
+	}
+	return OrganisationStatus_ORGANISATION_STATUS_UNSPECIFIED
+}
+
+func (x *ChangeOrganisationStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ChangeOrganisationStatus) GetKeysSha256() string {
+	if x != nil {
+		return x.KeysSha256
+	}
+	return ""
+}
+
+// KeyRecovery replaces every key of an organisation that lost its signing
+// key. Its previous keys are revoked at this index (what they signed before
+// stays valid by the key rule); the new ones become ACTIVE.
+type KeyRecovery struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	OrganisationId string                 `protobuf:"bytes,1,opt,name=organisation_id,json=organisationId,proto3" json:"organisation_id,omitempty"`
+	Keys           []*PublicKey           `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Required, recorded in the history.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyRecovery) Reset() {
+	*x = KeyRecovery{}
+	mi := &file_verbund_registry_v1_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyRecovery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyRecovery) ProtoMessage() {}
+
+func (x *KeyRecovery) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyRecovery.ProtoReflect.Descriptor instead.
+func (*KeyRecovery) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *KeyRecovery) GetOrganisationId() string {
+	if x != nil {
+		return x.OrganisationId
+	}
+	return ""
+}
+
+func (x *KeyRecovery) GetKeys() []*PublicKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *KeyRecovery) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
 
 // AuditHead is the head of an organisation's hash-chained handover log.
 type AuditHead struct {
@@ -340,7 +582,7 @@ type AuditHead struct {
 
 func (x *AuditHead) Reset() {
 	*x = AuditHead{}
-	mi := &file_verbund_registry_v1_command_proto_msgTypes[3]
+	mi := &file_verbund_registry_v1_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +594,7 @@ func (x *AuditHead) String() string {
 func (*AuditHead) ProtoMessage() {}
 
 func (x *AuditHead) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_command_proto_msgTypes[3]
+	mi := &file_verbund_registry_v1_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +607,7 @@ func (x *AuditHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditHead.ProtoReflect.Descriptor instead.
 func (*AuditHead) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_command_proto_rawDescGZIP(), []int{3}
+	return file_verbund_registry_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AuditHead) GetOrganisationId() string {
@@ -410,7 +652,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_verbund_registry_v1_command_proto_msgTypes[4]
+	mi := &file_verbund_registry_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -422,7 +664,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_command_proto_msgTypes[4]
+	mi := &file_verbund_registry_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -435,7 +677,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_verbund_registry_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LogEntry) GetSignedCommands() []string {
@@ -462,21 +704,26 @@ type CommandResult struct {
 	// "invalid_signature", "permission_denied", "precondition_failed".
 	ErrorCode    string `protobuf:"bytes,3,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
 	ErrorMessage string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
-	// True if the command had already been applied (idempotent retry).
+	// True if the command had already been applied (idempotent retry). A
+	// command whose id its issuer already used for other content is refused
+	// with "already_exists" instead.
 	Duplicate bool `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	// The entity's revision after each mutation, in mutation order (a put
 	// that changed nothing keeps the current one; 0 for a delete or an audit
 	// head). Revisions are
 	// unique and increasing: Raft index << 20 | change number within the
 	// entry. Use them as preconditions of the next conditional write.
-	Revisions     []uint64 `protobuf:"varint,6,rep,packed,name=revisions,proto3" json:"revisions,omitempty"`
+	Revisions []uint64 `protobuf:"varint,6,rep,packed,name=revisions,proto3" json:"revisions,omitempty"`
+	// Set by the registry in its dedupe record: SHA-256 of the command's
+	// payload, to tell a retry from a reuse of the id.
+	CommandSha256 []byte `protobuf:"bytes,7,opt,name=command_sha256,json=commandSha256,proto3" json:"command_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_verbund_registry_v1_command_proto_msgTypes[5]
+	mi := &file_verbund_registry_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -488,7 +735,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_command_proto_msgTypes[5]
+	mi := &file_verbund_registry_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -501,7 +748,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_verbund_registry_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -546,30 +793,53 @@ func (x *CommandResult) GetRevisions() []uint64 {
 	return nil
 }
 
+func (x *CommandResult) GetCommandSha256() []byte {
+	if x != nil {
+		return x.CommandSha256
+	}
+	return nil
+}
+
 var File_verbund_registry_v1_command_proto protoreflect.FileDescriptor
 
 const file_verbund_registry_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"!verbund/registry/v1/command.proto\x12\x13verbund.registry.v1\x1a\"verbund/registry/v1/registry.proto\"\x99\x01\n" +
+	"!verbund/registry/v1/command.proto\x12\x13verbund.registry.v1\x1a\"verbund/registry/v1/registry.proto\"\xaf\x01\n" +
 	"\aCommand\x12\x16\n" +
 	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12)\n" +
 	"\x11issued_at_unix_ms\x18\x03 \x01(\x03R\x0eissuedAtUnixMs\x12;\n" +
-	"\tmutations\x18\x04 \x03(\v2\x1d.verbund.registry.v1.MutationR\tmutations\"S\n" +
+	"\tmutations\x18\x04 \x03(\v2\x1d.verbund.registry.v1.MutationR\tmutations\x12\x14\n" +
+	"\x05actor\x18\x05 \x01(\tR\x05actor\"S\n" +
 	"\fPrecondition\x12\x1c\n" +
 	"\brevision\x18\x01 \x01(\x04H\x00R\brevision\x12\x18\n" +
 	"\x06absent\x18\x02 \x01(\bH\x00R\x06absentB\v\n" +
-	"\tcondition\"\x9f\x03\n" +
+	"\tcondition\"\x90\x06\n" +
 	"\bMutation\x12N\n" +
 	"\x10put_organisation\x18\x01 \x01(\v2!.verbund.registry.v1.OrganisationH\x00R\x0fputOrganisation\x12?\n" +
 	"\vput_service\x18\x02 \x01(\v2\x1c.verbund.registry.v1.ServiceH\x00R\n" +
 	"putService\x12B\n" +
 	"\fput_offering\x18\x03 \x01(\v2\x1d.verbund.registry.v1.OfferingH\x00R\vputOffering\x12)\n" +
 	"\x0fdelete_offering\x18\x04 \x01(\tH\x00R\x0edeleteOffering\x12F\n" +
-	"\x0eput_audit_head\x18\x05 \x01(\v2\x1e.verbund.registry.v1.AuditHeadH\x00R\fputAuditHead\x12E\n" +
+	"\x0eput_audit_head\x18\x05 \x01(\v2\x1e.verbund.registry.v1.AuditHeadH\x00R\fputAuditHead\x12F\n" +
+	"\frequest_join\x18\x06 \x01(\v2!.verbund.registry.v1.OrganisationH\x00R\vrequestJoin\x12T\n" +
+	"\rchange_status\x18\a \x01(\v2-.verbund.registry.v1.ChangeOrganisationStatusH\x00R\fchangeStatus\x12E\n" +
+	"\frecover_keys\x18\b \x01(\v2 .verbund.registry.v1.KeyRecoveryH\x00R\vrecoverKeys\x12Q\n" +
+	"\x11put_authorisation\x18\t \x01(\v2\".verbund.registry.v1.AuthorisationH\x00R\x10putAuthorisation\x127\n" +
+	"\x16withdraw_authorisation\x18\v \x01(\tH\x00R\x15withdrawAuthorisation\x12E\n" +
 	"\fprecondition\x18\n" +
 	" \x01(\v2!.verbund.registry.v1.PreconditionR\fpreconditionB\x04\n" +
-	"\x02op\"\x82\x01\n" +
+	"\x02op\"\xbd\x01\n" +
+	"\x18ChangeOrganisationStatus\x12'\n" +
+	"\x0forganisation_id\x18\x01 \x01(\tR\x0eorganisationId\x12?\n" +
+	"\x06status\x18\x02 \x01(\x0e2'.verbund.registry.v1.OrganisationStatusR\x06status\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1f\n" +
+	"\vkeys_sha256\x18\x04 \x01(\tR\n" +
+	"keysSha256\"\x82\x01\n" +
+	"\vKeyRecovery\x12'\n" +
+	"\x0forganisation_id\x18\x01 \x01(\tR\x0eorganisationId\x122\n" +
+	"\x04keys\x18\x02 \x03(\v2\x1e.verbund.registry.v1.PublicKeyR\x04keys\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x82\x01\n" +
 	"\tAuditHead\x12'\n" +
 	"\x0forganisation_id\x18\x01 \x01(\tR\x0eorganisationId\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x12\n" +
@@ -578,7 +848,7 @@ const file_verbund_registry_v1_command_proto_rawDesc = "" +
 	"at_unix_ms\x18\x04 \x01(\x03R\batUnixMs\"b\n" +
 	"\bLogEntry\x12'\n" +
 	"\x0fsigned_commands\x18\x01 \x03(\tR\x0esignedCommands\x12-\n" +
-	"\x13proposed_at_unix_ms\x18\x02 \x01(\x03R\x10proposedAtUnixMs\"\xc4\x01\n" +
+	"\x13proposed_at_unix_ms\x18\x02 \x01(\x03R\x10proposedAtUnixMs\"\xeb\x01\n" +
 	"\rCommandResult\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x14\n" +
@@ -587,7 +857,8 @@ const file_verbund_registry_v1_command_proto_rawDesc = "" +
 	"error_code\x18\x03 \x01(\tR\terrorCode\x12#\n" +
 	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\x12\x1c\n" +
 	"\tduplicate\x18\x05 \x01(\bR\tduplicate\x12\x1c\n" +
-	"\trevisions\x18\x06 \x03(\x04R\trevisionsB\xda\x01\n" +
+	"\trevisions\x18\x06 \x03(\x04R\trevisions\x12%\n" +
+	"\x0ecommand_sha256\x18\a \x01(\fR\rcommandSha256B\xda\x01\n" +
 	"\x17com.verbund.registry.v1B\fCommandProtoP\x01ZCgithub.com/verbund/verbund/proto/gen/verbund/registry/v1;registryv1\xa2\x02\x03VRX\xaa\x02\x13Verbund.Registry.V1\xca\x02\x13Verbund\\Registry\\V1\xe2\x02\x1fVerbund\\Registry\\V1\\GPBMetadata\xea\x02\x15Verbund::Registry::V1b\x06proto3"
 
 var (
@@ -602,30 +873,41 @@ func file_verbund_registry_v1_command_proto_rawDescGZIP() []byte {
 	return file_verbund_registry_v1_command_proto_rawDescData
 }
 
-var file_verbund_registry_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_verbund_registry_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_verbund_registry_v1_command_proto_goTypes = []any{
-	(*Command)(nil),       // 0: verbund.registry.v1.Command
-	(*Precondition)(nil),  // 1: verbund.registry.v1.Precondition
-	(*Mutation)(nil),      // 2: verbund.registry.v1.Mutation
-	(*AuditHead)(nil),     // 3: verbund.registry.v1.AuditHead
-	(*LogEntry)(nil),      // 4: verbund.registry.v1.LogEntry
-	(*CommandResult)(nil), // 5: verbund.registry.v1.CommandResult
-	(*Organisation)(nil),  // 6: verbund.registry.v1.Organisation
-	(*Service)(nil),       // 7: verbund.registry.v1.Service
-	(*Offering)(nil),      // 8: verbund.registry.v1.Offering
+	(*Command)(nil),                  // 0: verbund.registry.v1.Command
+	(*Precondition)(nil),             // 1: verbund.registry.v1.Precondition
+	(*Mutation)(nil),                 // 2: verbund.registry.v1.Mutation
+	(*ChangeOrganisationStatus)(nil), // 3: verbund.registry.v1.ChangeOrganisationStatus
+	(*KeyRecovery)(nil),              // 4: verbund.registry.v1.KeyRecovery
+	(*AuditHead)(nil),                // 5: verbund.registry.v1.AuditHead
+	(*LogEntry)(nil),                 // 6: verbund.registry.v1.LogEntry
+	(*CommandResult)(nil),            // 7: verbund.registry.v1.CommandResult
+	(*Organisation)(nil),             // 8: verbund.registry.v1.Organisation
+	(*Service)(nil),                  // 9: verbund.registry.v1.Service
+	(*Offering)(nil),                 // 10: verbund.registry.v1.Offering
+	(*Authorisation)(nil),            // 11: verbund.registry.v1.Authorisation
+	(OrganisationStatus)(0),          // 12: verbund.registry.v1.OrganisationStatus
+	(*PublicKey)(nil),                // 13: verbund.registry.v1.PublicKey
 }
 var file_verbund_registry_v1_command_proto_depIdxs = []int32{
-	2, // 0: verbund.registry.v1.Command.mutations:type_name -> verbund.registry.v1.Mutation
-	6, // 1: verbund.registry.v1.Mutation.put_organisation:type_name -> verbund.registry.v1.Organisation
-	7, // 2: verbund.registry.v1.Mutation.put_service:type_name -> verbund.registry.v1.Service
-	8, // 3: verbund.registry.v1.Mutation.put_offering:type_name -> verbund.registry.v1.Offering
-	3, // 4: verbund.registry.v1.Mutation.put_audit_head:type_name -> verbund.registry.v1.AuditHead
-	1, // 5: verbund.registry.v1.Mutation.precondition:type_name -> verbund.registry.v1.Precondition
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	2,  // 0: verbund.registry.v1.Command.mutations:type_name -> verbund.registry.v1.Mutation
+	8,  // 1: verbund.registry.v1.Mutation.put_organisation:type_name -> verbund.registry.v1.Organisation
+	9,  // 2: verbund.registry.v1.Mutation.put_service:type_name -> verbund.registry.v1.Service
+	10, // 3: verbund.registry.v1.Mutation.put_offering:type_name -> verbund.registry.v1.Offering
+	5,  // 4: verbund.registry.v1.Mutation.put_audit_head:type_name -> verbund.registry.v1.AuditHead
+	8,  // 5: verbund.registry.v1.Mutation.request_join:type_name -> verbund.registry.v1.Organisation
+	3,  // 6: verbund.registry.v1.Mutation.change_status:type_name -> verbund.registry.v1.ChangeOrganisationStatus
+	4,  // 7: verbund.registry.v1.Mutation.recover_keys:type_name -> verbund.registry.v1.KeyRecovery
+	11, // 8: verbund.registry.v1.Mutation.put_authorisation:type_name -> verbund.registry.v1.Authorisation
+	1,  // 9: verbund.registry.v1.Mutation.precondition:type_name -> verbund.registry.v1.Precondition
+	12, // 10: verbund.registry.v1.ChangeOrganisationStatus.status:type_name -> verbund.registry.v1.OrganisationStatus
+	13, // 11: verbund.registry.v1.KeyRecovery.keys:type_name -> verbund.registry.v1.PublicKey
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_verbund_registry_v1_command_proto_init() }
@@ -644,6 +926,11 @@ func file_verbund_registry_v1_command_proto_init() {
 		(*Mutation_PutOffering)(nil),
 		(*Mutation_DeleteOffering)(nil),
 		(*Mutation_PutAuditHead)(nil),
+		(*Mutation_RequestJoin)(nil),
+		(*Mutation_ChangeStatus)(nil),
+		(*Mutation_RecoverKeys)(nil),
+		(*Mutation_PutAuthorisation)(nil),
+		(*Mutation_WithdrawAuthorisation)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -651,7 +938,7 @@ func file_verbund_registry_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbund_registry_v1_command_proto_rawDesc), len(file_verbund_registry_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

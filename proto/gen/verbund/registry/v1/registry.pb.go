@@ -95,16 +95,35 @@ func (OrganisationKind) EnumDescriptor() ([]byte, []int) {
 	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{0}
 }
 
+// OrganisationStatus is where an organisation stands in the network's
+// governance (see the README's governance model). Status changes are
+// signed commands of the organisation's approver (ChangeOrganisationStatus):
+// the state agency of its state, or the network operator for federal-level
+// organisations (state and federal agencies, organisations without a state).
+//
+//	(listed) REGISTERED --join request--> PENDING --approve--> ACTIVE
+//	PENDING --decline--> DECLINED --join request--> PENDING
+//	ACTIVE --suspend--> SUSPENDED --reinstate--> ACTIVE
+//	any --revoke--> REVOKED (final)
 type OrganisationStatus int32
 
 const (
 	OrganisationStatus_ORGANISATION_STATUS_UNSPECIFIED OrganisationStatus = 0
-	// Registered in the directory; may not run a node yet.
+	// Listed in the directory by its approver; runs no node and signs nothing
+	// yet. Its district or state agency may authorise on its behalf.
 	OrganisationStatus_ORGANISATION_STATUS_REGISTERED OrganisationStatus = 1
-	// Runs a node and takes part in the network.
-	OrganisationStatus_ORGANISATION_STATUS_ACTIVE    OrganisationStatus = 2
+	// Approved: signs commands, publishes, sends and receives handovers.
+	OrganisationStatus_ORGANISATION_STATUS_ACTIVE OrganisationStatus = 2
+	// Its new writes and handovers to and from it are refused everywhere.
 	OrganisationStatus_ORGANISATION_STATUS_SUSPENDED OrganisationStatus = 3
-	OrganisationStatus_ORGANISATION_STATUS_RETIRED   OrganisationStatus = 4
+	// Legacy name of REVOKED (records written before governance).
+	OrganisationStatus_ORGANISATION_STATUS_RETIRED OrganisationStatus = 4
+	// Join requested (signed with its own key); waits for its approver.
+	OrganisationStatus_ORGANISATION_STATUS_PENDING OrganisationStatus = 5
+	// Join request declined; a new join request makes it PENDING again.
+	OrganisationStatus_ORGANISATION_STATUS_DECLINED OrganisationStatus = 6
+	// Permanently out of the network. Final.
+	OrganisationStatus_ORGANISATION_STATUS_REVOKED OrganisationStatus = 7
 )
 
 // Enum value maps for OrganisationStatus.
@@ -115,6 +134,9 @@ var (
 		2: "ORGANISATION_STATUS_ACTIVE",
 		3: "ORGANISATION_STATUS_SUSPENDED",
 		4: "ORGANISATION_STATUS_RETIRED",
+		5: "ORGANISATION_STATUS_PENDING",
+		6: "ORGANISATION_STATUS_DECLINED",
+		7: "ORGANISATION_STATUS_REVOKED",
 	}
 	OrganisationStatus_value = map[string]int32{
 		"ORGANISATION_STATUS_UNSPECIFIED": 0,
@@ -122,6 +144,9 @@ var (
 		"ORGANISATION_STATUS_ACTIVE":      2,
 		"ORGANISATION_STATUS_SUSPENDED":   3,
 		"ORGANISATION_STATUS_RETIRED":     4,
+		"ORGANISATION_STATUS_PENDING":     5,
+		"ORGANISATION_STATUS_DECLINED":    6,
+		"ORGANISATION_STATUS_REVOKED":     7,
 	}
 )
 
@@ -384,7 +409,9 @@ type PublicKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Key id, unique within the network (the JWK "kid").
 	Kid string `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
-	// "sig" for signing keys, "enc" for encryption keys.
+	// "sig" for signing keys, "enc" for encryption keys, "rec" for an offline
+	// recovery key: it signs nothing but a KeyRecovery of its own
+	// organisation (the network operator's, set at bootstrap).
 	Use string `protobuf:"bytes,2,opt,name=use,proto3" json:"use,omitempty"`
 	// JOSE algorithm the key is used with, e.g. "EdDSA", "ECDH-ES+A256KW".
 	Alg string `protobuf:"bytes,3,opt,name=alg,proto3" json:"alg,omitempty"`
@@ -518,8 +545,13 @@ type Organisation struct {
 	// organisation, made inactive before the registry kept the index: refused
 	// at every position). Values sent by clients are ignored.
 	InactiveSinceIndex uint64 `protobuf:"varint,23,opt,name=inactive_since_index,json=inactiveSinceIndex,proto3" json:"inactive_since_index,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Set by the registry: why the status last changed (from the
+	// ChangeOrganisationStatus or KeyRecovery that changed it).
+	StatusReason string `protobuf:"bytes,24,opt,name=status_reason,json=statusReason,proto3" json:"status_reason,omitempty"`
+	// Set by the registry: organisation whose command last changed the status.
+	StatusChangedBy string `protobuf:"bytes,25,opt,name=status_changed_by,json=statusChangedBy,proto3" json:"status_changed_by,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Organisation) Reset() {
@@ -671,6 +703,167 @@ func (x *Organisation) GetInactiveSinceIndex() uint64 {
 	return 0
 }
 
+func (x *Organisation) GetStatusReason() string {
+	if x != nil {
+		return x.StatusReason
+	}
+	return ""
+}
+
+func (x *Organisation) GetStatusChangedBy() string {
+	if x != nil {
+		return x.StatusChangedBy
+	}
+	return ""
+}
+
+// Authorisation is the responsible body of an area entitling another
+// organisation (grantee: a neighbour, association or shared service centre)
+// to offer services for areas of its own. An offering for an area outside
+// its publisher's own area is valid only while such an authorisation
+// stands; withdrawing it removes the offering from every answer at the same
+// Raft index.
+//
+// The grantor is the area's municipality, or for district- and state-level
+// services the district or state agency. While the area's municipality has
+// not joined (it is not ACTIVE), its district or state agency may grant on
+// its behalf (on_behalf_of = the municipality's ARS); the municipality may
+// withdraw such grants once it has joined.
+type Authorisation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique id ([A-Za-z0-9][A-Za-z0-9:._-]{2,127}); by convention
+	// "<grantor>:<grantee>:<suffix>".
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The signer: responsible body of every area below.
+	GrantorId string `protobuf:"bytes,2,opt,name=grantor_id,json=grantorId,proto3" json:"grantor_id,omitempty"`
+	// Organisation entitled to offer services for the areas.
+	GranteeId string `protobuf:"bytes,3,opt,name=grantee_id,json=granteeId,proto3" json:"grantee_id,omitempty"`
+	// ARS prefixes (2, 3, 5, 9 or 12 digits) within the grantor's own area
+	// (or the area of the municipality it acts for).
+	Areas []string `protobuf:"bytes,4,rep,name=areas,proto3" json:"areas,omitempty"`
+	// LeiKa keys the grant covers; empty: every service.
+	LeikaKeys []string `protobuf:"bytes,5,rep,name=leika_keys,json=leikaKeys,proto3" json:"leika_keys,omitempty"`
+	// 12-digit ARS of the municipality (not yet joined) on whose behalf a
+	// district or state agency grants; empty when the grantor grants for
+	// itself.
+	OnBehalfOf      string `protobuf:"bytes,6,opt,name=on_behalf_of,json=onBehalfOf,proto3" json:"on_behalf_of,omitempty"`
+	Note            string `protobuf:"bytes,7,opt,name=note,proto3" json:"note,omitempty"`
+	Revision        uint64 `protobuf:"varint,20,opt,name=revision,proto3" json:"revision,omitempty"`
+	UpdatedAtUnixMs int64  `protobuf:"varint,21,opt,name=updated_at_unix_ms,json=updatedAtUnixMs,proto3" json:"updated_at_unix_ms,omitempty"`
+	UpdatedBy       string `protobuf:"bytes,22,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	// Set by the registry: the command that granted it (issuer updated_by).
+	CommandId     string `protobuf:"bytes,23,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Authorisation) Reset() {
+	*x = Authorisation{}
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Authorisation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Authorisation) ProtoMessage() {}
+
+func (x *Authorisation) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Authorisation.ProtoReflect.Descriptor instead.
+func (*Authorisation) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Authorisation) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Authorisation) GetGrantorId() string {
+	if x != nil {
+		return x.GrantorId
+	}
+	return ""
+}
+
+func (x *Authorisation) GetGranteeId() string {
+	if x != nil {
+		return x.GranteeId
+	}
+	return ""
+}
+
+func (x *Authorisation) GetAreas() []string {
+	if x != nil {
+		return x.Areas
+	}
+	return nil
+}
+
+func (x *Authorisation) GetLeikaKeys() []string {
+	if x != nil {
+		return x.LeikaKeys
+	}
+	return nil
+}
+
+func (x *Authorisation) GetOnBehalfOf() string {
+	if x != nil {
+		return x.OnBehalfOf
+	}
+	return ""
+}
+
+func (x *Authorisation) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *Authorisation) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Authorisation) GetUpdatedAtUnixMs() int64 {
+	if x != nil {
+		return x.UpdatedAtUnixMs
+	}
+	return 0
+}
+
+func (x *Authorisation) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
+}
+
+func (x *Authorisation) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
 // Service is an entry of the national service catalogue (LeiKa).
 type Service struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -690,7 +883,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[3]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +895,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[3]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +908,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{3}
+	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Service) GetLeikaKey() string {
@@ -787,7 +980,7 @@ type Address struct {
 
 func (x *Address) Reset() {
 	*x = Address{}
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[4]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +992,7 @@ func (x *Address) String() string {
 func (*Address) ProtoMessage() {}
 
 func (x *Address) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[4]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +1005,7 @@ func (x *Address) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Address.ProtoReflect.Descriptor instead.
 func (*Address) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{4}
+	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Address) GetName() string {
@@ -867,7 +1060,7 @@ type Channel struct {
 
 func (x *Channel) Reset() {
 	*x = Channel{}
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[5]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1072,7 @@ func (x *Channel) String() string {
 func (*Channel) ProtoMessage() {}
 
 func (x *Channel) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[5]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1085,7 @@ func (x *Channel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Channel.ProtoReflect.Descriptor instead.
 func (*Channel) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{5}
+	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Channel) GetKind() ChannelKind {
@@ -968,7 +1161,7 @@ type Fee struct {
 
 func (x *Fee) Reset() {
 	*x = Fee{}
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1173,7 @@ func (x *Fee) String() string {
 func (*Fee) ProtoMessage() {}
 
 func (x *Fee) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1186,7 @@ func (x *Fee) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fee.ProtoReflect.Descriptor instead.
 func (*Fee) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{6}
+	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Fee) GetDescription() string {
@@ -1049,7 +1242,7 @@ type Document struct {
 
 func (x *Document) Reset() {
 	*x = Document{}
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1254,7 @@ func (x *Document) String() string {
 func (*Document) ProtoMessage() {}
 
 func (x *Document) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1267,7 @@ func (x *Document) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Document.ProtoReflect.Descriptor instead.
 func (*Document) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{7}
+	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Document) GetName() string {
@@ -1112,7 +1305,7 @@ type ProcessingTime struct {
 
 func (x *ProcessingTime) Reset() {
 	*x = ProcessingTime{}
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1317,7 @@ func (x *ProcessingTime) String() string {
 func (*ProcessingTime) ProtoMessage() {}
 
 func (x *ProcessingTime) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1330,7 @@ func (x *ProcessingTime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessingTime.ProtoReflect.Descriptor instead.
 func (*ProcessingTime) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{8}
+	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ProcessingTime) GetAppointmentMinutes() uint32 {
@@ -1191,13 +1384,16 @@ type Offering struct {
 	Revision        uint64   `protobuf:"varint,20,opt,name=revision,proto3" json:"revision,omitempty"`
 	UpdatedAtUnixMs int64    `protobuf:"varint,21,opt,name=updated_at_unix_ms,json=updatedAtUnixMs,proto3" json:"updated_at_unix_ms,omitempty"`
 	UpdatedBy       string   `protobuf:"bytes,22,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Set by the registry: the command that last put it (issuer updated_by);
+	// QueryService.GetCommand returns it signed.
+	CommandId     string `protobuf:"bytes,23,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Offering) Reset() {
 	*x = Offering{}
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1405,7 @@ func (x *Offering) String() string {
 func (*Offering) ProtoMessage() {}
 
 func (x *Offering) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1418,7 @@ func (x *Offering) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Offering.ProtoReflect.Descriptor instead.
 func (*Offering) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Offering) GetId() string {
@@ -1323,6 +1519,13 @@ func (x *Offering) GetUpdatedBy() string {
 	return ""
 }
 
+func (x *Offering) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
 type ReadOptions struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Consistency Consistency            `protobuf:"varint,1,opt,name=consistency,proto3,enum=verbund.registry.v1.Consistency" json:"consistency,omitempty"`
@@ -1335,7 +1538,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1550,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1563,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReadOptions) GetConsistency() Consistency {
@@ -1393,7 +1596,7 @@ type ReadInfo struct {
 
 func (x *ReadInfo) Reset() {
 	*x = ReadInfo{}
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1608,7 @@ func (x *ReadInfo) String() string {
 func (*ReadInfo) ProtoMessage() {}
 
 func (x *ReadInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1621,7 @@ func (x *ReadInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadInfo.ProtoReflect.Descriptor instead.
 func (*ReadInfo) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReadInfo) GetIndex() uint64 {
@@ -1464,7 +1667,7 @@ const file_verbund_registry_v1_registry_proto_rawDesc = "" +
 	"\bjwk_json\x18\x04 \x01(\tR\ajwkJson\x126\n" +
 	"\x06status\x18\x05 \x01(\x0e2\x1e.verbund.registry.v1.KeyStatusR\x06status\x12)\n" +
 	"\x11not_after_unix_ms\x18\x06 \x01(\x03R\x0enotAfterUnixMs\x12(\n" +
-	"\x10revoked_at_index\x18\a \x01(\x04R\x0erevokedAtIndex\"\xfb\x04\n" +
+	"\x10revoked_at_index\x18\a \x01(\x04R\x0erevokedAtIndex\"\xcc\x05\n" +
 	"\fOrganisation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
 	"\x04kind\x18\x02 \x01(\x0e2%.verbund.registry.v1.OrganisationKindR\x04kind\x12\x12\n" +
@@ -1488,7 +1691,27 @@ const file_verbund_registry_v1_registry_proto_rawDesc = "" +
 	"\x12updated_at_unix_ms\x18\x15 \x01(\x03R\x0fupdatedAtUnixMs\x12\x1d\n" +
 	"\n" +
 	"updated_by\x18\x16 \x01(\tR\tupdatedBy\x120\n" +
-	"\x14inactive_since_index\x18\x17 \x01(\x04R\x12inactiveSinceIndex\"\x89\x02\n" +
+	"\x14inactive_since_index\x18\x17 \x01(\x04R\x12inactiveSinceIndex\x12#\n" +
+	"\rstatus_reason\x18\x18 \x01(\tR\fstatusReason\x12*\n" +
+	"\x11status_changed_by\x18\x19 \x01(\tR\x0fstatusChangedBy\"\xcf\x02\n" +
+	"\rAuthorisation\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"grantor_id\x18\x02 \x01(\tR\tgrantorId\x12\x1d\n" +
+	"\n" +
+	"grantee_id\x18\x03 \x01(\tR\tgranteeId\x12\x14\n" +
+	"\x05areas\x18\x04 \x03(\tR\x05areas\x12\x1d\n" +
+	"\n" +
+	"leika_keys\x18\x05 \x03(\tR\tleikaKeys\x12 \n" +
+	"\fon_behalf_of\x18\x06 \x01(\tR\n" +
+	"onBehalfOf\x12\x12\n" +
+	"\x04note\x18\a \x01(\tR\x04note\x12\x1a\n" +
+	"\brevision\x18\x14 \x01(\x04R\brevision\x12+\n" +
+	"\x12updated_at_unix_ms\x18\x15 \x01(\x03R\x0fupdatedAtUnixMs\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\x16 \x01(\tR\tupdatedBy\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x17 \x01(\tR\tcommandId\"\x89\x02\n" +
 	"\aService\x12\x1b\n" +
 	"\tleika_key\x18\x01 \x01(\tR\bleikaKey\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -1530,7 +1753,7 @@ const file_verbund_registry_v1_registry_proto_rawDesc = "" +
 	"\x13appointment_minutes\x18\x01 \x01(\rR\x12appointmentMinutes\x12\x19\n" +
 	"\bmin_days\x18\x02 \x01(\rR\aminDays\x12\x19\n" +
 	"\bmax_days\x18\x03 \x01(\rR\amaxDays\x12\x12\n" +
-	"\x04text\x18\x04 \x01(\tR\x04text\"\x9e\x04\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\"\xbd\x04\n" +
 	"\bOffering\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0forganisation_id\x18\x02 \x01(\tR\x0eorganisationId\x12\x1b\n" +
@@ -1547,7 +1770,9 @@ const file_verbund_registry_v1_registry_proto_rawDesc = "" +
 	"\brevision\x18\x14 \x01(\x04R\brevision\x12+\n" +
 	"\x12updated_at_unix_ms\x18\x15 \x01(\x03R\x0fupdatedAtUnixMs\x12\x1d\n" +
 	"\n" +
-	"updated_by\x18\x16 \x01(\tR\tupdatedBy\"n\n" +
+	"updated_by\x18\x16 \x01(\tR\tupdatedBy\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x17 \x01(\tR\tcommandId\"n\n" +
 	"\vReadOptions\x12B\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2 .verbund.registry.v1.ConsistencyR\vconsistency\x12\x1b\n" +
 	"\tmin_index\x18\x02 \x01(\x04R\bminIndex\"\x80\x01\n" +
@@ -1564,13 +1789,16 @@ const file_verbund_registry_v1_registry_proto_rawDesc = "" +
 	"\x1aORGANISATION_KIND_DISTRICT\x10\x04\x12\"\n" +
 	"\x1eORGANISATION_KIND_STATE_AGENCY\x10\x05\x12$\n" +
 	" ORGANISATION_KIND_FEDERAL_AGENCY\x10\x06\x12&\n" +
-	"\"ORGANISATION_KIND_NETWORK_OPERATOR\x10\a*\xc1\x01\n" +
+	"\"ORGANISATION_KIND_NETWORK_OPERATOR\x10\a*\xa5\x02\n" +
 	"\x12OrganisationStatus\x12#\n" +
 	"\x1fORGANISATION_STATUS_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eORGANISATION_STATUS_REGISTERED\x10\x01\x12\x1e\n" +
 	"\x1aORGANISATION_STATUS_ACTIVE\x10\x02\x12!\n" +
 	"\x1dORGANISATION_STATUS_SUSPENDED\x10\x03\x12\x1f\n" +
-	"\x1bORGANISATION_STATUS_RETIRED\x10\x04*o\n" +
+	"\x1bORGANISATION_STATUS_RETIRED\x10\x04\x12\x1f\n" +
+	"\x1bORGANISATION_STATUS_PENDING\x10\x05\x12 \n" +
+	"\x1cORGANISATION_STATUS_DECLINED\x10\x06\x12\x1f\n" +
+	"\x1bORGANISATION_STATUS_REVOKED\x10\a*o\n" +
 	"\tKeyStatus\x12\x1a\n" +
 	"\x16KEY_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KEY_STATUS_ACTIVE\x10\x01\x12\x17\n" +
@@ -1605,7 +1833,7 @@ func file_verbund_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_verbund_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_verbund_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_verbund_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_verbund_registry_v1_registry_proto_goTypes = []any{
 	(OrganisationKind)(0),   // 0: verbund.registry.v1.OrganisationKind
 	(OrganisationStatus)(0), // 1: verbund.registry.v1.OrganisationStatus
@@ -1615,15 +1843,16 @@ var file_verbund_registry_v1_registry_proto_goTypes = []any{
 	(*GeoPoint)(nil),        // 5: verbund.registry.v1.GeoPoint
 	(*PublicKey)(nil),       // 6: verbund.registry.v1.PublicKey
 	(*Organisation)(nil),    // 7: verbund.registry.v1.Organisation
-	(*Service)(nil),         // 8: verbund.registry.v1.Service
-	(*Address)(nil),         // 9: verbund.registry.v1.Address
-	(*Channel)(nil),         // 10: verbund.registry.v1.Channel
-	(*Fee)(nil),             // 11: verbund.registry.v1.Fee
-	(*Document)(nil),        // 12: verbund.registry.v1.Document
-	(*ProcessingTime)(nil),  // 13: verbund.registry.v1.ProcessingTime
-	(*Offering)(nil),        // 14: verbund.registry.v1.Offering
-	(*ReadOptions)(nil),     // 15: verbund.registry.v1.ReadOptions
-	(*ReadInfo)(nil),        // 16: verbund.registry.v1.ReadInfo
+	(*Authorisation)(nil),   // 8: verbund.registry.v1.Authorisation
+	(*Service)(nil),         // 9: verbund.registry.v1.Service
+	(*Address)(nil),         // 10: verbund.registry.v1.Address
+	(*Channel)(nil),         // 11: verbund.registry.v1.Channel
+	(*Fee)(nil),             // 12: verbund.registry.v1.Fee
+	(*Document)(nil),        // 13: verbund.registry.v1.Document
+	(*ProcessingTime)(nil),  // 14: verbund.registry.v1.ProcessingTime
+	(*Offering)(nil),        // 15: verbund.registry.v1.Offering
+	(*ReadOptions)(nil),     // 16: verbund.registry.v1.ReadOptions
+	(*ReadInfo)(nil),        // 17: verbund.registry.v1.ReadInfo
 }
 var file_verbund_registry_v1_registry_proto_depIdxs = []int32{
 	2,  // 0: verbund.registry.v1.PublicKey.status:type_name -> verbund.registry.v1.KeyStatus
@@ -1633,11 +1862,11 @@ var file_verbund_registry_v1_registry_proto_depIdxs = []int32{
 	1,  // 4: verbund.registry.v1.Organisation.status:type_name -> verbund.registry.v1.OrganisationStatus
 	5,  // 5: verbund.registry.v1.Address.location:type_name -> verbund.registry.v1.GeoPoint
 	3,  // 6: verbund.registry.v1.Channel.kind:type_name -> verbund.registry.v1.ChannelKind
-	9,  // 7: verbund.registry.v1.Channel.address:type_name -> verbund.registry.v1.Address
-	10, // 8: verbund.registry.v1.Offering.channels:type_name -> verbund.registry.v1.Channel
-	11, // 9: verbund.registry.v1.Offering.fees:type_name -> verbund.registry.v1.Fee
-	12, // 10: verbund.registry.v1.Offering.documents:type_name -> verbund.registry.v1.Document
-	13, // 11: verbund.registry.v1.Offering.processing_time:type_name -> verbund.registry.v1.ProcessingTime
+	10, // 7: verbund.registry.v1.Channel.address:type_name -> verbund.registry.v1.Address
+	11, // 8: verbund.registry.v1.Offering.channels:type_name -> verbund.registry.v1.Channel
+	12, // 9: verbund.registry.v1.Offering.fees:type_name -> verbund.registry.v1.Fee
+	13, // 10: verbund.registry.v1.Offering.documents:type_name -> verbund.registry.v1.Document
+	14, // 11: verbund.registry.v1.Offering.processing_time:type_name -> verbund.registry.v1.ProcessingTime
 	4,  // 12: verbund.registry.v1.ReadOptions.consistency:type_name -> verbund.registry.v1.Consistency
 	13, // [13:13] is the sub-list for method output_type
 	13, // [13:13] is the sub-list for method input_type
@@ -1657,7 +1886,7 @@ func file_verbund_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbund_registry_v1_registry_proto_rawDesc), len(file_verbund_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

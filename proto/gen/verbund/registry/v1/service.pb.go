@@ -722,8 +722,11 @@ type FindProvidersRequest struct {
 	// The citizen's area: 12-digit ARS or 8-digit AGS of their municipality.
 	Area string `protobuf:"bytes,2,opt,name=area,proto3" json:"area,omitempty"`
 	// At most 100; default 10.
-	Limit         uint32       `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
-	Read          *ReadOptions `protobuf:"bytes,4,opt,name=read,proto3" json:"read,omitempty"`
+	Limit uint32       `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	Read  *ReadOptions `protobuf:"bytes,4,opt,name=read,proto3" json:"read,omitempty"`
+	// Attach to each provider the proof of its responsibility
+	// (Provider.proof); off by default to keep the answer lean.
+	IncludeProof  bool `protobuf:"varint,5,opt,name=include_proof,json=includeProof,proto3" json:"include_proof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -786,6 +789,13 @@ func (x *FindProvidersRequest) GetRead() *ReadOptions {
 	return nil
 }
 
+func (x *FindProvidersRequest) GetIncludeProof() bool {
+	if x != nil {
+		return x.IncludeProof
+	}
+	return false
+}
+
 type Provider struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Organisation *Organisation          `protobuf:"bytes,1,opt,name=organisation,proto3" json:"organisation,omitempty"`
@@ -794,8 +804,10 @@ type Provider struct {
 	// The area prefix of the offering that matched the citizen's area.
 	MatchedArea string `protobuf:"bytes,4,opt,name=matched_area,json=matchedArea,proto3" json:"matched_area,omitempty"`
 	// Distance from the citizen's municipality, if both are located.
-	DistanceKm    float64 `protobuf:"fixed64,5,opt,name=distance_km,json=distanceKm,proto3" json:"distance_km,omitempty"`
-	Rank          uint32  `protobuf:"varint,6,opt,name=rank,proto3" json:"rank,omitempty"`
+	DistanceKm float64 `protobuf:"fixed64,5,opt,name=distance_km,json=distanceKm,proto3" json:"distance_km,omitempty"`
+	Rank       uint32  `protobuf:"varint,6,opt,name=rank,proto3" json:"rank,omitempty"`
+	// Only with FindProvidersRequest.include_proof.
+	Proof         *ProviderProof `protobuf:"bytes,7,opt,name=proof,proto3" json:"proof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -872,6 +884,99 @@ func (x *Provider) GetRank() uint32 {
 	return 0
 }
 
+func (x *Provider) GetProof() *ProviderProof {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+// ProviderProof is what a client checks offline (registry.VerifyProof):
+// the signed command that published the offering and, for an area outside
+// the provider's own, the signed authorisation that entitles it, each with
+// the signer's registry record (its keys and area) at the answer's index.
+type ProviderProof struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// JWS of the command that last put the offering.
+	OfferingCommand string `protobuf:"bytes,1,opt,name=offering_command,json=offeringCommand,proto3" json:"offering_command,omitempty"`
+	// The authorisation that entitles the provider to serve matched_area,
+	// if the area is not its own, and the JWS that granted it.
+	Authorisation        *Authorisation `protobuf:"bytes,2,opt,name=authorisation,proto3" json:"authorisation,omitempty"`
+	AuthorisationCommand string         `protobuf:"bytes,3,opt,name=authorisation_command,json=authorisationCommand,proto3" json:"authorisation_command,omitempty"`
+	// Registry records of the signers (provider, grantor, and the
+	// municipality an on-behalf grant acts for).
+	Signers []*Organisation `protobuf:"bytes,4,rep,name=signers,proto3" json:"signers,omitempty"`
+	// Raft index of the state the proof was taken from.
+	Index         uint64 `protobuf:"varint,5,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProviderProof) Reset() {
+	*x = ProviderProof{}
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProviderProof) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProviderProof) ProtoMessage() {}
+
+func (x *ProviderProof) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProviderProof.ProtoReflect.Descriptor instead.
+func (*ProviderProof) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ProviderProof) GetOfferingCommand() string {
+	if x != nil {
+		return x.OfferingCommand
+	}
+	return ""
+}
+
+func (x *ProviderProof) GetAuthorisation() *Authorisation {
+	if x != nil {
+		return x.Authorisation
+	}
+	return nil
+}
+
+func (x *ProviderProof) GetAuthorisationCommand() string {
+	if x != nil {
+		return x.AuthorisationCommand
+	}
+	return ""
+}
+
+func (x *ProviderProof) GetSigners() []*Organisation {
+	if x != nil {
+		return x.Signers
+	}
+	return nil
+}
+
+func (x *ProviderProof) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 type FindProvidersResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Providers []*Provider            `protobuf:"bytes,1,rep,name=providers,proto3" json:"providers,omitempty"`
@@ -885,7 +990,7 @@ type FindProvidersResponse struct {
 
 func (x *FindProvidersResponse) Reset() {
 	*x = FindProvidersResponse{}
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[13]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1002,7 @@ func (x *FindProvidersResponse) String() string {
 func (*FindProvidersResponse) ProtoMessage() {}
 
 func (x *FindProvidersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[13]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1015,7 @@ func (x *FindProvidersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindProvidersResponse.ProtoReflect.Descriptor instead.
 func (*FindProvidersResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{13}
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FindProvidersResponse) GetProviders() []*Provider {
@@ -951,7 +1056,7 @@ type GetOfferingRequest struct {
 
 func (x *GetOfferingRequest) Reset() {
 	*x = GetOfferingRequest{}
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[14]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1068,7 @@ func (x *GetOfferingRequest) String() string {
 func (*GetOfferingRequest) ProtoMessage() {}
 
 func (x *GetOfferingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[14]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1081,7 @@ func (x *GetOfferingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOfferingRequest.ProtoReflect.Descriptor instead.
 func (*GetOfferingRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{14}
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetOfferingRequest) GetId() string {
@@ -1003,7 +1108,7 @@ type GetOfferingResponse struct {
 
 func (x *GetOfferingResponse) Reset() {
 	*x = GetOfferingResponse{}
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[15]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1015,7 +1120,7 @@ func (x *GetOfferingResponse) String() string {
 func (*GetOfferingResponse) ProtoMessage() {}
 
 func (x *GetOfferingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[15]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1028,7 +1133,7 @@ func (x *GetOfferingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOfferingResponse.ProtoReflect.Descriptor instead.
 func (*GetOfferingResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{15}
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetOfferingResponse) GetOffering() *Offering {
@@ -1054,7 +1159,7 @@ type ListLifeSituationsRequest struct {
 
 func (x *ListLifeSituationsRequest) Reset() {
 	*x = ListLifeSituationsRequest{}
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[16]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1171,7 @@ func (x *ListLifeSituationsRequest) String() string {
 func (*ListLifeSituationsRequest) ProtoMessage() {}
 
 func (x *ListLifeSituationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[16]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1184,7 @@ func (x *ListLifeSituationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLifeSituationsRequest.ProtoReflect.Descriptor instead.
 func (*ListLifeSituationsRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{16}
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListLifeSituationsRequest) GetRead() *ReadOptions {
@@ -1099,7 +1204,7 @@ type LifeSituation struct {
 
 func (x *LifeSituation) Reset() {
 	*x = LifeSituation{}
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[17]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1216,7 @@ func (x *LifeSituation) String() string {
 func (*LifeSituation) ProtoMessage() {}
 
 func (x *LifeSituation) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[17]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1229,7 @@ func (x *LifeSituation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LifeSituation.ProtoReflect.Descriptor instead.
 func (*LifeSituation) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{17}
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LifeSituation) GetName() string {
@@ -1151,7 +1256,7 @@ type ListLifeSituationsResponse struct {
 
 func (x *ListLifeSituationsResponse) Reset() {
 	*x = ListLifeSituationsResponse{}
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[18]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1163,7 +1268,7 @@ func (x *ListLifeSituationsResponse) String() string {
 func (*ListLifeSituationsResponse) ProtoMessage() {}
 
 func (x *ListLifeSituationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[18]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1176,7 +1281,7 @@ func (x *ListLifeSituationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLifeSituationsResponse.ProtoReflect.Descriptor instead.
 func (*ListLifeSituationsResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{18}
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListLifeSituationsResponse) GetLifeSituations() []*LifeSituation {
@@ -1187,6 +1292,527 @@ func (x *ListLifeSituationsResponse) GetLifeSituations() []*LifeSituation {
 }
 
 func (x *ListLifeSituationsResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+type ListAuthorisationsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	GrantorId string                 `protobuf:"bytes,1,opt,name=grantor_id,json=grantorId,proto3" json:"grantor_id,omitempty"`
+	GranteeId string                 `protobuf:"bytes,2,opt,name=grantee_id,json=granteeId,proto3" json:"grantee_id,omitempty"`
+	// Authorisations whose areas contain this ARS (or ARS prefix).
+	Area string `protobuf:"bytes,3,opt,name=area,proto3" json:"area,omitempty"`
+	// At most 1000; default 100.
+	PageSize      uint32       `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string       `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Read          *ReadOptions `protobuf:"bytes,6,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuthorisationsRequest) Reset() {
+	*x = ListAuthorisationsRequest{}
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuthorisationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuthorisationsRequest) ProtoMessage() {}
+
+func (x *ListAuthorisationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuthorisationsRequest.ProtoReflect.Descriptor instead.
+func (*ListAuthorisationsRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListAuthorisationsRequest) GetGrantorId() string {
+	if x != nil {
+		return x.GrantorId
+	}
+	return ""
+}
+
+func (x *ListAuthorisationsRequest) GetGranteeId() string {
+	if x != nil {
+		return x.GranteeId
+	}
+	return ""
+}
+
+func (x *ListAuthorisationsRequest) GetArea() string {
+	if x != nil {
+		return x.Area
+	}
+	return ""
+}
+
+func (x *ListAuthorisationsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuthorisationsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListAuthorisationsRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+type ListAuthorisationsResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Authorisations []*Authorisation       `protobuf:"bytes,1,rep,name=authorisations,proto3" json:"authorisations,omitempty"`
+	NextPageToken  string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	Read           *ReadInfo              `protobuf:"bytes,3,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ListAuthorisationsResponse) Reset() {
+	*x = ListAuthorisationsResponse{}
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuthorisationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuthorisationsResponse) ProtoMessage() {}
+
+func (x *ListAuthorisationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuthorisationsResponse.ProtoReflect.Descriptor instead.
+func (*ListAuthorisationsResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListAuthorisationsResponse) GetAuthorisations() []*Authorisation {
+	if x != nil {
+		return x.Authorisations
+	}
+	return nil
+}
+
+func (x *ListAuthorisationsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListAuthorisationsResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+type GetHistoryRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	OrganisationId string                 `protobuf:"bytes,1,opt,name=organisation_id,json=organisationId,proto3" json:"organisation_id,omitempty"`
+	// At most 1000; default 100.
+	PageSize      uint32       `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string       `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Read          *ReadOptions `protobuf:"bytes,4,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHistoryRequest) Reset() {
+	*x = GetHistoryRequest{}
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHistoryRequest) ProtoMessage() {}
+
+func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GetHistoryRequest) GetOrganisationId() string {
+	if x != nil {
+		return x.OrganisationId
+	}
+	return ""
+}
+
+func (x *GetHistoryRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetHistoryRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *GetHistoryRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+// HistoryEntry is one change recorded for an organisation.
+type HistoryEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Raft index of the entry that applied it, and the entity's revision.
+	Index    uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// What changed: "organisation", "join_request", "status", "key_recovery",
+	// "offering", "offering_deleted", "authorisation",
+	// "authorisation_withdrawn".
+	Change string `protobuf:"bytes,3,opt,name=change,proto3" json:"change,omitempty"`
+	// Id of the changed entity (organisation, offering or authorisation).
+	Subject string `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
+	// Human-readable summary, e.g. "ACTIVE -> SUSPENDED: reason".
+	Summary string `protobuf:"bytes,5,opt,name=summary,proto3" json:"summary,omitempty"`
+	// The signed command: issuer, id, kid, the person, when signed.
+	Issuer         string `protobuf:"bytes,6,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	CommandId      string `protobuf:"bytes,7,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	Kid            string `protobuf:"bytes,8,opt,name=kid,proto3" json:"kid,omitempty"`
+	Actor          string `protobuf:"bytes,9,opt,name=actor,proto3" json:"actor,omitempty"`
+	IssuedAtUnixMs int64  `protobuf:"varint,10,opt,name=issued_at_unix_ms,json=issuedAtUnixMs,proto3" json:"issued_at_unix_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *HistoryEntry) Reset() {
+	*x = HistoryEntry{}
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryEntry) ProtoMessage() {}
+
+func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryEntry.ProtoReflect.Descriptor instead.
+func (*HistoryEntry) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *HistoryEntry) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *HistoryEntry) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *HistoryEntry) GetChange() string {
+	if x != nil {
+		return x.Change
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetIssuedAtUnixMs() int64 {
+	if x != nil {
+		return x.IssuedAtUnixMs
+	}
+	return 0
+}
+
+type GetHistoryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*HistoryEntry        `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	Read          *ReadInfo              `protobuf:"bytes,3,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHistoryResponse) Reset() {
+	*x = GetHistoryResponse{}
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHistoryResponse) ProtoMessage() {}
+
+func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
+func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetHistoryResponse) GetEntries() []*HistoryEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *GetHistoryResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *GetHistoryResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+type GetCommandRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Issuer        string                 `protobuf:"bytes,1,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Read          *ReadOptions           `protobuf:"bytes,3,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCommandRequest) Reset() {
+	*x = GetCommandRequest{}
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCommandRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCommandRequest) ProtoMessage() {}
+
+func (x *GetCommandRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCommandRequest.ProtoReflect.Descriptor instead.
+func (*GetCommandRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetCommandRequest) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *GetCommandRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *GetCommandRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+type GetCommandResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// JWS compact serialisation, as its issuer signed it.
+	SignedCommand string `protobuf:"bytes,1,opt,name=signed_command,json=signedCommand,proto3" json:"signed_command,omitempty"`
+	// Raft index of the entry that applied it.
+	Index         uint64    `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Read          *ReadInfo `protobuf:"bytes,3,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCommandResponse) Reset() {
+	*x = GetCommandResponse{}
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCommandResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCommandResponse) ProtoMessage() {}
+
+func (x *GetCommandResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCommandResponse.ProtoReflect.Descriptor instead.
+func (*GetCommandResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetCommandResponse) GetSignedCommand() string {
+	if x != nil {
+		return x.SignedCommand
+	}
+	return ""
+}
+
+func (x *GetCommandResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *GetCommandResponse) GetRead() *ReadInfo {
 	if x != nil {
 		return x.Read
 	}
@@ -1242,12 +1868,13 @@ const file_verbund_registry_v1_service_proto_rawDesc = "" +
 	"\x05score\x18\x02 \x01(\x01R\x05score\"\x80\x01\n" +
 	"\x16SearchServicesResponse\x123\n" +
 	"\x04hits\x18\x01 \x03(\v2\x1f.verbund.registry.v1.ServiceHitR\x04hits\x121\n" +
-	"\x04read\x18\x02 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read\"\x93\x01\n" +
+	"\x04read\x18\x02 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read\"\xb8\x01\n" +
 	"\x14FindProvidersRequest\x12\x1b\n" +
 	"\tleika_key\x18\x01 \x01(\tR\bleikaKey\x12\x12\n" +
 	"\x04area\x18\x02 \x01(\tR\x04area\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\x124\n" +
-	"\x04read\x18\x04 \x01(\v2 .verbund.registry.v1.ReadOptionsR\x04read\"\x9a\x02\n" +
+	"\x04read\x18\x04 \x01(\v2 .verbund.registry.v1.ReadOptionsR\x04read\x12#\n" +
+	"\rinclude_proof\x18\x05 \x01(\bR\fincludeProof\"\xd4\x02\n" +
 	"\bProvider\x12E\n" +
 	"\forganisation\x18\x01 \x01(\v2!.verbund.registry.v1.OrganisationR\forganisation\x129\n" +
 	"\boffering\x18\x02 \x01(\v2\x1d.verbund.registry.v1.OfferingR\boffering\x124\n" +
@@ -1255,7 +1882,14 @@ const file_verbund_registry_v1_service_proto_rawDesc = "" +
 	"\fmatched_area\x18\x04 \x01(\tR\vmatchedArea\x12\x1f\n" +
 	"\vdistance_km\x18\x05 \x01(\x01R\n" +
 	"distanceKm\x12\x12\n" +
-	"\x04rank\x18\x06 \x01(\rR\x04rank\"\x8f\x02\n" +
+	"\x04rank\x18\x06 \x01(\rR\x04rank\x128\n" +
+	"\x05proof\x18\a \x01(\v2\".verbund.registry.v1.ProviderProofR\x05proof\"\x8c\x02\n" +
+	"\rProviderProof\x12)\n" +
+	"\x10offering_command\x18\x01 \x01(\tR\x0fofferingCommand\x12H\n" +
+	"\rauthorisation\x18\x02 \x01(\v2\".verbund.registry.v1.AuthorisationR\rauthorisation\x123\n" +
+	"\x15authorisation_command\x18\x03 \x01(\tR\x14authorisationCommand\x12;\n" +
+	"\asigners\x18\x04 \x03(\v2!.verbund.registry.v1.OrganisationR\asigners\x12\x14\n" +
+	"\x05index\x18\x05 \x01(\x04R\x05index\"\x8f\x02\n" +
 	"\x15FindProvidersResponse\x12;\n" +
 	"\tproviders\x18\x01 \x03(\v2\x1d.verbund.registry.v1.ProviderR\tproviders\x12N\n" +
 	"\x11area_organisation\x18\x02 \x01(\v2!.verbund.registry.v1.OrganisationR\x10areaOrganisation\x126\n" +
@@ -1274,7 +1908,52 @@ const file_verbund_registry_v1_service_proto_rawDesc = "" +
 	"\rservice_count\x18\x02 \x01(\rR\fserviceCount\"\x9c\x01\n" +
 	"\x1aListLifeSituationsResponse\x12K\n" +
 	"\x0flife_situations\x18\x01 \x03(\v2\".verbund.registry.v1.LifeSituationR\x0elifeSituations\x121\n" +
-	"\x04read\x18\x02 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read*\x91\x01\n" +
+	"\x04read\x18\x02 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read\"\xdf\x01\n" +
+	"\x19ListAuthorisationsRequest\x12\x1d\n" +
+	"\n" +
+	"grantor_id\x18\x01 \x01(\tR\tgrantorId\x12\x1d\n" +
+	"\n" +
+	"grantee_id\x18\x02 \x01(\tR\tgranteeId\x12\x12\n" +
+	"\x04area\x18\x03 \x01(\tR\x04area\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x124\n" +
+	"\x04read\x18\x06 \x01(\v2 .verbund.registry.v1.ReadOptionsR\x04read\"\xc3\x01\n" +
+	"\x1aListAuthorisationsResponse\x12J\n" +
+	"\x0eauthorisations\x18\x01 \x03(\v2\".verbund.registry.v1.AuthorisationR\x0eauthorisations\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x121\n" +
+	"\x04read\x18\x03 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read\"\xae\x01\n" +
+	"\x11GetHistoryRequest\x12'\n" +
+	"\x0forganisation_id\x18\x01 \x01(\tR\x0eorganisationId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x124\n" +
+	"\x04read\x18\x04 \x01(\v2 .verbund.registry.v1.ReadOptionsR\x04read\"\x96\x02\n" +
+	"\fHistoryEntry\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x16\n" +
+	"\x06change\x18\x03 \x01(\tR\x06change\x12\x18\n" +
+	"\asubject\x18\x04 \x01(\tR\asubject\x12\x18\n" +
+	"\asummary\x18\x05 \x01(\tR\asummary\x12\x16\n" +
+	"\x06issuer\x18\x06 \x01(\tR\x06issuer\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\a \x01(\tR\tcommandId\x12\x10\n" +
+	"\x03kid\x18\b \x01(\tR\x03kid\x12\x14\n" +
+	"\x05actor\x18\t \x01(\tR\x05actor\x12)\n" +
+	"\x11issued_at_unix_ms\x18\n" +
+	" \x01(\x03R\x0eissuedAtUnixMs\"\xac\x01\n" +
+	"\x12GetHistoryResponse\x12;\n" +
+	"\aentries\x18\x01 \x03(\v2!.verbund.registry.v1.HistoryEntryR\aentries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x121\n" +
+	"\x04read\x18\x03 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read\"q\n" +
+	"\x11GetCommandRequest\x12\x16\n" +
+	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x124\n" +
+	"\x04read\x18\x03 \x01(\v2 .verbund.registry.v1.ReadOptionsR\x04read\"\x84\x01\n" +
+	"\x12GetCommandResponse\x12%\n" +
+	"\x0esigned_command\x18\x01 \x01(\tR\rsignedCommand\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x121\n" +
+	"\x04read\x18\x03 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read*\x91\x01\n" +
 	"\tMatchKind\x12\x1a\n" +
 	"\x16MATCH_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bMATCH_KIND_OWN_MUNICIPALITY\x10\x01\x12\x18\n" +
@@ -1282,7 +1961,7 @@ const file_verbund_registry_v1_service_proto_rawDesc = "" +
 	"\x13MATCH_KIND_DISTRICT\x10\x03\x12\x14\n" +
 	"\x10MATCH_KIND_STATE\x10\x042f\n" +
 	"\x0ePublishService\x12T\n" +
-	"\aPublish\x12#.verbund.registry.v1.PublishRequest\x1a$.verbund.registry.v1.PublishResponse2\x9e\x06\n" +
+	"\aPublish\x12#.verbund.registry.v1.PublishRequest\x1a$.verbund.registry.v1.PublishResponse2\xe2\b\n" +
 	"\fQueryService\x12q\n" +
 	"\x0fGetOrganisation\x12+.verbund.registry.v1.GetOrganisationRequest\x1a,.verbund.registry.v1.GetOrganisationResponse\"\x03\x90\x02\x01\x12w\n" +
 	"\x11ListOrganisations\x12-.verbund.registry.v1.ListOrganisationsRequest\x1a..verbund.registry.v1.ListOrganisationsResponse\"\x03\x90\x02\x01\x12b\n" +
@@ -1291,7 +1970,12 @@ const file_verbund_registry_v1_service_proto_rawDesc = "" +
 	"\x0eSearchServices\x12*.verbund.registry.v1.SearchServicesRequest\x1a+.verbund.registry.v1.SearchServicesResponse\"\x03\x90\x02\x01\x12k\n" +
 	"\rFindProviders\x12).verbund.registry.v1.FindProvidersRequest\x1a*.verbund.registry.v1.FindProvidersResponse\"\x03\x90\x02\x01\x12e\n" +
 	"\vGetOffering\x12'.verbund.registry.v1.GetOfferingRequest\x1a(.verbund.registry.v1.GetOfferingResponse\"\x03\x90\x02\x01\x12z\n" +
-	"\x12ListLifeSituations\x12..verbund.registry.v1.ListLifeSituationsRequest\x1a/.verbund.registry.v1.ListLifeSituationsResponse\"\x03\x90\x02\x01B\xda\x01\n" +
+	"\x12ListLifeSituations\x12..verbund.registry.v1.ListLifeSituationsRequest\x1a/.verbund.registry.v1.ListLifeSituationsResponse\"\x03\x90\x02\x01\x12z\n" +
+	"\x12ListAuthorisations\x12..verbund.registry.v1.ListAuthorisationsRequest\x1a/.verbund.registry.v1.ListAuthorisationsResponse\"\x03\x90\x02\x01\x12b\n" +
+	"\n" +
+	"GetHistory\x12&.verbund.registry.v1.GetHistoryRequest\x1a'.verbund.registry.v1.GetHistoryResponse\"\x03\x90\x02\x01\x12b\n" +
+	"\n" +
+	"GetCommand\x12&.verbund.registry.v1.GetCommandRequest\x1a'.verbund.registry.v1.GetCommandResponse\"\x03\x90\x02\x01B\xda\x01\n" +
 	"\x17com.verbund.registry.v1B\fServiceProtoP\x01ZCgithub.com/verbund/verbund/proto/gen/verbund/registry/v1;registryv1\xa2\x02\x03VRX\xaa\x02\x13Verbund.Registry.V1\xca\x02\x13Verbund\\Registry\\V1\xe2\x02\x1fVerbund\\Registry\\V1\\GPBMetadata\xea\x02\x15Verbund::Registry::V1b\x06proto3"
 
 var (
@@ -1307,7 +1991,7 @@ func file_verbund_registry_v1_service_proto_rawDescGZIP() []byte {
 }
 
 var file_verbund_registry_v1_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_verbund_registry_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_verbund_registry_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_verbund_registry_v1_service_proto_goTypes = []any{
 	(MatchKind)(0),                     // 0: verbund.registry.v1.MatchKind
 	(*PublishRequest)(nil),             // 1: verbund.registry.v1.PublishRequest
@@ -1323,71 +2007,97 @@ var file_verbund_registry_v1_service_proto_goTypes = []any{
 	(*SearchServicesResponse)(nil),     // 11: verbund.registry.v1.SearchServicesResponse
 	(*FindProvidersRequest)(nil),       // 12: verbund.registry.v1.FindProvidersRequest
 	(*Provider)(nil),                   // 13: verbund.registry.v1.Provider
-	(*FindProvidersResponse)(nil),      // 14: verbund.registry.v1.FindProvidersResponse
-	(*GetOfferingRequest)(nil),         // 15: verbund.registry.v1.GetOfferingRequest
-	(*GetOfferingResponse)(nil),        // 16: verbund.registry.v1.GetOfferingResponse
-	(*ListLifeSituationsRequest)(nil),  // 17: verbund.registry.v1.ListLifeSituationsRequest
-	(*LifeSituation)(nil),              // 18: verbund.registry.v1.LifeSituation
-	(*ListLifeSituationsResponse)(nil), // 19: verbund.registry.v1.ListLifeSituationsResponse
-	(*CommandResult)(nil),              // 20: verbund.registry.v1.CommandResult
-	(*ReadOptions)(nil),                // 21: verbund.registry.v1.ReadOptions
-	(*Organisation)(nil),               // 22: verbund.registry.v1.Organisation
-	(*ReadInfo)(nil),                   // 23: verbund.registry.v1.ReadInfo
-	(OrganisationKind)(0),              // 24: verbund.registry.v1.OrganisationKind
-	(*Service)(nil),                    // 25: verbund.registry.v1.Service
-	(*Offering)(nil),                   // 26: verbund.registry.v1.Offering
+	(*ProviderProof)(nil),              // 14: verbund.registry.v1.ProviderProof
+	(*FindProvidersResponse)(nil),      // 15: verbund.registry.v1.FindProvidersResponse
+	(*GetOfferingRequest)(nil),         // 16: verbund.registry.v1.GetOfferingRequest
+	(*GetOfferingResponse)(nil),        // 17: verbund.registry.v1.GetOfferingResponse
+	(*ListLifeSituationsRequest)(nil),  // 18: verbund.registry.v1.ListLifeSituationsRequest
+	(*LifeSituation)(nil),              // 19: verbund.registry.v1.LifeSituation
+	(*ListLifeSituationsResponse)(nil), // 20: verbund.registry.v1.ListLifeSituationsResponse
+	(*ListAuthorisationsRequest)(nil),  // 21: verbund.registry.v1.ListAuthorisationsRequest
+	(*ListAuthorisationsResponse)(nil), // 22: verbund.registry.v1.ListAuthorisationsResponse
+	(*GetHistoryRequest)(nil),          // 23: verbund.registry.v1.GetHistoryRequest
+	(*HistoryEntry)(nil),               // 24: verbund.registry.v1.HistoryEntry
+	(*GetHistoryResponse)(nil),         // 25: verbund.registry.v1.GetHistoryResponse
+	(*GetCommandRequest)(nil),          // 26: verbund.registry.v1.GetCommandRequest
+	(*GetCommandResponse)(nil),         // 27: verbund.registry.v1.GetCommandResponse
+	(*CommandResult)(nil),              // 28: verbund.registry.v1.CommandResult
+	(*ReadOptions)(nil),                // 29: verbund.registry.v1.ReadOptions
+	(*Organisation)(nil),               // 30: verbund.registry.v1.Organisation
+	(*ReadInfo)(nil),                   // 31: verbund.registry.v1.ReadInfo
+	(OrganisationKind)(0),              // 32: verbund.registry.v1.OrganisationKind
+	(*Service)(nil),                    // 33: verbund.registry.v1.Service
+	(*Offering)(nil),                   // 34: verbund.registry.v1.Offering
+	(*Authorisation)(nil),              // 35: verbund.registry.v1.Authorisation
 }
 var file_verbund_registry_v1_service_proto_depIdxs = []int32{
-	20, // 0: verbund.registry.v1.PublishResponse.results:type_name -> verbund.registry.v1.CommandResult
-	21, // 1: verbund.registry.v1.GetOrganisationRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	22, // 2: verbund.registry.v1.GetOrganisationResponse.organisation:type_name -> verbund.registry.v1.Organisation
-	23, // 3: verbund.registry.v1.GetOrganisationResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	24, // 4: verbund.registry.v1.ListOrganisationsRequest.kind:type_name -> verbund.registry.v1.OrganisationKind
-	21, // 5: verbund.registry.v1.ListOrganisationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	22, // 6: verbund.registry.v1.ListOrganisationsResponse.organisations:type_name -> verbund.registry.v1.Organisation
-	23, // 7: verbund.registry.v1.ListOrganisationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	21, // 8: verbund.registry.v1.GetServiceRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	25, // 9: verbund.registry.v1.GetServiceResponse.service:type_name -> verbund.registry.v1.Service
-	23, // 10: verbund.registry.v1.GetServiceResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	21, // 11: verbund.registry.v1.SearchServicesRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	25, // 12: verbund.registry.v1.ServiceHit.service:type_name -> verbund.registry.v1.Service
+	28, // 0: verbund.registry.v1.PublishResponse.results:type_name -> verbund.registry.v1.CommandResult
+	29, // 1: verbund.registry.v1.GetOrganisationRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	30, // 2: verbund.registry.v1.GetOrganisationResponse.organisation:type_name -> verbund.registry.v1.Organisation
+	31, // 3: verbund.registry.v1.GetOrganisationResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	32, // 4: verbund.registry.v1.ListOrganisationsRequest.kind:type_name -> verbund.registry.v1.OrganisationKind
+	29, // 5: verbund.registry.v1.ListOrganisationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	30, // 6: verbund.registry.v1.ListOrganisationsResponse.organisations:type_name -> verbund.registry.v1.Organisation
+	31, // 7: verbund.registry.v1.ListOrganisationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	29, // 8: verbund.registry.v1.GetServiceRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	33, // 9: verbund.registry.v1.GetServiceResponse.service:type_name -> verbund.registry.v1.Service
+	31, // 10: verbund.registry.v1.GetServiceResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	29, // 11: verbund.registry.v1.SearchServicesRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	33, // 12: verbund.registry.v1.ServiceHit.service:type_name -> verbund.registry.v1.Service
 	10, // 13: verbund.registry.v1.SearchServicesResponse.hits:type_name -> verbund.registry.v1.ServiceHit
-	23, // 14: verbund.registry.v1.SearchServicesResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	21, // 15: verbund.registry.v1.FindProvidersRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	22, // 16: verbund.registry.v1.Provider.organisation:type_name -> verbund.registry.v1.Organisation
-	26, // 17: verbund.registry.v1.Provider.offering:type_name -> verbund.registry.v1.Offering
+	31, // 14: verbund.registry.v1.SearchServicesResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	29, // 15: verbund.registry.v1.FindProvidersRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	30, // 16: verbund.registry.v1.Provider.organisation:type_name -> verbund.registry.v1.Organisation
+	34, // 17: verbund.registry.v1.Provider.offering:type_name -> verbund.registry.v1.Offering
 	0,  // 18: verbund.registry.v1.Provider.match:type_name -> verbund.registry.v1.MatchKind
-	13, // 19: verbund.registry.v1.FindProvidersResponse.providers:type_name -> verbund.registry.v1.Provider
-	22, // 20: verbund.registry.v1.FindProvidersResponse.area_organisation:type_name -> verbund.registry.v1.Organisation
-	25, // 21: verbund.registry.v1.FindProvidersResponse.service:type_name -> verbund.registry.v1.Service
-	23, // 22: verbund.registry.v1.FindProvidersResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	21, // 23: verbund.registry.v1.GetOfferingRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	26, // 24: verbund.registry.v1.GetOfferingResponse.offering:type_name -> verbund.registry.v1.Offering
-	23, // 25: verbund.registry.v1.GetOfferingResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	21, // 26: verbund.registry.v1.ListLifeSituationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	18, // 27: verbund.registry.v1.ListLifeSituationsResponse.life_situations:type_name -> verbund.registry.v1.LifeSituation
-	23, // 28: verbund.registry.v1.ListLifeSituationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	1,  // 29: verbund.registry.v1.PublishService.Publish:input_type -> verbund.registry.v1.PublishRequest
-	3,  // 30: verbund.registry.v1.QueryService.GetOrganisation:input_type -> verbund.registry.v1.GetOrganisationRequest
-	5,  // 31: verbund.registry.v1.QueryService.ListOrganisations:input_type -> verbund.registry.v1.ListOrganisationsRequest
-	7,  // 32: verbund.registry.v1.QueryService.GetService:input_type -> verbund.registry.v1.GetServiceRequest
-	9,  // 33: verbund.registry.v1.QueryService.SearchServices:input_type -> verbund.registry.v1.SearchServicesRequest
-	12, // 34: verbund.registry.v1.QueryService.FindProviders:input_type -> verbund.registry.v1.FindProvidersRequest
-	15, // 35: verbund.registry.v1.QueryService.GetOffering:input_type -> verbund.registry.v1.GetOfferingRequest
-	17, // 36: verbund.registry.v1.QueryService.ListLifeSituations:input_type -> verbund.registry.v1.ListLifeSituationsRequest
-	2,  // 37: verbund.registry.v1.PublishService.Publish:output_type -> verbund.registry.v1.PublishResponse
-	4,  // 38: verbund.registry.v1.QueryService.GetOrganisation:output_type -> verbund.registry.v1.GetOrganisationResponse
-	6,  // 39: verbund.registry.v1.QueryService.ListOrganisations:output_type -> verbund.registry.v1.ListOrganisationsResponse
-	8,  // 40: verbund.registry.v1.QueryService.GetService:output_type -> verbund.registry.v1.GetServiceResponse
-	11, // 41: verbund.registry.v1.QueryService.SearchServices:output_type -> verbund.registry.v1.SearchServicesResponse
-	14, // 42: verbund.registry.v1.QueryService.FindProviders:output_type -> verbund.registry.v1.FindProvidersResponse
-	16, // 43: verbund.registry.v1.QueryService.GetOffering:output_type -> verbund.registry.v1.GetOfferingResponse
-	19, // 44: verbund.registry.v1.QueryService.ListLifeSituations:output_type -> verbund.registry.v1.ListLifeSituationsResponse
-	37, // [37:45] is the sub-list for method output_type
-	29, // [29:37] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	14, // 19: verbund.registry.v1.Provider.proof:type_name -> verbund.registry.v1.ProviderProof
+	35, // 20: verbund.registry.v1.ProviderProof.authorisation:type_name -> verbund.registry.v1.Authorisation
+	30, // 21: verbund.registry.v1.ProviderProof.signers:type_name -> verbund.registry.v1.Organisation
+	13, // 22: verbund.registry.v1.FindProvidersResponse.providers:type_name -> verbund.registry.v1.Provider
+	30, // 23: verbund.registry.v1.FindProvidersResponse.area_organisation:type_name -> verbund.registry.v1.Organisation
+	33, // 24: verbund.registry.v1.FindProvidersResponse.service:type_name -> verbund.registry.v1.Service
+	31, // 25: verbund.registry.v1.FindProvidersResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	29, // 26: verbund.registry.v1.GetOfferingRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	34, // 27: verbund.registry.v1.GetOfferingResponse.offering:type_name -> verbund.registry.v1.Offering
+	31, // 28: verbund.registry.v1.GetOfferingResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	29, // 29: verbund.registry.v1.ListLifeSituationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	19, // 30: verbund.registry.v1.ListLifeSituationsResponse.life_situations:type_name -> verbund.registry.v1.LifeSituation
+	31, // 31: verbund.registry.v1.ListLifeSituationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	29, // 32: verbund.registry.v1.ListAuthorisationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	35, // 33: verbund.registry.v1.ListAuthorisationsResponse.authorisations:type_name -> verbund.registry.v1.Authorisation
+	31, // 34: verbund.registry.v1.ListAuthorisationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	29, // 35: verbund.registry.v1.GetHistoryRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	24, // 36: verbund.registry.v1.GetHistoryResponse.entries:type_name -> verbund.registry.v1.HistoryEntry
+	31, // 37: verbund.registry.v1.GetHistoryResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	29, // 38: verbund.registry.v1.GetCommandRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	31, // 39: verbund.registry.v1.GetCommandResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	1,  // 40: verbund.registry.v1.PublishService.Publish:input_type -> verbund.registry.v1.PublishRequest
+	3,  // 41: verbund.registry.v1.QueryService.GetOrganisation:input_type -> verbund.registry.v1.GetOrganisationRequest
+	5,  // 42: verbund.registry.v1.QueryService.ListOrganisations:input_type -> verbund.registry.v1.ListOrganisationsRequest
+	7,  // 43: verbund.registry.v1.QueryService.GetService:input_type -> verbund.registry.v1.GetServiceRequest
+	9,  // 44: verbund.registry.v1.QueryService.SearchServices:input_type -> verbund.registry.v1.SearchServicesRequest
+	12, // 45: verbund.registry.v1.QueryService.FindProviders:input_type -> verbund.registry.v1.FindProvidersRequest
+	16, // 46: verbund.registry.v1.QueryService.GetOffering:input_type -> verbund.registry.v1.GetOfferingRequest
+	18, // 47: verbund.registry.v1.QueryService.ListLifeSituations:input_type -> verbund.registry.v1.ListLifeSituationsRequest
+	21, // 48: verbund.registry.v1.QueryService.ListAuthorisations:input_type -> verbund.registry.v1.ListAuthorisationsRequest
+	23, // 49: verbund.registry.v1.QueryService.GetHistory:input_type -> verbund.registry.v1.GetHistoryRequest
+	26, // 50: verbund.registry.v1.QueryService.GetCommand:input_type -> verbund.registry.v1.GetCommandRequest
+	2,  // 51: verbund.registry.v1.PublishService.Publish:output_type -> verbund.registry.v1.PublishResponse
+	4,  // 52: verbund.registry.v1.QueryService.GetOrganisation:output_type -> verbund.registry.v1.GetOrganisationResponse
+	6,  // 53: verbund.registry.v1.QueryService.ListOrganisations:output_type -> verbund.registry.v1.ListOrganisationsResponse
+	8,  // 54: verbund.registry.v1.QueryService.GetService:output_type -> verbund.registry.v1.GetServiceResponse
+	11, // 55: verbund.registry.v1.QueryService.SearchServices:output_type -> verbund.registry.v1.SearchServicesResponse
+	15, // 56: verbund.registry.v1.QueryService.FindProviders:output_type -> verbund.registry.v1.FindProvidersResponse
+	17, // 57: verbund.registry.v1.QueryService.GetOffering:output_type -> verbund.registry.v1.GetOfferingResponse
+	20, // 58: verbund.registry.v1.QueryService.ListLifeSituations:output_type -> verbund.registry.v1.ListLifeSituationsResponse
+	22, // 59: verbund.registry.v1.QueryService.ListAuthorisations:output_type -> verbund.registry.v1.ListAuthorisationsResponse
+	25, // 60: verbund.registry.v1.QueryService.GetHistory:output_type -> verbund.registry.v1.GetHistoryResponse
+	27, // 61: verbund.registry.v1.QueryService.GetCommand:output_type -> verbund.registry.v1.GetCommandResponse
+	51, // [51:62] is the sub-list for method output_type
+	40, // [40:51] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_verbund_registry_v1_service_proto_init() }
@@ -1403,7 +2113,7 @@ func file_verbund_registry_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbund_registry_v1_service_proto_rawDesc), len(file_verbund_registry_v1_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -24,11 +24,12 @@ const (
 type ChangeKind int32
 
 const (
-	ChangeKind_CHANGE_KIND_UNSPECIFIED  ChangeKind = 0
-	ChangeKind_CHANGE_KIND_ORGANISATION ChangeKind = 1
-	ChangeKind_CHANGE_KIND_SERVICE      ChangeKind = 2
-	ChangeKind_CHANGE_KIND_OFFERING     ChangeKind = 3
-	ChangeKind_CHANGE_KIND_AUDIT_HEAD   ChangeKind = 4
+	ChangeKind_CHANGE_KIND_UNSPECIFIED   ChangeKind = 0
+	ChangeKind_CHANGE_KIND_ORGANISATION  ChangeKind = 1
+	ChangeKind_CHANGE_KIND_SERVICE       ChangeKind = 2
+	ChangeKind_CHANGE_KIND_OFFERING      ChangeKind = 3
+	ChangeKind_CHANGE_KIND_AUDIT_HEAD    ChangeKind = 4
+	ChangeKind_CHANGE_KIND_AUTHORISATION ChangeKind = 5
 )
 
 // Enum value maps for ChangeKind.
@@ -39,13 +40,15 @@ var (
 		2: "CHANGE_KIND_SERVICE",
 		3: "CHANGE_KIND_OFFERING",
 		4: "CHANGE_KIND_AUDIT_HEAD",
+		5: "CHANGE_KIND_AUTHORISATION",
 	}
 	ChangeKind_value = map[string]int32{
-		"CHANGE_KIND_UNSPECIFIED":  0,
-		"CHANGE_KIND_ORGANISATION": 1,
-		"CHANGE_KIND_SERVICE":      2,
-		"CHANGE_KIND_OFFERING":     3,
-		"CHANGE_KIND_AUDIT_HEAD":   4,
+		"CHANGE_KIND_UNSPECIFIED":   0,
+		"CHANGE_KIND_ORGANISATION":  1,
+		"CHANGE_KIND_SERVICE":       2,
+		"CHANGE_KIND_OFFERING":      3,
+		"CHANGE_KIND_AUDIT_HEAD":    4,
+		"CHANGE_KIND_AUTHORISATION": 5,
 	}
 )
 
@@ -151,6 +154,7 @@ type Change struct {
 	//	*Change_Service
 	//	*Change_Offering
 	//	*Change_AuditHead
+	//	*Change_Authorisation
 	Entity        isChange_Entity `protobuf_oneof:"entity"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -257,6 +261,15 @@ func (x *Change) GetAuditHead() *AuditHead {
 	return nil
 }
 
+func (x *Change) GetAuthorisation() *Authorisation {
+	if x != nil {
+		if x, ok := x.Entity.(*Change_Authorisation); ok {
+			return x.Authorisation
+		}
+	}
+	return nil
+}
+
 type isChange_Entity interface {
 	isChange_Entity()
 }
@@ -277,6 +290,10 @@ type Change_AuditHead struct {
 	AuditHead *AuditHead `protobuf:"bytes,8,opt,name=audit_head,json=auditHead,proto3,oneof"`
 }
 
+type Change_Authorisation struct {
+	Authorisation *Authorisation `protobuf:"bytes,9,opt,name=authorisation,proto3,oneof"`
+}
+
 func (*Change_Organisation) isChange_Entity() {}
 
 func (*Change_Service) isChange_Entity() {}
@@ -284,6 +301,8 @@ func (*Change_Service) isChange_Entity() {}
 func (*Change_Offering) isChange_Entity() {}
 
 func (*Change_AuditHead) isChange_Entity() {}
+
+func (*Change_Authorisation) isChange_Entity() {}
 
 // StateWrite is one key written by the state machine.
 type StateWrite struct {
@@ -522,7 +541,7 @@ const file_verbund_registry_v1_watch_proto_rawDesc = "" +
 	"afterIndex\x120\n" +
 	"\x14include_state_writes\x18\x02 \x01(\bR\x12includeStateWrites\x12\x1f\n" +
 	"\vomit_values\x18\x03 \x01(\bR\n" +
-	"omitValues\"\x88\x03\n" +
+	"omitValues\"\xd4\x03\n" +
 	"\x06Change\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x123\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1f.verbund.registry.v1.ChangeKindR\x04kind\x12\x0e\n" +
@@ -532,7 +551,8 @@ const file_verbund_registry_v1_watch_proto_rawDesc = "" +
 	"\aservice\x18\x06 \x01(\v2\x1c.verbund.registry.v1.ServiceH\x00R\aservice\x12;\n" +
 	"\boffering\x18\a \x01(\v2\x1d.verbund.registry.v1.OfferingH\x00R\boffering\x12?\n" +
 	"\n" +
-	"audit_head\x18\b \x01(\v2\x1e.verbund.registry.v1.AuditHeadH\x00R\tauditHeadB\b\n" +
+	"audit_head\x18\b \x01(\v2\x1e.verbund.registry.v1.AuditHeadH\x00R\tauditHead\x12J\n" +
+	"\rauthorisation\x18\t \x01(\v2\".verbund.registry.v1.AuthorisationH\x00R\rauthorisationB\b\n" +
 	"\x06entity\"L\n" +
 	"\n" +
 	"StateWrite\x12\x10\n" +
@@ -551,14 +571,15 @@ const file_verbund_registry_v1_watch_proto_rawDesc = "" +
 	"\x0fsent_at_unix_ms\x18\t \x01(\x03R\fsentAtUnixMs\"Z\n" +
 	"\tFeedEntry\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x127\n" +
-	"\x06writes\x18\x02 \x03(\v2\x1f.verbund.registry.v1.StateWriteR\x06writes*\x96\x01\n" +
+	"\x06writes\x18\x02 \x03(\v2\x1f.verbund.registry.v1.StateWriteR\x06writes*\xb5\x01\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CHANGE_KIND_ORGANISATION\x10\x01\x12\x17\n" +
 	"\x13CHANGE_KIND_SERVICE\x10\x02\x12\x18\n" +
 	"\x14CHANGE_KIND_OFFERING\x10\x03\x12\x1a\n" +
-	"\x16CHANGE_KIND_AUDIT_HEAD\x10\x042`\n" +
+	"\x16CHANGE_KIND_AUDIT_HEAD\x10\x04\x12\x1d\n" +
+	"\x19CHANGE_KIND_AUTHORISATION\x10\x052`\n" +
 	"\fWatchService\x12P\n" +
 	"\x05Watch\x12!.verbund.registry.v1.WatchRequest\x1a\".verbund.registry.v1.WatchResponse0\x01B\xd8\x01\n" +
 	"\x17com.verbund.registry.v1B\n" +
@@ -589,23 +610,25 @@ var file_verbund_registry_v1_watch_proto_goTypes = []any{
 	(*Service)(nil),       // 7: verbund.registry.v1.Service
 	(*Offering)(nil),      // 8: verbund.registry.v1.Offering
 	(*AuditHead)(nil),     // 9: verbund.registry.v1.AuditHead
+	(*Authorisation)(nil), // 10: verbund.registry.v1.Authorisation
 }
 var file_verbund_registry_v1_watch_proto_depIdxs = []int32{
-	0, // 0: verbund.registry.v1.Change.kind:type_name -> verbund.registry.v1.ChangeKind
-	6, // 1: verbund.registry.v1.Change.organisation:type_name -> verbund.registry.v1.Organisation
-	7, // 2: verbund.registry.v1.Change.service:type_name -> verbund.registry.v1.Service
-	8, // 3: verbund.registry.v1.Change.offering:type_name -> verbund.registry.v1.Offering
-	9, // 4: verbund.registry.v1.Change.audit_head:type_name -> verbund.registry.v1.AuditHead
-	2, // 5: verbund.registry.v1.WatchResponse.changes:type_name -> verbund.registry.v1.Change
-	3, // 6: verbund.registry.v1.WatchResponse.writes:type_name -> verbund.registry.v1.StateWrite
-	3, // 7: verbund.registry.v1.FeedEntry.writes:type_name -> verbund.registry.v1.StateWrite
-	1, // 8: verbund.registry.v1.WatchService.Watch:input_type -> verbund.registry.v1.WatchRequest
-	4, // 9: verbund.registry.v1.WatchService.Watch:output_type -> verbund.registry.v1.WatchResponse
-	9, // [9:10] is the sub-list for method output_type
-	8, // [8:9] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	0,  // 0: verbund.registry.v1.Change.kind:type_name -> verbund.registry.v1.ChangeKind
+	6,  // 1: verbund.registry.v1.Change.organisation:type_name -> verbund.registry.v1.Organisation
+	7,  // 2: verbund.registry.v1.Change.service:type_name -> verbund.registry.v1.Service
+	8,  // 3: verbund.registry.v1.Change.offering:type_name -> verbund.registry.v1.Offering
+	9,  // 4: verbund.registry.v1.Change.audit_head:type_name -> verbund.registry.v1.AuditHead
+	10, // 5: verbund.registry.v1.Change.authorisation:type_name -> verbund.registry.v1.Authorisation
+	2,  // 6: verbund.registry.v1.WatchResponse.changes:type_name -> verbund.registry.v1.Change
+	3,  // 7: verbund.registry.v1.WatchResponse.writes:type_name -> verbund.registry.v1.StateWrite
+	3,  // 8: verbund.registry.v1.FeedEntry.writes:type_name -> verbund.registry.v1.StateWrite
+	1,  // 9: verbund.registry.v1.WatchService.Watch:input_type -> verbund.registry.v1.WatchRequest
+	4,  // 10: verbund.registry.v1.WatchService.Watch:output_type -> verbund.registry.v1.WatchResponse
+	10, // [10:11] is the sub-list for method output_type
+	9,  // [9:10] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_verbund_registry_v1_watch_proto_init() }
@@ -620,6 +643,7 @@ func file_verbund_registry_v1_watch_proto_init() {
 		(*Change_Service)(nil),
 		(*Change_Offering)(nil),
 		(*Change_AuditHead)(nil),
+		(*Change_Authorisation)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -24,6 +24,10 @@ const _ = connect.IsAtLeastVersion1_13_0
 const (
 	// NodeServiceName is the fully-qualified name of the NodeService service.
 	NodeServiceName = "verbund.node.v1.NodeService"
+	// AuthServiceName is the fully-qualified name of the AuthService service.
+	AuthServiceName = "verbund.node.v1.AuthService"
+	// ConsoleServiceName is the fully-qualified name of the ConsoleService service.
+	ConsoleServiceName = "verbund.node.v1.ConsoleService"
 	// ClusterServiceName is the fully-qualified name of the ClusterService service.
 	ClusterServiceName = "verbund.node.v1.ClusterService"
 )
@@ -42,6 +46,21 @@ const (
 	NodeServiceRotateKeysProcedure = "/verbund.node.v1.NodeService/RotateKeys"
 	// NodeServiceRevokeKeyProcedure is the fully-qualified name of the NodeService's RevokeKey RPC.
 	NodeServiceRevokeKeyProcedure = "/verbund.node.v1.NodeService/RevokeKey"
+	// AuthServiceSignInProcedure is the fully-qualified name of the AuthService's SignIn RPC.
+	AuthServiceSignInProcedure = "/verbund.node.v1.AuthService/SignIn"
+	// AuthServiceWhoAmIProcedure is the fully-qualified name of the AuthService's WhoAmI RPC.
+	AuthServiceWhoAmIProcedure = "/verbund.node.v1.AuthService/WhoAmI"
+	// AuthServiceListUsersProcedure is the fully-qualified name of the AuthService's ListUsers RPC.
+	AuthServiceListUsersProcedure = "/verbund.node.v1.AuthService/ListUsers"
+	// AuthServiceCreateUserProcedure is the fully-qualified name of the AuthService's CreateUser RPC.
+	AuthServiceCreateUserProcedure = "/verbund.node.v1.AuthService/CreateUser"
+	// AuthServiceUpdateUserProcedure is the fully-qualified name of the AuthService's UpdateUser RPC.
+	AuthServiceUpdateUserProcedure = "/verbund.node.v1.AuthService/UpdateUser"
+	// AuthServiceResetPasswordProcedure is the fully-qualified name of the AuthService's ResetPassword
+	// RPC.
+	AuthServiceResetPasswordProcedure = "/verbund.node.v1.AuthService/ResetPassword"
+	// ConsoleServiceSubmitProcedure is the fully-qualified name of the ConsoleService's Submit RPC.
+	ConsoleServiceSubmitProcedure = "/verbund.node.v1.ConsoleService/Submit"
 	// ClusterServiceReadIndexProcedure is the fully-qualified name of the ClusterService's ReadIndex
 	// RPC.
 	ClusterServiceReadIndexProcedure = "/verbund.node.v1.ClusterService/ReadIndex"
@@ -190,6 +209,288 @@ func (UnimplementedNodeServiceHandler) RotateKeys(context.Context, *connect.Requ
 
 func (UnimplementedNodeServiceHandler) RevokeKey(context.Context, *connect.Request[v1.RevokeKeyRequest]) (*connect.Response[v1.RevokeKeyResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.node.v1.NodeService.RevokeKey is not implemented"))
+}
+
+// AuthServiceClient is a client for the verbund.node.v1.AuthService service.
+type AuthServiceClient interface {
+	// SignIn exchanges a username and password for a short-lived bearer
+	// token (a JWS signed by the node's organisation key).
+	SignIn(context.Context, *connect.Request[v1.SignInRequest]) (*connect.Response[v1.SignInResponse], error)
+	// WhoAmI returns the caller's identity (token or client certificate).
+	WhoAmI(context.Context, *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error)
+	ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error)
+	CreateUser(context.Context, *connect.Request[v1.CreateUserRequest]) (*connect.Response[v1.CreateUserResponse], error)
+	UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.UpdateUserResponse], error)
+	// ResetPassword sets a new password; empty generates one and returns it.
+	ResetPassword(context.Context, *connect.Request[v1.ResetPasswordRequest]) (*connect.Response[v1.ResetPasswordResponse], error)
+}
+
+// NewAuthServiceClient constructs a client for the verbund.node.v1.AuthService service. By default,
+// it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and
+// sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC()
+// or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewAuthServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) AuthServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	authServiceMethods := v1.File_verbund_node_v1_node_proto.Services().ByName("AuthService").Methods()
+	return &authServiceClient{
+		signIn: connect.NewClient[v1.SignInRequest, v1.SignInResponse](
+			httpClient,
+			baseURL+AuthServiceSignInProcedure,
+			connect.WithSchema(authServiceMethods.ByName("SignIn")),
+			connect.WithClientOptions(opts...),
+		),
+		whoAmI: connect.NewClient[v1.WhoAmIRequest, v1.WhoAmIResponse](
+			httpClient,
+			baseURL+AuthServiceWhoAmIProcedure,
+			connect.WithSchema(authServiceMethods.ByName("WhoAmI")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listUsers: connect.NewClient[v1.ListUsersRequest, v1.ListUsersResponse](
+			httpClient,
+			baseURL+AuthServiceListUsersProcedure,
+			connect.WithSchema(authServiceMethods.ByName("ListUsers")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		createUser: connect.NewClient[v1.CreateUserRequest, v1.CreateUserResponse](
+			httpClient,
+			baseURL+AuthServiceCreateUserProcedure,
+			connect.WithSchema(authServiceMethods.ByName("CreateUser")),
+			connect.WithClientOptions(opts...),
+		),
+		updateUser: connect.NewClient[v1.UpdateUserRequest, v1.UpdateUserResponse](
+			httpClient,
+			baseURL+AuthServiceUpdateUserProcedure,
+			connect.WithSchema(authServiceMethods.ByName("UpdateUser")),
+			connect.WithClientOptions(opts...),
+		),
+		resetPassword: connect.NewClient[v1.ResetPasswordRequest, v1.ResetPasswordResponse](
+			httpClient,
+			baseURL+AuthServiceResetPasswordProcedure,
+			connect.WithSchema(authServiceMethods.ByName("ResetPassword")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// authServiceClient implements AuthServiceClient.
+type authServiceClient struct {
+	signIn        *connect.Client[v1.SignInRequest, v1.SignInResponse]
+	whoAmI        *connect.Client[v1.WhoAmIRequest, v1.WhoAmIResponse]
+	listUsers     *connect.Client[v1.ListUsersRequest, v1.ListUsersResponse]
+	createUser    *connect.Client[v1.CreateUserRequest, v1.CreateUserResponse]
+	updateUser    *connect.Client[v1.UpdateUserRequest, v1.UpdateUserResponse]
+	resetPassword *connect.Client[v1.ResetPasswordRequest, v1.ResetPasswordResponse]
+}
+
+// SignIn calls verbund.node.v1.AuthService.SignIn.
+func (c *authServiceClient) SignIn(ctx context.Context, req *connect.Request[v1.SignInRequest]) (*connect.Response[v1.SignInResponse], error) {
+	return c.signIn.CallUnary(ctx, req)
+}
+
+// WhoAmI calls verbund.node.v1.AuthService.WhoAmI.
+func (c *authServiceClient) WhoAmI(ctx context.Context, req *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error) {
+	return c.whoAmI.CallUnary(ctx, req)
+}
+
+// ListUsers calls verbund.node.v1.AuthService.ListUsers.
+func (c *authServiceClient) ListUsers(ctx context.Context, req *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error) {
+	return c.listUsers.CallUnary(ctx, req)
+}
+
+// CreateUser calls verbund.node.v1.AuthService.CreateUser.
+func (c *authServiceClient) CreateUser(ctx context.Context, req *connect.Request[v1.CreateUserRequest]) (*connect.Response[v1.CreateUserResponse], error) {
+	return c.createUser.CallUnary(ctx, req)
+}
+
+// UpdateUser calls verbund.node.v1.AuthService.UpdateUser.
+func (c *authServiceClient) UpdateUser(ctx context.Context, req *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.UpdateUserResponse], error) {
+	return c.updateUser.CallUnary(ctx, req)
+}
+
+// ResetPassword calls verbund.node.v1.AuthService.ResetPassword.
+func (c *authServiceClient) ResetPassword(ctx context.Context, req *connect.Request[v1.ResetPasswordRequest]) (*connect.Response[v1.ResetPasswordResponse], error) {
+	return c.resetPassword.CallUnary(ctx, req)
+}
+
+// AuthServiceHandler is an implementation of the verbund.node.v1.AuthService service.
+type AuthServiceHandler interface {
+	// SignIn exchanges a username and password for a short-lived bearer
+	// token (a JWS signed by the node's organisation key).
+	SignIn(context.Context, *connect.Request[v1.SignInRequest]) (*connect.Response[v1.SignInResponse], error)
+	// WhoAmI returns the caller's identity (token or client certificate).
+	WhoAmI(context.Context, *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error)
+	ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error)
+	CreateUser(context.Context, *connect.Request[v1.CreateUserRequest]) (*connect.Response[v1.CreateUserResponse], error)
+	UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.UpdateUserResponse], error)
+	// ResetPassword sets a new password; empty generates one and returns it.
+	ResetPassword(context.Context, *connect.Request[v1.ResetPasswordRequest]) (*connect.Response[v1.ResetPasswordResponse], error)
+}
+
+// NewAuthServiceHandler builds an HTTP handler from the service implementation. It returns the path
+// on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	authServiceMethods := v1.File_verbund_node_v1_node_proto.Services().ByName("AuthService").Methods()
+	authServiceSignInHandler := connect.NewUnaryHandler(
+		AuthServiceSignInProcedure,
+		svc.SignIn,
+		connect.WithSchema(authServiceMethods.ByName("SignIn")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authServiceWhoAmIHandler := connect.NewUnaryHandler(
+		AuthServiceWhoAmIProcedure,
+		svc.WhoAmI,
+		connect.WithSchema(authServiceMethods.ByName("WhoAmI")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	authServiceListUsersHandler := connect.NewUnaryHandler(
+		AuthServiceListUsersProcedure,
+		svc.ListUsers,
+		connect.WithSchema(authServiceMethods.ByName("ListUsers")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	authServiceCreateUserHandler := connect.NewUnaryHandler(
+		AuthServiceCreateUserProcedure,
+		svc.CreateUser,
+		connect.WithSchema(authServiceMethods.ByName("CreateUser")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authServiceUpdateUserHandler := connect.NewUnaryHandler(
+		AuthServiceUpdateUserProcedure,
+		svc.UpdateUser,
+		connect.WithSchema(authServiceMethods.ByName("UpdateUser")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authServiceResetPasswordHandler := connect.NewUnaryHandler(
+		AuthServiceResetPasswordProcedure,
+		svc.ResetPassword,
+		connect.WithSchema(authServiceMethods.ByName("ResetPassword")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/verbund.node.v1.AuthService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case AuthServiceSignInProcedure:
+			authServiceSignInHandler.ServeHTTP(w, r)
+		case AuthServiceWhoAmIProcedure:
+			authServiceWhoAmIHandler.ServeHTTP(w, r)
+		case AuthServiceListUsersProcedure:
+			authServiceListUsersHandler.ServeHTTP(w, r)
+		case AuthServiceCreateUserProcedure:
+			authServiceCreateUserHandler.ServeHTTP(w, r)
+		case AuthServiceUpdateUserProcedure:
+			authServiceUpdateUserHandler.ServeHTTP(w, r)
+		case AuthServiceResetPasswordProcedure:
+			authServiceResetPasswordHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedAuthServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedAuthServiceHandler struct{}
+
+func (UnimplementedAuthServiceHandler) SignIn(context.Context, *connect.Request[v1.SignInRequest]) (*connect.Response[v1.SignInResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.node.v1.AuthService.SignIn is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) WhoAmI(context.Context, *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.node.v1.AuthService.WhoAmI is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.node.v1.AuthService.ListUsers is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) CreateUser(context.Context, *connect.Request[v1.CreateUserRequest]) (*connect.Response[v1.CreateUserResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.node.v1.AuthService.CreateUser is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.UpdateUserResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.node.v1.AuthService.UpdateUser is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) ResetPassword(context.Context, *connect.Request[v1.ResetPasswordRequest]) (*connect.Response[v1.ResetPasswordResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.node.v1.AuthService.ResetPassword is not implemented"))
+}
+
+// ConsoleServiceClient is a client for the verbund.node.v1.ConsoleService service.
+type ConsoleServiceClient interface {
+	Submit(context.Context, *connect.Request[v1.SubmitRequest]) (*connect.Response[v1.SubmitResponse], error)
+}
+
+// NewConsoleServiceClient constructs a client for the verbund.node.v1.ConsoleService service. By
+// default, it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses,
+// and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the
+// connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewConsoleServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) ConsoleServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	consoleServiceMethods := v1.File_verbund_node_v1_node_proto.Services().ByName("ConsoleService").Methods()
+	return &consoleServiceClient{
+		submit: connect.NewClient[v1.SubmitRequest, v1.SubmitResponse](
+			httpClient,
+			baseURL+ConsoleServiceSubmitProcedure,
+			connect.WithSchema(consoleServiceMethods.ByName("Submit")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// consoleServiceClient implements ConsoleServiceClient.
+type consoleServiceClient struct {
+	submit *connect.Client[v1.SubmitRequest, v1.SubmitResponse]
+}
+
+// Submit calls verbund.node.v1.ConsoleService.Submit.
+func (c *consoleServiceClient) Submit(ctx context.Context, req *connect.Request[v1.SubmitRequest]) (*connect.Response[v1.SubmitResponse], error) {
+	return c.submit.CallUnary(ctx, req)
+}
+
+// ConsoleServiceHandler is an implementation of the verbund.node.v1.ConsoleService service.
+type ConsoleServiceHandler interface {
+	Submit(context.Context, *connect.Request[v1.SubmitRequest]) (*connect.Response[v1.SubmitResponse], error)
+}
+
+// NewConsoleServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewConsoleServiceHandler(svc ConsoleServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	consoleServiceMethods := v1.File_verbund_node_v1_node_proto.Services().ByName("ConsoleService").Methods()
+	consoleServiceSubmitHandler := connect.NewUnaryHandler(
+		ConsoleServiceSubmitProcedure,
+		svc.Submit,
+		connect.WithSchema(consoleServiceMethods.ByName("Submit")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/verbund.node.v1.ConsoleService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case ConsoleServiceSubmitProcedure:
+			consoleServiceSubmitHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedConsoleServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedConsoleServiceHandler struct{}
+
+func (UnimplementedConsoleServiceHandler) Submit(context.Context, *connect.Request[v1.SubmitRequest]) (*connect.Response[v1.SubmitResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.node.v1.ConsoleService.Submit is not implemented"))
 }
 
 // ClusterServiceClient is a client for the verbund.node.v1.ClusterService service.

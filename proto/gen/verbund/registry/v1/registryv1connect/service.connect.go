@@ -57,6 +57,13 @@ const (
 	// QueryServiceListLifeSituationsProcedure is the fully-qualified name of the QueryService's
 	// ListLifeSituations RPC.
 	QueryServiceListLifeSituationsProcedure = "/verbund.registry.v1.QueryService/ListLifeSituations"
+	// QueryServiceListAuthorisationsProcedure is the fully-qualified name of the QueryService's
+	// ListAuthorisations RPC.
+	QueryServiceListAuthorisationsProcedure = "/verbund.registry.v1.QueryService/ListAuthorisations"
+	// QueryServiceGetHistoryProcedure is the fully-qualified name of the QueryService's GetHistory RPC.
+	QueryServiceGetHistoryProcedure = "/verbund.registry.v1.QueryService/GetHistory"
+	// QueryServiceGetCommandProcedure is the fully-qualified name of the QueryService's GetCommand RPC.
+	QueryServiceGetCommandProcedure = "/verbund.registry.v1.QueryService/GetCommand"
 )
 
 // PublishServiceClient is a client for the verbund.registry.v1.PublishService service.
@@ -140,6 +147,13 @@ type QueryServiceClient interface {
 	FindProviders(context.Context, *connect.Request[v1.FindProvidersRequest]) (*connect.Response[v1.FindProvidersResponse], error)
 	GetOffering(context.Context, *connect.Request[v1.GetOfferingRequest]) (*connect.Response[v1.GetOfferingResponse], error)
 	ListLifeSituations(context.Context, *connect.Request[v1.ListLifeSituationsRequest]) (*connect.Response[v1.ListLifeSituationsResponse], error)
+	// Authorisations by grantor, grantee or area.
+	ListAuthorisations(context.Context, *connect.Request[v1.ListAuthorisationsRequest]) (*connect.Response[v1.ListAuthorisationsResponse], error)
+	// Every change to an organisation, its authorisations (granted and
+	// received) and its offerings, oldest first.
+	GetHistory(context.Context, *connect.Request[v1.GetHistoryRequest]) (*connect.Response[v1.GetHistoryResponse], error)
+	// An applied command as its issuer signed it, for offline verification.
+	GetCommand(context.Context, *connect.Request[v1.GetCommandRequest]) (*connect.Response[v1.GetCommandResponse], error)
 }
 
 // NewQueryServiceClient constructs a client for the verbund.registry.v1.QueryService service. By
@@ -202,6 +216,27 @@ func NewQueryServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		listAuthorisations: connect.NewClient[v1.ListAuthorisationsRequest, v1.ListAuthorisationsResponse](
+			httpClient,
+			baseURL+QueryServiceListAuthorisationsProcedure,
+			connect.WithSchema(queryServiceMethods.ByName("ListAuthorisations")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		getHistory: connect.NewClient[v1.GetHistoryRequest, v1.GetHistoryResponse](
+			httpClient,
+			baseURL+QueryServiceGetHistoryProcedure,
+			connect.WithSchema(queryServiceMethods.ByName("GetHistory")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		getCommand: connect.NewClient[v1.GetCommandRequest, v1.GetCommandResponse](
+			httpClient,
+			baseURL+QueryServiceGetCommandProcedure,
+			connect.WithSchema(queryServiceMethods.ByName("GetCommand")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -214,6 +249,9 @@ type queryServiceClient struct {
 	findProviders      *connect.Client[v1.FindProvidersRequest, v1.FindProvidersResponse]
 	getOffering        *connect.Client[v1.GetOfferingRequest, v1.GetOfferingResponse]
 	listLifeSituations *connect.Client[v1.ListLifeSituationsRequest, v1.ListLifeSituationsResponse]
+	listAuthorisations *connect.Client[v1.ListAuthorisationsRequest, v1.ListAuthorisationsResponse]
+	getHistory         *connect.Client[v1.GetHistoryRequest, v1.GetHistoryResponse]
+	getCommand         *connect.Client[v1.GetCommandRequest, v1.GetCommandResponse]
 }
 
 // GetOrganisation calls verbund.registry.v1.QueryService.GetOrganisation.
@@ -251,6 +289,21 @@ func (c *queryServiceClient) ListLifeSituations(ctx context.Context, req *connec
 	return c.listLifeSituations.CallUnary(ctx, req)
 }
 
+// ListAuthorisations calls verbund.registry.v1.QueryService.ListAuthorisations.
+func (c *queryServiceClient) ListAuthorisations(ctx context.Context, req *connect.Request[v1.ListAuthorisationsRequest]) (*connect.Response[v1.ListAuthorisationsResponse], error) {
+	return c.listAuthorisations.CallUnary(ctx, req)
+}
+
+// GetHistory calls verbund.registry.v1.QueryService.GetHistory.
+func (c *queryServiceClient) GetHistory(ctx context.Context, req *connect.Request[v1.GetHistoryRequest]) (*connect.Response[v1.GetHistoryResponse], error) {
+	return c.getHistory.CallUnary(ctx, req)
+}
+
+// GetCommand calls verbund.registry.v1.QueryService.GetCommand.
+func (c *queryServiceClient) GetCommand(ctx context.Context, req *connect.Request[v1.GetCommandRequest]) (*connect.Response[v1.GetCommandResponse], error) {
+	return c.getCommand.CallUnary(ctx, req)
+}
+
 // QueryServiceHandler is an implementation of the verbund.registry.v1.QueryService service.
 type QueryServiceHandler interface {
 	GetOrganisation(context.Context, *connect.Request[v1.GetOrganisationRequest]) (*connect.Response[v1.GetOrganisationResponse], error)
@@ -262,6 +315,13 @@ type QueryServiceHandler interface {
 	FindProviders(context.Context, *connect.Request[v1.FindProvidersRequest]) (*connect.Response[v1.FindProvidersResponse], error)
 	GetOffering(context.Context, *connect.Request[v1.GetOfferingRequest]) (*connect.Response[v1.GetOfferingResponse], error)
 	ListLifeSituations(context.Context, *connect.Request[v1.ListLifeSituationsRequest]) (*connect.Response[v1.ListLifeSituationsResponse], error)
+	// Authorisations by grantor, grantee or area.
+	ListAuthorisations(context.Context, *connect.Request[v1.ListAuthorisationsRequest]) (*connect.Response[v1.ListAuthorisationsResponse], error)
+	// Every change to an organisation, its authorisations (granted and
+	// received) and its offerings, oldest first.
+	GetHistory(context.Context, *connect.Request[v1.GetHistoryRequest]) (*connect.Response[v1.GetHistoryResponse], error)
+	// An applied command as its issuer signed it, for offline verification.
+	GetCommand(context.Context, *connect.Request[v1.GetCommandRequest]) (*connect.Response[v1.GetCommandResponse], error)
 }
 
 // NewQueryServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -320,6 +380,27 @@ func NewQueryServiceHandler(svc QueryServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	queryServiceListAuthorisationsHandler := connect.NewUnaryHandler(
+		QueryServiceListAuthorisationsProcedure,
+		svc.ListAuthorisations,
+		connect.WithSchema(queryServiceMethods.ByName("ListAuthorisations")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	queryServiceGetHistoryHandler := connect.NewUnaryHandler(
+		QueryServiceGetHistoryProcedure,
+		svc.GetHistory,
+		connect.WithSchema(queryServiceMethods.ByName("GetHistory")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	queryServiceGetCommandHandler := connect.NewUnaryHandler(
+		QueryServiceGetCommandProcedure,
+		svc.GetCommand,
+		connect.WithSchema(queryServiceMethods.ByName("GetCommand")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/verbund.registry.v1.QueryService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case QueryServiceGetOrganisationProcedure:
@@ -336,6 +417,12 @@ func NewQueryServiceHandler(svc QueryServiceHandler, opts ...connect.HandlerOpti
 			queryServiceGetOfferingHandler.ServeHTTP(w, r)
 		case QueryServiceListLifeSituationsProcedure:
 			queryServiceListLifeSituationsHandler.ServeHTTP(w, r)
+		case QueryServiceListAuthorisationsProcedure:
+			queryServiceListAuthorisationsHandler.ServeHTTP(w, r)
+		case QueryServiceGetHistoryProcedure:
+			queryServiceGetHistoryHandler.ServeHTTP(w, r)
+		case QueryServiceGetCommandProcedure:
+			queryServiceGetCommandHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -371,4 +458,16 @@ func (UnimplementedQueryServiceHandler) GetOffering(context.Context, *connect.Re
 
 func (UnimplementedQueryServiceHandler) ListLifeSituations(context.Context, *connect.Request[v1.ListLifeSituationsRequest]) (*connect.Response[v1.ListLifeSituationsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.registry.v1.QueryService.ListLifeSituations is not implemented"))
+}
+
+func (UnimplementedQueryServiceHandler) ListAuthorisations(context.Context, *connect.Request[v1.ListAuthorisationsRequest]) (*connect.Response[v1.ListAuthorisationsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.registry.v1.QueryService.ListAuthorisations is not implemented"))
+}
+
+func (UnimplementedQueryServiceHandler) GetHistory(context.Context, *connect.Request[v1.GetHistoryRequest]) (*connect.Response[v1.GetHistoryResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.registry.v1.QueryService.GetHistory is not implemented"))
+}
+
+func (UnimplementedQueryServiceHandler) GetCommand(context.Context, *connect.Request[v1.GetCommandRequest]) (*connect.Response[v1.GetCommandResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.registry.v1.QueryService.GetCommand is not implemented"))
 }
