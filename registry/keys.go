@@ -26,6 +26,9 @@ import (
 //	x/st/<term>/<leika>            -> field mask: full-text search over services
 //	x/ls/<folded life sit.>\x00<leika> services by life situation (NUL: Fold output may hold "/")
 //	x/ln/<folded life situation>   -> display name of the life situation
+//	j/<issuer>/<command id>        applied command as signed: index (8 bytes BE) + JWS compact serialisation
+//	y/<org id>/<position BE>       HistoryEntry: a change concerning the organisation (position = the
+//	                               change's revision, or a fresh one for a deletion)
 const (
 	keyApplied   = "m/applied"
 	keyOperator  = "m/operator"
@@ -45,6 +48,8 @@ const (
 	pSearch      = "x/st/"
 	pLife        = "x/ls/"
 	pLifeName    = "x/ln/"
+	pCommandJWS  = "j/"
+	pHistory     = "y/"
 )
 
 func k(parts ...string) []byte { return []byte(strings.Join(parts, "")) }
@@ -82,3 +87,9 @@ func lifeNameKey(folded string) []byte         { return k(pLifeName, folded) }
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 func feedKey(index uint64) []byte { return append([]byte(pFeed), u64(index)...) }
+
+func commandJWSKey(issuer, id string) []byte { return k(pCommandJWS, issuer, "/", id) }
+func historyPrefix(org string) []byte        { return k(pHistory, org, "/") }
+func historyKey(org string, pos uint64) []byte {
+	return binary.BigEndian.AppendUint64(historyPrefix(org), pos)
+}
