@@ -53,7 +53,9 @@ func TestHistoryRecordsChangesWithTheirCommands(t *testing.T) {
 	changed.Name = "Gewerbe anmelden in Musterdorf"
 	upd := w.cmd(w.muni, mPutOffering(changed))
 	upd.Actor = "Erika Muster (node-1)"
-	w.mustApply(signCmd(t, upd, w.muni.key))
+	// The same content put again in the same log entry (group commit): the
+	// first command made the change and keeps the entry.
+	w.mustApply(signCmd(t, upd, w.muni.key), w.signed(w.muni, mPutOffering(changed)))
 
 	// A deletion and a new offering of the same organisation in one log
 	// entry (group commit): both recorded, in log order.
