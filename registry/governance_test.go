@@ -937,3 +937,45 @@ func checkEntitledIndex(t testing.TB, d map[string]string) {
 		}
 	}
 }
+
+// The change feed reports authorisations as CHANGE_KIND_AUTHORISATION, and
+// a withdrawal as a deletion in the same entry as the provider entries it
+// takes away.
+func TestFeedAuthorisationChanges(t *testing.T) {
+	w := newWorld(t)
+	id := authorisation(arsMuni, "ssc-inntal", arsMuni).GetId()
+	changes := func(after uint64) ([]*registryv1.Change, []*registryv1.FeedEntry) {
+		t.Helper()
+		entries, _, ok, err := w.r.FeedAfter(after, 100)
+		if err != nil || !ok {
+			t.Fatalf("feed after %d: ok %v, %v", after, ok, err)
+		}
+		var out []*registryv1.Change
+		for _, e := range entries {
+			out = append(out, Changes(e.GetIndex(), e.GetWrites(), true)...)
+		}
+		return out, entries
+	}
+	before := w.fsm.AppliedIndex()
+	w.authorise(w.muni, w.ssc, arsMuni)
+	got, _ := changes(before)
+	if len(got) != 1 || got[0].GetKind() != registryv1.ChangeKind_CHANGE_KIND_AUTHORISATION || got[0].GetId() != id ||
+		got[0].GetAuthorisation().GetGranteeId() != "ssc-inntal" || got[0].GetAuthorisation().GetCommandId() == "" {
+		t.Fatalf("changes %v", got)
+	}
+	w.mustApply(w.signed(w.ssc, mPutOffering(offering("ssc-inntal", leikaGewerbe, arsMuni))))
+	before = w.fsm.AppliedIndex()
+	w.mustApply(w.signed(w.muni, mWithdrawAuth(id)))
+	got, entries := changes(before)
+	if len(got) != 1 || got[0].GetKind() != registryv1.ChangeKind_CHANGE_KIND_AUTHORISATION || !got[0].GetDeleted() {
+		t.Fatalf("changes after the withdrawal %v", got)
+	}
+	gone := string(providerKey(leikaGewerbe, arsMuni, "ssc-inntal:"+leikaGewerbe))
+	found := false
+	for _, wr := range entries[0].GetWrites() {
+		found = found || (string(wr.GetKey()) == gone && wr.GetDelete())
+	}
+	if !found || len(entries) != 1 {
+		t.Fatalf("the withdrawal's entry does not delete %s", gone)
+	}
+}
