@@ -107,23 +107,18 @@ func recordCommand(before, after *stage, sc *SignedCommand, index uint64, revs [
 // historian describes mutations from the states around a command.
 type historian struct{ before, after *stage }
 
-func loadOrg(st *stage, id string) (*registryv1.Organisation, bool, error) {
-	o := &registryv1.Organisation{}
-	ok, err := st.getProto(orgKey(id), o)
-	return o, ok, err
-}
-
 // describe returns the change m made, or nil if it concerns no organisation
 // (catalogue entries, audit heads).
 func (h historian) describe(m *registryv1.Mutation) (*historyChange, error) {
 	switch op := m.GetOp().(type) {
 	case *registryv1.Mutation_PutOrganisation:
 		id := op.PutOrganisation.GetId()
-		old, existed, err := loadOrg(h.before, id)
+		old, err := loadOrg(h.before, id)
 		if err != nil {
 			return nil, err
 		}
-		n, _, err := loadOrg(h.after, id)
+		existed := old != nil
+		n, err := loadOrg(h.after, id)
 		if err != nil {
 			return nil, err
 		}
@@ -140,11 +135,12 @@ func (h historian) describe(m *registryv1.Mutation) (*historyChange, error) {
 
 	case *registryv1.Mutation_RequestJoin:
 		id := op.RequestJoin.GetId()
-		old, existed, err := loadOrg(h.before, id)
+		old, err := loadOrg(h.before, id)
 		if err != nil {
 			return nil, err
 		}
-		n, _, err := loadOrg(h.after, id)
+		existed := old != nil
+		n, err := loadOrg(h.after, id)
 		if err != nil {
 			return nil, err
 		}
@@ -163,11 +159,11 @@ func (h historian) describe(m *registryv1.Mutation) (*historyChange, error) {
 
 	case *registryv1.Mutation_ChangeStatus:
 		id := op.ChangeStatus.GetOrganisationId()
-		old, _, err := loadOrg(h.before, id)
+		old, err := loadOrg(h.before, id)
 		if err != nil {
 			return nil, err
 		}
-		n, _, err := loadOrg(h.after, id)
+		n, err := loadOrg(h.after, id)
 		if err != nil {
 			return nil, err
 		}
@@ -176,11 +172,11 @@ func (h historian) describe(m *registryv1.Mutation) (*historyChange, error) {
 
 	case *registryv1.Mutation_RecoverKeys:
 		id := op.RecoverKeys.GetOrganisationId()
-		old, _, err := loadOrg(h.before, id)
+		old, err := loadOrg(h.before, id)
 		if err != nil {
 			return nil, err
 		}
-		n, _, err := loadOrg(h.after, id)
+		n, err := loadOrg(h.after, id)
 		if err != nil {
 			return nil, err
 		}
@@ -218,7 +214,7 @@ func (h historian) describe(m *registryv1.Mutation) (*historyChange, error) {
 
 	case *registryv1.Mutation_PutAuthorisation:
 		a := op.PutAuthorisation
-		existed, err := h.before.has(authorisationKey(a.GetId()))
+		existed, err := h.before.has(authKey(a.GetId()))
 		if err != nil {
 			return nil, err
 		}
@@ -231,7 +227,7 @@ func (h historian) describe(m *registryv1.Mutation) (*historyChange, error) {
 
 	case *registryv1.Mutation_WithdrawAuthorisation:
 		old := &registryv1.Authorisation{}
-		if ok, err := h.before.getProto(authorisationKey(op.WithdrawAuthorisation), old); err != nil || !ok {
+		if ok, err := h.before.getProto(authKey(op.WithdrawAuthorisation), old); err != nil || !ok {
 			return nil, err
 		}
 		s := fmt.Sprintf("withdrew authorisation %s: %s", old.GetId(), authorisationText(old))
@@ -275,7 +271,9 @@ func kindName(k registryv1.OrganisationKind) string {
 	return strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(k.String(), "ORGANISATION_KIND_"), "_", " "))
 }
 
-func keyStatusName(s registryv1.KeyStatus) string { return strings.TrimPrefix(s.String(), "KEY_STATUS_") }
+func keyStatusName(s registryv1.KeyStatus) string {
+	return strings.TrimPrefix(s.String(), "KEY_STATUS_")
+}
 
 // keyList renders keys as "kid (use)", in record order.
 func keyList(ks []*registryv1.PublicKey) string {
@@ -432,6 +430,3 @@ func storedCommand(st *stage, issuer, id string) (string, uint64, error) {
 	}
 	return string(v[8:]), binary.BigEndian.Uint64(v[:8]), nil
 }
-
-// authorisationKey is a/<id>; provisional until the authorisation rules land.
-func authorisationKey(id string) []byte { return k("a/", id) }

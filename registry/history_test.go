@@ -111,9 +111,11 @@ func TestHistoryRecordsChangesWithTheirCommands(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		signer := w.muni
-		if e.GetIssuer() == w.op.id() {
-			signer = w.op
+		var signer *testOrg
+		for _, o := range []*testOrg{w.op, w.state, w.muni} {
+			if o.id() == e.GetIssuer() {
+				signer = o
+			}
 		}
 		if err := sc.Verify(signer.key.Public()); err != nil || sc.Command.GetId() != e.GetCommandId() {
 			t.Errorf("command %s: %v (id %s)", e.GetCommandId(), err, sc.Command.GetId())

@@ -64,9 +64,6 @@ func proofErr(kind error, format string, args ...any) error {
 	return fmt.Errorf("%w: %w: %s", ErrInvalidProof, kind, fmt.Sprintf(format, args...))
 }
 
-// within reports whether area lies within prefix (ARS prefix order).
-func within(area, prefix string) bool { return strings.HasPrefix(area, prefix) }
-
 // VerifyProof checks offline that p.Proof establishes p's responsibility
 // for serving a citizen of area (a 12-digit ARS or any ARS prefix within
 // p.MatchedArea; "" checks p.MatchedArea alone):
@@ -113,13 +110,11 @@ func VerifyProof(p *registryv1.Provider, area string) error {
 	if !slices.Contains(off.GetAreas(), matched) {
 		return proofErr(ErrProofArea, "offering %s does not serve the matched area %q", off.GetId(), matched)
 	}
-	if area != "" && !within(area, matched) {
+	if area != "" && !within(area, []string{matched}) {
 		return proofErr(ErrProofArea, "area %s does not lie within the matched area %s", area, matched)
 	}
-	for _, own := range proofOwnArea(signers[provider]) {
-		if within(matched, own) {
-			return nil
-		}
+	if within(matched, ownArea(signers[provider])) {
+		return nil
 	}
 
 	a := pr.GetAuthorisation()
@@ -129,7 +124,7 @@ func VerifyProof(p *registryv1.Provider, area string) error {
 	if a.GetGranteeId() != provider {
 		return proofErr(ErrProofScope, "authorisation %s entitles %s, not %s", a.GetId(), a.GetGranteeId(), provider)
 	}
-	if !slices.ContainsFunc(a.GetAreas(), func(g string) bool { return within(matched, g) }) {
+	if !within(matched, a.GetAreas()) {
 		return proofErr(ErrProofScope, "authorisation %s (areas %s) does not cover %s", a.GetId(), strings.Join(a.GetAreas(), ", "), matched)
 	}
 	if ks := a.GetLeikaKeys(); len(ks) > 0 && !slices.Contains(ks, off.GetLeikaKey()) {
@@ -154,10 +149,8 @@ func grantorResponsible(a *registryv1.Authorisation, signers map[string]*registr
 	grantor := signers[a.GetGrantorId()]
 	m := a.GetOnBehalfOf()
 	if m == "" {
-		for _, own := range proofOwnArea(grantor) {
-			if within(area, own) {
-				return nil
-			}
+		if within(area, ownArea(grantor)) {
+			return nil
 		}
 		return proofErr(ErrProofGrantor, "%s is not within the own area of grantor %s", area, a.GetGrantorId())
 	}
@@ -169,13 +162,11 @@ func grantorResponsible(a *registryv1.Authorisation, signers map[string]*registr
 		return proofErr(ErrProofGrantor, "the record of municipality %s, on whose behalf %s granted, is not in the proof", m, a.GetGrantorId())
 	case muni.GetKind() != registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY || !ValidARS(muni.GetArs()):
 		return proofErr(ErrProofGrantor, "%s, on whose behalf %s granted, is not a municipality", m, a.GetGrantorId())
-	case !within(area, muni.GetArs()):
+	case !within(area, []string{muni.GetArs()}):
 		return proofErr(ErrProofGrantor, "%s is not within the area %s of municipality %s", area, muni.GetArs(), m)
 	}
-	for _, own := range proofOwnArea(grantor) {
-		if within(muni.GetArs(), own) {
-			return nil
-		}
+	if within(muni.GetArs(), ownArea(grantor)) {
+		return nil
 	}
 	return proofErr(ErrProofGrantor, "municipality %s is not within the own area of grantor %s", m, a.GetGrantorId())
 }
@@ -228,33 +219,6 @@ func clearAuthorisationProofMeta(m proto.Message) {
 	a.Revision, a.UpdatedAtUnixMs, a.UpdatedBy, a.CommandId = 0, 0, "", ""
 }
 
-// proofOwnArea is the area an organisation answers for itself (gov.md
-// ownArea). Provisional until the FSM's rules land.
-func proofOwnArea(o *registryv1.Organisation) []string {
-	ars := o.GetArs()
-	switch o.GetKind() {
-	case registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY:
-		if len(ars) == 12 {
-			return []string{ars}
-		}
-	case registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPAL_ASSOCIATION:
-		if len(ars) >= 9 {
-			return []string{ars[:9]}
-		}
-	case registryv1.OrganisationKind_ORGANISATION_KIND_DISTRICT:
-		if len(ars) >= 5 {
-			return []string{ars[:5]}
-		}
-	case registryv1.OrganisationKind_ORGANISATION_KIND_STATE_AGENCY:
-		if o.GetStateCode() != "" {
-			return []string{o.GetStateCode()}
-		}
-	case registryv1.OrganisationKind_ORGANISATION_KIND_FEDERAL_AGENCY:
-		return []string{""}
-	}
-	return nil
-}
-
 // attachProofs sets the proof of every provider from the state st. orgs
 // caches organisation records already read (nil: not found).
 func attachProofs(st *stage, ps []*registryv1.Provider, orgs map[string]*registryv1.Organisation) error {
@@ -262,12 +226,9 @@ func attachProofs(st *stage, ps []*registryv1.Provider, orgs map[string]*registr
 		if o, ok := orgs[id]; ok {
 			return o, nil
 		}
-		o, ok, err := loadOrg(st, id)
+		o, err := loadOrg(st, id)
 		if err != nil {
 			return nil, err
-		}
-		if !ok {
-			o = nil
 		}
 		orgs[id] = o
 		return o, nil
@@ -279,13 +240,13 @@ func attachProofs(st *stage, ps []*registryv1.Provider, orgs map[string]*registr
 		if pr.OfferingCommand, err = commandOf(st, off.GetOrganisationId(), off.GetUpdatedBy(), off.GetCommandId(), off.GetRevision()); err != nil {
 			return err
 		}
-		authID, err := st.get(offeringAreaKey(off.GetId(), p.GetMatchedArea()))
+		authID, err := st.get(offerAuthKey(off.GetId(), p.GetMatchedArea()))
 		if err != nil {
 			return err
 		}
 		if len(authID) > 0 {
 			a := &registryv1.Authorisation{}
-			if ok, err := st.getProto(authorisationKey(string(authID)), a); err != nil {
+			if ok, err := st.getProto(authKey(string(authID)), a); err != nil {
 				return err
 			} else if ok {
 				pr.Authorisation = a
@@ -333,7 +294,3 @@ func commandOf(st *stage, owner, updatedBy, commandID string, rev uint64) (strin
 	}
 	return raw, err
 }
-
-// offeringAreaKey is x/ao/<offering>/<area>; provisional until the
-// authorisation rules land.
-func offeringAreaKey(off, area string) []byte { return k("x/ao/", off, "/", area) }

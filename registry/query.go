@@ -576,11 +576,11 @@ func (r *Reader) ListAuthorisations(f AuthorisationFilter) ([]*registryv1.Author
 	var prefix []byte
 	switch {
 	case f.GrantorID != "":
-		prefix = authByGrantorPrefix(f.GrantorID)
+		prefix = k(pAuthGrantor, f.GrantorID, "/")
 	case f.GranteeID != "":
-		prefix = authByGranteePrefix(f.GranteeID)
+		prefix = authGranteePrefix(f.GranteeID)
 	default:
-		prefix = []byte(pAuthorisationRec)
+		prefix = []byte(pAuth)
 	}
 	start := prefix
 	if f.PageToken != "" {
@@ -602,7 +602,7 @@ func (r *Reader) ListAuthorisations(f AuthorisationFilter) ([]*registryv1.Author
 				return nil
 			}
 			a := &registryv1.Authorisation{}
-			if ok, err := st.getProto(authorisationKey(string(key[bytes.LastIndexByte(key, '/')+1:])), a); err != nil {
+			if ok, err := st.getProto(authKey(string(key[bytes.LastIndexByte(key, '/')+1:])), a); err != nil {
 				return err
 			} else if !ok {
 				continue
@@ -621,9 +621,3 @@ func (r *Reader) ListAuthorisations(f AuthorisationFilter) ([]*registryv1.Author
 	})
 	return out, next, idx, err
 }
-
-// Provisional until the authorisation rules land.
-const pAuthorisationRec = "a/"
-
-func authByGrantorPrefix(id string) []byte { return k("x/ar/", id, "/") }
-func authByGranteePrefix(id string) []byte { return k("x/ag/", id, "/") }
