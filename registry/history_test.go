@@ -168,3 +168,69 @@ func TestHistoryAndCommandInput(t *testing.T) {
 		t.Errorf("Command(unknown) = %v", err)
 	}
 }
+
+// entriesFor returns the entries of org whose change is one of kinds.
+func entriesFor(t *testing.T, r *Reader, org string, kinds ...string) []*registryv1.HistoryEntry {
+	t.Helper()
+	var out []*registryv1.HistoryEntry
+	for _, e := range history(t, r, org, 100) {
+		if slices.Contains(kinds, e.GetChange()) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func TestHistoryGovernance(t *testing.T) {
+	g := newGovWorld(t)
+
+	// Join and approval, signed by the municipality and its state agency.
+	g.approveJoiner()
+	es := entriesFor(t, g.r, arsJoiner, "join_request", "status")
+	if len(es) != 2 {
+		t.Fatalf("joiner history = %q", changesOf(history(t, g.r, arsJoiner, 100)))
+	}
+	if s := es[0].GetSummary(); es[0].GetIssuer() != arsJoiner || !strings.HasPrefix(s, "join request: new → PENDING; keys "+g.joiner.key.KeyID) {
+		t.Errorf("join request entry %v", es[0])
+	}
+	if e := es[1]; e.GetIssuer() != g.state.id() || e.GetKid() != g.state.key.KeyID || e.GetSummary() != "PENDING → ACTIVE: geprüft" ||
+		e.GetRevision() != getOrg(t, g.r, arsJoiner).GetRevision() {
+		t.Errorf("approval entry %v", e)
+	}
+
+	// Suspension and key recovery.
+	g.mustApply(g.signed(g.state, mChangeStatus(arsJoiner, stSuspended, "Missbrauch gemeldet", "")))
+	_, pk := newSigningKey(t, "neudorf-neu")
+	g.mustApply(g.signed(g.state, mRecoverKeys(arsJoiner, "Schlüssel verloren", pk)))
+	es = entriesFor(t, g.r, arsJoiner, "status", "key_recovery")
+	if len(es) != 3 || es[1].GetSummary() != "ACTIVE → SUSPENDED: Missbrauch gemeldet" {
+		t.Fatalf("entries %v", es)
+	}
+	if s := es[2].GetSummary(); !strings.Contains(s, "key "+g.joiner.key.KeyID+" ACTIVE → REVOKED") ||
+		!strings.Contains(s, "key "+pk.GetKid()+" (sig) added") || !strings.HasSuffix(s, "reason: Schlüssel verloren") {
+		t.Errorf("key recovery summary %q", s)
+	}
+
+	// A grant on behalf of the listed municipality concerns the district,
+	// the centre and the municipality; so does its withdrawal by the
+	// municipality once it joined.
+	g.grantOnBehalfAndJoin()
+	const id = "091870000000:ssc-inntal:listed"
+	g.mustApply(g.signed(g.listed, mWithdrawAuth(id)))
+	for _, org := range []string{g.district.id(), g.ssc.id(), arsListed} {
+		es := entriesFor(t, g.r, org, "authorisation", "authorisation_withdrawn")
+		if len(es) != 2 || es[0].GetSubject() != id || es[1].GetSubject() != id {
+			t.Fatalf("authorisation history of %s = %q", org, changesOf(es))
+		}
+		if s := es[0].GetSummary(); s != "granted authorisation "+id+": 091870000000 entitles ssc-inntal to offer every service for "+arsListed+" on behalf of "+arsListed {
+			t.Errorf("grant summary %q", s)
+		}
+		if e := es[1]; e.GetIssuer() != arsListed || e.GetRevision() != 0 || !strings.HasPrefix(e.GetSummary(), "withdrew authorisation "+id) {
+			t.Errorf("withdrawal entry %v", e)
+		}
+	}
+	if es := entriesFor(t, g.r, arsListed, "join_request"); len(es) != 1 || !strings.HasPrefix(es[0].GetSummary(), "join request: REGISTERED → PENDING") {
+		t.Errorf("listed join request %v", es)
+	}
+	g.fork()
+}

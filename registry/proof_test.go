@@ -2,6 +2,7 @@ package registry
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -315,5 +316,97 @@ func TestVerifyProofKeyRuleByIndex(t *testing.T) {
 	ssc.Keys[0].RevokedAtIndex = c.index
 	if err := VerifyProof(p, arsMuni2); !errors.Is(err, ErrProofSignature) {
 		t.Fatalf("key revoked at the command's index: %v, want ErrProofSignature", err)
+	}
+}
+
+func TestFindProvidersWithProofDelegated(t *testing.T) {
+	g := newGovWorld(t)
+	direct := g.authorise(g.muni2, g.ssc, arsMuni2)
+	g.mustApply(g.signed(g.district, mPutAuth(&registryv1.Authorisation{
+		Id: "091870000000:ssc-inntal:listed", GrantorId: "091870000000", GranteeId: "ssc-inntal",
+		Areas: []string{arsListed}, OnBehalfOf: arsListed,
+	})))
+	g.mustApply(g.signed(g.ssc, mPutOffering(offering(g.ssc.id(), leikaGewerbe, arsMuni2, arsListed))))
+
+	for _, tc := range []struct{ area, auth string }{
+		{arsMuni2, direct.GetId()},
+		{arsListed, "091870000000:ssc-inntal:listed"},
+	} {
+		res, err := g.r.FindProvidersWithProof(leikaGewerbe, tc.area, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Matches) != 1 || res.Matches[0].GetOrganisation().GetId() != g.ssc.id() {
+			t.Fatalf("providers for %s: %v", tc.area, res.Matches)
+		}
+		p := res.Matches[0]
+		if p.GetProof().GetAuthorisation().GetId() != tc.auth || p.GetProof().GetAuthorisationCommand() == "" {
+			t.Fatalf("proof for %s: %v", tc.area, p.GetProof())
+		}
+		if err := VerifyProof(p, tc.area); err != nil {
+			t.Fatalf("VerifyProof(%s): %v", tc.area, err)
+		}
+		// The same proof does not entitle the centre elsewhere.
+		if err := VerifyProof(p, arsMuni); !errors.Is(err, ErrProofArea) {
+			t.Fatalf("VerifyProof for another area = %v", err)
+		}
+	}
+
+	// Withdrawn: the centre leaves the answer, proof or not.
+	g.mustApply(g.signed(g.muni2, mWithdrawAuth(direct.GetId())))
+	res, err := g.r.FindProvidersWithProof(leikaGewerbe, arsMuni2, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Matches) != 0 {
+		t.Fatalf("providers after the withdrawal: %v", res.Matches)
+	}
+}
+
+func TestListAuthorisations(t *testing.T) {
+	g := newGovWorld(t)
+	a1 := g.authorise(g.muni2, g.ssc, arsMuni2)
+	a2 := g.authorise(g.muni, g.ssc, arsMuni)
+	a3 := g.authorise(g.muni, g.muni2, arsMuni)
+	list := func(f AuthorisationFilter) []string {
+		t.Helper()
+		var ids []string
+		for {
+			page, next, _, err := g.r.ListAuthorisations(f)
+			if err != nil {
+				t.Fatalf("ListAuthorisations(%+v): %v", f, err)
+			}
+			for _, a := range page {
+				ids = append(ids, a.GetId())
+			}
+			if next == "" {
+				return ids
+			}
+			f.PageToken = next
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		f    AuthorisationFilter
+		want []string
+	}{
+		{"all", AuthorisationFilter{PageSize: 1}, []string{a3.GetId(), a2.GetId(), a1.GetId()}},
+		{"by grantor", AuthorisationFilter{GrantorID: arsMuni, PageSize: 1}, []string{a3.GetId(), a2.GetId()}},
+		{"by grantee", AuthorisationFilter{GranteeID: g.ssc.id()}, []string{a2.GetId(), a1.GetId()}},
+		{"grantor and grantee", AuthorisationFilter{GrantorID: arsMuni, GranteeID: g.ssc.id()}, []string{a2.GetId()}},
+		{"area: a municipality", AuthorisationFilter{Area: arsMuni2}, []string{a1.GetId()}},
+		{"area: the district around them", AuthorisationFilter{Area: "09187", GranteeID: g.ssc.id()}, []string{a2.GetId(), a1.GetId()}},
+		{"area: another state", AuthorisationFilter{Area: "05"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := list(tc.f); !slices.Equal(got, tc.want) {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+	for _, f := range []AuthorisationFilter{{GrantorID: "Nope"}, {Area: "09x"}, {PageSize: 1001}, {PageToken: "!!"}, {GrantorID: arsMuni, PageToken: "eC9hZy8"}} {
+		if _, _, _, err := g.r.ListAuthorisations(f); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("ListAuthorisations(%+v) = %v, want ErrInvalidArgument", f, err)
+		}
 	}
 }
