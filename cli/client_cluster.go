@@ -41,7 +41,7 @@ func statusCommand() Command {
 }
 
 func (o *clientOpts) cluster() nodev1connect.ClusterServiceClient {
-	return nodev1connect.NewClusterServiceClient(httpClient, o.addr)
+	return nodev1connect.NewClusterServiceClient(o.http(), o.addr)
 }
 
 func members(ctx context.Context, env *Env, args []string) error {

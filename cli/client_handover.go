@@ -74,7 +74,7 @@ func auditCommand() Command {
 }
 
 func (o *clientOpts) handover() federationv1connect.HandoverServiceClient {
-	return federationv1connect.NewHandoverServiceClient(httpClient, o.addr)
+	return federationv1connect.NewHandoverServiceClient(o.http(), o.addr)
 }
 
 const localNote = "\n\nCase-worker procedures are served to callers on the node's own machine only\n(the default --addr is the local node)."

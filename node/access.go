@@ -202,8 +202,8 @@ var (
 // errUnauthenticated); a bearer token may ride along for an operator
 // admin. On the public listener a bearer token or a client certificate
 // registered to a user makes a person; nothing makes an anonymous caller.
-// A credential that does not verify is an error (the caller meant to
-// authenticate and must learn it failed).
+// A credential that does not verify is an error, returned with what was
+// established without it (anonymous, or the calling node).
 func (n *Node) identify(l listener, r *http.Request) (auth.Identity, error) {
 	id := auth.Identity{Addr: r.RemoteAddr}
 	if l == adminListener {
@@ -224,12 +224,8 @@ func (n *Node) identify(l listener, r *http.Request) (auth.Identity, error) {
 		if err != nil {
 			return id, fmt.Errorf("%w: %v", errUnauthenticated, err)
 		}
-		if l == peerListener {
-			if pid.Kind != auth.OperatorAdmin {
-				return id, fmt.Errorf("%w: on the peer listener only a network operator's admin token is accepted", registry.ErrPermissionDenied)
-			}
-			pid.Addr = r.RemoteAddr
-			return pid, nil
+		if l == peerListener && pid.Kind != auth.OperatorAdmin {
+			return id, fmt.Errorf("%w: on the peer listener only a network operator's admin token is accepted, relayed by a node", registry.ErrPermissionDenied)
 		}
 		pid.Addr = r.RemoteAddr
 		return pid, nil
@@ -379,8 +375,12 @@ func (n *Node) guard(l listener, h http.Handler) http.Handler {
 			refuse(w, r, n.permit(l, need, auth.Identity{}, r.URL.Path))
 			return
 		}
+		// A credential that does not verify is refused where the rule
+		// needs one; an open procedure serves the caller as what it is
+		// without it (anonymous, or the calling node). The peer listener
+		// never serves a caller without a node certificate.
 		id, err := n.identify(l, r)
-		if err != nil {
+		if err != nil && (need != anyone && need != withoutPeerListener || l == peerListener && id.Kind == auth.Anonymous) {
 			refuse(w, r, err)
 			return
 		}
