@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/verbund/verbund/federation/handover"
+	"github.com/verbund/verbund/federation/membership"
 	"github.com/verbund/verbund/federation/peertls"
 	"github.com/verbund/verbund/node/auth"
 	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
@@ -39,7 +40,9 @@ import (
 //     authenticated by a client certificate of the network's CA and
 //     authorised by what it is: forwarded Publish, the change feed,
 //     handover deliveries and case timelines for any node; ReadIndex for
-//     servers of this node's Raft configuration. Never the people's API.
+//     servers of this node's Raft configuration and its member nodes;
+//     cluster administration only with a network operator admin's token.
+//     Never the people's API.
 //   - admin (Config.AdminAddr, off by default, loopback unless
 //     AllowPublic): operators on this machine: net/http/pprof (later
 //     metrics).
@@ -80,8 +83,10 @@ const (
 	// network operator (on the peer listener: presented by the calling
 	// node on the admin's behalf, with its own certificate).
 	operatorAdmin
-	// raftServer (peer listener): a node in this node's Raft configuration.
-	raftServer
+	// clusterNode (peer listener): a server of this node's Raft
+	// configuration, or a member node of this cluster (by its certificate's
+	// node id, as gossip lists it): the nodes that may need a read index.
+	clusterNode
 	// withoutPeerListener (public listener): anyone, but only on a node
 	// without TLS, where nodes call each other on the public listener
 	// (development and tests); with TLS nodes use the peer listener.
@@ -89,7 +94,7 @@ const (
 )
 
 func (c caller) String() string {
-	return [...]string{"nobody", "anyone", "signed-in", "clerk", "admin", "console", "operator-admin", "raft-server", "without-peer-listener"}[c]
+	return [...]string{"nobody", "anyone", "signed-in", "clerk", "admin", "console", "operator-admin", "cluster-node", "without-peer-listener"}[c]
 }
 
 // rule is one row of the policy: who may call, per listener.
@@ -119,8 +124,9 @@ var (
 	// clusterAdmin: the network operator's admins, directly or relayed by
 	// a peer.
 	clusterAdmin = rule{public: operatorAdmin, peer: operatorAdmin}
-	// readIndex: the servers of the Raft configuration.
-	readIndex = rule{public: withoutPeerListener, peer: raftServer}
+	// readIndex: the servers of the Raft configuration and the cluster's
+	// members.
+	readIndex = rule{public: withoutPeerListener, peer: clusterNode}
 	// adminOnly: the admin listener.
 	adminOnly = rule{admin: anyone}
 )
@@ -310,9 +316,9 @@ func (n *Node) permit(l listener, need caller, id auth.Identity, path string) er
 			return deny("needs an ADMIN of the network operator %s; %s of %s has %v", op, id.User.GetUsername(), id.Org, auth.RoleNames(id.User.GetRoles()))
 		}
 		return nil
-	case raftServer:
+	case clusterNode:
 		if id.Kind != auth.PeerNode {
-			return unauth("a node of the network")
+			return unauth("a node of this cluster")
 		}
 		if !n.isServer() {
 			return deny("is served by Raft servers only")
@@ -326,7 +332,12 @@ func (n *Node) permit(l listener, need caller, id auth.Identity, path string) er
 				return nil
 			}
 		}
-		return deny("is served to servers of the Raft configuration only; node %s is not one", id.Node)
+		// A member (no Raft state) asks a server for linearizable reads:
+		// its certificate names it, gossip says it is one of ours.
+		if m, ok := n.memberByNodeID(id.Node); ok && m.Role == membership.RoleMember {
+			return nil
+		}
+		return deny("is served to the servers of the Raft configuration and this cluster's members only; node %s is neither", id.Node)
 	}
 	return deny("unknown rule")
 }

@@ -91,7 +91,8 @@ func Open(dir string, logger *slog.Logger, now func() time.Time) (*Store, error)
 		WithSyncWrites(true).
 		WithLogger(badgerlog.New(logger, "badger-users")).
 		WithNumVersionsToKeep(1).
-		WithMemTableSize(1 << 20).
+		WithMemTableSize(4 << 20).
+		WithValueThreshold(4 << 10).
 		WithValueLogFileSize(8 << 20).
 		WithBlockCacheSize(1 << 20).
 		WithChecksumVerificationMode(options.OnBlockRead).

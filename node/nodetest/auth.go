@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/verbund/verbund/federation/peertls"
 	"github.com/verbund/verbund/node"
 	"github.com/verbund/verbund/node/auth"
 	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
@@ -114,3 +115,17 @@ func (m *Member) Token() (string, error) {
 // 0's harness user): what TransferLeadership and RotateGossipKey need on
 // any node.
 func (c *Cluster) OperatorHTTPClient() *http.Client { return c.Nodes[0].HTTPClient() }
+
+// IssueCert issues a certificate of the cluster's CA (Options.TLS) for
+// nodeID: tests present it as a node that is, or is not, part of the
+// cluster.
+func (c *Cluster) IssueCert(nodeID string) (*peertls.Bundle, error) {
+	if c.caCert == nil {
+		return nil, fmt.Errorf("the cluster runs without TLS")
+	}
+	certPEM, keyPEM, err := peertls.IssueNodeCert(c.caCert, c.caKey, nodeID, []string{"127.0.0.1", "localhost"}, time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	return peertls.FromPEM(c.caCert, certPEM, keyPEM)
+}
