@@ -68,6 +68,15 @@ func TestNodeCertificatesAreNotAdmins(t *testing.T) {
 		if _, err := pub.TransferLeadership(ctx, connect.NewRequest(&nodev1.TransferLeadershipRequest{})); connect.CodeOf(err) != connect.CodeUnauthenticated {
 			t.Fatalf("%s's admin (not the operator's) transfers leadership on %s: %v", from.ID, l.ID, err)
 		}
+		// On its own node, too, only the network operator's admin
+		// administers the cluster.
+		own := nodev1connect.NewClusterServiceClient(&http.Client{Transport: withToken{tok, http.DefaultTransport}}, from.API())
+		if _, err := own.TransferLeadership(ctx, connect.NewRequest(&nodev1.TransferLeadershipRequest{})); connect.CodeOf(err) != connect.CodePermissionDenied {
+			t.Fatalf("%s's own admin transfers leadership: %v", from.ID, err)
+		}
+		if _, err := own.RotateGossipKey(ctx, connect.NewRequest(&nodev1.RotateGossipKeyRequest{Operation: nodev1.KeyOperation_KEY_OPERATION_INSTALL, Key: gossipKey})); connect.CodeOf(err) != connect.CodePermissionDenied {
+			t.Fatalf("%s's own admin installs a gossip key: %v", from.ID, err)
+		}
 		// Nor does the peer listener serve the people's API to a node.
 		if _, err := nodev1connect.NewConsoleServiceClient(hc, l.Node().PeerURL()).Submit(ctx, connect.NewRequest(&nodev1.SubmitRequest{})); connect.CodeOf(err) != connect.CodePermissionDenied {
 			t.Fatalf("console on the peer listener: %v", err)
