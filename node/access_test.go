@@ -2,8 +2,10 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,6 +22,7 @@ import (
 	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
 	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
 	"github.com/verbund/verbund/proto/gen/verbund/node/v1/nodev1connect"
+	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
 )
 
@@ -89,6 +92,24 @@ func TestAccessPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	clerk, _ := n.Users().Get("clerk")
+	// Client certificates for programs (public listener with
+	// Config.PublicTLS): one registered to the clerk, one to the disabled
+	// user, one to nobody.
+	certOf := func(id string) (*tls.ConnectionState, string) {
+		cs := peer(id)
+		cs.VerifiedChains = nil // the public listener does not verify them against the network CA
+		sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
+		return cs, hex.EncodeToString(sum[:])
+	}
+	clerkCert, clerkFP := certOf("clerk-program")
+	goneCert, goneFP := certOf("gone-program")
+	strangerCert, _ := certOf("stranger")
+	if _, err := n.Users().Update(&nodev1.UpdateUserRequest{Username: "clerk", AddCertificateSha256: []string{clerkFP}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Users().Update(&nodev1.UpdateUserRequest{Username: "gone", AddCertificateSha256: []string{goneFP}}); err != nil {
+		t.Fatal(err)
+	}
 	now := n.cfg.Clock()
 	sign := func(key *jose.JSONWebKey, org, node string, u *nodev1.User, at time.Time, ttl time.Duration) string {
 		t.Helper()
@@ -161,6 +182,10 @@ func TestAccessPolicy(t *testing.T) {
 		{"inbox with another organisation's token", publicListener, inbox, remote, otherOrgTok, nil, nil, unauth},
 		{"inbox as a disabled user", publicListener, inbox, remote, goneTok, nil, nil, unauth},
 		{"inbox with a garbage token", publicListener, inbox, remote, "not.a.token", nil, nil, unauth},
+		{"inbox with the clerk's client certificate", publicListener, inbox, remote, "", clerkCert, nil, ok},
+		{"rotate keys with the clerk's client certificate", publicListener, rotate, remote, "", clerkCert, nil, denied},
+		{"inbox with a disabled user's client certificate", publicListener, inbox, remote, "", goneCert, nil, unauth},
+		{"inbox with an unregistered client certificate", publicListener, inbox, remote, "", strangerCert, nil, unauth},
 		{"inbox from a peer node", peerListener, inbox, remote, "", peer("n2"), nil, denied},
 		{"inbox from a peer node with a clerk's token", peerListener, inbox, remote, clerkTok, peer("n2"), nil, denied},
 		{"send handover from a peer", peerListener, federationv1connect.HandoverServiceSendHandoverProcedure, local, "", peer("n2"), nil, denied},
@@ -346,5 +371,54 @@ func TestAdminListener(t *testing.T) {
 	}
 	if c := get(n.APIURL() + "/debug/pprof/goroutine?debug=1"); c != http.StatusForbidden {
 		t.Fatalf("pprof on the public listener: HTTP %d, want 403", c)
+	}
+}
+
+// TestConsoleRoles: the console signs for the node's organisation what a
+// person's role allows: a PUBLISHER the organisation's own publications,
+// an APPROVER governance decisions about others; each refusal names the
+// rule and nothing is published.
+func TestConsoleRoles(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	ctx := context.Background()
+	client := func(tok string) nodev1connect.ConsoleServiceClient {
+		return nodev1connect.NewConsoleServiceClient(&http.Client{Transport: bearerRT{tok: tok, inner: h2cClient().Transport}}, n.APIURL())
+	}
+	pub := client(addUser(t, n, "pub", nodev1.Role_ROLE_PUBLISHER))
+	appr := client(addUser(t, n, "appr", nodev1.Role_ROLE_APPROVER))
+	service := &registryv1.Mutation{Op: &registryv1.Mutation_PutService{PutService: &registryv1.Service{LeikaKey: "99115005000000", Name: "Ummeldung"}}}
+	other := &registryv1.Mutation{Op: &registryv1.Mutation_PutOrganisation{PutOrganisation: &registryv1.Organisation{
+		Id: "091620000000", Name: "München", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY, Ars: "091620000000"}}}
+	suspend := &registryv1.Mutation{Op: &registryv1.Mutation_ChangeStatus{ChangeStatus: &registryv1.ChangeOrganisationStatus{
+		OrganisationId: "091620000000", Status: registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED, Reason: "test"}}}
+	before := n.AppliedIndex()
+	for _, tc := range []struct {
+		name string
+		c    nodev1connect.ConsoleServiceClient
+		muts []*registryv1.Mutation
+	}{
+		{"publisher registers another organisation", pub, []*registryv1.Mutation{other}},
+		{"publisher suspends", pub, []*registryv1.Mutation{suspend}},
+		{"publisher mixes its own with a decision", pub, []*registryv1.Mutation{service, other}},
+		{"approver publishes a catalogue entry", appr, []*registryv1.Mutation{service}},
+	} {
+		_, err := tc.c.Submit(ctx, connect.NewRequest(&nodev1.SubmitRequest{Mutations: tc.muts}))
+		if connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "rule console") {
+			t.Fatalf("%s: %v, want PermissionDenied naming the rule", tc.name, err)
+		}
+	}
+	if got := n.AppliedIndex(); got != before {
+		t.Fatalf("refused submissions moved the registry from %d to %d", before, got)
+	}
+	res, err := pub.Submit(ctx, connect.NewRequest(&nodev1.SubmitRequest{Mutations: []*registryv1.Mutation{service}}))
+	if err != nil || res.Msg.GetResult().GetErrorCode() != "" || res.Msg.GetIndex() == 0 {
+		t.Fatalf("publisher's catalogue entry: %v %v", res, err)
+	}
+	res, err = appr.Submit(ctx, connect.NewRequest(&nodev1.SubmitRequest{Mutations: []*registryv1.Mutation{other}}))
+	if err != nil || res.Msg.GetResult().GetErrorCode() != "" {
+		t.Fatalf("approver registers an organisation: %v %v", res, err)
+	}
+	if o, _, err := n.Reader().Organisation("091620000000"); err != nil || o.GetUpdatedBy() != n.cfg.OrgID {
+		t.Fatalf("registered organisation: %v %v", o, err)
 	}
 }
