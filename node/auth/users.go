@@ -19,6 +19,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -121,6 +123,14 @@ func checkRoles(roles []nodev1.Role) ([]int32, error) {
 	return out, nil
 }
 
+// checkDisplayName bounds the name recorded with a person's actions.
+func checkDisplayName(d string) error {
+	if len(d) > 128 || strings.ContainsFunc(d, unicode.IsControl) || !utf8.ValidString(d) {
+		return fmt.Errorf("%w: display name must be at most 128 characters of printable UTF-8", ErrInvalid)
+	}
+	return nil
+}
+
 func checkPassword(p string) error {
 	if len(p) < MinPasswordLength {
 		return fmt.Errorf("%w: a password needs at least %d characters", ErrInvalid, MinPasswordLength)
@@ -149,6 +159,9 @@ func (s *Store) Create(u *nodev1.User, password string) (*nodev1.User, string, e
 	}
 	roles, err := checkRoles(u.GetRoles())
 	if err != nil {
+		return nil, "", err
+	}
+	if err := checkDisplayName(u.GetDisplayName()); err != nil {
 		return nil, "", err
 	}
 	generated := ""
@@ -305,6 +318,9 @@ func (s *Store) Update(req *nodev1.UpdateUserRequest) (*nodev1.User, error) {
 			rec.Disabled = req.GetDisabled()
 		}
 		if d := req.GetDisplayName(); d != "" {
+			if err := checkDisplayName(d); err != nil {
+				return err
+			}
 			rec.DisplayName = d
 		}
 		for _, fp := range req.GetRemoveCertificateSha256() {
