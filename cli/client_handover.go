@@ -24,10 +24,9 @@ import (
 	"github.com/verbund/verbund/registry"
 )
 
-// The case-worker commands (handover send/outbox, inbox, case ...) use the
-// local API of the organisation's node, which serves them to loopback
-// callers only: run them on the node's machine with the default --addr.
-// track and audit verify work on any node.
+// The case-worker commands (handover send/outbox, inbox, case, track,
+// audit verify) use the API of the organisation's node, which serves them
+// to its signed-in clerks only (verbund login, --token or VERBUND_TOKEN).
 
 // handoverCommand is "verbund handover": sending cases and watching them go.
 func handoverCommand() Command {
