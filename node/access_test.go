@@ -535,3 +535,53 @@ func TestEveryProtectedProcedure(t *testing.T) {
 		t.Fatalf("only %d protected procedures found", checked)
 	}
 }
+
+// TestClientCertificateSignIn: with Config.PublicTLS requesting client
+// certificates, a program presenting a certificate registered to a user
+// acts as that user over a real TLS connection; an unregistered one is
+// anonymous.
+func TestClientCertificateSignIn(t *testing.T) {
+	caCert, caKey, err := peertls.NewCA("public TLS test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair := func(id string) tls.Certificate {
+		certPEM, keyPEM, err := peertls.IssueNodeCert(caCert, caKey, id, []string{"127.0.0.1"}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caCert)
+	cfg := testConfig(t, t.TempDir())
+	cfg.PublicTLS = &tls.Config{Certificates: []tls.Certificate{pair("public-api")}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS13}
+	n := startNode(t, cfg)
+	if !strings.HasPrefix(n.APIURL(), "https://") {
+		t.Fatalf("API URL %s", n.APIURL())
+	}
+	program, stranger := pair("program"), pair("stranger")
+	sum := sha256.Sum256(program.Certificate[0])
+	if _, _, err := n.Users().Create(&nodev1.User{Username: "robot", DisplayName: "Fachverfahren", Roles: []nodev1.Role{nodev1.Role_ROLE_CLERK},
+		CertificateSha256: []string{hex.EncodeToString(sum[:])}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	client := func(c tls.Certificate) *http.Client {
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS13}}}
+	}
+	ctx := context.Background()
+	who, err := nodev1connect.NewAuthServiceClient(client(program), n.APIURL()).WhoAmI(ctx, connect.NewRequest(&nodev1.WhoAmIRequest{}))
+	if err != nil || who.Msg.GetUser().GetUsername() != "robot" || who.Msg.GetMethod() != "certificate" {
+		t.Fatalf("who am I with the registered certificate: %v %v", who, err)
+	}
+	if _, err := federationv1connect.NewHandoverServiceClient(client(program), n.APIURL()).ListInbox(ctx, connect.NewRequest(&federationv1.ListInboxRequest{})); err != nil {
+		t.Fatalf("inbox with the registered certificate: %v", err)
+	}
+	if _, err := federationv1connect.NewHandoverServiceClient(client(stranger), n.APIURL()).ListInbox(ctx, connect.NewRequest(&federationv1.ListInboxRequest{})); connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("inbox with an unregistered certificate: %v", err)
+	}
+}
