@@ -226,7 +226,7 @@ func (n *Node) identify(l listener, r *http.Request) (auth.Identity, error) {
 		id.Kind, id.Node = auth.PeerNode, nodeID
 	}
 	if tok, ok := bearer(r); ok {
-		pid, err := n.verifyToken(tok)
+		pid, err := n.verifyToken(r.Context(), tok)
 		if err != nil {
 			return id, fmt.Errorf("%w: %v", errUnauthenticated, err)
 		}

@@ -2,10 +2,15 @@ package node
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -583,5 +588,91 @@ func TestClientCertificateSignIn(t *testing.T) {
 	}
 	if _, err := federationv1connect.NewHandoverServiceClient(client(stranger), n.APIURL()).ListInbox(ctx, connect.NewRequest(&federationv1.ListInboxRequest{})); connect.CodeOf(err) != connect.CodeUnauthenticated {
 		t.Fatalf("inbox with an unregistered certificate: %v", err)
+	}
+}
+
+// TestOpenIDConnect: with the organisation's identity provider configured,
+// its ID tokens authenticate the node's user their preferred_username
+// names (roles from the node); an ID token for another audience, an
+// expired one, one signed by another key, one for an unknown or disabled
+// user are refused.
+func TestOpenIDConnect(t *testing.T) {
+	idpKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var issuer string
+	mux := http.NewServeMux()
+	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"issuer":%q,"jwks_uri":%q,"authorization_endpoint":%q,"token_endpoint":%q,"id_token_signing_alg_values_supported":["ES256"]}`,
+			issuer, issuer+"/jwks", issuer+"/auth", issuer+"/token")
+	})
+	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &idpKey.PublicKey, KeyID: "idp-1", Algorithm: "ES256", Use: "sig"}}})
+	})
+	idp := httptest.NewServer(mux)
+	defer idp.Close()
+	issuer = idp.URL
+
+	cfg := testConfig(t, t.TempDir())
+	cfg.OIDCIssuer, cfg.OIDCClientID = issuer, "verbund-node"
+	n := startNode(t, cfg)
+	for _, u := range []string{"erika", "gone"} {
+		if _, _, err := n.Users().Create(&nodev1.User{Username: u, DisplayName: "Erika Mustermann", Roles: []nodev1.Role{nodev1.Role_ROLE_CLERK}}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := n.Users().Update(&nodev1.UpdateUserRequest{Username: "gone", SetDisabled: true, Disabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	idToken := func(key *ecdsa.PrivateKey, aud, user string, exp time.Time) string {
+		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: "idp-1"}}, (&jose.SignerOptions{}).WithType("JWT"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		claims, _ := json.Marshal(map[string]any{"iss": issuer, "aud": aud, "sub": "x-" + user, "preferred_username": user,
+			"iat": now.Add(-time.Minute).Unix(), "exp": exp.Unix()})
+		jws, err := signer.Sign(claims)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := jws.CompactSerialize()
+		return s
+	}
+	ctx := context.Background()
+	whoAmI := func(tok string) (*nodev1.WhoAmIResponse, error) {
+		hc := &http.Client{Transport: bearerRT{tok: tok, inner: h2cClient().Transport}}
+		res, err := nodev1connect.NewAuthServiceClient(hc, n.APIURL()).WhoAmI(ctx, connect.NewRequest(&nodev1.WhoAmIRequest{}))
+		if err != nil {
+			return nil, err
+		}
+		return res.Msg, nil
+	}
+	who, err := whoAmI(idToken(idpKey, "verbund-node", "erika", now.Add(5*time.Minute)))
+	if err != nil || who.GetUser().GetUsername() != "erika" || who.GetMethod() != "oidc" {
+		t.Fatalf("ID token of the provider: %v %v", who, err)
+	}
+	for name, tok := range map[string]string{
+		"another audience": idToken(idpKey, "another-app", "erika", now.Add(5*time.Minute)),
+		"expired":          idToken(idpKey, "verbund-node", "erika", now.Add(-time.Minute)),
+		"another key":      idToken(otherKey, "verbund-node", "erika", now.Add(5*time.Minute)),
+		"unknown user":     idToken(idpKey, "verbund-node", "mallory", now.Add(5*time.Minute)),
+		"disabled user":    idToken(idpKey, "verbund-node", "gone", now.Add(5*time.Minute)),
+	} {
+		if _, err := whoAmI(tok); connect.CodeOf(err) != connect.CodeUnauthenticated {
+			t.Errorf("%s: %v, want Unauthenticated", name, err)
+		}
+	}
+	// The node's own tokens still work next to the provider's.
+	own, _, err := n.IssueToken("erika")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if who, err := whoAmI(own); err != nil || who.GetMethod() != "token" {
+		t.Fatalf("the node's own token: %v %v", who, err)
 	}
 }

@@ -116,13 +116,17 @@ func (n *Node) IssueToken(username string) (string, time.Time, error) {
 func (n *Node) Users() *auth.Store { return n.users }
 
 // verifyToken checks a bearer token (auth.VerifyToken) and says whose it
-// is. A token of this node (iss = this organisation, node = this node)
+// is (an ID token of the organisation's OpenID Connect provider, if
+// configured, goes to verifyOIDC). A token of this node (iss = this organisation, node = this node)
 // names a user who must exist and be enabled here now; roles come from the
 // store, not the token, so disabling a user or taking a role away takes
 // effect at once. A token of any other node is accepted only if its issuer
 // is the registry's network operator and it claims ADMIN: the operator's
 // admins administer the cluster on every node (operatorAdmin in access.go).
-func (n *Node) verifyToken(tok string) (auth.Identity, error) {
+func (n *Node) verifyToken(ctx context.Context, tok string) (auth.Identity, error) {
+	if n.oidc != nil && !auth.IsNodeToken(tok) {
+		return n.verifyOIDC(ctx, tok)
+	}
 	c, err := auth.VerifyToken(tok, n.tokenKey, n.cfg.Clock(), auth.DefaultSkew)
 	if err != nil {
 		return auth.Identity{}, err
@@ -143,6 +147,24 @@ func (n *Node) verifyToken(tok string) (auth.Identity, error) {
 	}
 	u := &nodev1.User{Username: c.Subject, DisplayName: c.Subject, Roles: []nodev1.Role{nodev1.Role_ROLE_ADMIN}}
 	return auth.Identity{Kind: auth.OperatorAdmin, User: u, Org: c.Issuer, Node: c.Node, Method: "token"}, nil
+}
+
+// verifyOIDC accepts an ID token of the organisation's identity provider
+// (Config.OIDCIssuer) for the user its preferred_username names, who must
+// exist and be enabled on this node; the roles are this node's.
+func (n *Node) verifyOIDC(ctx context.Context, tok string) (auth.Identity, error) {
+	name, err := n.oidc.Verify(ctx, tok)
+	if err != nil {
+		return auth.Identity{}, err
+	}
+	u, err := n.users.Get(name)
+	if err != nil {
+		return auth.Identity{}, fmt.Errorf("OpenID Connect user %s: %w", name, err)
+	}
+	if u.GetDisabled() {
+		return auth.Identity{}, fmt.Errorf("OpenID Connect user %s: %w", name, auth.ErrDisabled)
+	}
+	return auth.Identity{Kind: auth.Person, User: u, Org: n.cfg.OrgID, Node: n.cfg.NodeID, Method: "oidc"}, nil
 }
 
 // tokenKey resolves a token's signing key under the registry's key rule

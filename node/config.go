@@ -156,6 +156,15 @@ type Config struct {
 	// enabled user authenticates that user (programs). Nil: plain HTTP
 	// (h2c), bearer tokens only.
 	PublicTLS *tls.Config
+	// OIDCIssuer, if set, accepts ID tokens of this OpenID Connect
+	// provider (the organisation's own identity provider) as bearer
+	// tokens: their aud must be OIDCClientID and their preferred_username
+	// an enabled user of this node, whose roles (the node's) apply.
+	OIDCIssuer   string
+	OIDCClientID string
+	// OIDCHTTPClient fetches the provider's discovery document and keys
+	// (default http.DefaultClient).
+	OIDCHTTPClient *http.Client
 
 	Logger *slog.Logger
 }
@@ -249,6 +258,9 @@ func (c Config) withDefaults() Config {
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	var errs []error
+	if (c.OIDCIssuer == "") != (c.OIDCClientID == "") {
+		errs = append(errs, errors.New("OpenID Connect needs both an issuer and a client id"))
+	}
 	if !registry.ValidOrgID(c.OrgID) {
 		errs = append(errs, fmt.Errorf("org id %q must be a 12-digit ARS or a slug [a-z][a-z0-9-]{2,62}", c.OrgID))
 	}

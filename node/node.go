@@ -62,6 +62,7 @@ type Node struct {
 	handover *handover.Service
 
 	users   *auth.Store // this node's people (access.go, api_auth.go)
+	oidc    *auth.OIDC  // the organisation's identity provider (nil: none)
 	limiter limiter     // rate limits in the guard (ratelimit.go); nil: none
 
 	gossip   *membership.Membership
@@ -135,6 +136,9 @@ func (n *Node) openUsers() error {
 		return err
 	}
 	n.users = users
+	if n.cfg.OIDCIssuer != "" {
+		n.oidc = auth.NewOIDC(n.cfg.OIDCIssuer, n.cfg.OIDCClientID, n.cfg.OIDCHTTPClient, n.cfg.Clock)
+	}
 	path, err := auth.EnsureInitialAdmin(users, n.cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("initial admin: %w", err)
