@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -204,7 +205,7 @@ func TestCheckerCatchesStaleLocalRead(t *testing.T) {
 		t.Skip("multi-node")
 	}
 	c := nodetest.Start(t, nodetest.Options{Voters: 3})
-	j := &jepsen{t: t, c: c, key: c.OperatorKey(), h: nodetest.NewHistory(), keys: []string{"stale-k"}, hc: c.OperatorHTTPClient(), refusals: map[string]int{}, unknown: map[string]int{}, index: map[string]int{}}
+	j := &jepsen{t: t, c: c, key: c.OperatorKey(), h: nodetest.NewHistory(), keys: []string{"stale-k"}, hc: &http.Client{Timeout: 10 * time.Second}, refusals: map[string]int{}, unknown: map[string]int{}, index: map[string]int{}}
 	for _, m := range c.Nodes {
 		j.pub = append(j.pub, c.Publish(m.Index))
 		j.qry = append(j.qry, c.Query(m.Index))
@@ -327,7 +328,7 @@ func TestNoStaleReadAcrossLeadershipTransfers(t *testing.T) {
 	for time.Now().Before(deadline) {
 		l := c.WaitLeader(10 * time.Second)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		_, err := nodev1connect.NewClusterServiceClient(j.hc, l.API()).TransferLeadership(ctx, connect.NewRequest(&nodev1.TransferLeadershipRequest{}))
+		_, err := nodev1connect.NewClusterServiceClient(j.c.OperatorHTTPClient(), l.API()).TransferLeadership(ctx, connect.NewRequest(&nodev1.TransferLeadershipRequest{}))
 		cancel()
 		if err == nil {
 			transfers++
@@ -366,7 +367,7 @@ func (j *jepsen) writeVia(i, client int, in nodetest.RegInput) nodetest.RegOutpu
 
 // newLoadRun prepares a small run on one key.
 func newLoadRun(t *testing.T, c *nodetest.Cluster, key string) *jepsen {
-	j := &jepsen{t: t, c: c, key: c.OperatorKey(), h: nodetest.NewHistory(), keys: []string{key}, hc: c.OperatorHTTPClient(),
+	j := &jepsen{t: t, c: c, key: c.OperatorKey(), h: nodetest.NewHistory(), keys: []string{key}, hc: &http.Client{Timeout: 10 * time.Second},
 		refusals: map[string]int{}, unknown: map[string]int{}, index: map[string]int{}, o: jepsenOpts{Seed: 7, RetryFor: 2 * time.Second}}
 	for _, m := range c.Nodes {
 		j.pub = append(j.pub, c.Publish(m.Index))
