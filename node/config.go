@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/verbund/verbund/federation/peertls"
+	"github.com/verbund/verbund/node/auth"
 	"github.com/verbund/verbund/node/raftlog"
 	"github.com/verbund/verbund/registry"
 )
@@ -145,6 +147,25 @@ type Config struct {
 	// Writer.Now, if set, overrides it for the proposal time.
 	Clock func() time.Time
 
+	// TokenTTL is how long the bearer tokens this node signs for its users
+	// are valid (default 15 minutes; at most auth.MaxTokenTTL).
+	TokenTTL time.Duration
+	// PublicTLS, if set, serves the public listener over TLS with this
+	// configuration; with ClientAuth RequestClientCert (or stricter) a
+	// client certificate whose SHA-256 fingerprint is registered to an
+	// enabled user authenticates that user (programs). Nil: plain HTTP
+	// (h2c), bearer tokens only.
+	PublicTLS *tls.Config
+	// OIDCIssuer, if set, accepts ID tokens of this OpenID Connect
+	// provider (the organisation's own identity provider) as bearer
+	// tokens: their aud must be OIDCClientID and their preferred_username
+	// an enabled user of this node, whose roles (the node's) apply.
+	OIDCIssuer   string
+	OIDCClientID string
+	// OIDCHTTPClient fetches the provider's discovery document and keys
+	// (default http.DefaultClient).
+	OIDCHTTPClient *http.Client
+
 	Logger *slog.Logger
 }
 
@@ -228,12 +249,18 @@ func (c Config) withDefaults() Config {
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
+	if c.TokenTTL == 0 {
+		c.TokenTTL = auth.DefaultTokenTTL
+	}
 	return c
 }
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	var errs []error
+	if (c.OIDCIssuer == "") != (c.OIDCClientID == "") {
+		errs = append(errs, errors.New("OpenID Connect needs both an issuer and a client id"))
+	}
 	if !registry.ValidOrgID(c.OrgID) {
 		errs = append(errs, fmt.Errorf("org id %q must be a 12-digit ARS or a slug [a-z][a-z0-9-]{2,62}", c.OrgID))
 	}

@@ -789,7 +789,7 @@ func (j *jepsen) phase(n int, kind string) {
 		for range n {
 			l := c.WaitLeader(10 * time.Second)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			res, err := nodev1connect.NewClusterServiceClient(j.hc, l.API()).TransferLeadership(ctx, connect.NewRequest(&nodev1.TransferLeadershipRequest{}))
+			res, err := nodev1connect.NewClusterServiceClient(j.c.OperatorHTTPClient(), l.API()).TransferLeadership(ctx, connect.NewRequest(&nodev1.TransferLeadershipRequest{}))
 			cancel()
 			if err != nil {
 				j.logf("transfer leadership from %s: %v", l.ID, err)

@@ -328,7 +328,7 @@ func TestNoStaleReadAcrossLeadershipTransfers(t *testing.T) {
 	for time.Now().Before(deadline) {
 		l := c.WaitLeader(10 * time.Second)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		_, err := nodev1connect.NewClusterServiceClient(j.hc, l.API()).TransferLeadership(ctx, connect.NewRequest(&nodev1.TransferLeadershipRequest{}))
+		_, err := nodev1connect.NewClusterServiceClient(j.c.OperatorHTTPClient(), l.API()).TransferLeadership(ctx, connect.NewRequest(&nodev1.TransferLeadershipRequest{}))
 		cancel()
 		if err == nil {
 			transfers++
