@@ -244,7 +244,7 @@ func serve(ctx context.Context, env *Env, cfg node.Config, sampleData bool) erro
 	c := n.Config()
 	if sampleData {
 		log := c.Logger.With("node", c.NodeID)
-		if err := loadSampleData(ctx, log, n, c.DataDir, c.OrgID, n.SigningKey()); err != nil {
+		if err := loadSampleData(ctx, log, n, n.Reader(), c.DataDir, c.OrgID, n.SigningKey()); err != nil {
 			_ = n.Close()
 			return err
 		}
