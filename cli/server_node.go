@@ -63,6 +63,13 @@ type nodeFlags struct {
 	AllowPublic   bool   `yaml:"allow-public"`
 	AuditInterval string `yaml:"audit-interval"`
 	DiskReserveMB int    `yaml:"disk-reserve-mb"`
+
+	// The organisation's identity, written by verbund init and sent by
+	// verbund join; the node itself does not use them.
+	Kind     string `yaml:"kind,omitempty"`
+	State    string `yaml:"state,omitempty"`
+	ARS      string `yaml:"ars,omitempty"`
+	Endpoint string `yaml:"endpoint,omitempty"`
 }
 
 func (f *nodeFlags) register(fs *flagSet, d nodeFlags) {

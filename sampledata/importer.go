@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -269,12 +270,11 @@ func KeyFiles(dir string) KeySource {
 // join request (ChangeOrganisationStatus.keys_sha256).
 // TODO(merge s8-fsm): use registry.KeysDigest.
 func keysDigest(pks []*registryv1.PublicKey) string {
+	sorted := slices.Clone(pks)
+	slices.SortFunc(sorted, func(a, b *registryv1.PublicKey) int { return strings.Compare(a.GetKid(), b.GetKid()) })
 	h := sha256.New()
-	for _, k := range pks {
-		for _, f := range []string{k.GetKid(), k.GetUse(), k.GetAlg(), k.GetJwkJson()} {
-			h.Write([]byte(f))
-			h.Write([]byte{0})
-		}
+	for _, pk := range sorted {
+		fmt.Fprintf(h, "%s|%s|%s|%s\n", pk.GetKid(), pk.GetUse(), pk.GetAlg(), pk.GetJwkJson())
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
