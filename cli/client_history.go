@@ -63,25 +63,31 @@ func (v *verifier) verify(ctx context.Context, raw string, index uint64) (*regis
 		return sc, "", err
 	}
 	at := keys.Moment{Index: index, UnixMs: cmd.GetIssuedAtUnixMs()}
-	pk, kerr := keys.SigningKeyAt(org, sc.KID, at)
-	how := "verified"
-	if kerr != nil {
-		// The two exceptions of the key rule, each checked against a key
-		// held for the command itself.
-		switch {
-		case len(cmd.GetMutations()) == 1 && cmd.GetMutations()[0].GetRequestJoin().GetId() == cmd.GetIssuer():
-			// A join request: proof of possession of a key it carries.
-			for _, k := range cmd.GetMutations()[0].GetRequestJoin().GetKeys() {
-				if k.GetKid() == sc.KID && k.GetUse() == keys.UseSig {
-					pk, kerr, how = k, nil, "verified (proof of possession)"
-				}
+	var (
+		pk   *registryv1.PublicKey
+		kerr error
+		how  = "verified"
+	)
+	muts := cmd.GetMutations()
+	switch {
+	case len(muts) == 1 && muts[0].GetRequestJoin() != nil && muts[0].GetRequestJoin().GetId() == cmd.GetIssuer():
+		// A join request is verified as the registry did: against a
+		// signing key it carries (proof of possession).
+		kerr = fmt.Errorf("%w: %q is not a signing key in the join request", keys.ErrUnknownKey, sc.KID)
+		for _, k := range muts[0].GetRequestJoin().GetKeys() {
+			if k.GetKid() == sc.KID && k.GetUse() == keys.UseSig {
+				pk, kerr, how = k, nil, "verified (proof of possession)"
 			}
-		case errors.Is(kerr, keys.ErrNotSigningKey) && len(cmd.GetMutations()) == 1 && cmd.GetMutations()[0].GetRecoverKeys().GetOrganisationId() == cmd.GetIssuer():
+		}
+	default:
+		pk, kerr = keys.SigningKeyAt(org, sc.KID, at)
+		if errors.Is(kerr, keys.ErrNotSigningKey) && len(muts) == 1 && muts[0].GetRecoverKeys().GetOrganisationId() == cmd.GetIssuer() {
 			// The operator's recovery of its own keys, signed with its
-			// recovery key (valid until that key is revoked).
+			// recovery key: valid up to and including the index of the
+			// recovery that replaced it (which it signed itself).
 			for _, k := range org.GetKeys() {
 				if k.GetKid() == sc.KID && k.GetUse() == "rec" && // TODO(merge s8-fsm): keys.UseRec
-					(k.GetStatus() != registryv1.KeyStatus_KEY_STATUS_REVOKED || (k.GetRevokedAtIndex() != 0 && index < k.GetRevokedAtIndex())) {
+					(k.GetStatus() != registryv1.KeyStatus_KEY_STATUS_REVOKED || index <= k.GetRevokedAtIndex()) {
 					pk, kerr, how = k, nil, "verified (recovery key)"
 				}
 			}
