@@ -24,6 +24,10 @@ const (
 
 	UseSig = "sig"
 	UseEnc = "enc"
+	// UseRec marks an offline recovery key: an Ed25519 key that signs
+	// nothing but a KeyRecovery of its own organisation (the network
+	// operator's, set at bootstrap and kept offline).
+	UseRec = "rec"
 )
 
 // ErrPrivateKey is returned when a key that must be public has private parts.
@@ -43,6 +47,13 @@ func GenerateSigning(kid string) (jose.JSONWebKey, error) {
 		return jose.JSONWebKey{}, fmt.Errorf("generate signing key: %w", err)
 	}
 	return jose.JSONWebKey{Key: priv, KeyID: kid, Algorithm: string(SigningAlg), Use: UseSig}, nil
+}
+
+// GenerateRecovery creates an Ed25519 recovery key (use "rec").
+func GenerateRecovery(kid string) (jose.JSONWebKey, error) {
+	k, err := GenerateSigning(kid)
+	k.Use = UseRec
+	return k, err
 }
 
 // GenerateEncryption creates a P-256 key for ECDH-ES key agreement.
@@ -171,7 +182,7 @@ func ParsePublic(pk *registryv1.PublicKey) (jose.JSONWebKey, error) {
 		return k, fmt.Errorf("key %q: JWK kid %q does not match", pk.GetKid(), k.KeyID)
 	}
 	switch pk.GetUse() {
-	case UseSig:
+	case UseSig, UseRec:
 		if pk.GetAlg() != string(SigningAlg) {
 			return k, fmt.Errorf("key %q: signing algorithm %q not allowed (want %s)", pk.GetKid(), pk.GetAlg(), SigningAlg)
 		}

@@ -44,14 +44,16 @@ func (m Moment) position() uint64 {
 var (
 	// ErrUnknownKey: the organisation has no key with this kid.
 	ErrUnknownKey = errors.New("keys: unknown key")
-	// ErrNotSigningKey: the key exists but its use is not "sig".
+	// ErrNotSigningKey: the key exists but its use is not "sig" (for
+	// RecoveryKeyAt: not "rec").
 	ErrNotSigningKey = errors.New("keys: not a signing key")
 	// ErrKeyRevoked: the key was revoked at or before the moment.
 	ErrKeyRevoked = errors.New("keys: key revoked")
 	// ErrKeyRetired: the key is RETIRING and its grace period had ended at
 	// the moment (or its status is not one the rule knows).
 	ErrKeyRetired = errors.New("keys: key retired")
-	// ErrOrgInactive: the organisation was SUSPENDED or RETIRED at the moment.
+	// ErrOrgInactive: the organisation was SUSPENDED, REVOKED or RETIRED at
+	// the moment, or was never approved (REGISTERED, PENDING, DECLINED).
 	ErrOrgInactive = errors.New("keys: organisation inactive")
 )
 
@@ -61,6 +63,17 @@ var (
 // ErrKeyRevoked, ErrKeyRetired or ErrOrgInactive. The key's JWK is not
 // parsed here (see ParsePublic).
 func SigningKeyAt(org *registryv1.Organisation, kid string, at Moment) (*registryv1.PublicKey, error) {
+	return keyAt(org, kid, at, UseSig)
+}
+
+// RecoveryKeyAt is SigningKeyAt for a recovery key (use "rec"): the key a
+// network operator signs its own KeyRecovery with when its signing key is
+// lost. A "rec" key signs nothing else; the same rule decides its validity.
+func RecoveryKeyAt(org *registryv1.Organisation, kid string, at Moment) (*registryv1.PublicKey, error) {
+	return keyAt(org, kid, at, UseRec)
+}
+
+func keyAt(org *registryv1.Organisation, kid string, at Moment, use string) (*registryv1.PublicKey, error) {
 	if InactiveAt(org, at) {
 		since := "always"
 		if s := org.GetInactiveSinceIndex(); s != 0 {
@@ -72,8 +85,8 @@ func SigningKeyAt(org *registryv1.Organisation, kid string, at Moment) (*registr
 		if pk.GetKid() != kid {
 			continue
 		}
-		if pk.GetUse() != UseSig {
-			return nil, fmt.Errorf("%w: key %q of %s", ErrNotSigningKey, kid, org.GetId())
+		if pk.GetUse() != use {
+			return nil, fmt.Errorf("%w: key %q of %s has use %q, not %q", ErrNotSigningKey, kid, org.GetId(), pk.GetUse(), use)
 		}
 		switch pk.GetStatus() {
 		case registryv1.KeyStatus_KEY_STATUS_ACTIVE:
@@ -96,20 +109,35 @@ func SigningKeyAt(org *registryv1.Organisation, kid string, at Moment) (*registr
 	return nil, fmt.Errorf("%w: %q is not a key of %s", ErrUnknownKey, kid, org.GetId())
 }
 
-// InactiveAt reports whether org was SUSPENDED or RETIRED at moment at.
+// InactiveAt reports whether org could not sign at moment at: SUSPENDED,
+// REVOKED or RETIRED from its inactive_since_index on (at every position if
+// that is 0), and REGISTERED, PENDING or DECLINED at every position (never
+// approved: such an organisation signs nothing but its own join request,
+// which the registry verifies against the key the request carries).
 func InactiveAt(org *registryv1.Organisation, at Moment) bool {
 	switch org.GetStatus() {
-	case registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED, registryv1.OrganisationStatus_ORGANISATION_STATUS_RETIRED:
+	case registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED,
+		registryv1.OrganisationStatus_ORGANISATION_STATUS_RETIRED,
+		registryv1.OrganisationStatus_ORGANISATION_STATUS_REVOKED:
 		s := org.GetInactiveSinceIndex()
 		return s == 0 || at.position() >= s
+	case registryv1.OrganisationStatus_ORGANISATION_STATUS_REGISTERED,
+		registryv1.OrganisationStatus_ORGANISATION_STATUS_PENDING,
+		registryv1.OrganisationStatus_ORGANISATION_STATUS_DECLINED:
+		return true
 	}
 	return false
 }
 
-// Inactive reports whether status makes an organisation inactive.
+// Inactive reports whether status makes an approved organisation inactive
+// from some registry index on (SUSPENDED, REVOKED, RETIRED): the statuses
+// Stamp records inactive_since_index for. Organisations never approved
+// (REGISTERED, PENDING, DECLINED) are inactive at every position instead
+// (see InactiveAt).
 func Inactive(status registryv1.OrganisationStatus) bool {
 	return status == registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED ||
-		status == registryv1.OrganisationStatus_ORGANISATION_STATUS_RETIRED
+		status == registryv1.OrganisationStatus_ORGANISATION_STATUS_RETIRED ||
+		status == registryv1.OrganisationStatus_ORGANISATION_STATUS_REVOKED
 }
 
 // Stamp sets the registry-kept fields of the key rule on n, the new record

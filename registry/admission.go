@@ -63,7 +63,17 @@ func (a *Admission) Publish(ctx context.Context, signed []string) ([]*registryv1
 					// A retry of an applied command: answer from the
 					// dedupe record if this exact command was applied.
 					if prev, _ := a.fsm.LookupResult(sc.Command.GetIssuer(), sc.Command.GetId()); prev != nil {
-						results[i] = prev
+						// Unless the id was used for other content:
+						// already_exists, as the FSM would answer.
+						d, derr := CommandDigest(sc.Command)
+						if derr == nil {
+							derr = sameCommand(prev, d)
+						}
+						if derr != nil {
+							results[i] = &registryv1.CommandResult{CommandId: sc.Command.GetId(), ErrorCode: ErrorCode(derr), ErrorMessage: derr.Error()}
+						} else {
+							results[i] = prev
+						}
 						continue
 					}
 				}

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -108,99 +107,19 @@ func (a *applyCtx) apply(m *registryv1.Mutation) error {
 		return a.deleteOffering(op.DeleteOffering, m.GetPrecondition())
 	case *registryv1.Mutation_PutAuditHead:
 		return a.putAuditHead(op.PutAuditHead, m.GetPrecondition())
+	case *registryv1.Mutation_RequestJoin:
+		return a.requestJoin(op.RequestJoin, m.GetPrecondition())
+	case *registryv1.Mutation_ChangeStatus:
+		return a.changeStatus(op.ChangeStatus, m.GetPrecondition())
+	case *registryv1.Mutation_RecoverKeys:
+		return a.recoverKeys(op.RecoverKeys, m.GetPrecondition())
+	case *registryv1.Mutation_PutAuthorisation:
+		return a.putAuthorisation(op.PutAuthorisation, m.GetPrecondition())
+	case *registryv1.Mutation_WithdrawAuthorisation:
+		return a.withdrawAuthorisation(op.WithdrawAuthorisation, m.GetPrecondition())
 	default:
 		return invalid("unknown mutation %T", op)
 	}
-}
-
-func clearOrgMeta(m proto.Message) {
-	o := m.(*registryv1.Organisation)
-	o.Revision, o.UpdatedAtUnixMs, o.UpdatedBy = 0, 0, ""
-}
-
-func (a *applyCtx) putOrganisation(o *registryv1.Organisation, pre *registryv1.Precondition) error {
-	if o.GetStatus() == registryv1.OrganisationStatus_ORGANISATION_STATUS_UNSPECIFIED {
-		// Stored as REGISTERED: compare as such, so that re-sending a record
-		// without a status is neither a status change nor a new revision.
-		o = proto.Clone(o).(*registryv1.Organisation)
-		o.Status = registryv1.OrganisationStatus_ORGANISATION_STATUS_REGISTERED
-	}
-	old := &registryv1.Organisation{}
-	exists, err := a.st.getProto(orgKey(o.GetId()), old)
-	if err != nil {
-		return err
-	}
-	if err := checkPrecondition(pre, exists, old.GetRevision(), "organisation "+o.GetId()); err != nil {
-		return err
-	}
-	isOpKind := o.GetKind() == registryv1.OrganisationKind_ORGANISATION_KIND_NETWORK_OPERATOR
-	switch {
-	case a.operator == "":
-		// Genesis: only the operator's self-signed record (checked by the caller).
-		if !isOpKind || o.GetId() != a.cmd.GetIssuer() {
-			return fmt.Errorf("%w: the registry has no operator yet; the first command must register the network operator", ErrPermissionDenied)
-		}
-	case a.isOperator():
-		if isOpKind && o.GetId() != a.operator {
-			return a.denied("register a second network operator %s", o.GetId())
-		}
-		if o.GetId() == a.operator && !isOpKind {
-			return a.denied("change the operator's kind")
-		}
-	case o.GetId() == a.cmd.GetIssuer():
-		// Self-service: an organisation maintains its own endpoint, name and
-		// keys; identity and status are the operator's to change.
-		if !exists {
-			return a.denied("register itself; the network operator onboards organisations")
-		}
-		if o.GetKind() != old.GetKind() || o.GetArs() != old.GetArs() || o.GetAgs() != old.GetAgs() ||
-			o.GetStateCode() != old.GetStateCode() || o.GetParentId() != old.GetParentId() || o.GetStatus() != old.GetStatus() {
-			return a.denied("change its own kind, area keys, parent or status")
-		}
-	default:
-		return a.denied("change organisation %s", o.GetId())
-	}
-	if err := a.checkStale(exists, old.GetUpdatedAtUnixMs(), "organisation "+o.GetId()); err != nil {
-		return err
-	}
-	for _, pk := range o.GetKeys() {
-		owner, err := a.st.get(kidKey(pk.GetKid()))
-		if err != nil {
-			return err
-		}
-		if owner != nil && string(owner) != o.GetId() {
-			return fmt.Errorf("%w: key %q belongs to another organisation", ErrPermissionDenied, pk.GetKid())
-		}
-	}
-	// The key rule's stamps are the registry's: what the client sent there
-	// is replaced before comparing, so it neither shows nor makes a change.
-	n := proto.Clone(o).(*registryv1.Organisation)
-	keys.Stamp(old, n, a.index) // old is empty if the organisation is new
-	if exists && sameContent(old, n, clearOrgMeta) {
-		a.rev = old.GetRevision()
-		return nil
-	}
-	n.Revision, n.UpdatedAtUnixMs, n.UpdatedBy = a.nextRevision(), a.cmd.GetIssuedAtUnixMs(), a.cmd.GetIssuer()
-	if exists {
-		if old.GetAgs() != "" {
-			a.st.del(agsKey(old.GetAgs()))
-		}
-		a.st.del(orgNameKey(textsearch.Fold(old.GetName()), old.GetId()))
-		for _, pk := range old.GetKeys() {
-			a.st.del(kidKey(pk.GetKid()))
-		}
-	}
-	if n.GetAgs() != "" {
-		a.st.set(agsKey(n.GetAgs()), []byte(n.GetId()))
-	}
-	a.st.set(orgNameKey(textsearch.Fold(n.GetName()), n.GetId()), nil)
-	for _, pk := range n.GetKeys() {
-		a.st.set(kidKey(pk.GetKid()), []byte(n.GetId()))
-	}
-	if isOpKind {
-		a.st.set([]byte(keyOperator), []byte(n.GetId()))
-	}
-	return a.st.setProto(orgKey(n.GetId()), n)
 }
 
 func clearServiceMeta(m proto.Message) {
@@ -224,7 +143,7 @@ func (a *applyCtx) putService(s *registryv1.Service, pre *registryv1.Preconditio
 		registryv1.OrganisationKind_ORGANISATION_KIND_STATE_AGENCY,
 		registryv1.OrganisationKind_ORGANISATION_KIND_FEDERAL_AGENCY:
 	default:
-		return a.denied("edit the service catalogue (operator, state and federal agencies only)")
+		return ruleErr(ErrPermissionDenied, ruleCatalogue, "%s may not edit the service catalogue (operator, state and federal agencies only)", a.cmd.GetIssuer())
 	}
 	old := &registryv1.Service{}
 	exists, err := a.st.getProto(serviceKey(s.GetLeikaKey()), old)
@@ -267,85 +186,6 @@ func (a *applyCtx) putService(s *registryv1.Service, pre *registryv1.Preconditio
 	return a.st.setProto(serviceKey(n.GetLeikaKey()), n)
 }
 
-func clearOfferingMeta(m proto.Message) {
-	o := m.(*registryv1.Offering)
-	o.Revision, o.UpdatedAtUnixMs, o.UpdatedBy = 0, 0, ""
-}
-
-func (a *applyCtx) putOffering(o *registryv1.Offering, pre *registryv1.Precondition) error {
-	if !a.isOperator() && o.GetOrganisationId() != a.cmd.GetIssuer() {
-		return a.denied("publish offerings of organisation %s", o.GetOrganisationId())
-	}
-	if ok, err := a.st.has(orgKey(o.GetOrganisationId())); err != nil {
-		return err
-	} else if !ok {
-		return fmt.Errorf("%w: organisation %s", ErrNotFound, o.GetOrganisationId())
-	}
-	if ok, err := a.st.has(serviceKey(o.GetLeikaKey())); err != nil {
-		return err
-	} else if !ok {
-		return fmt.Errorf("%w: service %s is not in the catalogue", ErrNotFound, o.GetLeikaKey())
-	}
-	old := &registryv1.Offering{}
-	exists, err := a.st.getProto(offeringKey(o.GetId()), old)
-	if err != nil {
-		return err
-	}
-	if err := checkPrecondition(pre, exists, old.GetRevision(), "offering "+o.GetId()); err != nil {
-		return err
-	}
-	if exists && old.GetOrganisationId() != o.GetOrganisationId() && !a.isOperator() {
-		return a.denied("take over offering %s of %s", o.GetId(), old.GetOrganisationId())
-	}
-	if err := a.checkStale(exists, old.GetUpdatedAtUnixMs(), "offering "+o.GetId()); err != nil {
-		return err
-	}
-	if exists && sameContent(old, o, clearOfferingMeta) {
-		a.rev = old.GetRevision()
-		return nil
-	}
-	n := proto.Clone(o).(*registryv1.Offering)
-	n.Revision, n.UpdatedAtUnixMs, n.UpdatedBy = a.nextRevision(), a.cmd.GetIssuedAtUnixMs(), a.cmd.GetIssuer()
-	if exists {
-		a.unindexOffering(old)
-	}
-	for _, area := range n.GetAreas() {
-		a.st.set(providerKey(n.GetLeikaKey(), area, n.GetId()), nil)
-	}
-	a.st.set(orgOfferKey(n.GetOrganisationId(), n.GetId()), nil)
-	return a.st.setProto(offeringKey(n.GetId()), n)
-}
-
-func (a *applyCtx) unindexOffering(old *registryv1.Offering) {
-	for _, area := range old.GetAreas() {
-		a.st.del(providerKey(old.GetLeikaKey(), area, old.GetId()))
-	}
-	a.st.del(orgOfferKey(old.GetOrganisationId(), old.GetId()))
-}
-
-func (a *applyCtx) deleteOffering(id string, pre *registryv1.Precondition) error {
-	old := &registryv1.Offering{}
-	exists, err := a.st.getProto(offeringKey(id), old)
-	if err != nil {
-		return err
-	}
-	if err := checkPrecondition(pre, exists, old.GetRevision(), "offering "+id); err != nil {
-		return err
-	}
-	if !exists {
-		return fmt.Errorf("%w: offering %s", ErrNotFound, id)
-	}
-	if !a.isOperator() && old.GetOrganisationId() != a.cmd.GetIssuer() {
-		return a.denied("delete offering %s of %s", id, old.GetOrganisationId())
-	}
-	if err := a.checkStale(true, old.GetUpdatedAtUnixMs(), "offering "+id); err != nil {
-		return err
-	}
-	a.unindexOffering(old)
-	a.st.del(offeringKey(id))
-	return nil
-}
-
 func (a *applyCtx) putAuditHead(h *registryv1.AuditHead, pre *registryv1.Precondition) error {
 	if h.GetOrganisationId() != a.cmd.GetIssuer() {
 		return a.denied("publish the audit head of %s", h.GetOrganisationId())
@@ -365,22 +205,6 @@ func (a *applyCtx) putAuditHead(h *registryv1.AuditHead, pre *registryv1.Precond
 		return fmt.Errorf("%w: audit head %d already published with another hash", ErrPreconditionFailed, h.GetSequence())
 	}
 	return a.st.setProto(auditKey(h.GetOrganisationId()), h)
-}
-
-// signingKey finds the key a command must verify against, by the key rule
-// (keys.SigningKeyAt) at moment at: the index and proposal time of the log
-// entry that records the command. A suspended or retired issuer is
-// ErrPermissionDenied; every other refusal is ErrUnknownKey.
-func signingKey(org *registryv1.Organisation, kid string, at keys.Moment) (*registryv1.PublicKey, error) {
-	pk, err := keys.SigningKeyAt(org, kid, at)
-	switch {
-	case err == nil:
-		return pk, nil
-	case errors.Is(err, keys.ErrOrgInactive):
-		return nil, fmt.Errorf("%w: %v", ErrPermissionDenied, err)
-	default:
-		return nil, fmt.Errorf("%w: %v", ErrUnknownKey, err)
-	}
 }
 
 // genesisKey returns the key for a genesis command: the operator's record in

@@ -8,19 +8,31 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/verbund/verbund/keys"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 )
 
 // scenario builds a sequence of logs exercising most of the FSM: genesis,
 // onboarding, catalogue, offerings, refused commands of every kind, key
-// rotation across entries, suspension, duplicates, a non-command entry and a
-// jump of the leader clock that prunes dedupe records.
+// rotation across entries, suspension, duplicates, a non-command entry, the
+// governance commands (join, approval, authorisations and their withdrawal,
+// key recovery, also by the operator's recovery key) with refusals of each
+// rule, and a jump of the leader clock that prunes dedupe records.
 func scenario(t testing.TB) []*raft.Log {
 	g := &harness{t: t, now: baseTime} // builds logs only; no state
 	var logs []*raft.Log
 	add := func(raws ...string) { logs = append(logs, g.nextLog(raws...)) }
 
 	op := newTestOrg(t, operatorRecord())
+	recKey, err := keys.GenerateRecovery(keys.NewKID("op-rec"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recPub, err := keys.Published(recKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op.rec.Keys = append(op.rec.Keys, recPub)
 	g.op = op
 	add(g.signed(op, mPutOrg(op.rec)))
 	municipality := func(ars, name string) *testOrg {
@@ -33,8 +45,16 @@ func scenario(t testing.TB) []*raft.Log {
 	muni2 := municipality(arsMuni2, "Beispielstadt")
 	ssc := newTestOrg(t, &registryv1.Organisation{Id: "ssc-inntal", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_SHARED_SERVICE_CENTRE, Name: "Servicezentrum Inntal", StateCode: "09"})
 	state := newTestOrg(t, &registryv1.Organisation{Id: "by-lfst", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_STATE_AGENCY, Name: "Landesamt", StateCode: "09"})
-	add(g.signed(op, mPutOrg(muni.rec), mPutOrg(muni2.rec)), g.signed(op, mPutOrg(ssc.rec)))
 	add(g.signed(op, mPutOrg(state.rec)))
+	add(g.signed(state, mPutOrg(muni.rec), mPutOrg(muni2.rec)), g.signed(state, mPutOrg(ssc.rec)),
+		g.signed(op, mPutOrg(muni.rec))) // the operator is not a municipality's approver
+	// Authorisations: the municipalities entitle the centre, the state
+	// agency entitles muni2 for the district; a forged one is refused.
+	add(g.signed(muni, mPutAuth(authorisation(arsMuni, "ssc-inntal", arsMuni))),
+		g.signed(muni2, mPutAuth(authorisation(arsMuni2, "ssc-inntal", arsMuni2))),
+		g.signed(muni2, mPutAuth(authorisation(arsMuni2, "ssc-inntal", arsMuni))), // not its area
+		g.signed(muni, mPutAuth(authorisation(arsMuni2, "ssc-inntal", arsMuni2))), // not its grant
+		g.signed(state, mPutAuth(authorisation("by-lfst", arsMuni2, "09187"))))
 	add(g.signed(op, mPutService(service(leikaGewerbe, "Gewerbe-Anmeldung", []string{"Gewerbe anmelden"}, []string{"Unternehmensgründung"}))),
 		g.signed(state, mPutService(service(leikaHund, "Hund anmelden", []string{"Hundesteuer"}, []string{"Hund"}))))
 	add(g.signed(muni, mPutOffering(offering(arsMuni, leikaGewerbe, arsMuni))))
@@ -56,9 +76,10 @@ func scenario(t testing.TB) []*raft.Log {
 	future.IssuedAtUnixMs += time.Hour.Milliseconds()
 	add(signCmd(t, future, muni2.key),
 		g.signed(muni2, mPutOffering(offering(arsMuni2, leikaFuehrer, arsMuni2)))) // not found
-	add(g.signed(op, mPutService(service(leikaFuehrer, "Führerschein", []string{"Fahrerlaubnis"}, []string{"Mobilität"})),
-		mPutOffering(offering(arsMuni, leikaFuehrer, arsMuni)),
-		mPutOffering(offering(arsMuni, leikaUnknown, arsMuni)))) // all or nothing
+	add(g.signed(state, mPutService(service(leikaFuehrer, "Führerschein", []string{"Fahrerlaubnis"}, []string{"Mobilität"})),
+		mPutOffering(offering("by-lfst", leikaFuehrer, "09")),
+		mPutOffering(offering("by-lfst", leikaUnknown, "09")))) // all or nothing
+	add(g.signed(muni, mPutOffering(offering(arsMuni, leikaGewerbe, "09187")))) // not its area
 
 	// Key rotation: muni revokes its key in one entry; the next entries are
 	// signed with the new key (accepted) and the old one (refused).
@@ -80,16 +101,50 @@ func scenario(t testing.TB) []*raft.Log {
 	muni2.key = next2
 	add(c1, c2, g.signed(muni2, mPutAuditHead(&registryv1.AuditHead{OrganisationId: arsMuni2, Sequence: 2, Hash: fmt.Sprintf("%064x", 2)})))
 
+	// Withdrawal: a stranger may not; muni may, and the centre's offering
+	// leaves muni's area in the same entry.
+	add(g.signed(muni2, mWithdrawAuth(authorisation(arsMuni, "ssc-inntal", arsMuni).GetId())),
+		g.signed(muni, mWithdrawAuth(authorisation(arsMuni, "ssc-inntal", arsMuni).GetId())))
+
 	// Suspension takes effect for the next entry.
-	susp := proto.Clone(ssc.rec).(*registryv1.Organisation)
-	susp.Status = registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED
-	add(g.signed(op, mPutOrg(susp)))
+	add(g.signed(muni, mChangeStatus("ssc-inntal", registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED, "fremd", "")), // not its approver
+		g.signed(state, mChangeStatus("ssc-inntal", registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED, "Prüfung", "")))
 	add(g.signed(ssc, mDeleteOffering("ssc-inntal:"+leikaHund)))
 	// A raft no-op entry in between.
 	g.index++
 	logs = append(logs, &raft.Log{Index: g.index, Term: 2, Type: raft.LogNoop})
-	add(g.signed(op, mPutOrg(ssc.rec)))
+	add(g.signed(state, mChangeStatus("ssc-inntal", registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE, "geprüft", "")))
 	add(g.signed(ssc, mDeleteOffering("ssc-inntal:"+leikaHund)))
+
+	// A join: refused while pending, approved only by its own state's
+	// agency with the keys it checked, then it publishes.
+	joiner := municipality("091870126444", "Neudorf")
+	joinRec := proto.Clone(joiner.rec).(*registryv1.Organisation)
+	add(g.signed(joiner, mRequestJoin(joinRec)))
+	add(g.signed(joiner, mPutOffering(offering(joiner.id(), leikaGewerbe, joiner.id()))), // not approved
+		g.signed(op, mChangeStatus(joiner.id(), registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE, "ok", KeysDigest(joinRec.GetKeys()))),     // not its approver
+		g.signed(state, mChangeStatus(joiner.id(), registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE, "ok", KeysDigest(muni.rec.GetKeys()))), // other keys
+		g.signed(state, mChangeStatus(joiner.id(), registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE, "ok", KeysDigest(joinRec.GetKeys()))),
+		g.signed(joiner, mPutOffering(offering(joiner.id(), leikaGewerbe, joiner.id()))))
+
+	// Key recovery of muni2 by its approver, and of the operator by its
+	// recovery key; the new keys sign, the old do not.
+	next3, pk3 := newSigningKey(t, "next3")
+	add(g.signed(state, mRecoverKeys(arsMuni2, "Schlüssel verloren", pk3)))
+	oldKey2 := muni2.key
+	muni2.key = next3
+	add(g.signed(muni2, mPutOffering(offering(arsMuni2, leikaHund, arsMuni2))),
+		signCmd(t, g.cmd(muni2, mDeleteOffering(arsMuni2+":"+leikaHund)), oldKey2))
+	opNext, opPub := newSigningKey(t, "op-next")
+	add(signCmd(t, g.cmd(op, mPutService(service(leikaNachsende, "x", nil, nil))), recKey), // a recovery key signs recovery only
+		signCmd(t, g.cmd(op, mRecoverKeys(operatorID, "Betriebsschlüssel verloren", opPub)), recKey))
+	op.key = opNext
+
+	// Same id, other content: already_exists; the same command: duplicate.
+	reuse := g.cmd(muni, mPutOffering(offering(arsMuni, leikaGewerbe, arsMuni)))
+	first := signCmd(t, reuse, muni.key)
+	reuse.Mutations = []*registryv1.Mutation{mDeleteOffering(arsMuni + ":" + leikaGewerbe)}
+	add(first, signCmd(t, reuse, muni.key), first)
 
 	// Many small commands in one entry and spread over entries.
 	for i := 0; i < 20; i++ {
@@ -105,7 +160,7 @@ func scenario(t testing.TB) []*raft.Log {
 	// The leader clock jumps two days: dedupe records of the commands so far
 	// are pruned, and the replayed duplicate is now stale.
 	g.now += 2 * 24 * time.Hour.Milliseconds()
-	add(g.signed(muni, mPutOffering(offering(arsMuni, leikaGewerbe, "09187"))), dupe)
+	add(g.signed(muni, mPutOffering(offering(arsMuni, leikaGewerbe, arsMuni))), dupe)
 	add(dupe, g.signed(op, mPutService(service(leikaNachsende, "Nachsendeauftrag", []string{"Umzug"}, nil))))
 	return logs
 }
@@ -188,7 +243,8 @@ func checkScenarioOutcome(t *testing.T, r *Reader, results [][]*registryv1.Comma
 			}
 		}
 	}
-	for _, c := range []string{"", CodePermissionDenied, CodeInvalidSignature, CodeUnknownKey, CodeStale, CodeInvalidArgument, CodeNotFound} {
+	for _, c := range []string{"", CodePermissionDenied, CodeInvalidSignature, CodeUnknownKey, CodeStale, CodeInvalidArgument, CodeNotFound,
+		CodePreconditionFailed, CodeAlreadyExists} {
 		if codes[c] == 0 {
 			t.Errorf("scenario has no result with code %q (codes %v)", c, codes)
 		}
@@ -209,5 +265,25 @@ func checkScenarioOutcome(t *testing.T, r *Reader, results [][]*registryv1.Comma
 	}
 	if _, _, err := r.Service(leikaFuehrer); err == nil {
 		t.Error("all-or-nothing command left its service")
+	}
+	// Governance: the joiner was approved and published; muni2's and the
+	// operator's keys were recovered.
+	if o, _, err := r.Organisation("091870126444"); err != nil || o.GetStatus() != registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE || o.GetStatusChangedBy() != "by-lfst" {
+		t.Errorf("joiner: %v %v", o, err)
+	}
+	if _, _, err := r.Offering("091870126444:" + leikaGewerbe); err != nil {
+		t.Errorf("joiner's offering: %v", err)
+	}
+	if _, _, err := r.Offering(arsMuni2 + ":" + leikaHund); err != nil {
+		t.Errorf("offering signed with muni2's recovered key: %v", err)
+	}
+	if s, _, err := r.Service(leikaNachsende); err != nil || s.GetName() != "Nachsendeauftrag" {
+		t.Errorf("service signed with the operator's recovered key: %v %v", s, err)
+	}
+	if storedKey(t, r, authKey(authorisation(arsMuni, "ssc-inntal", arsMuni).GetId())) {
+		t.Error("withdrawn authorisation still stored")
+	}
+	if !storedKey(t, r, authKey(authorisation(arsMuni2, "ssc-inntal", arsMuni2).GetId())) {
+		t.Error("muni2's authorisation missing")
 	}
 }

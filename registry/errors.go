@@ -21,6 +21,9 @@ var (
 	ErrPermissionDenied = errors.New("permission denied")
 	// ErrPreconditionFailed: a conditional write's precondition does not hold.
 	ErrPreconditionFailed = errors.New("precondition failed")
+	// ErrAlreadyExists: the issuer already used the command id for a
+	// command with other content (a true retry is answered as a duplicate).
+	ErrAlreadyExists = errors.New("already exists")
 	// ErrStale: the command is older than the stored entity or the replay window.
 	ErrStale = errors.New("stale command")
 	// ErrTooLarge: a request, command or value exceeds a limit.
@@ -44,6 +47,7 @@ const (
 	CodePermissionDenied   = "permission_denied"
 	CodePreconditionFailed = "precondition_failed"
 	CodeStale              = "stale"
+	CodeAlreadyExists      = "already_exists"
 	CodeTooLarge           = "too_large"
 	CodeInternal           = "internal"
 )
@@ -59,6 +63,7 @@ var codeOf = []struct {
 	{ErrPermissionDenied, CodePermissionDenied},
 	{ErrPreconditionFailed, CodePreconditionFailed},
 	{ErrStale, CodeStale},
+	{ErrAlreadyExists, CodeAlreadyExists},
 	{ErrTooLarge, CodeTooLarge},
 }
 

@@ -85,7 +85,8 @@ func (r *Reader) SnapshotWrites(ctx context.Context, chunk int, fn func(writes [
 }
 
 // Changes derives the entity changes from state writes at index: every
-// write of an organisation, service, offering or audit head record.
+// write of an organisation, service, offering, authorisation or audit head
+// record.
 func Changes(index uint64, writes []*registryv1.StateWrite, withValues bool) []*registryv1.Change {
 	var out []*registryv1.Change
 	for _, w := range writes {
@@ -110,6 +111,12 @@ func Changes(index uint64, writes []*registryv1.StateWrite, withValues bool) []*
 			if withValues && !c.Deleted {
 				o := &registryv1.Offering{}
 				m, c.Entity = o, &registryv1.Change_Offering{Offering: o}
+			}
+		case strings.HasPrefix(k, pAuth):
+			c.Kind, c.Id = registryv1.ChangeKind_CHANGE_KIND_AUTHORISATION, k[len(pAuth):]
+			if withValues && !c.Deleted {
+				au := &registryv1.Authorisation{}
+				m, c.Entity = au, &registryv1.Change_Authorisation{Authorisation: au}
 			}
 		case strings.HasPrefix(k, pAuditHead):
 			c.Kind, c.Id = registryv1.ChangeKind_CHANGE_KIND_AUDIT_HEAD, k[len(pAuditHead):]

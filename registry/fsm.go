@@ -141,17 +141,17 @@ const (
 
 type pending struct {
 	sc   *SignedCommand
-	err  error // parse error (final)
-	verr error // verification error against the state at the start of the batch
-	key  *registryv1.PublicKey
-	at   keys.Moment // the log's index and proposed time: key validity is judged at it
-	done bool        // verified
+	err  error                 // parse error (final)
+	key  *registryv1.PublicKey // the key verified in the parallel phase, if done
+	at   keys.Moment           // the log's index and proposed time: key validity is judged at it
+	done bool                  // verified against key
 }
 
 // ApplyBatch applies a batch of committed log entries: signatures are
 // verified in parallel against the state at the start of the batch, then the
-// commands are applied in log order (re-verifying any command whose issuer's
-// keys changed earlier in the same batch).
+// commands are applied in log order, each judged against the state its
+// predecessors left (a command whose key differs from the one verified in
+// the parallel phase is verified again).
 func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	out := make([]interface{}, len(logs))
 	applied := f.applied.Load()
@@ -181,10 +181,6 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	defer func() { txn.Discard() }()
 	f.verifyAll(newStage(nil, txn), all)
 
-	// Issuers whose record changed earlier in this batch: their commands
-	// are verified again against the current state, so that the outcome
-	// does not depend on how Raft batched the logs.
-	keysChanged := map[string]bool{}
 	txnBytes, txnEntries := 0, 0
 	last := applied
 	for i, l := range logs {
@@ -196,7 +192,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			res := &LogResult{Index: l.Index}
 			var seq uint64 // entity changes in this entry: unique revisions
 			for _, p := range perLog[i] {
-				r := f.applyCommand(ls, p, l.Index, entries[i].GetProposedAtUnixMs(), keysChanged, &seq)
+				r := f.applyCommand(ls, p, l.Index, entries[i].GetProposedAtUnixMs(), &seq)
 				res.Results = append(res.Results, r)
 			}
 			f.pruneDedupe(ls, entries[i].GetProposedAtUnixMs())
@@ -287,25 +283,24 @@ func (f *FSM) fatal(err error) {
 }
 
 // verifyAll checks signatures of all parsed commands in parallel, against
-// the state at the start of the batch.
+// the state at the start of the batch. It only prepares: applyCommand
+// decides every command against the state at its own position.
 func (f *FSM) verifyAll(st *stage, all []*pending) {
 	var todo []*pending
 	orgs := map[string]*registryv1.Organisation{}
+	op, err := st.get([]byte(keyOperator))
+	if err != nil {
+		return // decided during apply
+	}
 	for _, p := range all {
 		if p.err != nil {
 			continue
 		}
 		org, err := f.lookupOrg(st, orgs, p.sc.Command.GetIssuer())
 		if err != nil {
-			p.err = err
 			continue
 		}
-		if org == nil {
-			// Possibly genesis; decided during apply.
-			continue
-		}
-		p.key, p.verr = signingKey(org, p.sc.KID, p.at)
-		if p.verr == nil {
+		if p.key, err = commandKey(org, string(op), p.sc, p.at); err == nil {
 			todo = append(todo, p)
 		}
 	}
@@ -317,8 +312,7 @@ func (f *FSM) verifyAll(st *stage, all []*pending) {
 		go func() {
 			defer wg.Done()
 			for p := range work {
-				p.verr = f.verify(p.sc, p.key)
-				p.done = p.verr == nil
+				p.done = f.verify(p.sc, p.key) == nil
 			}
 		}()
 	}
@@ -369,30 +363,22 @@ func (f *FSM) PreVerify(sc *SignedCommand) error {
 	txn := f.db.NewTransaction(false)
 	defer txn.Discard()
 	st := newStage(nil, txn)
-	org := &registryv1.Organisation{}
-	ok, err := st.getProto(orgKey(sc.Command.GetIssuer()), org)
+	org, err := loadOrg(st, sc.Command.GetIssuer())
 	if err != nil {
 		return err
 	}
-	var pk *registryv1.PublicKey
-	if !ok {
-		var op []byte
-		if op, err = st.get([]byte(keyOperator)); err != nil {
-			return err
-		}
-		if op != nil {
-			return fmt.Errorf("%w: issuer %s is not registered", ErrUnknownKey, sc.Command.GetIssuer())
-		}
-		if pk, err = genesisKey(sc.Command, sc.KID); err != nil {
-			return err
-		}
-	} else if pk, err = signingKey(org, sc.KID, keys.Now(time.Now())); err != nil {
+	op, err := st.get([]byte(keyOperator))
+	if err != nil {
+		return err
+	}
+	pk, err := commandKey(org, string(op), sc, keys.Now(time.Now()))
+	if err != nil {
 		return err
 	}
 	return f.verify(sc, pk)
 }
 
-func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64, keysChanged map[string]bool, seq *uint64) *registryv1.CommandResult {
+func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64, seq *uint64) *registryv1.CommandResult {
 	res := &registryv1.CommandResult{Index: index}
 	fail := func(err error) *registryv1.CommandResult {
 		res.ErrorCode, res.ErrorMessage = ErrorCode(err), err.Error()
@@ -409,47 +395,42 @@ func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64
 	if err != nil {
 		return fail(err)
 	}
-	org := &registryv1.Organisation{}
-	exists, err := ls.getProto(orgKey(cmd.GetIssuer()), org)
+	org, err := loadOrg(ls, cmd.GetIssuer())
 	if err != nil {
 		return fail(err)
 	}
-	switch {
-	case !exists && opBytes == nil:
-		pk, err := genesisKey(cmd, p.sc.KID)
-		if err != nil {
-			return fail(err)
-		}
+	// Judged against the state this command sees (earlier commands of the
+	// batch may have registered the issuer, rotated its keys, approved or
+	// suspended it); the parallel phase only saved the signature check when
+	// it verified the same key.
+	pk, err := commandKey(org, string(opBytes), p.sc, keys.Moment{Index: index, UnixMs: proposedAt})
+	if err != nil {
+		return fail(err)
+	}
+	if !p.done || p.key.GetJwkJson() != pk.GetJwkJson() {
 		if err := f.verify(p.sc, pk); err != nil {
 			return fail(err)
 		}
-		org = nil
-	case !exists:
-		return fail(fmt.Errorf("%w: issuer %s is not registered", ErrUnknownKey, cmd.GetIssuer()))
-	case keysChanged[cmd.GetIssuer()] || (!p.done && p.verr == nil):
-		// Not verified in the parallel phase, or verified against a record
-		// of the issuer that changed earlier in this batch (issuer
-		// registered, keys rotated, suspended): verify against the current
-		// state, ignoring the outcome of the parallel phase.
-		pk, err := signingKey(org, p.sc.KID, keys.Moment{Index: index, UnixMs: proposedAt})
-		if err != nil {
-			return fail(err)
-		}
-		if err := f.verify(p.sc, pk); err != nil {
-			return fail(err)
-		}
-	case p.verr != nil:
-		return fail(p.verr)
 	}
 	// Idempotency: a command id is applied once per issuer. Checked after
 	// the signature, so only an authentic command learns the earlier result.
+	// A reuse of the id for other content is refused, and the record of
+	// the first command stays.
+	digest, err := CommandDigest(cmd)
+	if err != nil {
+		return fail(err)
+	}
 	prev := &registryv1.CommandResult{}
 	if ok, err := ls.getProto(cmdKey(cmd.GetIssuer(), cmd.GetId()), prev); err != nil {
 		return fail(err)
 	} else if ok {
+		if err := sameCommand(prev, digest); err != nil {
+			return fail(err)
+		}
 		prev.Duplicate = true
 		return prev
 	}
+	res.CommandSha256 = digest
 	if cmd.GetIssuedAtUnixMs() < proposedAt-f.cfg.ReplayWindow.Milliseconds() {
 		return fail(fmt.Errorf("%w: command %s was issued more than %v before it was proposed", ErrStale, cmd.GetId(), f.cfg.ReplayWindow))
 	}
@@ -471,9 +452,6 @@ func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64
 			return res
 		}
 		revs = append(revs, a.rev)
-		if po := m.GetPutOrganisation(); po != nil {
-			keysChanged[po.GetId()] = true
-		}
 		if a.operator == "" {
 			if op, _ := cs.get([]byte(keyOperator)); op != nil {
 				// Genesis registered the issuer: judge the rest of the

@@ -98,7 +98,7 @@ func TestGenesis(t *testing.T) {
 				t.Fatalf("operator %q, want %q", op, operatorID)
 			}
 			rec := getOrg(t, h.r, operatorID)
-			if IndexOfRevision(rec.GetRevision()) != 1 || rec.GetUpdatedBy() != operatorID || rec.GetStatus() != registryv1.OrganisationStatus_ORGANISATION_STATUS_REGISTERED {
+			if IndexOfRevision(rec.GetRevision()) != 1 || rec.GetUpdatedBy() != operatorID || rec.GetStatus() != registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE {
 				t.Fatalf("operator record: revision %d, updated_by %q, status %v", rec.GetRevision(), rec.GetUpdatedBy(), rec.GetStatus())
 			}
 		})
@@ -172,20 +172,26 @@ func TestGenesisOnlyOnce(t *testing.T) {
 
 // TestGenesisCommandWithCatalogue: the genesis command may carry more than
 // the operator record; the operator's later mutations in it are judged as the
-// operator's.
+// operator's (it registers a state agency; a municipality is that agency's
+// to approve, not the operator's).
 func TestGenesisCommandWithCatalogue(t *testing.T) {
 	h := newHarness(t)
 	op := newTestOrg(t, operatorRecord())
+	state := newTestOrg(t, &registryv1.Organisation{Id: "by-lfst", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_STATE_AGENCY, Name: "Landesamt", StateCode: "09"})
 	muni := newTestOrg(t, &registryv1.Organisation{Id: arsMuni, Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY, Name: "Musterdorf", Ars: arsMuni})
 	res := h.apply1(h.signed(op,
 		mPutOrg(op.rec),
 		mPutService(service(leikaGewerbe, "Gewerbe-Anmeldung", nil, nil)),
-		mPutOrg(muni.rec),
-		mPutOffering(offering(arsMuni, leikaGewerbe, arsMuni)),
+		mPutOrg(state.rec),
 	))
 	requireCode(t, res, "")
 	getService(t, h.r, leikaGewerbe)
-	getOrg(t, h.r, arsMuni)
+	if o := getOrg(t, h.r, "by-lfst"); o.GetStatus() != registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE {
+		t.Fatalf("state agency is %v", o.GetStatus())
+	}
+	// The agency registers its municipality, which publishes for itself.
+	h.mustApply(h.signed(state, mPutOrg(muni.rec)))
+	h.mustApply(h.signed(muni, mPutOffering(offering(arsMuni, leikaGewerbe, arsMuni))))
 	if ids := providerIDs(t, h.r, leikaGewerbe, arsMuni); !slices.Equal(ids, []string{arsMuni + ":" + leikaGewerbe}) {
 		t.Fatalf("providers %v", ids)
 	}
@@ -287,23 +293,41 @@ func TestOrganisationWrites(t *testing.T) {
 			wantCode: CodeUnknownKey,
 		},
 		{
-			name: "operator changes identity and status",
+			name: "approver changes identity, then suspends",
 			cmd: func(w *worldT) string {
 				r := w.muni.clone()
-				r.Status = registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED
 				r.ParentId = "091870126000"
-				return w.signed(w.op, mPutOrg(r))
+				return w.signed(w.state, mPutOrg(r))
 			},
 			check: func(t *testing.T, w *worldT, _ *registryv1.CommandResult) {
 				o := getOrg(t, w.r, arsMuni)
-				if o.GetStatus() != registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED || o.GetUpdatedBy() != operatorID {
-					t.Fatalf("status %v by %q", o.GetStatus(), o.GetUpdatedBy())
+				if o.GetParentId() != "091870126000" || o.GetUpdatedBy() != "by-lfst" {
+					t.Fatalf("parent %v by %q", o.GetParentId(), o.GetUpdatedBy())
 				}
+				w.mustApply(w.signed(w.state, mChangeStatus(arsMuni, registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED, "Prüfung", "")))
 				// A suspended organisation can no longer sign.
 				r := w.muni.clone()
 				r.Name = "Trotzdem"
 				requireCode(t, w.apply1(w.signed(w.muni, mPutOrg(r))), CodePermissionDenied)
 			},
+		},
+		{
+			name: "approver changes the status through put",
+			cmd: func(w *worldT) string {
+				r := w.muni.clone()
+				r.Status = registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED
+				return w.signed(w.state, mPutOrg(r))
+			},
+			wantCode: CodePreconditionFailed,
+		},
+		{
+			name: "operator changes a municipality",
+			cmd: func(w *worldT) string {
+				r := w.muni.clone()
+				r.Name = "Vom Betrieb umbenannt"
+				return w.signed(w.op, mPutOrg(r))
+			},
+			wantCode: CodePermissionDenied,
 		},
 		{
 			name: "operator onboards an organisation that then signs",
@@ -314,13 +338,15 @@ func TestOrganisationWrites(t *testing.T) {
 			},
 			check: func(t *testing.T, w *worldT, res *registryv1.CommandResult) {
 				o := getOrg(t, w.r, "ssc-neu")
-				if IndexOfRevision(o.GetRevision()) != res.GetIndex() || o.GetStatus() != registryv1.OrganisationStatus_ORGANISATION_STATUS_REGISTERED {
+				// Registered with a signing key by its approver: ACTIVE.
+				if IndexOfRevision(o.GetRevision()) != res.GetIndex() || o.GetStatus() != registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE {
 					t.Fatalf("revision %d status %v", o.GetRevision(), o.GetStatus())
 				}
 				d := dumpState(t, w.db)
 				if d[string(kidKey(w.extra.key.KeyID))] != "ssc-neu" {
 					t.Fatalf("kid index: %q", d[string(kidKey(w.extra.key.KeyID))])
 				}
+				w.authorise(w.state, w.extra, "09187")
 				w.mustApply(w.signed(w.extra, mPutOffering(offering("ssc-neu", leikaGewerbe, "09187"))))
 			},
 		},
@@ -449,9 +475,9 @@ func TestOfferingWrites(t *testing.T) {
 			wantProviders: []string{own},
 		},
 		{
-			name:          "by the operator for an organisation",
-			cmd:           func(w *world) string { return w.signed(w.op, mPutOffering(offering(arsMuni, leikaGewerbe, arsMuni))) },
-			wantProviders: []string{own},
+			name:     "by the operator for an organisation",
+			cmd:      func(w *world) string { return w.signed(w.op, mPutOffering(offering(arsMuni, leikaGewerbe, arsMuni))) },
+			wantCode: CodePermissionDenied,
 		},
 		{
 			name: "by another organisation",
@@ -481,11 +507,15 @@ func TestOfferingWrites(t *testing.T) {
 			cmd: func(w *world) string {
 				return w.signed(w.op, mPutOffering(offering("ssc-unbekannt", leikaGewerbe, arsMuni)))
 			},
-			wantCode: CodeNotFound,
+			wantCode: CodePermissionDenied,
 		},
 		{
-			name:  "update moves the areas",
-			setup: func(w *world) { w.addOffering(w.ssc, leikaGewerbe, arsMuni) },
+			name: "update moves the areas",
+			setup: func(w *world) {
+				w.authorise(w.muni, w.ssc, arsMuni)
+				w.authorise(w.muni2, w.ssc, arsMuni2)
+				w.addOffering(w.ssc, leikaGewerbe, arsMuni)
+			},
 			cmd: func(w *world) string {
 				return w.signed(w.ssc, mPutOffering(offering("ssc-inntal", leikaGewerbe, arsMuni2)))
 			},
@@ -501,7 +531,8 @@ func TestOfferingWrites(t *testing.T) {
 			name:          "delete by the operator",
 			setup:         func(w *world) { w.addOffering(w.muni, leikaGewerbe, arsMuni) },
 			cmd:           func(w *world) string { return w.signed(w.op, mDeleteOffering(own)) },
-			wantProviders: nil,
+			wantCode:      CodePermissionDenied,
+			wantProviders: []string{own},
 		},
 		{
 			name:          "delete by another organisation",
@@ -622,13 +653,25 @@ func TestPreconditions(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
 			w.addOffering(w.muni, leikaGewerbe, arsMuni)
+			w.authorise(w.state, w.muni, "09187") // for the district-wide versions
 			r := rev{
 				org: getOrg(t, w.r, arsMuni).GetRevision(),
 				svc: getService(t, w.r, leikaGewerbe).GetRevision(),
 				off: getOffering(t, w.r, arsMuni+":"+leikaGewerbe).GetRevision(),
 			}
 			before := dumpState(t, w.db)
-			res := w.apply1(w.signed(w.op, tc.mut(w, r)))
+			// Each kind of write by whom the rules let make it.
+			m := tc.mut(w, r)
+			signer := w.op
+			switch {
+			case m.GetPutOrganisation() != nil:
+				signer = w.state // the municipality's approver
+			case m.GetPutOffering() != nil && m.GetPutOffering().GetOrganisationId() == arsMuni2:
+				signer = w.muni2
+			case m.GetPutOffering() != nil || m.GetDeleteOffering() != "":
+				signer = w.muni
+			}
+			res := w.apply1(w.signed(signer, m))
 			requireCode(t, res, tc.wantCode)
 			if tc.wantCode != "" {
 				requireSameState(t, before, dumpState(t, w.db), ignoreBooks...)
@@ -665,7 +708,9 @@ func TestStaleCommand(t *testing.T) {
 			if v == 0 {
 				return w.muni, mDeleteOffering(arsMuni + ":" + leikaGewerbe)
 			}
-			return w.muni, mPutOffering(offering(arsMuni, leikaGewerbe, arsMuni, "09187"))
+			o := offering(arsMuni, leikaGewerbe, arsMuni)
+			o.Name = "neu"
+			return w.muni, mPutOffering(o)
 		}},
 	}
 	for _, tc := range tests {
@@ -820,7 +865,7 @@ func TestAllOrNothing(t *testing.T) {
 					mPutOffering(offering("ssc-unbekannt", leikaHund, arsMuni)),
 				}
 			},
-			wantCode: CodeNotFound,
+			wantCode: CodePermissionDenied, // not its own offering
 			check: func(t *testing.T, w *world) {
 				if ids := searchIDs(t, w.r, "hund", "", 10); len(ids) != 0 {
 					t.Fatalf("search finds %v", ids)
@@ -835,14 +880,14 @@ func TestAllOrNothing(t *testing.T) {
 		},
 		{
 			name:   "delete, rename, then a failing precondition",
-			issuer: func(w *world) *testOrg { return w.op },
+			issuer: func(w *world) *testOrg { return w.ssc },
 			muts: func(w *world) []*registryv1.Mutation {
-				r := w.muni.clone()
+				r := w.ssc.clone()
 				r.Name = "Umbenannt"
 				return []*registryv1.Mutation{
 					mDeleteOffering("ssc-inntal:" + leikaGewerbe),
 					mPutOrg(r),
-					mPutService(service(leikaGewerbe, "x", nil, nil), preAbsent()),
+					mPutOffering(offering("ssc-inntal", leikaGewerbe, arsMuni), preRevision(1)),
 				}
 			},
 			wantCode: CodePreconditionFailed,
@@ -875,6 +920,7 @@ func TestAllOrNothing(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
+			w.authorise(w.muni, w.ssc, arsMuni)
 			w.addOffering(w.ssc, leikaGewerbe, arsMuni)
 			before := dumpState(t, w.db)
 			res := w.apply1(w.signed(tc.issuer(w), tc.muts(w)...))
@@ -907,8 +953,8 @@ func TestNoOpPut(t *testing.T) {
 			},
 		},
 		{
-			name: "organisation onboarded without a status, re-sent by the operator",
-			put:  func(w *world) (*testOrg, *registryv1.Mutation) { return w.op, mPutOrg(w.ssc.clone()) },
+			name: "organisation onboarded without a status, re-sent by its approver",
+			put:  func(w *world) (*testOrg, *registryv1.Mutation) { return w.state, mPutOrg(w.ssc.clone()) },
 			rev: func(t *testing.T, w *world) (uint64, int64) {
 				o := getOrg(t, w.r, w.ssc.id())
 				return o.GetRevision(), o.GetUpdatedAtUnixMs()

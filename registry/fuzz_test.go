@@ -43,6 +43,11 @@ func FuzzParseCommand(f *testing.F) {
 		fuzzCommand(f, op, "onboard-0000000001", baseTime+1, mPutOrg(muni.rec), mPutService(service(leikaGewerbe, "Gewerbe-Anmeldung", []string{"Gewerbe"}, []string{"Umzug"}))),
 		fuzzCommand(f, muni, "offering-000000001", baseTime+2, mPutOffering(offering(arsMuni, leikaGewerbe, arsMuni, "09187"), preAbsent())),
 		fuzzCommand(f, muni, "delete-00000000001", baseTime+3, mDeleteOffering(arsMuni+":"+leikaGewerbe, preRevision(7))),
+		fuzzCommand(f, muni, "join-0000000000001", baseTime+4, mRequestJoin(muni.rec)),
+		fuzzCommand(f, op, "status-00000000001", baseTime+5, mChangeStatus(arsMuni, registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE, "geprüft", KeysDigest(muni.rec.GetKeys()))),
+		fuzzCommand(f, op, "recover-0000000001", baseTime+6, mRecoverKeys(arsMuni, "verloren", muni.rec.GetKeys()...)),
+		fuzzCommand(f, muni, "auth-0000000000001", baseTime+7, mPutAuth(authorisation(arsMuni, "ssc-fuzz", arsMuni))),
+		fuzzCommand(f, muni, "withdraw-000000001", baseTime+8, mWithdrawAuth(authorisation(arsMuni, "ssc-fuzz", arsMuni).GetId())),
 	}
 	for _, raw := range valid {
 		f.Add(raw)
@@ -118,9 +123,9 @@ func FuzzParseCommand(f *testing.F) {
 // every fuzz input starts from the same state, so that a failing input
 // reproduces on its own.
 type fuzzRegistry struct {
-	setup     []*raft.Log
-	op, muni  *testOrg
-	nextIndex uint64
+	setup                            []*raft.Log
+	op, state, muni, ssc, registered *testOrg
+	nextIndex                        uint64
 }
 
 func newFuzzRegistry(f *testing.F) *fuzzRegistry {
@@ -130,11 +135,25 @@ func newFuzzRegistry(f *testing.F) *fuzzRegistry {
 		Id: arsMuni, Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY, Name: "Musterdorf", Ars: arsMuni, Ags: "09187111",
 		Status: registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE,
 	}, "muni-fuzz", 2)
-	reg := &fuzzRegistry{op: op, muni: muni}
+	state := seededOrg(f, &registryv1.Organisation{
+		Id: "by-fuzz", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_STATE_AGENCY, Name: "Landesamt", StateCode: "09",
+	}, "state-fuzz", 3)
+	ssc := seededOrg(f, &registryv1.Organisation{
+		Id: "ssc-fuzz", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_SHARED_SERVICE_CENTRE, Name: "Servicezentrum",
+	}, "ssc-fuzz", 4)
+	// Listed by its approver, without keys: it may join later.
+	registered := seededOrg(f, &registryv1.Organisation{
+		Id: arsMuni2, Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY, Name: "Beispielstadt", Ars: arsMuni2,
+	}, "muni2-fuzz", 5)
+	listed := registered.clone()
+	listed.Keys = nil
+	reg := &fuzzRegistry{op: op, state: state, muni: muni, ssc: ssc, registered: registered}
 	reg.setup = []*raft.Log{
 		g.nextLogAt(baseTime+10, fuzzCommand(f, op, "genesis-0000000001", baseTime, mPutOrg(op.rec))),
-		g.nextLogAt(baseTime+10, fuzzCommand(f, op, "onboard-0000000001", baseTime+1, mPutOrg(muni.rec),
+		g.nextLogAt(baseTime+10, fuzzCommand(f, op, "onboard-0000000001", baseTime+1, mPutOrg(state.rec), mPutOrg(ssc.rec),
 			mPutService(service(leikaGewerbe, "Gewerbe-Anmeldung", []string{"Gewerbe"}, []string{"Umzug"})))),
+		g.nextLogAt(baseTime+10, fuzzCommand(f, state, "onboard-0000000002", baseTime+2, mPutOrg(muni.rec), mPutOrg(listed))),
+		g.nextLogAt(baseTime+10, fuzzCommand(f, muni, "authorise-00000001", baseTime+3, mPutAuth(authorisation(arsMuni, "ssc-fuzz", arsMuni)))),
 	}
 	reg.nextIndex = g.index + 1
 	// The setup must succeed.
@@ -162,7 +181,7 @@ func (reg *fuzzRegistry) open(t testing.TB) (*FSM, *badger.DB, []interface{}) {
 
 func FuzzApplyLogEntry(f *testing.F) {
 	reg := newFuzzRegistry(f)
-	op, muni := reg.op, reg.muni
+	op, muni, state, ssc, registered := reg.op, reg.muni, reg.state, reg.ssc, reg.registered
 	entry := func(at int64, raws ...string) []byte {
 		b, err := proto.Marshal(&registryv1.LogEntry{SignedCommands: raws, ProposedAtUnixMs: at})
 		if err != nil {
@@ -181,6 +200,31 @@ func FuzzApplyLogEntry(f *testing.F) {
 	f.Add(entry(baseTime+30, off, del, off))
 	f.Add(entry(baseTime+30, svc, opOff))
 	f.Add(entry(baseTime+30, self, off))
+	// Governance: join of the listed municipality, approval by the wrong and
+	// the right approver, suspension, key recovery, authorisations granted,
+	// forged and withdrawn, and an id reused for other content.
+	join := fuzzCommand(f, registered, "join-0000000000001", baseTime+25, mRequestJoin(registered.clone()))
+	approve := fuzzCommand(f, state, "approve-0000000001", baseTime+26,
+		mChangeStatus(arsMuni2, registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE, "geprüft", KeysDigest(registered.rec.GetKeys())))
+	opApprove := fuzzCommand(f, op, "approve-0000000002", baseTime+26,
+		mChangeStatus(arsMuni2, registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE, "geprüft", KeysDigest(registered.rec.GetKeys())))
+	suspend := fuzzCommand(f, state, "suspend-0000000001", baseTime+27, mChangeStatus(arsMuni, registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED, "Prüfung", ""))
+	recovered := seededOrg(f, muni.clone(), "muni-fuzz-2", 6)
+	recover := fuzzCommand(f, state, "recover-0000000001", baseTime+27, mRecoverKeys(arsMuni, "verloren", recovered.rec.GetKeys()[len(recovered.rec.GetKeys())-1]))
+	sscOff := fuzzCommand(f, ssc, "ssc-offering-00001", baseTime+28, mPutOffering(offering("ssc-fuzz", leikaGewerbe, arsMuni)))
+	withdraw := fuzzCommand(f, muni, "withdraw-000000001", baseTime+28, mWithdrawAuth(authorisation(arsMuni, "ssc-fuzz", arsMuni).GetId()))
+	strangerWithdraw := fuzzCommand(f, ssc, "withdraw-000000002", baseTime+28, mWithdrawAuth(authorisation(arsMuni, "ssc-fuzz", arsMuni).GetId()))
+	forged := fuzzCommand(f, muni, "auth-0000000000002", baseTime+28, mPutAuth(authorisation(arsMuni, "ssc-fuzz", "09187")))
+	onBehalf := fuzzCommand(f, state, "auth-0000000000003", baseTime+28, mPutAuth(&registryv1.Authorisation{
+		Id: "by-fuzz:ssc-fuzz:1", GrantorId: "by-fuzz", GranteeId: "ssc-fuzz", Areas: []string{arsMuni2}, OnBehalfOf: arsMuni2}))
+	reused := fuzzCommand(f, muni, "authorise-00000001", baseTime+3, mPutAuth(authorisation(arsMuni, "ssc-fuzz", arsMuni, "091870126")))
+	f.Add(entry(baseTime+30, join, opApprove, approve))
+	f.Add(entry(baseTime+30, join, approve, fuzzCommand(f, registered, "offering-000000002", baseTime+29, mPutOffering(offering(arsMuni2, leikaGewerbe, arsMuni2)))))
+	f.Add(entry(baseTime+30, suspend, off))
+	f.Add(entry(baseTime+30, recover, off))
+	f.Add(entry(baseTime+30, sscOff, strangerWithdraw, withdraw))
+	f.Add(entry(baseTime+30, forged, onBehalf, sscOff))
+	f.Add(entry(baseTime+30, reused))
 	f.Add(entry(baseTime+30+2*24*3600*1000, off))      // stale
 	f.Add(entry(baseTime-3600*1000, off))              // future
 	f.Add(entry(baseTime+30, "kein jws", "a.b.c", "")) // garbage commands

@@ -127,6 +127,35 @@ func mPutAuditHead(h *registryv1.AuditHead) *registryv1.Mutation {
 	return &registryv1.Mutation{Op: &registryv1.Mutation_PutAuditHead{PutAuditHead: h}}
 }
 
+func mRequestJoin(o *registryv1.Organisation) *registryv1.Mutation {
+	return &registryv1.Mutation{Op: &registryv1.Mutation_RequestJoin{RequestJoin: o}}
+}
+
+func mChangeStatus(org string, status registryv1.OrganisationStatus, reason, keysSHA string) *registryv1.Mutation {
+	return &registryv1.Mutation{Op: &registryv1.Mutation_ChangeStatus{ChangeStatus: &registryv1.ChangeOrganisationStatus{
+		OrganisationId: org, Status: status, Reason: reason, KeysSha256: keysSHA,
+	}}}
+}
+
+func mRecoverKeys(org, reason string, ks ...*registryv1.PublicKey) *registryv1.Mutation {
+	return &registryv1.Mutation{Op: &registryv1.Mutation_RecoverKeys{RecoverKeys: &registryv1.KeyRecovery{
+		OrganisationId: org, Keys: ks, Reason: reason,
+	}}}
+}
+
+func mPutAuth(a *registryv1.Authorisation, pre ...*registryv1.Precondition) *registryv1.Mutation {
+	return withPre(&registryv1.Mutation{Op: &registryv1.Mutation_PutAuthorisation{PutAuthorisation: a}}, pre)
+}
+
+func mWithdrawAuth(id string) *registryv1.Mutation {
+	return &registryv1.Mutation{Op: &registryv1.Mutation_WithdrawAuthorisation{WithdrawAuthorisation: id}}
+}
+
+// authorisation builds a grant of grantor to grantee for areas (every service).
+func authorisation(grantor, grantee string, areas ...string) *registryv1.Authorisation {
+	return &registryv1.Authorisation{Id: grantor + ":" + grantee + ":" + strings.Join(areas, "-"), GrantorId: grantor, GranteeId: grantee, Areas: areas}
+}
+
 func withPre(m *registryv1.Mutation, pre []*registryv1.Precondition) *registryv1.Mutation {
 	if len(pre) > 0 {
 		m.Precondition = pre[0]
@@ -182,6 +211,8 @@ type harness struct {
 	now   int64  // issued_at of the last command built
 	op    *testOrg
 	logs  []*raft.Log // every log applied, in order
+	// states are the state agencies that approve organisations, by state code.
+	states map[string]*testOrg
 }
 
 func newHarness(t testing.TB) *harness {
@@ -213,7 +244,7 @@ func (h *harness) fork() *harness {
 		f.fsm.Apply(l)
 	}
 	f.logs = slices.Clone(h.logs)
-	f.index, f.now, f.op = h.index, h.now, h.op
+	f.index, f.now, f.op, f.states = h.index, h.now, h.op, maps.Clone(h.states)
 	requireSameState(h.t, dumpState(h.t, h.db), dumpState(h.t, f.db))
 	return f
 }
@@ -295,12 +326,44 @@ func (h *harness) genesis() *testOrg {
 	return op
 }
 
-// onboard lets the operator register rec with a fresh key.
+// onboard lets rec's approver register it with a fresh key (ACTIVE): the
+// operator for federal-level organisations, else the state agency of its
+// state (created by the operator if the harness has none yet).
 func (h *harness) onboard(rec *registryv1.Organisation) *testOrg {
 	h.t.Helper()
 	o := newTestOrg(h.t, rec)
-	h.mustApply(h.signed(h.op, mPutOrg(o.rec)))
+	h.mustApply(h.signed(h.approverFor(rec), mPutOrg(o.rec)))
+	if rec.GetKind() == registryv1.OrganisationKind_ORGANISATION_KIND_STATE_AGENCY {
+		if h.states == nil {
+			h.states = map[string]*testOrg{}
+		}
+		if _, ok := h.states[stateOf(rec)]; !ok {
+			h.states[stateOf(rec)] = o
+		}
+	}
 	return o
+}
+
+// approverFor returns the test organisation that approves rec.
+func (h *harness) approverFor(rec *registryv1.Organisation) *testOrg {
+	h.t.Helper()
+	if federalLevel(rec) {
+		return h.op
+	}
+	return h.stateAgency(stateOf(rec))
+}
+
+// stateAgency returns the harness's state agency of state code, registering
+// one ("land-<code>") if there is none yet.
+func (h *harness) stateAgency(code string) *testOrg {
+	h.t.Helper()
+	if a, ok := h.states[code]; ok {
+		return a
+	}
+	return h.onboard(&registryv1.Organisation{
+		Id: "land-" + code, Kind: registryv1.OrganisationKind_ORGANISATION_KIND_STATE_AGENCY,
+		Name: "Landesamt " + code, StateCode: code,
+	})
 }
 
 func (h *harness) addMunicipality(ars, name string, lat, lon float64) *testOrg {
@@ -317,12 +380,27 @@ func (h *harness) addService(s *registryv1.Service) {
 	h.mustApply(h.signed(h.op, mPutService(s)))
 }
 
-// addOffering lets o publish its offering of leika for areas.
+// addOffering lets o publish its offering of leika for areas. Areas
+// outside o's own area are first granted to o by the area's state agency
+// (rule area-responsibility).
 func (h *harness) addOffering(o *testOrg, leika string, areas ...string) *registryv1.Offering {
 	h.t.Helper()
+	for _, a := range areas {
+		if !within(a, ownArea(o.rec)) {
+			h.authorise(h.stateAgency(a[:2]), o, a)
+		}
+	}
 	off := offering(o.id(), leika, areas...)
 	h.mustApply(h.signed(o, mPutOffering(off)))
 	return off
+}
+
+// authorise lets grantor entitle grantee to offer every service for areas.
+func (h *harness) authorise(grantor, grantee *testOrg, areas ...string) *registryv1.Authorisation {
+	h.t.Helper()
+	a := authorisation(grantor.id(), grantee.id(), areas...)
+	h.mustApply(h.signed(grantor, mPutAuth(a)))
+	return a
 }
 
 // ---- fixture world ----
@@ -344,15 +422,16 @@ func newWorld(t testing.TB) *world {
 	h := newHarness(t)
 	h.genesis()
 	w := &world{harness: h}
+	// The state agency first: it approves the state's organisations.
+	w.state = h.onboard(&registryv1.Organisation{
+		Id: "by-lfst", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_STATE_AGENCY,
+		Name: "Bayerisches Landesamt für Steuern", StateCode: "09",
+	})
 	w.muni = h.addMunicipality(arsMuni, "Musterdorf", 47.85, 12.12)
 	w.muni2 = h.addMunicipality(arsMuni2, "Beispielstadt", 47.90, 12.20)
 	w.ssc = h.onboard(&registryv1.Organisation{
 		Id: "ssc-inntal", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_SHARED_SERVICE_CENTRE,
 		Name: "Servicezentrum Inntal", StateCode: "09", Ars: "091870000000",
-	})
-	w.state = h.onboard(&registryv1.Organisation{
-		Id: "by-lfst", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_STATE_AGENCY,
-		Name: "Bayerisches Landesamt für Steuern", StateCode: "09",
 	})
 	h.addService(service(leikaGewerbe, "Gewerbe-Anmeldung", []string{"Gewerbe anmelden"}, []string{"Unternehmensgründung"}))
 	return w
@@ -468,6 +547,16 @@ func getService(t testing.TB, r *Reader, leika string) *registryv1.Service {
 		t.Fatalf("service %s: %v", leika, err)
 	}
 	return s
+}
+
+// storedKey reports whether key is in the state r reads.
+func storedKey(t testing.TB, r *Reader, key []byte) bool {
+	t.Helper()
+	var ok bool
+	if _, err := r.view(func(st *stage) (err error) { ok, err = st.exists(key); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return ok
 }
 
 // keysWithPrefix lists the badger keys under prefix.

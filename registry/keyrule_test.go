@@ -18,10 +18,14 @@ func TestKeyRuleSuspension(t *testing.T) {
 	// Signed and dated before the suspension, recorded after it.
 	early := w.signed(w.muni, mPutOffering(offering(arsMuni, leikaGewerbe, arsMuni)))
 
+	// A client's stamp is ignored.
 	rec := w.muni.clone()
-	rec.Status = registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED
-	rec.InactiveSinceIndex = 1 // a client's value: ignored
-	w.mustApply(w.signed(w.op, mPutOrg(rec)))
+	rec.InactiveSinceIndex = 1
+	w.mustApply(w.signed(w.muni, mPutOrg(rec)))
+	if s := getOrg(t, w.r, arsMuni).GetInactiveSinceIndex(); s != 0 {
+		t.Fatalf("inactive_since_index %d on an active organisation", s)
+	}
+	w.mustApply(w.signed(w.state, mChangeStatus(arsMuni, registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED, "Prüfung", "")))
 	suspendedAt := w.index
 	got := getOrg(t, w.r, arsMuni)
 	if got.GetInactiveSinceIndex() != suspendedAt {
@@ -41,10 +45,7 @@ func TestKeyRuleSuspension(t *testing.T) {
 	}
 
 	// Reinstated: the stamp is cleared and commands are accepted again.
-	rec = w.muni.clone()
-	rec.Status = registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE
-	rec.InactiveSinceIndex = suspendedAt
-	w.mustApply(w.signed(w.op, mPutOrg(rec)))
+	w.mustApply(w.signed(w.state, mChangeStatus(arsMuni, registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE, "geprüft", "")))
 	if s := getOrg(t, w.r, arsMuni).GetInactiveSinceIndex(); s != 0 {
 		t.Fatalf("reinstated organisation has inactive_since_index %d", s)
 	}

@@ -26,6 +26,12 @@ import (
 //	x/st/<term>/<leika>            -> field mask: full-text search over services
 //	x/ls/<folded life sit.>\x00<leika> services by life situation (NUL: Fold output may hold "/")
 //	x/ln/<folded life situation>   -> display name of the life situation
+//	a/<authorisation id>           Authorisation
+//	x/ag/<grantee>/<auth id>       authorisations by grantee
+//	x/ar/<grantor>/<auth id>       authorisations by grantor
+//	x/ao/<offering id>/<area>      -> id of the authorisation that entitles this offering area ("" = own area);
+//	                                  present exactly for the areas in the provider index
+//	x/ad/<auth id>/<offering id>/<area>  provider entries that exist because of this authorisation
 const (
 	keyApplied   = "m/applied"
 	keyOperator  = "m/operator"
@@ -45,6 +51,11 @@ const (
 	pSearch      = "x/st/"
 	pLife        = "x/ls/"
 	pLifeName    = "x/ln/"
+	pAuth        = "a/"
+	pAuthGrantee = "x/ag/"
+	pAuthGrantor = "x/ar/"
+	pOfferAuth   = "x/ao/"
+	pAuthDep     = "x/ad/"
 )
 
 func k(parts ...string) []byte { return []byte(strings.Join(parts, "")) }
@@ -78,6 +89,14 @@ func searchKey(term, leika string) []byte      { return k(pSearch, term, "/", le
 func lifeKey(folded, leika string) []byte      { return k(pLife, folded, "\x00", leika) }
 func lifePrefix(folded string) []byte          { return k(pLife, folded, "\x00") }
 func lifeNameKey(folded string) []byte         { return k(pLifeName, folded) }
+
+func authKey(id string) []byte                 { return k(pAuth, id) }
+func authGranteeKey(grantee, id string) []byte { return k(pAuthGrantee, grantee, "/", id) }
+func authGranteePrefix(grantee string) []byte  { return k(pAuthGrantee, grantee, "/") }
+func authGrantorKey(grantor, id string) []byte { return k(pAuthGrantor, grantor, "/", id) }
+func offerAuthKey(off, area string) []byte     { return k(pOfferAuth, off, "/", area) }
+func authDepKey(auth, off, area string) []byte { return k(pAuthDep, auth, "/", off, "/", area) }
+func authDepPrefix(auth string) []byte         { return k(pAuthDep, auth, "/") }
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 

@@ -19,10 +19,10 @@ type providerWorld struct {
 func newProviderWorld(t *testing.T) *providerWorld {
 	w := &providerWorld{world: newWorld(t)}
 	loc := func(lat, lon float64) *registryv1.GeoPoint { return &registryv1.GeoPoint{Lat: lat, Lon: lon} }
-	// Give the SSC a location (the operator may change anything).
+	// Give the SSC a location (its approver may change anything).
 	ssc := w.ssc.clone()
 	ssc.Location = loc(47.67, 12.18) // ≈ 20 km south
-	w.mustApply(w.signed(w.op, mPutOrg(ssc)))
+	w.mustApply(w.signed(w.state, mPutOrg(ssc)))
 	w.ssc.rec = ssc
 	w.state.rec.Location = loc(48.1374, 11.5755) // München
 	w.mustApply(w.signed(w.op, mPutOrg(w.state.rec)))
@@ -53,10 +53,8 @@ func newProviderWorld(t *testing.T) *providerWorld {
 	// An offering elsewhere in Bayern and one of another state.
 	muc := offering("by-lfst", leikaGewerbe, "09162")
 	muc.Id += ":muc"
-	w.mustApply(w.signed(w.op, mPutOffering(muc)))
-	blocked := w.blocked.clone()
-	blocked.Status = registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED
-	w.mustApply(w.signed(w.op, mPutOrg(blocked)))
+	w.mustApply(w.signed(w.state, mPutOffering(muc)))
+	w.mustApply(w.signed(w.state, mChangeStatus(w.blocked.id(), registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED, "gesperrt", "")))
 	return w
 }
 
@@ -185,6 +183,7 @@ func TestFindProvidersTiebreak(t *testing.T) {
 	for _, o := range []*testOrg{far, near, twin} {
 		w.addOffering(o, leikaGewerbe, arsMuni)
 	}
+	w.authorise(w.muni, online, arsMuni)
 	off := offering(online.id(), leikaGewerbe, arsMuni)
 	off.Channels = []*registryv1.Channel{{Kind: registryv1.ChannelKind_CHANNEL_KIND_ONLINE, Url: "https://online.example/gewerbe", Available_24_7: true}}
 	w.mustApply(w.signed(online, mPutOffering(off)))
@@ -370,9 +369,9 @@ func TestListOrganisations(t *testing.T) {
 		want    []string // ids, in order
 		wantErr error
 	}{
-		{name: "all", want: []string{"055150000000", "091620000000", "091830000000", arsMuni, arsMuni2, "094750000000", "by-lfst", "ssc-inntal", operatorID}},
+		{name: "all", want: []string{"055150000000", "091620000000", "091830000000", arsMuni, arsMuni2, "094750000000", "by-lfst", "land-05", "ssc-inntal", operatorID}},
 		{name: "kind", filter: OrgFilter{Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY}, want: municipalities},
-		{name: "state", filter: OrgFilter{StateCode: "05"}, want: []string{"055150000000"}},
+		{name: "state", filter: OrgFilter{StateCode: "05"}, want: []string{"055150000000", "land-05"}}, // Münster and its approver
 		{name: "name prefix with umlaut", filter: OrgFilter{NamePrefix: "mün"}, want: []string{"094750000000", "091620000000", "055150000000"}},
 		{name: "name prefix upper case", filter: OrgFilter{NamePrefix: "MÜN"}, want: []string{"094750000000", "091620000000", "055150000000"}},
 		{name: "name prefix transliterated", filter: OrgFilter{NamePrefix: "Muenc"}, want: []string{"094750000000", "091620000000"}},
@@ -482,6 +481,10 @@ func TestListOrganisationsPaging(t *testing.T) {
 // reached.
 func TestPagingAcrossWrites(t *testing.T) {
 	w := newOrgWorld(t)
+	// The approvers of the municipalities added below (land-01 and land-16
+	// sort after the token).
+	w.stateAgency("01")
+	w.stateAgency("16")
 	page1, next, _, err := w.r.ListOrganisations(OrgFilter{PageSize: 3})
 	if err != nil || next == "" {
 		t.Fatalf("%v, next %q", err, next)
@@ -508,7 +511,7 @@ func TestPagingAcrossWrites(t *testing.T) {
 		}
 		f.PageToken = next
 	}
-	if !seen["160010000000"] || seen["010010000000"] || len(seen) != 10 {
+	if !seen["160010000000"] || seen["010010000000"] || len(seen) != 13 {
 		t.Fatalf("listed %v", seen)
 	}
 }

@@ -558,17 +558,17 @@ func TestKeyRotationInBatch(t *testing.T) {
 		{
 			name: "issuer suspended by the operator",
 			cmds: func(w *world) (string, string) {
-				rec := w.muni.clone()
-				rec.Status = registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED
-				return w.signed(w.op, mPutOrg(rec)), w.signed(w.muni, mPutOffering(offering(arsMuni, leikaGewerbe, arsMuni)))
+				return w.signed(w.state, mChangeStatus(arsMuni, registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED, "Prüfung", "")),
+					w.signed(w.muni, mPutOffering(offering(arsMuni, leikaGewerbe, arsMuni)))
 			},
 			wantCode: CodePermissionDenied,
 		},
 		{
 			name: "issuer onboarded earlier in the batch",
 			cmds: func(w *world) (string, string) {
-				n := newTestOrg(t, &registryv1.Organisation{Id: "ssc-neu", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_SHARED_SERVICE_CENTRE, Name: "Neu"})
-				return w.signed(w.op, mPutOrg(n.rec)), w.signed(n, mPutOffering(offering("ssc-neu", leikaGewerbe, arsMuni)))
+				const ars = "091870126333"
+				n := newTestOrg(t, &registryv1.Organisation{Id: ars, Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY, Name: "Neu", Ars: ars})
+				return w.signed(w.state, mPutOrg(n.rec)), w.signed(n, mPutOffering(offering(ars, leikaGewerbe, ars)))
 			},
 		},
 	}

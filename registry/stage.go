@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/proto"
@@ -139,4 +142,58 @@ func (s *stage) setProto(key []byte, m proto.Message) error {
 	}
 	s.set(key, b)
 	return nil
+}
+
+// exists reports whether key is present, also with an empty value (get
+// returns nil for those when they come from badger).
+func (s *stage) exists(key []byte) (bool, error) {
+	var txn *badger.Txn
+	for st := s; st != nil; st = st.parent {
+		if v, ok := st.writes[string(key)]; ok {
+			return v != nil, nil
+		}
+		txn = st.txn
+	}
+	if txn == nil {
+		return false, nil
+	}
+	_, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// scan returns the keys under prefix, sorted, as this stage sees them: the
+// transaction's keys with the writes of every overlay applied (so a command
+// sees what earlier commands of the same log entry wrote).
+func (s *stage) scan(prefix []byte) ([]string, error) {
+	var chain []*stage
+	var txn *badger.Txn
+	for st := s; st != nil; st = st.parent {
+		chain = append(chain, st)
+		txn = st.txn
+	}
+	present := map[string]bool{}
+	if txn != nil {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		for it.Rewind(); it.Valid(); it.Next() {
+			present[string(it.Item().KeyCopy(nil))] = true
+		}
+		it.Close()
+	}
+	p := string(prefix)
+	for i := len(chain) - 1; i >= 0; i-- { // root first: children override
+		for _, k := range chain[i].order {
+			if !strings.HasPrefix(k, p) {
+				continue
+			}
+			if chain[i].writes[k] == nil {
+				delete(present, k)
+			} else {
+				present[k] = true
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(present)), nil
 }

@@ -20,6 +20,7 @@ const (
 	MaxTextLen            = 64 << 10
 	MaxListLen            = 200
 	MaxKeys               = 16
+	MaxReasonLen          = 1000 // status and recovery reasons
 )
 
 var (
@@ -130,6 +131,9 @@ func ValidateCommand(c *registryv1.Command) error {
 		if err := ValidateMutation(m); err != nil {
 			return fmt.Errorf("mutation %d: %w", i, err)
 		}
+		if j := m.GetRequestJoin(); j != nil && (n != 1 || j.GetId() != c.GetIssuer()) {
+			return invalid("mutation %d: a join request is its command's only mutation and names its issuer", i)
+		}
 	}
 	return nil
 }
@@ -155,6 +159,19 @@ func ValidateMutation(m *registryv1.Mutation) error {
 		}
 		if !reHex64.MatchString(h.GetHash()) {
 			return invalid("audit head hash must be 64 lower-case hex digits")
+		}
+		return nil
+	case *registryv1.Mutation_RequestJoin:
+		return ValidateJoinRequest(op.RequestJoin)
+	case *registryv1.Mutation_ChangeStatus:
+		return ValidateStatusChange(op.ChangeStatus)
+	case *registryv1.Mutation_RecoverKeys:
+		return ValidateKeyRecovery(op.RecoverKeys)
+	case *registryv1.Mutation_PutAuthorisation:
+		return ValidateAuthorisation(op.PutAuthorisation)
+	case *registryv1.Mutation_WithdrawAuthorisation:
+		if !reOffering.MatchString(op.WithdrawAuthorisation) {
+			return invalid("authorisation id %q is invalid", op.WithdrawAuthorisation)
 		}
 		return nil
 	case nil:
@@ -202,17 +219,23 @@ func ValidateOrganisation(o *registryv1.Organisation) error {
 	if err := checkText("postal_code", o.GetPostalCode(), 16, false); err != nil {
 		return err
 	}
-	if len(o.GetKeys()) > MaxKeys {
-		return fmt.Errorf("%w: %d keys, at most %d", ErrTooLarge, len(o.GetKeys()), MaxKeys)
+	return validateKeys(o.GetId(), o.GetKeys())
+}
+
+// validateKeys checks a key set of organisation id: bounded, unique kids,
+// each a valid public JWK with a status.
+func validateKeys(id string, ks []*registryv1.PublicKey) error {
+	if len(ks) > MaxKeys {
+		return fmt.Errorf("%w: %d keys, at most %d", ErrTooLarge, len(ks), MaxKeys)
 	}
 	seen := map[string]bool{}
-	for _, k := range o.GetKeys() {
+	for _, k := range ks {
 		if seen[k.GetKid()] {
-			return invalid("organisation %s: duplicate kid %q", o.GetId(), k.GetKid())
+			return invalid("organisation %s: duplicate kid %q", id, k.GetKid())
 		}
 		seen[k.GetKid()] = true
 		if _, ok := registryv1.KeyStatus_name[int32(k.GetStatus())]; !ok || k.GetStatus() == registryv1.KeyStatus_KEY_STATUS_UNSPECIFIED {
-			return invalid("organisation %s: key %q has no status", o.GetId(), k.GetKid())
+			return invalid("organisation %s: key %q has no status", id, k.GetKid())
 		}
 		if err := checkText("kid", k.GetKid(), 128, true); err != nil {
 			return err
@@ -221,10 +244,107 @@ func ValidateOrganisation(o *registryv1.Organisation) error {
 			return err
 		}
 		if _, err := keys.ParsePublic(k); err != nil {
-			return fmt.Errorf("%w: organisation %s: %v", ErrInvalidArgument, o.GetId(), err)
+			return fmt.Errorf("%w: organisation %s: %v", ErrInvalidArgument, id, err)
 		}
 	}
 	return nil
+}
+
+// requireActiveSigKey refuses a key set without an ACTIVE signing key.
+func requireActiveSigKey(id string, ks []*registryv1.PublicKey) error {
+	if !hasActiveSigKey(ks) {
+		return invalid("organisation %s: the keys hold no active signing key", id)
+	}
+	return nil
+}
+
+func checkReason(s string) error { return checkText("reason", s, MaxReasonLen, true) }
+
+// ValidateJoinRequest checks a join request: an organisation record with an
+// active signing key (the request is signed with one of its keys).
+func ValidateJoinRequest(o *registryv1.Organisation) error {
+	if err := ValidateOrganisation(o); err != nil {
+		return err
+	}
+	return requireActiveSigKey(o.GetId(), o.GetKeys())
+}
+
+// ValidateStatusChange checks a status change: a target, a status an
+// approver may set (ACTIVE, DECLINED, SUSPENDED, REVOKED) and a reason.
+func ValidateStatusChange(c *registryv1.ChangeOrganisationStatus) error {
+	if c == nil {
+		return invalid("status change is empty")
+	}
+	if !ValidOrgID(c.GetOrganisationId()) {
+		return invalid("status change: organisation id %q is invalid", c.GetOrganisationId())
+	}
+	switch c.GetStatus() {
+	case statusActive, statusDeclined, statusSuspended, statusRevoked:
+	default:
+		return invalid("status change of %s: status %s is not one an approver sets (ACTIVE, DECLINED, SUSPENDED, REVOKED)", c.GetOrganisationId(), c.GetStatus())
+	}
+	if c.GetKeysSha256() != "" && !reHex64.MatchString(c.GetKeysSha256()) {
+		return invalid("status change of %s: keys_sha256 must be 64 lower-case hex digits", c.GetOrganisationId())
+	}
+	return checkReason(c.GetReason())
+}
+
+// ValidateKeyRecovery checks a key recovery: a target, a valid key set with
+// an active signing key, and a reason.
+func ValidateKeyRecovery(r *registryv1.KeyRecovery) error {
+	if r == nil {
+		return invalid("key recovery is empty")
+	}
+	if !ValidOrgID(r.GetOrganisationId()) {
+		return invalid("key recovery: organisation id %q is invalid", r.GetOrganisationId())
+	}
+	if err := validateKeys(r.GetOrganisationId(), r.GetKeys()); err != nil {
+		return err
+	}
+	if err := requireActiveSigKey(r.GetOrganisationId(), r.GetKeys()); err != nil {
+		return err
+	}
+	return checkReason(r.GetReason())
+}
+
+// ValidateAuthorisation checks an authorisation: ids, areas (ARS prefixes at
+// level boundaries), LeiKa keys and the municipality it may be granted for.
+func ValidateAuthorisation(au *registryv1.Authorisation) error {
+	if au == nil {
+		return invalid("authorisation is empty")
+	}
+	if !reOffering.MatchString(au.GetId()) {
+		return invalid("authorisation id %q is invalid (3-128 chars of [A-Za-z0-9:._-])", au.GetId())
+	}
+	if !ValidOrgID(au.GetGrantorId()) || !ValidOrgID(au.GetGranteeId()) {
+		return invalid("authorisation %s: grantor %q or grantee %q is not an organisation id", au.GetId(), au.GetGrantorId(), au.GetGranteeId())
+	}
+	if au.GetGrantorId() == au.GetGranteeId() {
+		return invalid("authorisation %s: grantor and grantee are the same", au.GetId())
+	}
+	if len(au.GetAreas()) == 0 {
+		return invalid("authorisation %s: at least one area is required", au.GetId())
+	}
+	if err := checkList("areas", au.GetAreas(), 12, func(a string) error {
+		if !ValidAreaPrefix(a) {
+			return invalid("authorisation %s: area %q must be an ARS prefix of 2, 3, 5, 9 or 12 digits", au.GetId(), a)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := checkList("leika_keys", au.GetLeikaKeys(), 14, func(l string) error {
+		if !ValidLeiKa(l) {
+			return invalid("authorisation %s: LeiKa key %q must match ^99\\d{12}$", au.GetId(), l)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if au.GetOnBehalfOf() != "" && !ValidARS(au.GetOnBehalfOf()) {
+		return invalid("authorisation %s: on_behalf_of %q must be a 12-digit ARS", au.GetId(), au.GetOnBehalfOf())
+	}
+	return checkText("note", au.GetNote(), MaxTextLen, false)
 }
 
 // ValidateService checks a catalogue entry.

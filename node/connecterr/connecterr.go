@@ -55,6 +55,8 @@ func Code(err error) connect.Code {
 		return connect.CodePermissionDenied
 	case errors.Is(err, registry.ErrPreconditionFailed):
 		return connect.CodeFailedPrecondition
+	case errors.Is(err, registry.ErrAlreadyExists):
+		return connect.CodeAlreadyExists
 	case errors.Is(err, registry.ErrStale):
 		return connect.CodeAborted
 	case errors.Is(err, registry.ErrTooLarge):
