@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -110,16 +108,7 @@ func getOrg(ctx context.Context, o *clientOpts, id string) (*registryv1.Organisa
 
 // keysDigest is the fingerprint of an organisation's keys that an approver
 // compares before approving (ChangeOrganisationStatus.keys_sha256).
-// TODO(merge s8-fsm): registry.KeysDigest (the same definition).
-func keysDigest(pks []*registryv1.PublicKey) string {
-	sorted := slices.Clone(pks)
-	slices.SortFunc(sorted, func(a, b *registryv1.PublicKey) int { return strings.Compare(a.GetKid(), b.GetKid()) })
-	h := sha256.New()
-	for _, pk := range sorted {
-		fmt.Fprintf(h, "%s|%s|%s|%s\n", pk.GetKid(), pk.GetUse(), pk.GetAlg(), pk.GetJwkJson())
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
+func keysDigest(pks []*registryv1.PublicKey) string { return registry.KeysDigest(pks) }
 
 func orgPending(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet("org pending [--state SS] [flags]",

@@ -86,7 +86,7 @@ func (v *verifier) verify(ctx context.Context, raw string, index uint64) (*regis
 			// recovery key: valid up to and including the index of the
 			// recovery that replaced it (which it signed itself).
 			for _, k := range org.GetKeys() {
-				if k.GetKid() == sc.KID && k.GetUse() == "rec" && // TODO(merge s8-fsm): keys.UseRec
+				if k.GetKid() == sc.KID && k.GetUse() == keys.UseRec &&
 					(k.GetStatus() != registryv1.KeyStatus_KEY_STATUS_REVOKED || index <= k.GetRevokedAtIndex()) {
 					pk, kerr, how = k, nil, "verified (recovery key)"
 				}

@@ -193,7 +193,7 @@ func TestDevLoadsSampleData(t *testing.T) {
 	}
 
 	_, logs := dev()
-	contains(t, "first start's log", logs, []string{"genesis: registered network operator", "generated sample key for Munich", `msg="sample data loaded"`, "took="})
+	contains(t, "first start's log", logs, []string{"genesis: registered network operator", "generated sample key", "org=" + sampledata.MunichARS, `msg="sample data loaded"`, "took="})
 	if strings.Index(logs, "genesis: registered network operator") > strings.Index(logs, `msg="sample data import"`) {
 		t.Errorf("sample data imported before genesis:\n%s", logs)
 	}

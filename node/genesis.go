@@ -116,8 +116,6 @@ const (
 	// RecoveryOfflineFile (in DATA_DIR) is the private recovery key as
 	// generated: move it offline.
 	RecoveryOfflineFile = "OFFLINE-recovery-key.jwk"
-	// useRec is keys.UseRec. TODO(merge s8-fsm): use keys.UseRec.
-	useRec = "rec"
 )
 
 // EnsureRecoveryKey returns the public half of the operator's recovery key
@@ -135,19 +133,18 @@ func EnsureRecoveryKey(dataDir, orgID string) (pub *registryv1.PublicKey, offlin
 		if err := k.UnmarshalJSON(b); err != nil {
 			return nil, offline, false, fmt.Errorf("recovery key %s: %w", pubPath, err)
 		}
-		if !k.IsPublic() || k.Use != useRec {
-			return nil, offline, false, fmt.Errorf("recovery key %s: want a public JWK with use %q", pubPath, useRec)
+		if !k.IsPublic() || k.Use != keys.UseRec {
+			return nil, offline, false, fmt.Errorf("recovery key %s: want a public JWK with use %q", pubPath, keys.UseRec)
 		}
 		pub, err := keys.Published(k)
 		return pub, offline, false, err
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, offline, false, fmt.Errorf("recovery key: %w", err)
 	}
-	k, err := keys.GenerateSigning(keys.NewKID(orgID + "-rec"))
+	k, err := keys.GenerateRecovery(keys.NewKID(orgID + "-rec"))
 	if err != nil {
 		return nil, offline, false, err
 	}
-	k.Use = useRec
 	if err := keys.Save(offline, k); err != nil {
 		return nil, offline, false, err
 	}

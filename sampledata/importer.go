@@ -5,13 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -59,6 +57,10 @@ type Options struct {
 	// cluster`); without it a re-run relies on the registry's duplicate
 	// answers, which last for its replay window (24 hours by default).
 	Lookup func(ctx context.Context, id string) (*registryv1.Organisation, error)
+
+	// idScheme replaces commandIDScheme (tests: new ids, as if the
+	// registry had forgotten the earlier run's after its replay window).
+	idScheme string
 	// BatchSize is the number of mutations per command (default 500, at
 	// most registry.MaxMutations). Commands are also cut at 256 KiB. Batch
 	// boundaries enter the command ids: resume with the same BatchSize.
@@ -141,10 +143,6 @@ const (
 	// commandIDScheme is hashed into every command id; change it only to
 	// force a complete re-import.
 	commandIDScheme = "verbund-sampledata/v2"
-	// codeAlreadyExists is the registry's answer to a command id its issuer
-	// used before with other content (here: an earlier run's issue time).
-	// TODO(merge s8-fsm): registry.CodeAlreadyExists.
-	codeAlreadyExists = "already_exists"
 )
 
 type batch struct {
@@ -173,6 +171,11 @@ type phase struct {
 func commandID(h []byte) string { return base64.RawURLEncoding.EncodeToString(h[:24]) }
 
 func makeBatches(name, issuer string, muts []*registryv1.Mutation, size int) (*phase, error) {
+	return makeBatchesScheme(commandIDScheme, name, issuer, muts, size)
+}
+
+// makeBatchesScheme is makeBatches with the id scheme given.
+func makeBatchesScheme(scheme, name, issuer string, muts []*registryv1.Mutation, size int) (*phase, error) {
 	ph := &phase{name: name, records: len(muts)}
 	var cur *batch
 	sum := sha256.New()
@@ -193,7 +196,7 @@ func makeBatches(name, issuer string, muts []*registryv1.Mutation, size int) (*p
 			finish()
 			cur = &batch{num: len(ph.batches), issuer: issuer}
 			sum.Reset()
-			for _, s := range []string{commandIDScheme, name, issuer, strconv.Itoa(cur.num)} {
+			for _, s := range []string{scheme, name, issuer, strconv.Itoa(cur.num)} {
 				sum.Write([]byte(s))
 				sum.Write([]byte{0})
 			}
@@ -264,19 +267,6 @@ func KeyFiles(dir string) KeySource {
 		k, _, err := keys.LoadOrGenerate(filepath.Join(dir, id+".jwk"), keys.GenerateSigning, id+"-sig")
 		return k, err
 	}
-}
-
-// keysDigest is the fingerprint an approver compares before approving a
-// join request (ChangeOrganisationStatus.keys_sha256).
-// TODO(merge s8-fsm): use registry.KeysDigest.
-func keysDigest(pks []*registryv1.PublicKey) string {
-	sorted := slices.Clone(pks)
-	slices.SortFunc(sorted, func(a, b *registryv1.PublicKey) int { return strings.Compare(a.GetKid(), b.GetKid()) })
-	h := sha256.New()
-	for _, pk := range sorted {
-		fmt.Fprintf(h, "%s|%s|%s|%s\n", pk.GetKid(), pk.GetUse(), pk.GetAlg(), pk.GetJwkJson())
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // statusDone reports whether an organisation has been approved (or moved
@@ -428,7 +418,7 @@ func plan(opt Options) ([]*phase, error) {
 		OrganisationId: MunichARS,
 		Status:         registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE,
 		Reason:         "sample data: join request of Munich approved by Bayern's state agency after comparing its keys",
-		KeysSha256:     keysDigest(munich.GetKeys()),
+		KeysSha256:     registry.KeysDigest(munich.GetKeys()),
 	}
 
 	// The synthetic delegation.
@@ -576,7 +566,11 @@ func plan(opt Options) ([]*phase, error) {
 	for _, s := range specs {
 		ph := &phase{name: s.name, skip: s.skip}
 		for _, g := range s.groups {
-			gp, err := makeBatches(s.name, g.by.id, g.muts, size)
+			scheme := commandIDScheme
+			if opt.idScheme != "" {
+				scheme = opt.idScheme
+			}
+			gp, err := makeBatchesScheme(scheme, s.name, g.by.id, g.muts, size)
 			if err != nil {
 				return nil, err
 			}
@@ -775,7 +769,7 @@ func (im *importer) publish(ctx context.Context, ph *phase, b *batch) (dup bool,
 				return fail("", fmt.Errorf("publish returned %d results for 1 command", len(rs)))
 			}
 			r := rs[0]
-			if r.GetErrorCode() == codeAlreadyExists {
+			if r.GetErrorCode() == registry.CodeAlreadyExists {
 				// The id is derived from the mutations, so the same id is
 				// the same content: only the issue time of an earlier run
 				// differs. Done before.

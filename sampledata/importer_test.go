@@ -187,7 +187,7 @@ func (f *fakeNode) apply(raw string, call int) *registryv1.CommandResult {
 			if o.GetStatus() != registryv1.OrganisationStatus_ORGANISATION_STATUS_PENDING {
 				f.t.Errorf("approval of %s in status %v", c.GetOrganisationId(), o.GetStatus())
 			}
-			if cmd.GetIssuer() != StateID(o.GetStateCode()) || c.GetReason() == "" || c.GetKeysSha256() != keysDigest(o.GetKeys()) {
+			if cmd.GetIssuer() != StateID(o.GetStateCode()) || c.GetReason() == "" || c.GetKeysSha256() != registry.KeysDigest(o.GetKeys()) {
 				f.t.Errorf("approval of %s by %s: %v", o.GetId(), cmd.GetIssuer(), c)
 			}
 			o.Status = c.GetStatus()
