@@ -246,7 +246,9 @@ func (f *orgFields) register(fs *flagSet) {
 	})
 }
 
-// apply sets the given fields on rec.
+// apply sets the given fields on rec. An organisation whose id is an ARS
+// (municipalities, associations, districts) has that ARS unless --ars says
+// otherwise.
 func (f *orgFields) apply(rec *registryv1.Organisation) {
 	if f.kind != "" {
 		rec.Kind, _ = parseKind(f.kind)
@@ -258,6 +260,9 @@ func (f *orgFields) apply(rec *registryv1.Organisation) {
 		if p.v != "" {
 			*p.dst = p.v
 		}
+	}
+	if rec.Ars == "" && registry.ValidARS(rec.Id) {
+		rec.Ars = rec.Id
 	}
 	if rec.StateCode == "" && len(rec.Ars) >= 2 {
 		rec.StateCode = rec.Ars[:2]
