@@ -14,6 +14,7 @@ import (
 
 	"github.com/verbund/verbund/federation/peertls"
 	"github.com/verbund/verbund/node"
+	"github.com/verbund/verbund/sampledata"
 )
 
 // nodeCommand is "verbund node": run a node of the network.
@@ -271,6 +272,10 @@ func serve(ctx context.Context, env *Env, cfg node.Config, sampleData bool) erro
 	fmt.Fprintf(env.Stdout, "  Data dir:                      %s\n", c.DataDir)
 	fmt.Fprintf(env.Stdout, "Try: bin/verbund providers --addr %s --service 99050012104000 --area 091620000000\n", n.APIURL())
 	fmt.Fprintf(env.Stdout, "     bin/verbund services search umzug --addr %s\n", n.APIURL())
+	if sampleData {
+		fmt.Fprintf(env.Stdout, "     bin/verbund providers --service %s --area %s --verify --addr %s   # a delegated provider (synthetic)\n",
+			sampledata.DelegatedLeiKa, sampledata.DelegatedARS, n.APIURL())
+	}
 	fmt.Fprintf(env.Stdout, "Stop with Ctrl-C.\n")
 	<-ctx.Done()
 	fmt.Fprintln(env.Stdout, "shutting down")

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	jose "github.com/go-jose/go-jose/v4"
@@ -58,6 +59,10 @@ type fakeNode struct {
 	unavail   map[int]int          // calls failing with Unavailable before reaching the log, n times
 	unavailN  map[int]int          // attempts seen per call number
 	before    func(call int) error // optional hook
+	// sameIDRule: like the registry, a command id used before for other
+	// content (another issue time, too) is refused with already_exists.
+	sameIDRule bool
+	payloads   map[string]string // issuer/id -> payload of the first use
 }
 
 func newFakeNode(t *testing.T) *fakeNode {
@@ -101,6 +106,18 @@ func (f *fakeNode) apply(raw string, call int) *registryv1.CommandResult {
 	}
 	cmd := sc.Command
 	key := cmd.GetIssuer() + "/" + cmd.GetId()
+	if f.sameIDRule {
+		payload := strings.SplitN(raw, ".", 3)[1]
+		if f.payloads == nil {
+			f.payloads = map[string]string{}
+		}
+		if p, ok := f.payloads[key]; ok && p != payload {
+			return &registryv1.CommandResult{CommandId: cmd.GetId(), Index: f.results[key].GetIndex(),
+				ErrorCode: registry.CodeAlreadyExists, ErrorMessage: "command id used before for other content"}
+		} else if !ok {
+			f.payloads[key] = payload
+		}
+	}
 	if prev := f.results[key]; prev != nil {
 		dup := proto.Clone(prev).(*registryv1.CommandResult)
 		dup.Duplicate = true
@@ -381,6 +398,29 @@ func TestImportResume(t *testing.T) {
 				t.Errorf("applied %d + %d, want %d", sum.Applied, sum2.Applied, len(want))
 			}
 		})
+	}
+}
+
+// TestImportResumeAfterSameIDRule: a later run signs the same commands
+// with a new issue time; the registry refuses those ids as used for other
+// content (already_exists), which the importer counts as done before (the
+// id is derived from the mutations).
+func TestImportResumeAfterSameIDRule(t *testing.T) {
+	node := newFakeNode(t)
+	node.sameIDRule = true
+	node.failFrom = 20
+	if _, err := Import(context.Background(), node, testOptions(nil)); err == nil {
+		t.Fatal("interrupted import succeeded")
+	}
+	node.failFrom = 0
+	time.Sleep(2 * time.Millisecond) // another issue time
+	sum, err := Import(context.Background(), node, testOptions(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.checkAppliedOnce(t, expectedRecords(t))
+	if sum.Duplicates == 0 {
+		t.Errorf("resume counted no duplicates: %+v", sum)
 	}
 }
 
