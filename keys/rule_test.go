@@ -150,3 +150,70 @@ func TestStamp(t *testing.T) {
 		})
 	}
 }
+
+// Governance statuses: never-approved organisations sign at no position;
+// a revoked one from its stamp on, like a retired one.
+func TestInactiveAtGovernanceStatuses(t *testing.T) {
+	org := func(s registryv1.OrganisationStatus, since uint64) *registryv1.Organisation {
+		return &registryv1.Organisation{Id: "x", Status: s, InactiveSinceIndex: since}
+	}
+	tests := []struct {
+		org  *registryv1.Organisation
+		at   uint64
+		want bool
+	}{
+		{org(registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE, 0), 5, false},
+		{org(registryv1.OrganisationStatus_ORGANISATION_STATUS_REGISTERED, 0), 5, true},
+		{org(registryv1.OrganisationStatus_ORGANISATION_STATUS_PENDING, 0), 1, true},
+		{org(registryv1.OrganisationStatus_ORGANISATION_STATUS_DECLINED, 0), 0, true},
+		{org(registryv1.OrganisationStatus_ORGANISATION_STATUS_REVOKED, 10), 9, false},
+		{org(registryv1.OrganisationStatus_ORGANISATION_STATUS_REVOKED, 10), 10, true},
+		{org(registryv1.OrganisationStatus_ORGANISATION_STATUS_REVOKED, 0), 1, true},
+		{org(registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED, 10), 0, true},
+	}
+	for _, tc := range tests {
+		if got := InactiveAt(tc.org, Moment{Index: tc.at}); got != tc.want {
+			t.Errorf("%v since %d at %d: inactive %v, want %v", tc.org.GetStatus(), tc.org.GetInactiveSinceIndex(), tc.at, got, tc.want)
+		}
+	}
+	// Stamp records the revocation index like a suspension's.
+	n := org(registryv1.OrganisationStatus_ORGANISATION_STATUS_REVOKED, 0)
+	Stamp(org(registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE, 0), n, 42)
+	if n.GetInactiveSinceIndex() != 42 {
+		t.Fatalf("revoked at %d, want 42", n.GetInactiveSinceIndex())
+	}
+}
+
+// A recovery key verifies only as a recovery key, and a signing key only as
+// a signing key.
+func TestRecoveryKeyAt(t *testing.T) {
+	rec, err := GenerateRecovery("rec-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recPub, err := Published(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParsePublic(recPub); err != nil {
+		t.Fatalf("ParsePublic(rec): %v", err)
+	}
+	sig, err := GenerateSigning("sig-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigPub, err := Published(sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &registryv1.Organisation{Id: "op", Status: registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE, Keys: []*registryv1.PublicKey{sigPub, recPub}}
+	if _, err := RecoveryKeyAt(o, "rec-1", Moment{}); err != nil {
+		t.Fatalf("RecoveryKeyAt: %v", err)
+	}
+	if _, err := SigningKeyAt(o, "rec-1", Moment{}); !errors.Is(err, ErrNotSigningKey) {
+		t.Fatalf("SigningKeyAt(rec): %v", err)
+	}
+	if _, err := RecoveryKeyAt(o, "sig-1", Moment{}); !errors.Is(err, ErrNotSigningKey) {
+		t.Fatalf("RecoveryKeyAt(sig): %v", err)
+	}
+}
