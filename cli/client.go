@@ -33,6 +33,7 @@ const defaultAddr = "http://127.0.0.1:8080"
 // clientOpts are the flags every client command shares.
 type clientOpts struct {
 	addr         string
+	token        string // bearer token: --token, VERBUND_TOKEN, or the one `verbund login` stored
 	output       string
 	timeout      time.Duration
 	linearizable bool
@@ -48,6 +49,7 @@ func clientFlags(fs *flagSet, read bool) *clientOpts {
 		addr = defaultAddr
 	}
 	fs.StringVar(&o.addr, "addr", addr, "node API base `url` (env VERBUND_ADDR)")
+	fs.StringVar(&o.token, "token", "", "bearer `token` of a user of the node (env VERBUND_TOKEN; default: the one `verbund login` stored for --addr)")
 	fs.StringVar(&o.output, "o", "table", "output `format`: table or json")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "request timeout, e.g. 30s (0: none)")
 	if read {
@@ -64,8 +66,16 @@ func clientFlags(fs *flagSet, read bool) *clientOpts {
 			return fmt.Errorf("--timeout must not be negative")
 		}
 		var err error
-		o.addr, err = apiURL("--addr", o.addr)
-		return err
+		if o.addr, err = apiURL("--addr", o.addr); err != nil {
+			return err
+		}
+		if o.token == "" {
+			o.token = os.Getenv("VERBUND_TOKEN")
+		}
+		if o.token == "" {
+			o.token = storedToken(o.addr)
+		}
+		return nil
 	})
 	return o
 }
@@ -86,16 +96,37 @@ func apiURL(flag, addr string) (string, error) {
 
 var httpClient = &http.Client{Transport: http.DefaultTransport}
 
+// http is the HTTP client for the node at --addr: with a token, every
+// request carries it as "Authorization: Bearer".
+func (o *clientOpts) http() *http.Client {
+	if o.token == "" {
+		return httpClient
+	}
+	return &http.Client{Transport: bearerTransport{token: o.token, inner: httpClient.Transport}}
+}
+
+// bearerTransport adds a bearer token to every request.
+type bearerTransport struct {
+	token string
+	inner http.RoundTripper
+}
+
+func (t bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+t.token)
+	return t.inner.RoundTrip(r)
+}
+
 func (o *clientOpts) query() registryv1connect.QueryServiceClient {
-	return registryv1connect.NewQueryServiceClient(httpClient, o.addr)
+	return registryv1connect.NewQueryServiceClient(o.http(), o.addr)
 }
 
 func (o *clientOpts) publisher() registryv1connect.PublishServiceClient {
-	return registryv1connect.NewPublishServiceClient(httpClient, o.addr)
+	return registryv1connect.NewPublishServiceClient(o.http(), o.addr)
 }
 
 func (o *clientOpts) node() nodev1connect.NodeServiceClient {
-	return nodev1connect.NewNodeServiceClient(httpClient, o.addr)
+	return nodev1connect.NewNodeServiceClient(o.http(), o.addr)
 }
 
 // context bounds ctx by --timeout.
@@ -129,6 +160,11 @@ func (o *clientOpts) rpcErr(err error) error {
 		if errors.As(err, &ne) {
 			return fmt.Errorf("%w (node %s; set --addr or VERBUND_ADDR)", err, o.addr)
 		}
+	case connect.CodeUnauthenticated:
+		if o.token == "" {
+			return fmt.Errorf("%w (sign in first: verbund login --addr %s, or set --token / VERBUND_TOKEN)", err, o.addr)
+		}
+		return fmt.Errorf("%w (the token was refused; verbund login --addr %s gets a new one)", err, o.addr)
 	case connect.CodeDeadlineExceeded:
 		if o.timeout > 0 {
 			return fmt.Errorf("%w (--timeout %s)", err, o.timeout)

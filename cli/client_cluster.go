@@ -41,7 +41,7 @@ func statusCommand() Command {
 }
 
 func (o *clientOpts) cluster() nodev1connect.ClusterServiceClient {
-	return nodev1connect.NewClusterServiceClient(httpClient, o.addr)
+	return nodev1connect.NewClusterServiceClient(o.http(), o.addr)
 }
 
 func members(ctx context.Context, env *Env, args []string) error {
@@ -72,7 +72,7 @@ func members(ctx context.Context, env *Env, args []string) error {
 }
 
 func transferLeadership(ctx context.Context, env *Env, args []string) error {
-	fs := newFlagSet("cluster transfer-leadership [--to NODE] [flags]", "Ask the leader (--addr must be the leader, from this machine or a peer) to hand\nleadership to another voter.")
+	fs := newFlagSet("cluster transfer-leadership [--to NODE] [flags]", "Ask the leader (--addr must be the leader) to hand leadership to another voter.\nNeeds the token of an admin of the network operator's node (verbund login).")
 	o := clientFlags(fs, false)
 	var to string
 	fs.StringVar(&to, "to", "", "target node `id` (default: Raft chooses)")
@@ -89,7 +89,7 @@ func transferLeadership(ctx context.Context, env *Env, args []string) error {
 }
 
 func gossipKey(ctx context.Context, env *Env, args []string) error {
-	fs := newFlagSet("cluster gossip-key install|use|remove KEY [flags]", "Rotate the gossip encryption key on the node at --addr (from this machine or a\npeer). Rotate a network in three rounds: install on every node, then use on every\nnode, then remove the old key on every node. KEY is base64 (verbund certs gossip-key).")
+	fs := newFlagSet("cluster gossip-key install|use|remove KEY [flags]", "Rotate the gossip encryption key on the node at --addr (needs the token of an\nadmin of the network operator's node). Rotate a network in three rounds: install on every node, then use on every\nnode, then remove the old key on every node. KEY is base64 (verbund certs gossip-key).")
 	o := clientFlags(fs, false)
 	pos, err := fs.parse(env, args, 2, 2, "operation and KEY")
 	if err != nil {

@@ -24,10 +24,9 @@ import (
 	"github.com/verbund/verbund/registry"
 )
 
-// The case-worker commands (handover send/outbox, inbox, case ...) use the
-// local API of the organisation's node, which serves them to loopback
-// callers only: run them on the node's machine with the default --addr.
-// track and audit verify work on any node.
+// The case-worker commands (handover send/outbox, inbox, case, track,
+// audit verify) use the API of the organisation's node, which serves them
+// to its signed-in clerks only (verbund login, --token or VERBUND_TOKEN).
 
 // handoverCommand is "verbund handover": sending cases and watching them go.
 func handoverCommand() Command {
@@ -74,7 +73,7 @@ func auditCommand() Command {
 }
 
 func (o *clientOpts) handover() federationv1connect.HandoverServiceClient {
-	return federationv1connect.NewHandoverServiceClient(httpClient, o.addr)
+	return federationv1connect.NewHandoverServiceClient(o.http(), o.addr)
 }
 
 const localNote = "\n\nCase-worker procedures are served to callers on the node's own machine only\n(the default --addr is the local node)."

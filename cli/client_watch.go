@@ -41,7 +41,7 @@ func watch(ctx context.Context, env *Env, args []string) error {
 		}
 		after = st.Msg.GetAppliedIndex()
 	}
-	client := registryv1connect.NewWatchServiceClient(httpClient, o.addr)
+	client := registryv1connect.NewWatchServiceClient(o.http(), o.addr)
 	stream, err := client.Watch(ctx, connect.NewRequest(&registryv1.WatchRequest{AfterIndex: after}))
 	if err != nil {
 		return o.rpcErr(err)

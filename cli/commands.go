@@ -25,6 +25,8 @@ var commands = []Command{
 	clusterCommand(),   // client_cluster.go
 	statusCommand(),    // client_cluster.go
 	watchCommand(),     // client_watch.go
+	loginCommand(),     // client_users.go
+	usersCommand(),     // client_users.go
 
 	// Server side (server_*.go): run a node in this process, or prepare and
 	// load a network.

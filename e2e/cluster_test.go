@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/verbund/verbund/e2e/proc"
 )
 
 // TestMakeCluster runs scripts/cluster.sh (what `make cluster` runs), kills
@@ -56,6 +58,13 @@ func TestMakeCluster(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	api := func(i int) string { return fmt.Sprintf("http://127.0.0.1:%d", 18080+off+i) }
+	// The case workers sign in (tokens stored for the CLI runs).
+	t.Setenv("VERBUND_CONFIG_DIR", t.TempDir())
+	for _, i := range []int{2, 3} {
+		if _, err := proc.Authorize(binary, filepath.Join(dir, fmt.Sprintf("n%d", i)), api(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	handoverRoundTrip(t, api(2), api(3))
 	// Find the leader and its PID.
 	var leader string

@@ -57,8 +57,19 @@ func TestHandoversSurviveSIGKILL(t *testing.T) {
 			t.Fatalf("verbund %v: %v\n%s", args, err, out)
 		}
 	}
+	// The case workers: a user with every role on each node.
+	t.Setenv("VERBUND_CONFIG_DIR", t.TempDir())
+	waitHTTP(t, b.API)
+	tokens := map[string]string{}
+	for _, n := range []struct{ dir, api string }{{dirA, a.API}, {dirB, b.API}} {
+		tok, err := proc.Authorize(binary, n.dir, n.api)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[n.api] = tok
+	}
 	client := func(api string) federationv1connect.HandoverServiceClient {
-		return federationv1connect.NewHandoverServiceClient(http.DefaultClient, api)
+		return federationv1connect.NewHandoverServiceClient(proc.BearerClient(tokens[api]), api)
 	}
 	var mu sync.Mutex
 	procs := map[string]*proc.Process{"A": a, "B": b}

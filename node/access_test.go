@@ -1,68 +1,245 @@
 package node
 
 import (
+	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"connectrpc.com/connect"
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/verbund/verbund/federation/peertls"
+	"github.com/verbund/verbund/keys"
+	"github.com/verbund/verbund/node/auth"
+	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
 	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
+	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
 	"github.com/verbund/verbund/proto/gen/verbund/node/v1/nodev1connect"
+	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
 )
 
-// TestAccessPolicy sends requests as they arrive on each listener, from
-// this machine, from elsewhere, and from an authenticated peer node,
-// through the policy in front of the node's real routes: refused requests
-// get PermissionDenied (HTTP 403) before any handler runs; allowed ones
-// reach their handler (whatever it answers).
+// policyNode starts the network operator's node with mutual TLS for peers
+// (the production shape: nodes call each other on the peer listener) and
+// returns it with the CA's certificate bundles for node ids.
+func policyNode(t *testing.T) (*Node, func(nodeID string) *tls.ConnectionState) {
+	t.Helper()
+	caCert, caKey, err := peertls.NewCA("policy test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := func(id string) *peertls.Bundle {
+		certPEM, keyPEM, err := peertls.IssueNodeCert(caCert, caKey, id, []string{"127.0.0.1"}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := peertls.FromPEM(caCert, certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	cfg := testConfig(t, t.TempDir())
+	cfg.NodeID = "op-node"
+	cfg.TLS = bundle(cfg.NodeID)
+	cfg.PeerAddr = "127.0.0.1:0"
+	n := startNode(t, cfg)
+	peer := func(id string) *tls.ConnectionState {
+		leaf := bundle(id).Leaf()
+		return &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf}}, PeerCertificates: []*x509.Certificate{leaf}}
+	}
+	return n, peer
+}
+
+// addUser creates a user of n with roles and returns a token for it.
+func addUser(t *testing.T, n *Node, name string, roles ...nodev1.Role) string {
+	t.Helper()
+	if _, _, err := n.Users().Create(&nodev1.User{Username: name, DisplayName: "Test " + name, Roles: roles}, ""); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := n.IssueToken(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// TestAccessPolicy sends requests as they arrive on each listener, with
+// and without credentials of every kind, through the policy in front of
+// the node's real routes: refused requests get Unauthenticated (HTTP 401:
+// no or no valid credential) or PermissionDenied (HTTP 403: a valid
+// credential the rule does not let through) before any handler runs;
+// allowed ones reach their handler (whatever it answers).
 func TestAccessPolicy(t *testing.T) {
-	n := startNode(t, testConfig(t, t.TempDir()))
-	api, admin := n.routes(), adminRoutes()
+	n, peer := policyNode(t)
+	api, adminMux := n.routes(), adminRoutes()
 	const (
 		local  = "127.0.0.1:40000"
 		remote = "192.0.2.7:40000" // documentation range: never dialled
 	)
-	verified := &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{}}}}
+	clerkTok := addUser(t, n, "clerk", nodev1.Role_ROLE_CLERK)
+	adminTok := addUser(t, n, "boss", nodev1.Role_ROLE_ADMIN)
+	pubTok := addUser(t, n, "pub", nodev1.Role_ROLE_PUBLISHER)
+	goneTok := addUser(t, n, "gone", nodev1.Role_ROLE_CLERK, nodev1.Role_ROLE_ADMIN)
+	if _, err := n.Users().Update(&nodev1.UpdateUserRequest{Username: "gone", Disabled: true, SetDisabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	clerk, _ := n.Users().Get("clerk")
+	// Client certificates for programs (public listener with
+	// Config.PublicTLS): one registered to the clerk, one to the disabled
+	// user, one to nobody.
+	certOf := func(id string) (*tls.ConnectionState, string) {
+		cs := peer(id)
+		cs.VerifiedChains = nil // the public listener does not verify them against the network CA
+		sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
+		return cs, hex.EncodeToString(sum[:])
+	}
+	clerkCert, clerkFP := certOf("clerk-program")
+	goneCert, goneFP := certOf("gone-program")
+	strangerCert, _ := certOf("stranger")
+	if _, err := n.Users().Update(&nodev1.UpdateUserRequest{Username: "clerk", AddCertificateSha256: []string{clerkFP}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Users().Update(&nodev1.UpdateUserRequest{Username: "gone", AddCertificateSha256: []string{goneFP}}); err != nil {
+		t.Fatal(err)
+	}
+	now := n.cfg.Clock()
+	sign := func(key *jose.JSONWebKey, org, node string, u *nodev1.User, at time.Time, ttl time.Duration) string {
+		t.Helper()
+		k := n.SigningKey()
+		if key != nil {
+			k = *key
+		}
+		tok, _, err := auth.IssueToken(k, org, node, u, at, ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	expiredTok := sign(nil, n.cfg.OrgID, n.cfg.NodeID, clerk, now.Add(-time.Hour), 15*time.Minute)
+	futureTok := sign(nil, n.cfg.OrgID, n.cfg.NodeID, clerk, now.Add(time.Hour), 15*time.Minute)
+	forger, err := keys.GenerateSigning(n.SigningKey().KeyID) // same kid, another key
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedTok := sign(&forger, n.cfg.OrgID, n.cfg.NodeID, clerk, now, 15*time.Minute)
+	otherNodeTok := sign(nil, n.cfg.OrgID, "other-node", clerk, now, 15*time.Minute)
+	otherOrgTok := sign(&forger, "org-elsewhere", "n9", clerk, now, 15*time.Minute)
+	opAdmin := &nodev1.User{Username: "opadmin", Roles: []nodev1.Role{nodev1.Role_ROLE_ADMIN}}
+	operatorAdminTok := sign(nil, n.cfg.OrgID, "operator-other-node", opAdmin, now, 15*time.Minute)
+
+	const (
+		ok     = "ok"
+		unauth = "unauthenticated"
+		denied = "permission_denied"
+	)
+	inbox := federationv1connect.HandoverServiceListInboxProcedure
+	accept := federationv1connect.HandoverServiceAcceptCaseProcedure
+	rotate := nodev1connect.NodeServiceRotateKeysProcedure
+	transfer := nodev1connect.ClusterServiceTransferLeadershipProcedure
+	gossipKey := nodev1connect.ClusterServiceRotateGossipKeyProcedure
+	readIndex := nodev1connect.ClusterServiceReadIndexProcedure
+	submit := nodev1connect.ConsoleServiceSubmitProcedure
+	createUser := nodev1connect.AuthServiceCreateUserProcedure
 	for _, tc := range []struct {
-		name    string
-		l       listener
-		path    string
-		from    string
-		tls     *tls.ConnectionState
-		allowed bool
+		name   string
+		l      listener
+		path   string
+		from   string
+		token  string
+		tls    *tls.ConnectionState
+		header map[string]string
+		want   string
 	}{
-		{"publish from anywhere", publicListener, registryv1connect.PublishServicePublishProcedure, remote, nil, true},
-		{"query from anywhere", publicListener, registryv1connect.QueryServiceGetOrganisationProcedure, remote, nil, true},
-		{"status from anywhere", publicListener, nodev1connect.NodeServiceGetStatusProcedure, remote, nil, true},
-		{"health from anywhere", publicListener, "/grpc.health.v1.Health/Check", remote, nil, true},
-		{"rotate keys from this machine", publicListener, nodev1connect.NodeServiceRotateKeysProcedure, local, nil, true},
-		{"rotate keys from elsewhere", publicListener, nodev1connect.NodeServiceRotateKeysProcedure, remote, nil, false},
-		{"rotate keys from a peer", peerListener, nodev1connect.NodeServiceRotateKeysProcedure, local, verified, false},
-		{"revoke key from a peer", peerListener, nodev1connect.NodeServiceRevokeKeyProcedure, remote, verified, false},
-		{"transfer leadership from elsewhere", publicListener, nodev1connect.ClusterServiceTransferLeadershipProcedure, remote, nil, false},
-		{"transfer leadership from a peer", peerListener, nodev1connect.ClusterServiceTransferLeadershipProcedure, remote, verified, true},
-		{"gossip key from this machine", publicListener, nodev1connect.ClusterServiceRotateGossipKeyProcedure, local, nil, true},
-		{"read index from a peer", peerListener, nodev1connect.ClusterServiceReadIndexProcedure, remote, verified, true},
-		{"forwarded publish from a peer", peerListener, registryv1connect.PublishServicePublishProcedure, remote, verified, true},
-		{"peer listener without a verified certificate", peerListener, registryv1connect.PublishServicePublishProcedure, remote, nil, false},
-		{"send handover from this machine", publicListener, federationv1connect.HandoverServiceSendHandoverProcedure, local, nil, true},
-		{"send handover from elsewhere", publicListener, federationv1connect.HandoverServiceSendHandoverProcedure, remote, nil, false},
-		{"send handover from a peer", peerListener, federationv1connect.HandoverServiceSendHandoverProcedure, local, verified, false},
-		{"accept case from a peer", peerListener, federationv1connect.HandoverServiceAcceptCaseProcedure, remote, verified, false},
-		{"deliver handover from a peer", peerListener, federationv1connect.HandoverServiceDeliverHandoverProcedure, remote, verified, true},
-		{"deliver handover from elsewhere", publicListener, federationv1connect.HandoverServiceDeliverHandoverProcedure, remote, nil, true},
-		{"case timeline from a peer", peerListener, federationv1connect.HandoverServiceGetCaseTimelineProcedure, remote, verified, true},
-		{"pprof on the public listener", publicListener, "/debug/pprof/", local, nil, false},
-		{"pprof on the admin listener", adminListener, "/debug/pprof/", local, nil, true},
-		{"the API on the admin listener", adminListener, registryv1connect.PublishServicePublishProcedure, local, nil, false},
+		// Open to everyone.
+		{"publish from anywhere", publicListener, registryv1connect.PublishServicePublishProcedure, remote, "", nil, nil, ok},
+		{"query from anywhere", publicListener, registryv1connect.QueryServiceGetOrganisationProcedure, remote, "", nil, nil, ok},
+		{"query with a bad token is served anonymously", publicListener, registryv1connect.QueryServiceGetOrganisationProcedure, remote, forgedTok, nil, nil, ok},
+		{"status from anywhere", publicListener, nodev1connect.NodeServiceGetStatusProcedure, remote, "", nil, nil, ok},
+		{"health from anywhere", publicListener, "/grpc.health.v1.Health/Check", remote, "", nil, nil, ok},
+		{"deliver handover from elsewhere", publicListener, federationv1connect.HandoverServiceDeliverHandoverProcedure, remote, "", nil, nil, ok},
+
+		// Case workers: CLERK, nothing else.
+		{"inbox without a credential", publicListener, inbox, remote, "", nil, nil, unauth},
+		{"inbox from this machine without a credential", publicListener, inbox, local, "", nil, nil, unauth},
+		{"inbox from loopback with X-Forwarded-For", publicListener, inbox, local, "", nil,
+			map[string]string{"X-Forwarded-For": "127.0.0.1", "Forwarded": "for=127.0.0.1", "X-Real-Ip": "127.0.0.1"}, unauth},
+		{"inbox as clerk", publicListener, inbox, remote, clerkTok, nil, nil, ok},
+		{"accept as clerk", publicListener, accept, remote, clerkTok, nil, nil, ok},
+		{"accept as admin", publicListener, accept, remote, adminTok, nil, nil, denied},
+		{"accept as publisher", publicListener, accept, remote, pubTok, nil, nil, denied},
+		{"inbox with an expired token", publicListener, inbox, remote, expiredTok, nil, nil, unauth},
+		{"inbox with a token from the future", publicListener, inbox, remote, futureTok, nil, nil, unauth},
+		{"inbox with a forged token", publicListener, inbox, remote, forgedTok, nil, nil, unauth},
+		{"inbox with another node's token", publicListener, inbox, remote, otherNodeTok, nil, nil, unauth},
+		{"inbox with another organisation's token", publicListener, inbox, remote, otherOrgTok, nil, nil, unauth},
+		{"inbox as a disabled user", publicListener, inbox, remote, goneTok, nil, nil, unauth},
+		{"inbox with a garbage token", publicListener, inbox, remote, "not.a.token", nil, nil, unauth},
+		{"inbox with the clerk's client certificate", publicListener, inbox, remote, "", clerkCert, nil, ok},
+		{"rotate keys with the clerk's client certificate", publicListener, rotate, remote, "", clerkCert, nil, denied},
+		{"inbox with a disabled user's client certificate", publicListener, inbox, remote, "", goneCert, nil, unauth},
+		{"inbox with an unregistered client certificate", publicListener, inbox, remote, "", strangerCert, nil, unauth},
+		{"inbox from a peer node", peerListener, inbox, remote, "", peer("n2"), nil, denied},
+		{"inbox from a peer node with a clerk's token", peerListener, inbox, remote, clerkTok, peer("n2"), nil, denied},
+		{"send handover from a peer", peerListener, federationv1connect.HandoverServiceSendHandoverProcedure, local, "", peer("n2"), nil, denied},
+
+		// Keys and users: ADMIN.
+		{"rotate keys without a credential", publicListener, rotate, local, "", nil, nil, unauth},
+		{"rotate keys as clerk", publicListener, rotate, remote, clerkTok, nil, nil, denied},
+		{"rotate keys as a disabled admin", publicListener, rotate, remote, goneTok, nil, nil, unauth},
+		{"revoke key as admin", publicListener, nodev1connect.NodeServiceRevokeKeyProcedure, remote, adminTok, nil, nil, ok},
+		{"revoke key from a peer", peerListener, nodev1connect.NodeServiceRevokeKeyProcedure, remote, "", peer("n2"), nil, denied},
+		{"create user as admin", publicListener, createUser, remote, adminTok, nil, nil, ok},
+		{"create user as clerk", publicListener, createUser, remote, clerkTok, nil, nil, denied},
+		{"create user without a credential", publicListener, createUser, local, "", nil, nil, unauth},
+		{"create user from a peer", peerListener, createUser, remote, "", peer("n2"), nil, denied},
+		{"create user with the operator's admin token of another node", publicListener, createUser, remote, operatorAdminTok, nil, nil, unauth},
+		{"sign in from a peer", peerListener, nodev1connect.AuthServiceSignInProcedure, remote, "", peer("n2"), nil, denied},
+		{"who am I without a credential", publicListener, nodev1connect.AuthServiceWhoAmIProcedure, remote, "", nil, nil, unauth},
+		{"who am I as clerk", publicListener, nodev1connect.AuthServiceWhoAmIProcedure, remote, clerkTok, nil, nil, ok},
+
+		// Console: PUBLISHER or APPROVER (the handler checks which).
+		{"console as publisher", publicListener, submit, remote, pubTok, nil, nil, ok},
+		{"console as clerk", publicListener, submit, remote, clerkTok, nil, nil, denied},
+		{"console without a credential", publicListener, submit, local, "", nil, nil, unauth},
+		{"console from a peer", peerListener, submit, remote, "", peer("n2"), nil, denied},
+
+		// Cluster administration: the network operator's ADMIN.
+		{"transfer leadership without a credential", publicListener, transfer, local, "", nil, nil, unauth},
+		{"transfer leadership as this operator node's admin", publicListener, transfer, remote, adminTok, nil, nil, ok},
+		{"transfer leadership as the operator's admin of another node", publicListener, transfer, remote, operatorAdminTok, nil, nil, ok},
+		{"transfer leadership as clerk", publicListener, transfer, remote, clerkTok, nil, nil, denied},
+		{"transfer leadership with a member node's certificate", peerListener, transfer, remote, "", peer("member-n3"), nil, unauth},
+		{"transfer leadership relayed by a peer with the operator's admin token", peerListener, transfer, remote, operatorAdminTok, peer("n2"), nil, ok},
+		{"gossip key with a member node's certificate", peerListener, gossipKey, remote, "", peer("member-n3"), nil, unauth},
+		{"gossip key from this machine without a credential", publicListener, gossipKey, local, "", nil, nil, unauth},
+		{"gossip key as the operator's admin", publicListener, gossipKey, remote, adminTok, nil, nil, ok},
+
+		// Node to node.
+		{"read index from a server of the Raft configuration", peerListener, readIndex, remote, "", peer("op-node"), nil, ok},
+		{"read index from a node outside the cluster", peerListener, readIndex, remote, "", peer("intruder"), nil, denied},
+		{"read index on the public listener of a TLS node", publicListener, readIndex, local, "", nil, nil, denied},
+		{"forwarded publish from a peer", peerListener, registryv1connect.PublishServicePublishProcedure, remote, "", peer("n2"), nil, ok},
+		{"peer listener without a verified certificate", peerListener, registryv1connect.PublishServicePublishProcedure, remote, "", nil, nil, unauth},
+		{"deliver handover from a peer", peerListener, federationv1connect.HandoverServiceDeliverHandoverProcedure, remote, "", peer("n2"), nil, ok},
+		{"case timeline from a peer", peerListener, federationv1connect.HandoverServiceGetCaseTimelineProcedure, remote, "", peer("n2"), nil, ok},
+
+		// Operations.
+		{"pprof on the public listener", publicListener, "/debug/pprof/", local, "", nil, nil, denied},
+		{"pprof on the admin listener", adminListener, "/debug/pprof/", local, "", nil, nil, ok},
+		{"the API on the admin listener", adminListener, registryv1connect.PublishServicePublishProcedure, local, "", nil, nil, denied},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := api
 			if tc.l == adminListener {
-				h = admin
+				h = adminMux
 			}
 			method, body := http.MethodPost, "{}"
 			if strings.HasPrefix(tc.path, "/debug/") {
@@ -70,12 +247,27 @@ func TestAccessPolicy(t *testing.T) {
 			}
 			req := httptest.NewRequest(method, tc.path, strings.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			for k, v := range tc.header {
+				req.Header.Set(k, v)
+			}
 			req.RemoteAddr, req.TLS = tc.from, tc.tls
 			rec := httptest.NewRecorder()
 			n.guard(tc.l, h).ServeHTTP(rec, req)
-			denied := rec.Code == http.StatusForbidden && strings.Contains(rec.Body.String(), "permission_denied")
-			if denied == tc.allowed {
-				t.Fatalf("%s on %s from %s: HTTP %d %s; want allowed=%v", tc.path, tc.l, tc.from, rec.Code, rec.Body, tc.allowed)
+			got := ok
+			switch {
+			case rec.Code == http.StatusUnauthorized && strings.Contains(rec.Body.String(), `"unauthenticated"`):
+				got = unauth
+			case rec.Code == http.StatusForbidden && strings.Contains(rec.Body.String(), `"permission_denied"`):
+				got = denied
+			}
+			if got != tc.want {
+				t.Fatalf("%s on %s from %s: HTTP %d %s; want %s", tc.path, tc.l, tc.from, rec.Code, rec.Body, tc.want)
+			}
+			if got == denied && !strings.Contains(rec.Body.String(), "rule") {
+				t.Fatalf("refusal does not name the rule: %s", rec.Body)
 			}
 		})
 	}
@@ -85,6 +277,71 @@ func TestAccessPolicy(t *testing.T) {
 	if rec.Code != http.StatusNotFound {
 		t.Fatalf("unknown path: HTTP %d, want 404", rec.Code)
 	}
+}
+
+// TestPeopleSignIn: a user signs in with a password over the API, the
+// token works until the user is disabled (at once, without a new token),
+// a wrong password and an unknown user get the same answer, and roles are
+// read from the store, not the token.
+func TestPeopleSignIn(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	if _, _, err := n.Users().Create(&nodev1.User{Username: "erika", DisplayName: "Erika Mustermann", Roles: []nodev1.Role{nodev1.Role_ROLE_CLERK}}, "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	authc := nodev1connect.NewAuthServiceClient(h2cClient(), n.APIURL())
+	_, errWrong := authc.SignIn(ctx, connect.NewRequest(&nodev1.SignInRequest{Username: "erika", Password: "wrong horse battery"}))
+	_, errUnknown := authc.SignIn(ctx, connect.NewRequest(&nodev1.SignInRequest{Username: "nobody", Password: "correct horse battery"}))
+	if connect.CodeOf(errWrong) != connect.CodeUnauthenticated || connect.CodeOf(errUnknown) != connect.CodeUnauthenticated ||
+		errWrong.Error() != errUnknown.Error() {
+		t.Fatalf("wrong password: %v; unknown user: %v; want the same Unauthenticated answer", errWrong, errUnknown)
+	}
+	res, err := authc.SignIn(ctx, connect.NewRequest(&nodev1.SignInRequest{Username: "erika", Password: "correct horse battery"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exp := time.UnixMilli(res.Msg.GetExpiresAtUnixMs()); exp.Sub(time.Now()) > auth.DefaultTokenTTL+time.Minute {
+		t.Fatalf("token valid until %s: longer than the default lifetime", exp)
+	}
+	hc := &http.Client{Transport: bearerRT{tok: res.Msg.GetToken(), inner: h2cClient().Transport}}
+	who, err := nodev1connect.NewAuthServiceClient(hc, n.APIURL()).WhoAmI(ctx, connect.NewRequest(&nodev1.WhoAmIRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if who.Msg.GetUser().GetUsername() != "erika" || who.Msg.GetMethod() != "token" || who.Msg.GetOrganisationId() != n.cfg.OrgID {
+		t.Fatalf("who am I: %v", who.Msg)
+	}
+	ho := federationv1connect.NewHandoverServiceClient(hc, n.APIURL())
+	if _, err := ho.ListInbox(ctx, connect.NewRequest(&federationv1.ListInboxRequest{})); err != nil {
+		t.Fatalf("clerk's inbox: %v", err)
+	}
+	// Roles come from the store: taking CLERK away refuses the same token.
+	if _, err := n.Users().Update(&nodev1.UpdateUserRequest{Username: "erika", SetRoles: true, Roles: []nodev1.Role{nodev1.Role_ROLE_PUBLISHER}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ho.ListInbox(ctx, connect.NewRequest(&federationv1.ListInboxRequest{})); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("inbox after CLERK was taken away: %v, want PermissionDenied", err)
+	}
+	if _, err := n.Users().Update(&nodev1.UpdateUserRequest{Username: "erika", SetDisabled: true, Disabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodev1connect.NewAuthServiceClient(hc, n.APIURL()).WhoAmI(ctx, connect.NewRequest(&nodev1.WhoAmIRequest{})); connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("a disabled user's token: %v, want Unauthenticated", err)
+	}
+	if _, err := authc.SignIn(ctx, connect.NewRequest(&nodev1.SignInRequest{Username: "erika", Password: "correct horse battery"})); connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("a disabled user signs in: %v", err)
+	}
+}
+
+type bearerRT struct {
+	tok   string
+	inner http.RoundTripper
+}
+
+func (b bearerRT) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.tok)
+	return b.inner.RoundTrip(r)
 }
 
 // TestAdminListener: pprof is served on the admin listener (off unless
@@ -114,5 +371,54 @@ func TestAdminListener(t *testing.T) {
 	}
 	if c := get(n.APIURL() + "/debug/pprof/goroutine?debug=1"); c != http.StatusForbidden {
 		t.Fatalf("pprof on the public listener: HTTP %d, want 403", c)
+	}
+}
+
+// TestConsoleRoles: the console signs for the node's organisation what a
+// person's role allows: a PUBLISHER the organisation's own publications,
+// an APPROVER governance decisions about others; each refusal names the
+// rule and nothing is published.
+func TestConsoleRoles(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	ctx := context.Background()
+	client := func(tok string) nodev1connect.ConsoleServiceClient {
+		return nodev1connect.NewConsoleServiceClient(&http.Client{Transport: bearerRT{tok: tok, inner: h2cClient().Transport}}, n.APIURL())
+	}
+	pub := client(addUser(t, n, "pub", nodev1.Role_ROLE_PUBLISHER))
+	appr := client(addUser(t, n, "appr", nodev1.Role_ROLE_APPROVER))
+	service := &registryv1.Mutation{Op: &registryv1.Mutation_PutService{PutService: &registryv1.Service{LeikaKey: "99115005000000", Name: "Ummeldung"}}}
+	other := &registryv1.Mutation{Op: &registryv1.Mutation_PutOrganisation{PutOrganisation: &registryv1.Organisation{
+		Id: "091620000000", Name: "München", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY, Ars: "091620000000"}}}
+	suspend := &registryv1.Mutation{Op: &registryv1.Mutation_ChangeStatus{ChangeStatus: &registryv1.ChangeOrganisationStatus{
+		OrganisationId: "091620000000", Status: registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED, Reason: "test"}}}
+	before := n.AppliedIndex()
+	for _, tc := range []struct {
+		name string
+		c    nodev1connect.ConsoleServiceClient
+		muts []*registryv1.Mutation
+	}{
+		{"publisher registers another organisation", pub, []*registryv1.Mutation{other}},
+		{"publisher suspends", pub, []*registryv1.Mutation{suspend}},
+		{"publisher mixes its own with a decision", pub, []*registryv1.Mutation{service, other}},
+		{"approver publishes a catalogue entry", appr, []*registryv1.Mutation{service}},
+	} {
+		_, err := tc.c.Submit(ctx, connect.NewRequest(&nodev1.SubmitRequest{Mutations: tc.muts}))
+		if connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "rule console") {
+			t.Fatalf("%s: %v, want PermissionDenied naming the rule", tc.name, err)
+		}
+	}
+	if got := n.AppliedIndex(); got != before {
+		t.Fatalf("refused submissions moved the registry from %d to %d", before, got)
+	}
+	res, err := pub.Submit(ctx, connect.NewRequest(&nodev1.SubmitRequest{Mutations: []*registryv1.Mutation{service}}))
+	if err != nil || res.Msg.GetResult().GetErrorCode() != "" || res.Msg.GetIndex() == 0 {
+		t.Fatalf("publisher's catalogue entry: %v %v", res, err)
+	}
+	res, err = appr.Submit(ctx, connect.NewRequest(&nodev1.SubmitRequest{Mutations: []*registryv1.Mutation{other}}))
+	if err != nil || res.Msg.GetResult().GetErrorCode() != "" {
+		t.Fatalf("approver registers an organisation: %v %v", res, err)
+	}
+	if o, _, err := n.Reader().Organisation("091620000000"); err != nil || o.GetUpdatedBy() != n.cfg.OrgID {
+		t.Fatalf("registered organisation: %v %v", o, err)
 	}
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/verbund/verbund/federation/peertls"
+	"github.com/verbund/verbund/node/auth"
 	"github.com/verbund/verbund/node/raftlog"
 	"github.com/verbund/verbund/registry"
 )
@@ -145,6 +147,16 @@ type Config struct {
 	// Writer.Now, if set, overrides it for the proposal time.
 	Clock func() time.Time
 
+	// TokenTTL is how long the bearer tokens this node signs for its users
+	// are valid (default 15 minutes; at most auth.MaxTokenTTL).
+	TokenTTL time.Duration
+	// PublicTLS, if set, serves the public listener over TLS with this
+	// configuration; with ClientAuth RequestClientCert (or stricter) a
+	// client certificate whose SHA-256 fingerprint is registered to an
+	// enabled user authenticates that user (programs). Nil: plain HTTP
+	// (h2c), bearer tokens only.
+	PublicTLS *tls.Config
+
 	Logger *slog.Logger
 }
 
@@ -227,6 +239,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now
+	}
+	if c.TokenTTL == 0 {
+		c.TokenTTL = auth.DefaultTokenTTL
 	}
 	return c
 }

@@ -10,13 +10,16 @@
 //
 //	node.go          lifecycle: New, Start, Close/Kill, storage, Raft, listeners
 //	config.go        Config, DefaultConfig, Validate
-//	access.go        the listeners (public, peer, admin) and the access policy table
+//	access.go        the listeners (public, peer, admin), who is calling (tokens, client
+//	                 and node certificates) and the access policy table
 //	routes.go        what each listener mounts
 //	api_publish.go   PublishService handler
 //	api_query.go     QueryService handler
 //	api_watch.go     WatchService handler (the change feed servers stream)
 //	api_cluster.go   ClusterService handler (ReadIndex, ListMembers, TransferLeadership, RotateGossipKey)
 //	api_node.go      NodeService handler (GetStatus, RotateKeys, RevokeKey)
+//	api_auth.go      AuthService handler (sign-in, users), token issue and verification
+//	api_console.go   ConsoleService handler (registry mutations signed for a person, by role)
 //	api_handover.go  HandoverService, mounted from node/handoverapi
 //	api_health.go    gRPC health
 //	publish.go       the write path: submit (admit here on the leader, else forward), publishOwn
@@ -29,7 +32,8 @@
 //	handover.go      handover wiring: store, service, audit-head publisher
 //	genesis.go       registering the network operator on an empty registry
 //
-// Sub-packages: connecterr (the one domain-error-to-Connect-code map),
+// Sub-packages: auth (the node's users, argon2id passwords, signed bearer
+// tokens, the caller's identity), connecterr (the one domain-error-to-Connect-code map),
 // handoverapi (the handover domain's Connect adapter, server and peer
 // client), raftlog (the Raft log and stable store; raftstore.go opens it,
 // refuses a log that lies and holds RecoverRaftLog), nodetest (an

@@ -80,3 +80,6 @@ func (h registryAuditHeads) PublishedAuditHead(ctx context.Context, org string) 
 	}
 	return head.GetSequence(), head.GetHash(), nil
 }
+
+// HandoverService is the node's handover service (nil before Start).
+func (n *Node) HandoverService() *handover.Service { return n.handover }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -205,7 +204,7 @@ func TestCheckerCatchesStaleLocalRead(t *testing.T) {
 		t.Skip("multi-node")
 	}
 	c := nodetest.Start(t, nodetest.Options{Voters: 3})
-	j := &jepsen{t: t, c: c, key: c.OperatorKey(), h: nodetest.NewHistory(), keys: []string{"stale-k"}, hc: &http.Client{Timeout: 10 * time.Second}, refusals: map[string]int{}, unknown: map[string]int{}, index: map[string]int{}}
+	j := &jepsen{t: t, c: c, key: c.OperatorKey(), h: nodetest.NewHistory(), keys: []string{"stale-k"}, hc: c.OperatorHTTPClient(), refusals: map[string]int{}, unknown: map[string]int{}, index: map[string]int{}}
 	for _, m := range c.Nodes {
 		j.pub = append(j.pub, c.Publish(m.Index))
 		j.qry = append(j.qry, c.Query(m.Index))
@@ -367,7 +366,7 @@ func (j *jepsen) writeVia(i, client int, in nodetest.RegInput) nodetest.RegOutpu
 
 // newLoadRun prepares a small run on one key.
 func newLoadRun(t *testing.T, c *nodetest.Cluster, key string) *jepsen {
-	j := &jepsen{t: t, c: c, key: c.OperatorKey(), h: nodetest.NewHistory(), keys: []string{key}, hc: &http.Client{Timeout: 10 * time.Second},
+	j := &jepsen{t: t, c: c, key: c.OperatorKey(), h: nodetest.NewHistory(), keys: []string{key}, hc: c.OperatorHTTPClient(),
 		refusals: map[string]int{}, unknown: map[string]int{}, index: map[string]int{}, o: jepsenOpts{Seed: 7, RetryFor: 2 * time.Second}}
 	for _, m := range c.Nodes {
 		j.pub = append(j.pub, c.Publish(m.Index))

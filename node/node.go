@@ -27,6 +27,7 @@ import (
 	"github.com/verbund/verbund/internal/badgercheck"
 	"github.com/verbund/verbund/internal/badgerlog"
 	"github.com/verbund/verbund/keys"
+	"github.com/verbund/verbund/node/auth"
 	"github.com/verbund/verbund/node/diskspace"
 	"github.com/verbund/verbund/node/raftlog"
 	"github.com/verbund/verbund/registry"
@@ -59,6 +60,9 @@ type Node struct {
 
 	hoDB     *badger.DB
 	handover *handover.Service
+
+	users   *auth.Store // this node's people (access.go, api_auth.go)
+	limiter limiter     // rate limits in the guard (ratelimit.go); nil: none
 
 	gossip   *membership.Membership
 	peers    *peerClients
@@ -115,7 +119,30 @@ func New(cfg Config) (*Node, error) {
 		n.closeStorage()
 		return nil, err
 	}
+	if err := n.openUsers(); err != nil {
+		n.closeStorage()
+		return nil, err
+	}
 	return n, nil
+}
+
+// openUsers opens the node's user store (DataDir/users) and, if it has no
+// user at all, creates "admin" with a random password written to
+// DataDir/initial-admin-password (0600); the log says where, never what.
+func (n *Node) openUsers() error {
+	users, err := auth.Open(auth.Dir(n.cfg.DataDir), n.log, n.cfg.Clock)
+	if err != nil {
+		return err
+	}
+	n.users = users
+	path, err := auth.EnsureInitialAdmin(users, n.cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("initial admin: %w", err)
+	}
+	if path != "" {
+		n.log.Warn("created the initial user \"admin\"; its password is in a file readable by this user only: sign in, then change it (verbund users reset admin)", "file", path)
+	}
+	return nil
 }
 
 func (n *Node) openStorage() error {
@@ -163,6 +190,9 @@ func (n *Node) openStorage() error {
 }
 
 func (n *Node) closeStorage() {
+	if n.users != nil {
+		_ = n.users.Close()
+	}
 	if n.logStore != nil {
 		_ = n.logStore.Close()
 	}
@@ -328,7 +358,11 @@ func (n *Node) listen() error {
 // policy for that listener.
 func (n *Node) serveHTTP() {
 	api := n.routes()
-	n.httpSrv = n.serve(n.httpLn, h2c.NewHandler(n.guard(publicListener, api), &http2.Server{}), nil)
+	if n.cfg.PublicTLS != nil {
+		n.httpSrv = n.serve(n.httpLn, n.guard(publicListener, api), n.cfg.PublicTLS)
+	} else {
+		n.httpSrv = n.serve(n.httpLn, h2c.NewHandler(n.guard(publicListener, api), &http2.Server{}), nil)
+	}
 	if n.peerLn != nil {
 		n.peerSrv = n.serve(n.peerLn, n.guard(peerListener, api), n.cfg.TLS.ServerConfig())
 	}
@@ -381,6 +415,9 @@ func (n *Node) AdminURL() string {
 func (n *Node) APIURL() string {
 	if n.httpLn == nil {
 		return ""
+	}
+	if n.cfg.PublicTLS != nil {
+		return "https://" + n.httpLn.Addr().String()
 	}
 	return "http://" + n.httpLn.Addr().String()
 }

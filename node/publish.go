@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/verbund/verbund/node/auth"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 	"github.com/verbund/verbund/registry"
 )
@@ -37,6 +38,9 @@ func (n *Node) submit(ctx context.Context, hop int, signed []string) ([]*registr
 // A refused command is returned as its error. It returns the commit index.
 func (n *Node) publishOwn(ctx context.Context, cmd *registryv1.Command) (uint64, error) {
 	cmd.IssuedAtUnixMs = n.cfg.Clock().UnixMilli() // this node's clock, not the process's
+	if cmd.Actor == "" {
+		cmd.Actor = auth.FromContext(ctx).Actor() // the person whose call this is (key rotation), if any
+	}
 	jws, err := registry.SignCommand(cmd, n.keys.SigningKey())
 	if err != nil {
 		return 0, err

@@ -30,6 +30,8 @@ func (n *Node) routes() http.Handler {
 	mux.Handle(registryv1connect.NewWatchServiceHandler(watchAPI{n}, opts...))
 	mux.Handle(nodev1connect.NewNodeServiceHandler(nodeAPI{n}, opts...))
 	mux.Handle(nodev1connect.NewClusterServiceHandler(clusterAPI{n}, opts...))
+	mux.Handle(nodev1connect.NewAuthServiceHandler(authAPI{n}, opts...))
+	mux.Handle(nodev1connect.NewConsoleServiceHandler(consoleAPI{n}, opts...))
 	mux.Handle(n.handoverAPI())
 	mux.Handle(grpchealth.NewHandler(&healthChecker{n: n}))
 	reflector := grpcreflect.NewStaticReflector(
@@ -38,6 +40,8 @@ func (n *Node) routes() http.Handler {
 		registryv1connect.WatchServiceName,
 		nodev1connect.NodeServiceName,
 		nodev1connect.ClusterServiceName,
+		nodev1connect.AuthServiceName,
+		nodev1connect.ConsoleServiceName,
 		federationv1connect.HandoverServiceName,
 	)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))

@@ -37,7 +37,12 @@ type AuditEntry struct {
 	ID     string `json:"id"`     // jti of the handover or event
 	Digest string `json:"digest"` // hex SHA-256 of the token
 	Peer   string `json:"peer"`   // the other organisation
-	Hash   string `json:"hash"`   // hex SHA-256 of the canonical encoding
+	// Actor is the person on whose action the entry was made (a case
+	// worker: "<display name> (<username>@<node>)"); empty for the node's
+	// own work (deliveries, receipts) and for entries written before
+	// actors were recorded.
+	Actor string `json:"actor,omitempty"`
+	Hash  string `json:"hash"` // hex SHA-256 of the canonical encoding
 }
 
 // AuditHead is a point of the chain: its sequence number and hash.
@@ -47,12 +52,27 @@ type AuditHead struct {
 	At   int64 // Unix milliseconds of the entry (or of publishing)
 }
 
-type auditInput struct{ kind, id, digest, peer string }
+type auditInput struct{ kind, id, digest, peer, actor string }
+
+type actorKey struct{}
+
+// WithActor returns ctx carrying the person on whose action the Service's
+// calls with it act (the node's guard sets it from the authenticated
+// user): the audit entries those calls write record it.
+func WithActor(ctx context.Context, actor string) context.Context {
+	return context.WithValue(ctx, actorKey{}, actor)
+}
+
+// ActorFrom returns the actor ctx carries ("" if none).
+func ActorFrom(ctx context.Context) string {
+	a, _ := ctx.Value(actorKey{}).(string)
+	return a
+}
 
 var zeroHash = hex.EncodeToString(make([]byte, 32))
 
 func newAuditEntry(prev AuditHead, now time.Time, a auditInput) AuditEntry {
-	e := AuditEntry{Seq: prev.Seq + 1, Prev: prev.Hash, Time: now.UnixMilli(), Kind: a.kind, ID: a.id, Digest: a.digest, Peer: a.peer}
+	e := AuditEntry{Seq: prev.Seq + 1, Prev: prev.Hash, Time: now.UnixMilli(), Kind: a.kind, ID: a.id, Digest: a.digest, Peer: a.peer, Actor: a.actor}
 	if prev.Seq == 0 {
 		e.Prev = zeroHash
 	}
@@ -64,6 +84,10 @@ func newAuditEntry(prev AuditHead, now time.Time, a auditInput) AuditEntry {
 //
 //	"verbund-audit/v1" 0x00 | seq (8 bytes BE) | prev (32 bytes) | time (8 bytes BE)
 //	| for kind, id, digest, peer: length (4 bytes BE) | bytes
+//	[| for actor, if not empty: length (4 bytes BE) | bytes]
+//
+// An entry without an actor hashes exactly as before actors were
+// recorded, so older chains stay verifiable.
 func (e *AuditEntry) computeHash() string {
 	h := sha256.New()
 	h.Write([]byte("verbund-audit/v1\x00"))
@@ -77,7 +101,11 @@ func (e *AuditEntry) computeHash() string {
 	h.Write(prev)
 	binary.BigEndian.PutUint64(b[:], uint64(e.Time))
 	h.Write(b[:])
-	for _, s := range []string{e.Kind, e.ID, e.Digest, e.Peer} {
+	fields := []string{e.Kind, e.ID, e.Digest, e.Peer}
+	if e.Actor != "" {
+		fields = append(fields, e.Actor)
+	}
+	for _, s := range fields {
 		binary.BigEndian.PutUint32(b[:4], uint32(len(s)))
 		h.Write(b[:4])
 		h.Write([]byte(s))

@@ -219,8 +219,10 @@ func (s *Service) step(ctx context.Context, jti string, typ envelope.EventType, 
 	}
 	eventID, state := ev.ID, ""
 	created := false
+	actor := ActorFrom(ctx)
 	err = s.com.do(func(t *tx) error {
 		created = false
+		t.actor = actor
 		var cur inboxRecord
 		ok, err := t.getJSON(key(pInbox, jti), &cur)
 		if err != nil {

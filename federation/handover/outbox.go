@@ -103,8 +103,10 @@ func (s *Service) sealAndStore(ctx context.Context, claims envelope.Claims, idem
 	}
 	res := sendResult{HandoverID: claims.ID, TrackingCode: claims.TrackingCode, CaseID: claims.CaseID, Digest: digest}
 	created := false
+	actor := ActorFrom(ctx)
 	write := func(t *tx) error {
 		created = false
+		t.actor = actor
 		if idem != "" {
 			var prev sendResult
 			ok, err := t.getJSON(key(pRequest, idem), &prev)

@@ -100,6 +100,8 @@ type tx struct {
 	writes []write
 	audits []auditInput
 	seqs   map[string]uint64 // sequence numbers taken by this op
+	// actor is recorded in the audit entries this op writes (WithActor).
+	actor string
 }
 
 type write struct {
@@ -154,7 +156,7 @@ func (t *tx) del(k []byte) { t.writes = append(t.writes, write{key: k, del: true
 
 // audit appends an audit entry when the op succeeds, in the same commit.
 func (t *tx) audit(kind, id, digest, peer string) {
-	t.audits = append(t.audits, auditInput{kind, id, digest, peer})
+	t.audits = append(t.audits, auditInput{kind, id, digest, peer, t.actor})
 }
 
 // nextSeq returns the next number of the sequence stored under prefix

@@ -20,8 +20,8 @@ import (
 
 // Clients are outside the cluster: they call a node's public API directly
 // (plain HTTP on loopback, not through the Net), as a case worker or an
-// operator on the node's machine would. Loopback matters: the node serves
-// the case-worker procedures of the handover service only to local callers.
+// operator would. The case-worker and admin procedures need a person: the
+// member clients authenticate as the harness user (auth.go).
 var clientHTTP = &http.Client{Timeout: 10 * time.Second}
 
 // memberClients caches the Connect clients of one member, bound to its API
@@ -39,8 +39,8 @@ func (m *Member) clients() (federationv1connect.HandoverServiceClient, nodev1con
 	defer m.cl.mu.Unlock()
 	if api := m.API(); m.cl.api != api {
 		m.cl.api = api
-		m.cl.handover = federationv1connect.NewHandoverServiceClient(clientHTTP, api)
-		m.cl.node = nodev1connect.NewNodeServiceClient(clientHTTP, api)
+		m.cl.handover = federationv1connect.NewHandoverServiceClient(m.HTTPClient(), api)
+		m.cl.node = nodev1connect.NewNodeServiceClient(m.HTTPClient(), api)
 	}
 	return m.cl.handover, m.cl.node
 }

@@ -118,6 +118,10 @@ type Member struct {
 	mu   sync.Mutex
 	node *node.Node
 	cl   memberClients
+
+	tokOnce  sync.Once
+	tokens   *tokenSource
+	authHTTP *http.Client
 }
 
 // Node returns the running node, or nil while it is down.
@@ -265,6 +269,10 @@ func (c *Cluster) newMember(i int, role, dir string) (*Member, error) {
 	}
 	cfg.Role = role
 	cfg.DataDir = dir
+	cfg.TokenTTL = harnessTokenTTL
+	if err := addHarnessUser(dir); err != nil {
+		return nil, fmt.Errorf("harness user: %w", err)
+	}
 	cfg.Voters = c.opts.RaftVoters
 	var err error
 	if cfg.HTTPAddr, err = freeAddr(); err != nil {
