@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,8 +9,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"connectrpc.com/connect"
 
 	"github.com/verbund/verbund/node/nodetest"
+	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
 )
 
 var reIndex = regexp.MustCompile(`index (\d+)`)
@@ -63,7 +68,8 @@ func offeringFile(t *testing.T, dir, org, id, leika, area string) string {
 // centre, which then serves its citizens (FindProviders), and withdrawing
 // that (the centre disappears from every node's answers); losing its key
 // and the recovery by its approver (old signatures still verify in its
-// history); suspension (its writes refused through every node);
+// history); suspension (its writes refused through every node, and
+// handovers to and from a suspended organisation refused by every node);
 // reinstatement.
 func TestLifeOfAMunicipality(t *testing.T) {
 	if testing.Short() {
@@ -200,12 +206,55 @@ func TestLifeOfAMunicipality(t *testing.T) {
 		mustFail(t, []string{"suspended"}, "publish", "-f", offeringFile(t, dir, muni, muni+":"+leika+":s"+strconv.Itoa(i), leika, muni),
 			"--key", key("muni-new"), "--addr", api)
 	}
-	// TODO(lead, after s8-people): handovers from and to the suspended
-	// municipality are refused by every node (they need GC's tokens).
+	// Handovers need a node of the organisation: the cluster's own
+	// organisations, below.
 
 	// Reinstated: it writes again.
 	out = mustRun(t, append([]string{"org", "reinstate", muni, "--reason", "audit passed"}, by...)...)
 	onEvery(indexOf(t, out), []string{"active", "audit passed"}, "orgs", "get", muni)
 	out = mustRun(t, "publish", "-f", offeringFile(t, dir, muni, muni+":"+leika+":3", leika, muni), "--key", key("muni-new"))
 	onEvery(indexOf(t, out), []string{muni + ":" + leika + ":3"}, "providers", "--service", leika, "--area", muni, "--limit", "100")
+
+	// Handovers of a suspended organisation: the organisations the
+	// cluster's nodes 1-3 run for (registered by the operator, which
+	// approves organisations without a state). While org-n2 is suspended,
+	// every node refuses handovers to it, and its own node refuses its
+	// handovers, with an error naming the suspension.
+	ctx := context.Background()
+	for i := 1; i <= 3; i++ {
+		if _, err := c.Onboard(ctx, i, "Gemeinde "+c.Nodes[i].ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.WaitCaughtUp(15 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	send := func(from int, to string, n int) error {
+		_, err := c.Handover(from).SendHandover(ctx, connect.NewRequest(&federationv1.SendHandoverRequest{
+			RecipientOrganisationId: to, CaseJson: `{"applicant":"Erika Mustermann","subject":"Gewerbe"}`,
+			Reason: "Zuständigkeit", LeikaKey: leika, IdempotencyKey: fmt.Sprintf("life-of-a-municipality-%04d", n),
+		}))
+		return err
+	}
+	if err := send(1, "org-n2", 1); err != nil {
+		t.Fatalf("handover before the suspension: %v", err)
+	}
+	out = mustRun(t, append([]string{"org", "suspend", "org-n2", "--reason", "audit"}, op...)...)
+	onEvery(indexOf(t, out), []string{"suspended"}, "orgs", "get", "org-n2")
+	for _, from := range []int{0, 1, 3} {
+		if err := send(from, "org-n2", 10+from); err == nil || !strings.Contains(err.Error(), "SUSPENDED") {
+			t.Errorf("node %d: handover to the suspended org-n2: %v, want a refusal naming the suspension", from, err)
+		}
+	}
+	if err := send(2, "org-n1", 20); err == nil || !strings.Contains(err.Error(), "SUSPENDED") {
+		t.Errorf("handover of the suspended org-n2: %v, want a refusal naming the suspension", err)
+	}
+	out = mustRun(t, append([]string{"org", "reinstate", "org-n2", "--reason", "audit passed"}, op...)...)
+	onEvery(indexOf(t, out), []string{"active"}, "orgs", "get", "org-n2")
+	if err := send(1, "org-n2", 30); err != nil {
+		t.Errorf("handover after the reinstatement: %v", err)
+	}
+	if err := send(2, "org-n1", 31); err != nil {
+		t.Errorf("handover of org-n2 after the reinstatement: %v", err)
+	}
 }
