@@ -13,9 +13,6 @@ import (
 // queryAPI serves the QueryService: each read passes the read barrier
 // (readindex.go) its options ask for, then reads the local state.
 type queryAPI struct {
-	// Until governance lands: ListAuthorisations, GetHistory and GetCommand
-	// answer Unimplemented.
-	registryv1connect.UnimplementedQueryServiceHandler
 	n *Node
 }
 
@@ -82,7 +79,11 @@ func (a queryAPI) FindProviders(ctx context.Context, req *connect.Request[regist
 	if err != nil {
 		return nil, err
 	}
-	p, err := a.n.reader.FindProviders(req.Msg.GetLeikaKey(), req.Msg.GetArea(), int(req.Msg.GetLimit()))
+	find := a.n.reader.FindProviders
+	if req.Msg.GetIncludeProof() {
+		find = a.n.reader.FindProvidersWithProof
+	}
+	p, err := find(req.Msg.GetLeikaKey(), req.Msg.GetArea(), int(req.Msg.GetLimit()))
 	if err != nil {
 		return nil, err
 	}
@@ -117,4 +118,44 @@ func (a queryAPI) ListLifeSituations(ctx context.Context, req *connect.Request[r
 		out.LifeSituations = append(out.LifeSituations, &registryv1.LifeSituation{Name: l.Name, ServiceCount: uint32(l.Services)})
 	}
 	return connect.NewResponse(out), nil
+}
+
+func (a queryAPI) ListAuthorisations(ctx context.Context, req *connect.Request[registryv1.ListAuthorisationsRequest]) (*connect.Response[registryv1.ListAuthorisationsResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	as, next, idx, err := a.n.reader.ListAuthorisations(registry.AuthorisationFilter{
+		GrantorID: m.GetGrantorId(), GranteeID: m.GetGranteeId(), Area: m.GetArea(),
+		PageSize: int(m.GetPageSize()), PageToken: m.GetPageToken(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&registryv1.ListAuthorisationsResponse{Authorisations: as, NextPageToken: next, Read: a.n.readInfo(idx, lin)}), nil
+}
+
+func (a queryAPI) GetHistory(ctx context.Context, req *connect.Request[registryv1.GetHistoryRequest]) (*connect.Response[registryv1.GetHistoryResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	es, next, idx, err := a.n.reader.History(req.Msg.GetOrganisationId(), int(req.Msg.GetPageSize()), req.Msg.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&registryv1.GetHistoryResponse{Entries: es, NextPageToken: next, Read: a.n.readInfo(idx, lin)}), nil
+}
+
+func (a queryAPI) GetCommand(ctx context.Context, req *connect.Request[registryv1.GetCommandRequest]) (*connect.Response[registryv1.GetCommandResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	jws, at, idx, err := a.n.reader.Command(req.Msg.GetIssuer(), req.Msg.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&registryv1.GetCommandResponse{SignedCommand: jws, Index: at, Read: a.n.readInfo(idx, lin)}), nil
 }

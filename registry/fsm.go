@@ -464,6 +464,9 @@ func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64
 			}
 		}
 	}
+	if err := recordCommand(ls, cs, p.sc, index, revs, seq); err != nil {
+		return fail(err)
+	}
 	cs.merge()
 	res.Revisions = revs
 	f.storeResult(ls, cmd, res)

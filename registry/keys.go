@@ -32,6 +32,9 @@ import (
 //	x/ao/<offering id>/<area>      -> id of the authorisation that entitles this offering area ("" = own area);
 //	                                  present exactly for the areas in the provider index
 //	x/ad/<auth id>/<offering id>/<area>  provider entries that exist because of this authorisation
+//	j/<issuer>/<command id>        applied command as signed: index (8 bytes BE) + JWS compact serialisation
+//	y/<org id>/<position BE>       HistoryEntry: a change concerning the organisation (position = the
+//	                               change's revision, or a fresh one for a deletion)
 const (
 	keyApplied   = "m/applied"
 	keyOperator  = "m/operator"
@@ -56,6 +59,8 @@ const (
 	pAuthGrantor = "x/ar/"
 	pOfferAuth   = "x/ao/"
 	pAuthDep     = "x/ad/"
+	pCommandJWS  = "j/"
+	pHistory     = "y/"
 )
 
 func k(parts ...string) []byte { return []byte(strings.Join(parts, "")) }
@@ -101,3 +106,9 @@ func authDepPrefix(auth string) []byte         { return k(pAuthDep, auth, "/") }
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 func feedKey(index uint64) []byte { return append([]byte(pFeed), u64(index)...) }
+
+func commandJWSKey(issuer, id string) []byte { return k(pCommandJWS, issuer, "/", id) }
+func historyPrefix(org string) []byte        { return k(pHistory, org, "/") }
+func historyKey(org string, pos uint64) []byte {
+	return binary.BigEndian.AppendUint64(historyPrefix(org), pos)
+}

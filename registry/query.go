@@ -361,6 +361,16 @@ var areaLevels = []int{12, 9, 5, 3, 2}
 // level. Within a level, more specific area matches come first, then
 // providers with a 24/7 online channel, then the nearest.
 func (r *Reader) FindProviders(leika, area string, limit int) (*Providers, error) {
+	return r.findProviders(leika, area, limit, false)
+}
+
+// FindProvidersWithProof is FindProviders with each provider's proof of
+// responsibility (Provider.Proof, see VerifyProof) taken from the same state.
+func (r *Reader) FindProvidersWithProof(leika, area string, limit int) (*Providers, error) {
+	return r.findProviders(leika, area, limit, true)
+}
+
+func (r *Reader) findProviders(leika, area string, limit int, withProof bool) (*Providers, error) {
 	if !ValidLeiKa(leika) {
 		return nil, invalid("LeiKa key %q must match ^99\\d{12}$", leika)
 	}
@@ -452,18 +462,24 @@ func (r *Reader) FindProviders(leika, area string, limit int) (*Providers, error
 				res.Matches = append(res.Matches, p)
 			}
 		}
+		slices.SortStableFunc(res.Matches, compareProviders)
+		if len(res.Matches) > limit {
+			res.Matches = res.Matches[:limit]
+		}
+		if withProof {
+			return attachProofs(st, res.Matches, orgs)
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	res.ReadFrom = idx
-	slices.SortStableFunc(res.Matches, compareProviders)
-	if len(res.Matches) > limit {
-		res.Matches = res.Matches[:limit]
-	}
 	for i, p := range res.Matches {
 		p.Rank = uint32(i + 1)
+		if p.Proof != nil {
+			p.Proof.Index = idx
+		}
 	}
 	return res, nil
 }
@@ -525,4 +541,83 @@ func distanceKm(a, b *registryv1.GeoPoint) float64 {
 	dlat, dlon := (b.GetLat()-a.GetLat())*rad, (b.GetLon()-a.GetLon())*rad
 	h := math.Sin(dlat/2)*math.Sin(dlat/2) + math.Cos(a.GetLat()*rad)*math.Cos(b.GetLat()*rad)*math.Sin(dlon/2)*math.Sin(dlon/2)
 	return math.Round(2*r*math.Asin(math.Sqrt(h))*10) / 10
+}
+
+// AuthorisationFilter selects authorisations for ListAuthorisations. Every
+// filter given must match.
+type AuthorisationFilter struct {
+	GrantorID string
+	GranteeID string
+	// Area: an ARS or ARS prefix; authorisations with an area that contains
+	// it or lies within it.
+	Area      string
+	PageSize  int
+	PageToken string
+}
+
+// ListAuthorisations lists authorisations, one page at a time: by grantor
+// or grantee from their indexes (in authorisation id order), otherwise all
+// of them in id order.
+func (r *Reader) ListAuthorisations(f AuthorisationFilter) ([]*registryv1.Authorisation, string, uint64, error) {
+	if f.PageSize <= 0 {
+		f.PageSize = 100
+	}
+	if f.PageSize > 1000 {
+		return nil, "", 0, invalid("page_size %d exceeds 1000", f.PageSize)
+	}
+	for _, id := range []string{f.GrantorID, f.GranteeID} {
+		if id != "" && !ValidOrgID(id) {
+			return nil, "", 0, invalid("organisation id %q must be a 12-digit ARS or a slug", id)
+		}
+	}
+	if f.Area != "" && (len(f.Area) > 12 || strings.Trim(f.Area, "0123456789") != "") {
+		return nil, "", 0, invalid("area %q must be an ARS prefix of up to 12 digits", f.Area)
+	}
+	var prefix []byte
+	switch {
+	case f.GrantorID != "":
+		prefix = k(pAuthGrantor, f.GrantorID, "/")
+	case f.GranteeID != "":
+		prefix = authGranteePrefix(f.GranteeID)
+	default:
+		prefix = []byte(pAuth)
+	}
+	start := prefix
+	if f.PageToken != "" {
+		b, err := base64.RawURLEncoding.DecodeString(f.PageToken)
+		if err != nil || len(b) > 512 || !bytes.HasPrefix(b, prefix) {
+			return nil, "", 0, invalid("bad page token")
+		}
+		start = b
+	}
+	var out []*registryv1.Authorisation
+	var next string
+	idx, err := r.view(func(st *stage) error {
+		it := st.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Seek(start); it.Valid(); it.Next() {
+			key := it.Item().Key()
+			if len(out) == f.PageSize {
+				next = base64.RawURLEncoding.EncodeToString(it.Item().KeyCopy(nil))
+				return nil
+			}
+			a := &registryv1.Authorisation{}
+			if ok, err := st.getProto(authKey(string(key[bytes.LastIndexByte(key, '/')+1:])), a); err != nil {
+				return err
+			} else if !ok {
+				continue
+			}
+			if (f.GrantorID != "" && a.GetGrantorId() != f.GrantorID) || (f.GranteeID != "" && a.GetGranteeId() != f.GranteeID) {
+				continue
+			}
+			if f.Area != "" && !slices.ContainsFunc(a.GetAreas(), func(g string) bool {
+				return strings.HasPrefix(f.Area, g) || strings.HasPrefix(g, f.Area)
+			}) {
+				continue
+			}
+			out = append(out, a)
+		}
+		return nil
+	})
+	return out, next, idx, err
 }
