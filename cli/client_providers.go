@@ -74,10 +74,15 @@ func providers(ctx context.Context, env *Env, args []string) error {
 	if !verify {
 		return o.emit(env, m, m.GetRead(), func(w io.Writer) { writeProviders(w, m, service, area) })
 	}
+	// The citizen's ARS (--area may be an AGS).
+	ars := area
+	if a := m.GetAreaOrganisation().GetArs(); a != "" {
+		ars = a
+	}
 	failed := 0
 	verdicts := make([]string, len(m.GetProviders()))
 	for i, p := range m.GetProviders() {
-		if err := verifyProof(p); err != nil {
+		if err := registry.VerifyProof(p, ars); err != nil {
 			verdicts[i] = "NOT VERIFIED: " + err.Error()
 			failed++
 		} else {

@@ -89,20 +89,3 @@ func startNode(t *testing.T, args ...string) string {
 	})
 	return api[1]
 }
-
-// mustRunUnlessUnimplemented is mustRun for commands whose RPCs another
-// branch implements (GetHistory, GetCommand, FindProviders proofs): it
-// returns ok false, logged, while the node answers "unimplemented".
-// TODO(lead): drop once s8-proofs is merged.
-func mustRunUnlessUnimplemented(t *testing.T, args ...string) (string, bool) {
-	t.Helper()
-	code, stdout, stderr := cli(t, nil, args...)
-	if code != 0 && (strings.Contains(stderr, "unimplemented") || strings.Contains(stdout, "no proof in the answer")) {
-		t.Logf("verbund %s: not checked yet: %s", strings.Join(args, " "), strings.TrimSpace(stderr))
-		return "", false
-	}
-	if code != 0 {
-		t.Fatalf("verbund %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, stdout, stderr)
-	}
-	return stdout, true
-}
