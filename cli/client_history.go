@@ -156,21 +156,32 @@ func history(ctx context.Context, env *Env, args []string) error {
 	v := newVerifier(o)
 	checked := make([]verifiedEntry, len(out.Entries))
 	failed := 0
+	// Entries of one command (a batch of offerings) share its check.
+	type outcome struct{ verified, problem string }
+	done := map[string]outcome{}
 	for i, e := range out.Entries {
 		checked[i] = verifiedEntry{HistoryEntry: e}
-		raw, idx, err := v.command(ctx, e.GetIssuer(), e.GetCommandId())
-		if err == nil && idx != 0 && idx != e.GetIndex() {
-			err = fmt.Errorf("command %s was applied at index %d, the entry says %d", e.GetCommandId(), idx, e.GetIndex())
+		key := fmt.Sprintf("%s\x00%s\x00%d\x00%s", e.GetIssuer(), e.GetCommandId(), e.GetIndex(), e.GetKid())
+		oc, ok := done[key]
+		if !ok {
+			raw, idx, err := v.command(ctx, e.GetIssuer(), e.GetCommandId())
+			if err == nil && idx != 0 && idx != e.GetIndex() {
+				err = fmt.Errorf("command %s was applied at index %d, the entry says %d", e.GetCommandId(), idx, e.GetIndex())
+			}
+			var sc *registry.SignedCommand
+			if err == nil {
+				sc, oc.verified, err = v.verify(ctx, raw, e.GetIndex())
+			}
+			if err == nil && (sc.Command.GetIssuer() != e.GetIssuer() || sc.Command.GetId() != e.GetCommandId() || sc.KID != e.GetKid()) {
+				err = fmt.Errorf("the signed command is %s/%s (kid %s), not the entry's", sc.Command.GetIssuer(), sc.Command.GetId(), sc.KID)
+			}
+			if err != nil {
+				oc = outcome{problem: err.Error()}
+			}
+			done[key] = oc
 		}
-		var sc *registry.SignedCommand
-		if err == nil {
-			sc, checked[i].Verified, err = v.verify(ctx, raw, e.GetIndex())
-		}
-		if err == nil && (sc.Command.GetIssuer() != e.GetIssuer() || sc.Command.GetId() != e.GetCommandId() || sc.KID != e.GetKid()) {
-			err = fmt.Errorf("the signed command is %s/%s (kid %s), not the entry's", sc.Command.GetIssuer(), sc.Command.GetId(), sc.KID)
-		}
-		if err != nil {
-			checked[i].Verified, checked[i].Problem = "", err.Error()
+		checked[i].Verified, checked[i].Problem = oc.verified, oc.problem
+		if oc.problem != "" {
 			failed++
 		}
 	}
