@@ -148,6 +148,7 @@ const (
 type batch struct {
 	num    int
 	id     string
+	scheme string
 	issuer string
 	key    jose.JSONWebKey
 	muts   []*registryv1.Mutation
@@ -161,6 +162,10 @@ type phase struct {
 	// skip, if set, is asked before the phase runs: true counts the whole
 	// phase as done before (duplicates) without sending anything.
 	skip func(ctx context.Context) (bool, error)
+	// listing: the phase lists directory entries (put_organisation without
+	// keys); with Options.Lookup, entries that have joined since are left
+	// out (see importer.unjoined).
+	listing bool
 }
 
 // commandID is the deterministic id of a batch: base64url of the first 24
@@ -194,7 +199,7 @@ func makeBatchesScheme(scheme, name, issuer string, muts []*registryv1.Mutation,
 		}
 		if cur == nil || len(cur.muts) >= size || cur.bytes+len(b) > maxBatchBytes {
 			finish()
-			cur = &batch{num: len(ph.batches), issuer: issuer}
+			cur = &batch{num: len(ph.batches), issuer: issuer, scheme: scheme}
 			sum.Reset()
 			for _, s := range []string{scheme, name, issuer, strconv.Itoa(cur.num)} {
 				sum.Write([]byte(s))
@@ -542,29 +547,30 @@ func plan(opt Options) ([]*phase, error) {
 		}
 	}
 	specs := []struct {
-		name   string
-		groups []group
-		skip   func(ctx context.Context) (bool, error)
+		name    string
+		groups  []group
+		skip    func(ctx context.Context) (bool, error)
+		listing bool
 	}{
-		{PhaseStates, []group{{op, putOrgs(states)}}, nil},
-		{PhaseDistricts, dg, nil},
-		{PhaseAssociations, ag, nil},
-		{PhaseMunicipalities, mg, nil},
-		{PhaseMunichJoin, []group{{signer{MunichARS, munichKey}, []*registryv1.Mutation{{Op: &registryv1.Mutation_RequestJoin{RequestJoin: munich}}}}}, joined},
-		{PhaseMunichApproval, []group{{signer{bayern, signers[bayern]}, []*registryv1.Mutation{{Op: &registryv1.Mutation_ChangeStatus{ChangeStatus: approval}}}}}, joined},
-		{PhaseServices, []group{{op, svcMuts}}, nil},
-		{PhaseOfferings, []group{{signer{MunichARS, munichKey}, offMuts}}, ownKey(MunichARS, munichKey.KeyID)},
+		{PhaseStates, []group{{op, putOrgs(states)}}, nil, false},
+		{PhaseDistricts, dg, nil, true},
+		{PhaseAssociations, ag, nil, true},
+		{PhaseMunicipalities, mg, nil, true},
+		{PhaseMunichJoin, []group{{signer{MunichARS, munichKey}, []*registryv1.Mutation{{Op: &registryv1.Mutation_RequestJoin{RequestJoin: munich}}}}}, joined, false},
+		{PhaseMunichApproval, []group{{signer{bayern, signers[bayern]}, []*registryv1.Mutation{{Op: &registryv1.Mutation_ChangeStatus{ChangeStatus: approval}}}}}, joined, false},
+		{PhaseServices, []group{{op, svcMuts}}, nil, false},
+		{PhaseOfferings, []group{{signer{MunichARS, munichKey}, offMuts}}, ownKey(MunichARS, munichKey.KeyID), false},
 		{PhaseDelegation, []group{{signer{bayern, signers[bayern]}, []*registryv1.Mutation{
 			{Op: &registryv1.Mutation_PutOrganisation{PutOrganisation: ssc}},
 			{Op: &registryv1.Mutation_PutAuthorisation{PutAuthorisation: grant}},
-		}}}, nil},
+		}}}, nil, false},
 		{PhaseDelegatedOffer, []group{{signer{SSCID, signers[SSCID]}, []*registryv1.Mutation{
 			{Op: &registryv1.Mutation_PutOffering{PutOffering: sscOffer}},
-		}}}, ownKey(SSCID, signers[SSCID].KeyID)},
+		}}}, ownKey(SSCID, signers[SSCID].KeyID), false},
 	}
 	phases := make([]*phase, 0, len(specs))
 	for _, s := range specs {
-		ph := &phase{name: s.name, skip: s.skip}
+		ph := &phase{name: s.name, skip: s.skip, listing: s.listing}
 		for _, g := range s.groups {
 			scheme := commandIDScheme
 			if opt.idScheme != "" {
@@ -736,6 +742,37 @@ loop:
 	return ps, last, firstErr
 }
 
+// unjoined returns b without the directory entries whose organisation has
+// moved on from its listing (joined, approved, or registered with keys: the
+// approver's put would replace its record, keys included), with the id of
+// what remains; b itself if none has; nil if all have. Listing an
+// organisation again is only a no-op while it is listed.
+func (im *importer) unjoined(ctx context.Context, ph *phase, b *batch) (*batch, error) {
+	keep := make([]*registryv1.Mutation, 0, len(b.muts))
+	for _, m := range b.muts {
+		o, err := im.opt.Lookup(ctx, m.GetPutOrganisation().GetId())
+		if err != nil {
+			return nil, fmt.Errorf("lookup: %w", err)
+		}
+		if o == nil || (o.GetStatus() == registryv1.OrganisationStatus_ORGANISATION_STATUS_REGISTERED && len(o.GetKeys()) == 0) {
+			keep = append(keep, m)
+		}
+	}
+	switch len(keep) {
+	case 0:
+		return nil, nil
+	case len(b.muts):
+		return b, nil
+	}
+	nb, err := makeBatchesScheme(b.scheme, ph.name, b.issuer, keep, len(keep))
+	if err != nil {
+		return nil, err
+	}
+	c := *nb.batches[0]
+	c.num, c.key = b.num, b.key
+	return &c, nil
+}
+
 // retryable reports whether a failed Publish may succeed when retried.
 // Commands are idempotent, so retrying one that was in fact committed is
 // safe: the registry answers "duplicate".
@@ -751,6 +788,16 @@ func retryable(err error) bool {
 func (im *importer) publish(ctx context.Context, ph *phase, b *batch) (dup bool, index uint64, err error) {
 	fail := func(code string, err error) (bool, uint64, error) {
 		return false, 0, &BatchError{Phase: ph.name, Batch: b.num, CommandID: b.id, Code: code, Err: err}
+	}
+	if ph.listing && im.opt.Lookup != nil {
+		nb, err := im.unjoined(ctx, ph, b)
+		if err != nil {
+			return fail("", err)
+		}
+		if nb == nil {
+			return true, 0, nil // every entry has joined: nothing to list
+		}
+		b = nb
 	}
 	cmd := &registryv1.Command{Issuer: b.issuer, Id: b.id, IssuedAtUnixMs: time.Now().UnixMilli(), Mutations: b.muts}
 	raw, err := registry.SignCommand(cmd, b.key)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
@@ -120,6 +121,37 @@ func TestImportIntoRegistryFSM(t *testing.T) {
 	}
 	t.Logf("imported %d records in %d commands (%v), re-run %v", sum.Records, sum.Commands, sum.Elapsed, sum2.Elapsed)
 
+	// Augsburg, listed by Bayern, joins and is approved.
+	augsburg := "097610000000"
+	aKey := testKey(augsburg)
+	aPub, err := keys.Published(aKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listedA, _, err := r.Organisation(augsburg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	join := proto.Clone(listedA).(*registryv1.Organisation)
+	join.Keys, join.Status, join.Revision, join.UpdatedAtUnixMs, join.UpdatedBy = []*registryv1.PublicKey{aPub}, 0, 0, 0, ""
+	for _, c := range []struct {
+		key jose.JSONWebKey
+		cmd *registryv1.Command
+	}{
+		{aKey, registry.NewCommand(augsburg, &registryv1.Mutation{Op: &registryv1.Mutation_RequestJoin{RequestJoin: join}})},
+		{testKey("land-09"), registry.NewCommand("land-09", &registryv1.Mutation{Op: &registryv1.Mutation_ChangeStatus{ChangeStatus: &registryv1.ChangeOrganisationStatus{
+			OrganisationId: augsburg, Status: registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE, Reason: "test",
+			KeysSha256: registry.KeysDigest([]*registryv1.PublicKey{aPub})}}})},
+	} {
+		raw, err := registry.SignCommand(c.cmd, c.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := p.Publish(context.Background(), []string{raw}); err != nil || resp.GetResults()[0].GetErrorCode() != "" {
+			t.Fatalf("Augsburg joins: %v %v", resp, err)
+		}
+	}
+
 	// After the replay window the registry has forgotten the command ids
 	// (here: new ids): a re-run applies again. Munich's join request would
 	// be refused now (approved already); with Lookup the importer skips it
@@ -140,6 +172,11 @@ func TestImportIntoRegistryFSM(t *testing.T) {
 		if skipped := ph.Phase == PhaseMunichJoin || ph.Phase == PhaseMunichApproval; skipped != (ph.Commands == 0) {
 			t.Errorf("re-run after the replay window, phase %+v", ph)
 		}
+	}
+	// Augsburg, which joined, is not listed again: it keeps its key.
+	if a, _, err := r.Organisation(augsburg); err != nil || a.GetStatus() != registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE ||
+		len(a.GetKeys()) != 1 || a.GetKeys()[0].GetKid() != aKey.KeyID {
+		t.Errorf("Augsburg after the re-run: %v, %v", a, err)
 	}
 	// Without Lookup the join request is refused: the steps that cannot
 	// be repeated need it.
