@@ -45,8 +45,6 @@ func (a *applyCtx) nextRevision() uint64 {
 	return a.rev
 }
 
-func (a *applyCtx) isOperator() bool { return a.operator != "" && a.cmd.GetIssuer() == a.operator }
-
 func (a *applyCtx) issuerKind() registryv1.OrganisationKind {
 	if a.issuer == nil {
 		return registryv1.OrganisationKind_ORGANISATION_KIND_UNSPECIFIED

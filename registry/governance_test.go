@@ -238,6 +238,29 @@ func TestRuleOrganisationApprover(t *testing.T) {
 			},
 		},
 		{
+			name: "approver registers keys for a listed municipality, making it active",
+			cmd: func(g *govWorld) string {
+				r := g.listed.clone()
+				r.Status = stActive
+				return g.signed(g.state, mPutOrg(r))
+			},
+			check: func(t *testing.T, g *govWorld, _ *registryv1.CommandResult) {
+				requireStatus(t, g, arsListed, stActive)
+				g.mustApply(g.signed(g.listed, mPutOffering(offering(arsListed, leikaGewerbe, arsListed))))
+			},
+		},
+		{
+			name: "approver re-sends a listed record without a status",
+			cmd: func(g *govWorld) string {
+				r := g.listed.clone()
+				r.Keys, r.Name = nil, "Gelistet (neu)"
+				return g.signed(g.state, mPutOrg(r))
+			},
+			check: func(t *testing.T, g *govWorld, _ *registryv1.CommandResult) {
+				requireStatus(t, g, arsListed, stRegistered)
+			},
+		},
+		{
 			name: "approver suspends through put",
 			cmd: func(g *govWorld) string {
 				r := g.muni.clone()
