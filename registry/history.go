@@ -197,11 +197,7 @@ func (h historian) describe(m *registryv1.Mutation) (*historyChange, error) {
 		if existed {
 			verb = "changed"
 		}
-		svc, err := h.serviceName(o.GetLeikaKey())
-		if err != nil {
-			return nil, err
-		}
-		s := fmt.Sprintf("%s offering %s (%s%s) for %s", verb, o.GetId(), o.GetLeikaKey(), svc, strings.Join(o.GetAreas(), ", "))
+		s := fmt.Sprintf("%s offering %s (%s) for %s", verb, o.GetId(), o.GetLeikaKey(), strings.Join(o.GetAreas(), ", "))
 		return &historyChange{change: "offering", subject: o.GetId(), summary: s, orgs: []string{o.GetOrganisationId()}}, nil
 
 	case *registryv1.Mutation_DeleteOffering:
@@ -234,15 +230,6 @@ func (h historian) describe(m *registryv1.Mutation) (*historyChange, error) {
 		return &historyChange{change: "authorisation_withdrawn", subject: old.GetId(), summary: s, orgs: authorisationOrgs(old)}, nil
 	}
 	return nil, nil
-}
-
-func (h historian) serviceName(leika string) (string, error) {
-	s := &registryv1.Service{}
-	ok, err := h.after.getProto(serviceKey(leika), s)
-	if err != nil || !ok || s.GetName() == "" {
-		return "", err
-	}
-	return " " + s.GetName(), nil
 }
 
 // authorisationOrgs are the organisations an authorisation concerns: its

@@ -75,7 +75,7 @@ func TestHistoryRecordsChangesWithTheirCommands(t *testing.T) {
 	if !slices.Equal(changesOf(got), want) {
 		t.Fatalf("history = %q, want %q", changesOf(got), want)
 	}
-	if s := got[1].GetSummary(); !strings.HasPrefix(s, "published offering "+off.GetId()) || !strings.Contains(s, "Gewerbe-Anmeldung") || !strings.HasSuffix(s, "for "+arsMuni) {
+	if s := got[1].GetSummary(); s != "published offering "+off.GetId()+" ("+leikaGewerbe+") for "+arsMuni {
 		t.Errorf("summary of the publication = %q", s)
 	}
 	if s := got[2].GetSummary(); !strings.HasPrefix(s, "changed offering") {

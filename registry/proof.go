@@ -82,10 +82,7 @@ func proofErr(kind error, format string, args ...any) error {
 //
 // The error wraps ErrInvalidProof and one of the ErrProof* reasons.
 func VerifyProof(p *registryv1.Provider, area string) error {
-	pr := p.GetProof()
-	if pr == nil || pr.GetOfferingCommand() == "" {
-		return proofErr(ErrProofMissing, "provider %s carries no proof", p.GetOffering().GetOrganisationId())
-	}
+	pr := p.GetProof() // nil: no offering command, refused as ErrProofMissing below
 	off := p.GetOffering()
 	provider := off.GetOrganisationId()
 	if o := p.GetOrganisation(); o != nil && o.GetId() != provider {

@@ -96,9 +96,18 @@ func (c *proofCase) provider(t *testing.T, offSigner, authSigner *testOrg) *regi
 		clearAuthorisationProofMeta(authPut)
 		p.Proof.Authorisation = c.auth
 		p.Proof.AuthorisationCommand = signCmd(t, c.cmd(authSigner, putAuth(authPut)), authSigner.key)
-		p.Proof.Signers = append(p.Proof.Signers, getOrg(t, c.r, authSigner.id()))
+		p.Proof.Signers = append(p.Proof.Signers, c.record(authSigner))
 	}
 	return p
+}
+
+// record returns o's registry record, or the test's record of an
+// organisation the registry does not know (a forger's own).
+func (c *proofCase) record(o *testOrg) *registryv1.Organisation {
+	if rec, _, err := c.r.Organisation(o.id()); err == nil {
+		return rec
+	}
+	return o.rec
 }
 
 func TestVerifyProof(t *testing.T) {
@@ -170,7 +179,9 @@ func TestVerifyProof(t *testing.T) {
 		{
 			name: "offering command of another issuer",
 			build: func(t *testing.T, c *proofCase) (*registryv1.Provider, string) {
-				return c.provider(t, c.muni2, c.muni2), arsMuni2
+				// Signed with the provider's key, but a command of another
+				// organisation: the registry never applied it.
+				return c.provider(t, &testOrg{rec: c.muni2.rec, key: c.ssc.key}, c.muni2), arsMuni2
 			},
 			want: ErrProofSignature,
 		},
@@ -279,6 +290,56 @@ func TestVerifyProof(t *testing.T) {
 			want: ErrProofGrantor,
 		},
 		{
+			name: "grant on behalf by an association",
+			build: func(t *testing.T, c *proofCase) (*registryv1.Provider, string) {
+				assoc := newTestOrg(t, &registryv1.Organisation{
+					Id: "091870126000", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPAL_ASSOCIATION,
+					StateCode: "09", Ars: "091870126000", Status: registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE,
+				})
+				c.auth.GrantorId, c.auth.OnBehalfOf, c.auth.UpdatedBy = assoc.id(), arsMuni2, assoc.id()
+				p := c.provider(t, c.ssc, assoc)
+				p.Proof.Signers = append(p.Proof.Signers, getOrg(t, c.r, arsMuni2))
+				return p, arsMuni2
+			},
+			want: ErrProofGrantor,
+		},
+		{
+			name: "grant on behalf by another state's agency",
+			build: func(t *testing.T, c *proofCase) (*registryv1.Provider, string) {
+				land := newTestOrg(t, &registryv1.Organisation{
+					Id: "land-05", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_STATE_AGENCY,
+					StateCode: "05", Status: registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE,
+				})
+				c.auth.GrantorId, c.auth.OnBehalfOf, c.auth.UpdatedBy = land.id(), arsMuni2, land.id()
+				p := c.provider(t, c.ssc, land)
+				p.Proof.Signers = append(p.Proof.Signers, getOrg(t, c.r, arsMuni2))
+				return p, arsMuni2
+			},
+			want: ErrProofGrantor,
+		},
+		{
+			name: "grant on behalf of one municipality for another's area",
+			build: func(t *testing.T, c *proofCase) (*registryv1.Provider, string) {
+				c.auth.GrantorId, c.auth.OnBehalfOf, c.auth.UpdatedBy = c.state.id(), arsMuni, c.state.id()
+				p := c.provider(t, c.ssc, c.state)
+				p.Proof.Signers = append(p.Proof.Signers, getOrg(t, c.r, arsMuni))
+				return p, arsMuni2
+			},
+			want: ErrProofGrantor,
+		},
+		{
+			name: "grant on behalf of an organisation that is no municipality",
+			build: func(t *testing.T, c *proofCase) (*registryv1.Provider, string) {
+				c.auth.GrantorId, c.auth.OnBehalfOf, c.auth.UpdatedBy = c.state.id(), arsMuni2, c.state.id()
+				p := c.provider(t, c.ssc, c.state)
+				notMuni := proto.Clone(getOrg(t, c.r, arsMuni2)).(*registryv1.Organisation)
+				notMuni.Kind = registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPAL_ASSOCIATION
+				p.Proof.Signers = append(p.Proof.Signers, notMuni)
+				return p, arsMuni2
+			},
+			want: ErrProofGrantor,
+		},
+		{
 			name: "grant on behalf without the municipality's record",
 			build: func(t *testing.T, c *proofCase) (*registryv1.Provider, string) {
 				c.auth.GrantorId, c.auth.OnBehalfOf, c.auth.UpdatedBy = c.state.id(), arsMuni2, c.state.id()
@@ -302,18 +363,20 @@ func TestVerifyProof(t *testing.T) {
 	}
 }
 
-// A key revoked before the registry recorded the command does not make a
-// valid proof; one revoked later still does (the key rule by index).
+// The key rule judges a signature at the index that recorded the command,
+// not at the proof's: a key revoked since still proves what it signed
+// before; a key revoked before the command proves nothing.
 func TestVerifyProofKeyRuleByIndex(t *testing.T) {
 	c := newProofCase(t)
+	c.off.Revision = (c.index-1)<<RevisionBits | 1
 	p := c.provider(t, c.ssc, c.muni2)
 	ssc := p.Proof.Signers[0]
 	ssc.Keys[0].Status = registryv1.KeyStatus_KEY_STATUS_REVOKED
-	ssc.Keys[0].RevokedAtIndex = c.index + 1
+	ssc.Keys[0].RevokedAtIndex = c.index
 	if err := VerifyProof(p, arsMuni2); err != nil {
 		t.Fatalf("key revoked after the command: %v", err)
 	}
-	ssc.Keys[0].RevokedAtIndex = c.index
+	ssc.Keys[0].RevokedAtIndex = c.index - 1
 	if err := VerifyProof(p, arsMuni2); !errors.Is(err, ErrProofSignature) {
 		t.Fatalf("key revoked at the command's index: %v, want ErrProofSignature", err)
 	}
