@@ -72,7 +72,7 @@ func members(ctx context.Context, env *Env, args []string) error {
 }
 
 func transferLeadership(ctx context.Context, env *Env, args []string) error {
-	fs := newFlagSet("cluster transfer-leadership [--to NODE] [flags]", "Ask the leader (--addr must be the leader) to hand leadership to another voter.\nNeeds the token of an admin of the network operator's node (verbund login).")
+	fs := newFlagSet("cluster transfer-leadership [--to NODE] [flags]", "Ask the leader to hand leadership to another voter (a server at --addr that is not\nthe leader relays the request with the token). Needs the token of an admin of the\nnetwork operator's node (verbund login).")
 	o := clientFlags(fs, false)
 	var to string
 	fs.StringVar(&to, "to", "", "target node `id` (default: Raft chooses)")

@@ -230,7 +230,10 @@ func (n *Node) identify(l listener, r *http.Request) (auth.Identity, error) {
 		if err != nil {
 			return id, fmt.Errorf("%w: %v", errUnauthenticated, err)
 		}
-		if l == peerListener && pid.Kind != auth.OperatorAdmin {
+		// On the peer listener a token rides along only when a node relays
+		// cluster administration (TransferLeadership to the leader): the
+		// rules there serve no person anything but operatorAdmin.
+		if l == peerListener && !pid.HasRole(nodev1.Role_ROLE_ADMIN) {
 			return id, fmt.Errorf("%w: on the peer listener only a network operator's admin token is accepted, relayed by a node", registry.ErrPermissionDenied)
 		}
 		pid.Addr = r.RemoteAddr

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
@@ -80,7 +81,7 @@ func (a clusterAPI) ListMembers(ctx context.Context, req *connect.Request[nodev1
 func (a clusterAPI) TransferLeadership(ctx context.Context, req *connect.Request[nodev1.TransferLeadershipRequest]) (*connect.Response[nodev1.TransferLeadershipResponse], error) {
 	n := a.n
 	if !n.isServer() || n.raft.State() != raft.Leader {
-		return nil, fmt.Errorf("%w: ask the leader", registry.ErrNotLeader)
+		return a.relayTransfer(ctx, req)
 	}
 	var f raft.Future
 	if id := req.Msg.GetNodeId(); id != "" {
@@ -102,6 +103,29 @@ func (a clusterAPI) TransferLeadership(ctx context.Context, req *connect.Request
 	}
 	_, id := n.raft.LeaderWithID()
 	return connect.NewResponse(&nodev1.TransferLeadershipResponse{LeaderId: string(id)}), nil
+}
+
+// relayTransfer passes a leadership transfer on to the leader, with the
+// caller's token attached: the leader's guard judges the network
+// operator's admin again (access.go, operatorAdmin on the peer listener).
+func (a clusterAPI) relayTransfer(ctx context.Context, req *connect.Request[nodev1.TransferLeadershipRequest]) (*connect.Response[nodev1.TransferLeadershipResponse], error) {
+	n := a.n
+	authz, hop := req.Header().Get("Authorization"), hops(req.Header())
+	if authz == "" || hop >= maxHops {
+		return nil, fmt.Errorf("%w: ask the leader", registry.ErrNotLeader)
+	}
+	target, err := n.forwardTarget()
+	if err != nil {
+		return nil, err
+	}
+	fwd := connect.NewRequest(req.Msg)
+	fwd.Header().Set("Authorization", authz)
+	fwd.Header().Set(hopHeader, strconv.Itoa(hop+1))
+	res, err := n.peers.get(target).cluster.TransferLeadership(ctx, fwd)
+	if err != nil {
+		return nil, fmt.Errorf("relay to the leader at %s: %w", target, fromPeer(err))
+	}
+	return connect.NewResponse(res.Msg), nil
 }
 
 func (a clusterAPI) RotateGossipKey(ctx context.Context, req *connect.Request[nodev1.RotateGossipKeyRequest]) (*connect.Response[nodev1.RotateGossipKeyResponse], error) {

@@ -25,6 +25,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 
+	"github.com/verbund/verbund/internal/badgercheck"
 	"github.com/verbund/verbund/internal/badgerlog"
 	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
 )
@@ -99,7 +100,7 @@ func Open(dir string, logger *slog.Logger, now func() time.Time) (*Store, error)
 		WithBlockCacheSize(1 << 20).
 		WithChecksumVerificationMode(options.OnBlockRead).
 		WithVerifyValueChecksum(true)
-	db, err := badger.Open(opts)
+	db, err := badgercheck.Open(opts) // a damaged table is an error, not a panic
 	if err != nil {
 		return nil, fmt.Errorf("auth: open users %s: %w", dir, err)
 	}
