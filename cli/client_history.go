@@ -129,7 +129,8 @@ func history(ctx context.Context, env *Env, args []string) error {
 			"which person), and whether the signature verifies. Each signed command is fetched\n"+
 			"(GetCommand) and checked here against the key its issuer's registry record says was\n"+
 			"valid at that index, so old signatures stay verifiable after a key loss and recovery.\n"+
-			"Exits 1 if any entry does not verify.")
+			"Exits 1 if any entry does not verify (with -o json: the entries as the node answered\n"+
+			"them, the failures on stderr).")
 	o := clientFlags(fs, true)
 	limit, all := pagingFlags(fs, "entries")
 	pos, err := fs.parse(env, args, 1, 1, "organisation ID")
@@ -188,6 +189,11 @@ func history(ctx context.Context, env *Env, args []string) error {
 	if o.json() {
 		if err := writeJSON(env.Stdout, out); err != nil {
 			return err
+		}
+		for _, e := range checked {
+			if e.Problem != "" {
+				fmt.Fprintf(env.Stderr, "index %d, %s %s: NOT VERIFIED: %s\n", e.GetIndex(), e.GetChange(), e.GetSubject(), e.Problem)
+			}
 		}
 	} else {
 		w := env.Stdout
