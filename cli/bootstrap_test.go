@@ -73,7 +73,7 @@ func TestBootstrapThreeStates(t *testing.T) {
 	// 4. An approval by a foreign state's agency is refused, and so is one
 	// with a fingerprint other than the pending keys'.
 	by := []string{"--key", filepath.Join(d("by"), "keys", "signing.jwk"), "--as", "land-09"}
-	mustRefuse(t, []string{"permission_denied", "081110000000"},
+	mustRefuse(t, []string{"permission_denied", "rule organisation-approver", "081110000000"},
 		append([]string{"org", "approve", "081110000000", "--fingerprint", fps["081110000000"], "--reason", "not mine"}, by...)...)
 	mustRefuse(t, []string{"keys_sha256"},
 		append([]string{"org", "approve", "091620000000", "--fingerprint", fps["081110000000"], "--reason", "wrong keys"}, by...)...)
