@@ -470,6 +470,25 @@ func TestUsage(t *testing.T) {
 		{name: "missing argument", args: []string{"orgs", "get"}, wantCode: 2, stderr: []string{"verbund orgs get: missing organisation ID"}},
 		{name: "extra argument", args: []string{"orgs", "get", "a", "b"}, wantCode: 2, stderr: []string{`verbund orgs get: unexpected argument "b"`}},
 		{name: "publish without file", args: []string{"publish"}, wantCode: 2, stderr: []string{"verbund publish: -f FILE is required"}},
+		// Governance commands.
+		{name: "init without flags", args: []string{"init"}, wantCode: 2, stderr: []string{"verbund init: --org, --kind, --name and --data are required"}},
+		{name: "init bad org", args: []string{"init", "--org", "Not An Id", "--kind", "municipality", "--name", "x", "--data", "d"}, wantCode: 2, stderr: []string{`--org "Not An Id"`}},
+		{name: "join without data", args: []string{"join", "--network", "http://127.0.0.1:1"}, wantCode: 2, stderr: []string{"verbund join: --data is required"}},
+		{name: "approve without fingerprint", args: []string{"org", "approve", "091620000000", "--reason", "ok", "--key", "k", "--as", "land-09"}, wantCode: 2,
+			stderr: []string{"verbund org approve: --fingerprint is required"}},
+		{name: "approve bad fingerprint", args: []string{"org", "approve", "091620000000", "--reason", "ok", "--key", "k", "--as", "land-09", "--fingerprint", "abc"}, wantCode: 2,
+			stderr: []string{`--fingerprint "abc": want 64 hex digits`}},
+		{name: "suspend without reason", args: []string{"org", "suspend", "091620000000", "--key", "k", "--as", "land-09"}, wantCode: 2, stderr: []string{"verbund org suspend: --reason is required"}},
+		{name: "suspend without key", args: []string{"org", "suspend", "091620000000", "--reason", "x", "--as", "land-09"}, wantCode: 2, stderr: []string{"--key is required"}},
+		{name: "org missing ORG", args: []string{"org", "revoke", "--reason", "x", "--key", "k", "--as", "land-09"}, wantCode: 2, stderr: []string{"verbund org revoke: missing organisation ID"}},
+		{name: "register needs keys", args: []string{"org", "register", "land-09", "--key", "k", "--as", "x-op"}, wantCode: 2, stderr: []string{"give one of --node and --keys-from"}},
+		{name: "grant bad area", args: []string{"authorise", "grant", "--to", "ssc-isar", "--area", "0918", "--key", "k", "--as", "091840148148"}, wantCode: 2,
+			stderr: []string{`--area "0918": want an ARS prefix of 2, 3, 5, 9 or 12 digits`}},
+		{name: "grant bad service", args: []string{"authorise", "grant", "--to", "ssc-isar", "--area", "091840148148", "--service", "123", "--key", "k", "--as", "091840148148"}, wantCode: 2,
+			stderr: []string{`--service "123"`}},
+		{name: "authorise list without filter", args: []string{"authorise", "list"}, wantCode: 2, stderr: []string{"give --grantor, --grantee or --area"}},
+		{name: "recover without new keys", args: []string{"keys", "recover", "091620000000", "--reason", "x", "--key", "k", "--as", "land-09"}, wantCode: 2, stderr: []string{"--new-keys is required"}},
+		{name: "history without ORG", args: []string{"history"}, wantCode: 2, stderr: []string{"verbund history: missing organisation ID"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -493,8 +512,8 @@ func TestUsage(t *testing.T) {
 // (none lost, none doubled), valid names, a summary and a Run each, and that
 // every command answers -h with its usage.
 func TestCommandTable(t *testing.T) {
-	want := []string{"audit", "case", "certs", "cluster", "dev", "handover", "import", "inbox", "keys", "login", "members",
-		"node", "offerings", "onboard", "orgs", "providers", "publish", "recover", "services", "status", "track", "users", "version", "watch"}
+	want := []string{"audit", "authorise", "case", "certs", "cluster", "dev", "handover", "history", "import", "inbox", "init", "join", "keys", "login", "members",
+		"node", "offerings", "org", "orgs", "providers", "publish", "recover", "services", "status", "track", "users", "version", "watch"}
 	var got []string
 	for _, c := range commands {
 		got = append(got, c.Name)

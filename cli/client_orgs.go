@@ -118,6 +118,12 @@ func orgsGet(ctx context.Context, env *Env, args []string) error {
 		}
 		t.add("Location", formatGeo(org.GetLocation()))
 		t.add("API endpoint", org.GetApiEndpoint())
+		if len(org.GetKeys()) > 0 {
+			t.add("Keys SHA-256", keysDigest(org.GetKeys()))
+		}
+		if r := org.GetStatusReason(); r != "" {
+			t.add("Status reason", r+" (by "+cell(org.GetStatusChangedBy())+")")
+		}
 		t.add("Revision", formatRevision(org.GetRevision(), org.GetUpdatedAtUnixMs(), org.GetUpdatedBy()))
 		t.flush()
 		if len(org.GetKeys()) > 0 {

@@ -29,15 +29,20 @@ func offeringsCommand() Command {
 	})
 }
 
-const providersSynopsis = "providers --service LEIKA --area ARS|AGS [flags]"
+const providersSynopsis = "providers --service LEIKA --area ARS|AGS [--verify] [flags]"
 
 func providers(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet(providersSynopsis,
 		"Find who delivers a service to the citizens of an area, best first: own\n"+
-			"municipality, then shared service centres and neighbours, district, state.")
+			"municipality, then shared service centres and neighbours, district, state.\n"+
+			"--verify asks for each provider's proof of responsibility (the signed command that\n"+
+			"published its offering and the signed authorisation that entitles it to serve the\n"+
+			"area) and checks it here, offline; it exits 1 if any provider's proof fails.")
 	o := clientFlags(fs, true)
 	var service, area string
 	var limit uint
+	var verify bool
+	fs.BoolVar(&verify, "verify", false, "ask for and check each provider's proof of responsibility")
 	fs.StringVar(&service, "service", "", "14-digit LeiKa `key` of the service")
 	fs.StringVar(&area, "area", "", "the citizen's area: 12-digit `ARS` or 8-digit AGS")
 	fs.UintVar(&limit, "limit", 0, "at most `n` providers (server default 10, at most 100)")
@@ -60,13 +65,50 @@ func providers(ctx context.Context, env *Env, args []string) error {
 	ctx, cancel := o.context(ctx)
 	defer cancel()
 	resp, err := o.query().FindProviders(ctx, connect.NewRequest(&registryv1.FindProvidersRequest{
-		LeikaKey: service, Area: area, Limit: uint32(min(limit, 1<<31)), Read: o.read(),
+		LeikaKey: service, Area: area, Limit: uint32(min(limit, 1<<31)), Read: o.read(), IncludeProof: verify,
 	}))
 	if err != nil {
 		return o.rpcErr(err)
 	}
 	m := resp.Msg
-	return o.emit(env, m, m.GetRead(), func(w io.Writer) { writeProviders(w, m, service, area) })
+	if !verify {
+		return o.emit(env, m, m.GetRead(), func(w io.Writer) { writeProviders(w, m, service, area) })
+	}
+	// The citizen's ARS (--area may be an AGS).
+	ars := area
+	if a := m.GetAreaOrganisation().GetArs(); a != "" {
+		ars = a
+	}
+	failed := 0
+	verdicts := make([]string, len(m.GetProviders()))
+	for i, p := range m.GetProviders() {
+		if err := registry.VerifyProof(p, ars); err != nil {
+			verdicts[i] = "NOT VERIFIED: " + err.Error()
+			failed++
+		} else {
+			verdicts[i] = "verified"
+			if a := p.GetProof().GetAuthorisation(); a != nil {
+				verdicts[i] += fmt.Sprintf(" (authorisation %s by %s)", a.GetId(), a.GetGrantorId())
+			} else {
+				verdicts[i] += " (own area)"
+			}
+		}
+	}
+	if err := o.emit(env, m, m.GetRead(), func(w io.Writer) {
+		writeProviders(w, m, service, area)
+		fmt.Fprintln(w, "Proofs of responsibility:")
+		tw := newTable(w)
+		for i, p := range m.GetProviders() {
+			row(tw, "  "+rankOf(p, i), p.GetOrganisation().GetId(), p.GetMatchedArea(), verdicts[i])
+		}
+		tw.Flush()
+	}); err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d providers' proofs did not verify", failed, len(verdicts))
+	}
+	return nil
 }
 
 func writeProviders(w io.Writer, m *registryv1.FindProvidersResponse, service, area string) {

@@ -11,7 +11,10 @@ var commands = []Command{
 	providersCommand(), // client_providers.go
 	offeringsCommand(), // client_providers.go
 	publishCommand(),   // client_publish.go
-	onboardCommand(),   // client_onboard.go
+	joinCommand(),      // client_join.go
+	orgCommand(),       // client_gov.go
+	authoriseCommand(), // client_authorise.go
+	historyCommand(),   // client_history.go
 	handoverCommand(),  // client_handover.go
 	inboxCommand(),     // client_handover.go
 	caseCommand(),      // client_handover.go
@@ -27,6 +30,7 @@ var commands = []Command{
 
 	// Server side (server_*.go): run a node in this process, or prepare and
 	// load a network.
+	initCommand(),    // server_init.go
 	nodeCommand(),    // server_node.go
 	devCommand(),     // server_node.go
 	certsCommand(),   // server_certs.go

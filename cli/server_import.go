@@ -27,19 +27,23 @@ func importCommand() Command {
 }
 
 func runImport(ctx context.Context, env *Env, args []string) error {
-	fs := newFlagSet("import --key FILE --org ID --munich-key FILE [flags]",
-		"Import the embedded public sample data: the 16 states, 294 districts, 1,210 municipal\n"+
-			"associations and 11,004 municipalities (signed by the network operator), then\n"+
-			"Munich's key, catalogue and offerings (offerings signed by Munich). Idempotent:\n"+
+	fs := newFlagSet("import --key FILE --org ID --keys-dir DIR [flags]",
+		"Import the embedded public sample data through the governance rules: the 16 state\n"+
+			"agencies (registered by the network operator, --key), the 294 districts, 1,210\n"+
+			"municipal associations and 11,004 municipalities (listed by their state's agency),\n"+
+			"Munich's join request (signed by Munich) and its approval by Bayern's agency, the\n"+
+			"catalogue (operator), Munich's offerings, and a synthetic shared service centre\n"+
+			"authorised by Bayern on behalf of Unterhaching. The sample organisations' signing\n"+
+			"keys are kept in --keys-dir (created if missing; keep it for re-runs). Idempotent:\n"+
 			"run it again after an interruption and it resumes; applied batches come back as\n"+
 			"duplicates. Resume with the same --batch.")
 	o := clientFlags(fs, false)
-	var keyFile, org, munichFile string
+	var keyFile, org, keysDir string
 	var batch, parallel int
 	var quiet bool
 	fs.StringVar(&keyFile, "key", os.Getenv("VERBUND_KEY"), "the operator's private signing JWK `file` (env VERBUND_KEY)")
 	fs.StringVar(&org, "org", "", "the operator's organisation `id` (default: the node's organisation)")
-	fs.StringVar(&munichFile, "munich-key", "", "Munich's private signing JWK `file` (created if missing)")
+	fs.StringVar(&keysDir, "keys-dir", "", "`directory` of the sample organisations' signing keys (<id>.jwk, created if missing)")
 	fs.IntVar(&batch, "batch", 500, "mutations per signed command")
 	fs.IntVar(&parallel, "parallel", 4, "commands in flight")
 	fs.BoolVar(&quiet, "quiet", false, "no progress display")
@@ -47,8 +51,8 @@ func runImport(ctx context.Context, env *Env, args []string) error {
 		if keyFile == "" {
 			return fmt.Errorf("--key is required")
 		}
-		if munichFile == "" {
-			return fmt.Errorf("--munich-key is required")
+		if keysDir == "" {
+			return fmt.Errorf("--keys-dir is required")
 		}
 		if batch < 1 || batch > 1000 {
 			return fmt.Errorf("--batch must be 1..1000")
@@ -62,13 +66,6 @@ func runImport(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	munich, created, err := keys.LoadOrGenerate(munichFile, keys.GenerateSigning, sampledata.MunichARS+"-sig")
-	if err != nil {
-		return err
-	}
-	if created {
-		fmt.Fprintf(env.Stderr, "created Munich's signing key %s in %s\n", munich.KeyID, munichFile)
-	}
 	if org == "" {
 		st, err := o.node().GetStatus(ctx, connect.NewRequest(&nodev1.GetStatusRequest{}))
 		if err != nil {
@@ -78,7 +75,8 @@ func runImport(ctx context.Context, env *Env, args []string) error {
 	}
 	bar := &progressBar{w: env.Stderr, quiet: quiet}
 	sum, err := sampledata.Import(ctx, ConnectPublisher{Client: o.publisher(), Timeout: o.timeout}, sampledata.Options{
-		OperatorID: org, OperatorKey: opKey, MunichKey: munich,
+		OperatorID: org, OperatorKey: opKey, Keys: sampledata.KeyFiles(keysDir),
+		Lookup:    connectLookup(o),
 		BatchSize: batch, Parallel: parallel, OnProgress: bar.update,
 	})
 	bar.finish()
@@ -151,5 +149,21 @@ func (b *progressBar) update(p sampledata.Progress) {
 func (b *progressBar) finish() {
 	if !b.quiet && b.phase != "" {
 		fmt.Fprintln(b.w)
+	}
+}
+
+// connectLookup reads an organisation through the node's QueryService
+// (linearizable), for sampledata.Options.Lookup.
+func connectLookup(o *clientOpts) func(ctx context.Context, id string) (*registryv1.Organisation, error) {
+	return func(ctx context.Context, id string) (*registryv1.Organisation, error) {
+		res, err := o.query().GetOrganisation(ctx, connect.NewRequest(&registryv1.GetOrganisationRequest{Id: id,
+			Read: &registryv1.ReadOptions{Consistency: registryv1.Consistency_CONSISTENCY_LINEARIZABLE}}))
+		if connect.CodeOf(err) == connect.CodeNotFound {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, o.rpcErr(err)
+		}
+		return res.Msg.GetOrganisation(), nil
 	}
 }

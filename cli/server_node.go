@@ -14,6 +14,7 @@ import (
 
 	"github.com/verbund/verbund/federation/peertls"
 	"github.com/verbund/verbund/node"
+	"github.com/verbund/verbund/sampledata"
 )
 
 // nodeCommand is "verbund node": run a node of the network.
@@ -63,6 +64,13 @@ type nodeFlags struct {
 	AllowPublic   bool   `yaml:"allow-public"`
 	AuditInterval string `yaml:"audit-interval"`
 	DiskReserveMB int    `yaml:"disk-reserve-mb"`
+
+	// The organisation's identity, written by verbund init and sent by
+	// verbund join; the node itself does not use them.
+	Kind     string `yaml:"kind,omitempty"`
+	State    string `yaml:"state,omitempty"`
+	ARS      string `yaml:"ars,omitempty"`
+	Endpoint string `yaml:"endpoint,omitempty"`
 }
 
 func (f *nodeFlags) register(fs *flagSet, d nodeFlags) {
@@ -244,7 +252,7 @@ func serve(ctx context.Context, env *Env, cfg node.Config, sampleData bool) erro
 	c := n.Config()
 	if sampleData {
 		log := c.Logger.With("node", c.NodeID)
-		if err := loadSampleData(ctx, log, n, c.DataDir, c.OrgID, n.SigningKey()); err != nil {
+		if err := loadSampleData(ctx, log, n, n.Reader(), c.DataDir, c.OrgID, n.SigningKey()); err != nil {
 			_ = n.Close()
 			return err
 		}
@@ -264,6 +272,10 @@ func serve(ctx context.Context, env *Env, cfg node.Config, sampleData bool) erro
 	fmt.Fprintf(env.Stdout, "  Data dir:                      %s\n", c.DataDir)
 	fmt.Fprintf(env.Stdout, "Try: bin/verbund providers --addr %s --service 99050012104000 --area 091620000000\n", n.APIURL())
 	fmt.Fprintf(env.Stdout, "     bin/verbund services search umzug --addr %s\n", n.APIURL())
+	if sampleData {
+		fmt.Fprintf(env.Stdout, "     bin/verbund providers --service %s --area %s --verify --addr %s   # a delegated provider (synthetic)\n",
+			sampledata.DelegatedLeiKa, sampledata.DelegatedARS, n.APIURL())
+	}
 	fmt.Fprintf(env.Stdout, "Stop with Ctrl-C.\n")
 	<-ctx.Done()
 	fmt.Fprintln(env.Stdout, "shutting down")

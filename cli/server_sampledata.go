@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/verbund/verbund/keys"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
+	"github.com/verbund/verbund/registry"
 	"github.com/verbund/verbund/sampledata"
 )
 
@@ -37,34 +39,59 @@ func (p nodePublisher) Publish(ctx context.Context, signed []string) (*registryv
 	return &registryv1.PublishResponse{Results: res, Index: idx}, nil
 }
 
-// sampleKeyFile is where Munich's sample signing key is kept in a node's
-// data dir: generated on the first import and reused after, so that a
-// restart resumes the import with the same key.
-func sampleKeyFile(dataDir string) string {
-	return filepath.Join(dataDir, "keys", "sample", sampledata.MunichARS+".jwk")
+// sampleKeysDir is where the sample organisations' signing keys (state
+// agencies, Munich, the synthetic shared service centre) are kept in a
+// node's data dir: generated on the first import and reused after, so that
+// a restart resumes the import with the same keys.
+func sampleKeysDir(dataDir string) string {
+	return filepath.Join(dataDir, "keys", "sample")
 }
 
-// loadSampleData imports the embedded public sample data through n, signed
-// by the network operator (operatorID with operatorKey, the node's own
-// signing key on a genesis node) and, for Munich's offerings, by Munich's
-// key kept in dataDir. It is idempotent: commands the registry already
-// applied come back as duplicates, so a restarted node resumes where the
-// last import stopped. Progress goes to log at most every two seconds per
-// phase.
-func loadSampleData(ctx context.Context, log *slog.Logger, n localNode, dataDir, operatorID string, operatorKey jose.JSONWebKey) error {
-	munich, created, err := keys.LoadOrGenerate(sampleKeyFile(dataDir), keys.GenerateSigning, sampledata.MunichARS+"-sig")
+// orgLookup is what the import reads from the node in this process to skip
+// steps that are done and cannot be repeated (sampledata.Options.Lookup).
+type orgLookup interface {
+	Organisation(id string) (*registryv1.Organisation, uint64, error)
+}
+
+// loadSampleData imports the embedded public sample data through n through
+// the governance rules (see sampledata.Import): the network operator
+// (operatorID with operatorKey, the node's own signing key on a genesis
+// node) registers the state agencies, whose keys, like Munich's and the
+// synthetic shared service centre's, are kept in dataDir/keys/sample. It is
+// idempotent: commands the registry already applied come back as
+// duplicates, so a restarted node resumes where the last import stopped.
+// reader, if not nil, is the node's local registry state. Progress goes to
+// log at most every two seconds per phase.
+func loadSampleData(ctx context.Context, log *slog.Logger, n localNode, reader orgLookup, dataDir, operatorID string, operatorKey jose.JSONWebKey) error {
+	dir := sampleKeysDir(dataDir)
+	ids, err := sampledata.KeyedOrganisations()
 	if err != nil {
 		return err
 	}
-	if created {
-		log.Info("generated sample key for Munich", "kid", munich.KeyID)
+	for _, id := range ids {
+		if _, created, err := keys.LoadOrGenerate(filepath.Join(dir, id+".jwk"), keys.GenerateSigning, id+"-sig"); err != nil {
+			return err
+		} else if created {
+			log.Info("generated sample key", "org", id, "dir", dir)
+		}
+	}
+	var lookup func(ctx context.Context, id string) (*registryv1.Organisation, error)
+	if reader != nil {
+		lookup = func(_ context.Context, id string) (*registryv1.Organisation, error) {
+			o, _, err := reader.Organisation(id)
+			if errors.Is(err, registry.ErrNotFound) {
+				return nil, nil
+			}
+			return o, err
+		}
 	}
 	start := time.Now()
 	last := time.Time{}
 	sum, err := sampledata.Import(ctx, nodePublisher{n}, sampledata.Options{
 		OperatorID:  operatorID,
 		OperatorKey: operatorKey,
-		MunichKey:   munich,
+		Keys:        sampledata.KeyFiles(dir),
+		Lookup:      lookup,
 		OnProgress: func(p sampledata.Progress) {
 			if time.Since(last) > 2*time.Second || p.Done == p.Total {
 				last = time.Now()

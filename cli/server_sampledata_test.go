@@ -80,28 +80,29 @@ func TestLoadSampleData(t *testing.T) {
 	var logs bytes.Buffer
 	log := newTestLogger(&logs)
 
-	if err := loadSampleData(context.Background(), log, n, dir, "verbund-dev", op); err != nil {
+	if err := loadSampleData(context.Background(), log, n, nil, dir, "verbund-dev", op); err != nil {
 		t.Fatal(err)
 	}
-	// Munich's key is kept in the data dir and signs Munich's commands.
+	// The sample organisations' keys are kept in the data dir; Munich's
+	// signs Munich's commands, Bayern's agency's its listings and approval.
 	keyFile := filepath.Join(dir, "keys", "sample", sampledata.MunichARS+".jwk")
 	munich, err := keys.Load(keyFile)
 	if err != nil {
 		t.Fatalf("Munich's sample key: %v", err)
 	}
-	if n.issuers["verbund-dev"] == 0 || n.issuers[sampledata.MunichARS] == 0 {
-		t.Errorf("commands by issuer %v: want the operator's and Munich's", n.issuers)
+	if n.issuers["verbund-dev"] == 0 || n.issuers[sampledata.MunichARS] == 0 || n.issuers["land-09"] == 0 || n.issuers[sampledata.SSCID] == 0 {
+		t.Errorf("commands by issuer %v: want the operator's, Munich's, Bayern's and the service centre's", n.issuers)
 	}
 	if n.verified != n.issuers["verbund-dev"] {
 		t.Errorf("%d operator commands verified, %d applied", n.verified, n.issuers["verbund-dev"])
 	}
-	contains(t, "log", logs.String(), []string{"generated sample key for Munich", `msg="sample data import"`, `msg="sample data loaded"`, "took="})
+	contains(t, "log", logs.String(), []string{"generated sample key", "org=" + sampledata.MunichARS, "org=land-09", `msg="sample data import"`, `msg="sample data loaded"`, "took="})
 	applied := len(n.results)
 
 	// A restart resumes: same key, every command a duplicate.
 	n.keys[sampledata.MunichARS] = munich.Public()
 	logs.Reset()
-	if err := loadSampleData(context.Background(), log, n, dir, "verbund-dev", op); err != nil {
+	if err := loadSampleData(context.Background(), log, n, nil, dir, "verbund-dev", op); err != nil {
 		t.Fatal(err)
 	}
 	if len(n.results) != applied {
@@ -117,7 +118,7 @@ func TestLoadSampleData(t *testing.T) {
 
 	// A refused command fails the import.
 	refusing := &sampleNode{t: t, refuse: registry.CodePermissionDenied, results: map[string]*registryv1.CommandResult{}, issuers: map[string]int{}}
-	err = loadSampleData(context.Background(), log, refusing, t.TempDir(), "verbund-dev", op)
+	err = loadSampleData(context.Background(), log, refusing, nil, t.TempDir(), "verbund-dev", op)
 	if err == nil || !strings.HasPrefix(err.Error(), "sample data import: ") || !errors.Is(err, registry.ErrPermissionDenied) {
 		t.Errorf("refused import: err = %v, want a wrapped permission denied", err)
 	}
@@ -192,7 +193,7 @@ func TestDevLoadsSampleData(t *testing.T) {
 	}
 
 	_, logs := dev()
-	contains(t, "first start's log", logs, []string{"genesis: registered network operator", "generated sample key for Munich", `msg="sample data loaded"`, "took="})
+	contains(t, "first start's log", logs, []string{"genesis: registered network operator", "generated sample key", "org=" + sampledata.MunichARS, `msg="sample data loaded"`, "took="})
 	if strings.Index(logs, "genesis: registered network operator") > strings.Index(logs, `msg="sample data import"`) {
 		t.Errorf("sample data imported before genesis:\n%s", logs)
 	}

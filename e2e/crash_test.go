@@ -35,10 +35,7 @@ func TestKillDuringImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	munich, err := keys.GenerateSigning("munich-sig-e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sampleKeys := sampledata.KeyFiles(t.TempDir())
 
 	// Acknowledged records, by kind, as reported to the importer.
 	var mu sync.Mutex
@@ -48,7 +45,7 @@ func TestKillDuringImport(t *testing.T) {
 		return cli.ConnectPublisher{Client: registryv1connect.NewPublishServiceClient(http.DefaultClient, api), Timeout: 5 * time.Second}
 	}
 	opts := sampledata.Options{
-		OperatorID: "verbund-dev", OperatorKey: opKey, MunichKey: munich, BatchSize: 100, Parallel: 4,
+		OperatorID: "verbund-dev", OperatorKey: opKey, Keys: sampleKeys, BatchSize: 100, Parallel: 4,
 		RetryBackoff: 20 * time.Millisecond,
 		OnProgress: func(pr sampledata.Progress) {
 			mu.Lock()

@@ -43,9 +43,19 @@ func TestHandoversSurviveSIGKILL(t *testing.T) {
 	a := start(t, argsA...)
 	b := start(t, argsB...)
 	waitHTTP(t, a.API)
-	if out, err := run(t, "onboard", "--node", b.API, "--key", filepath.Join(dirA, "keys", "signing.jwk"),
-		"--addr", a.API, "--name", "München", "--kind", "municipality", "--timeout", "30s"); err != nil {
-		t.Fatalf("onboard: %v\n%s", err, out)
+	// München's approver, Bayern's state agency, is registered by the
+	// operator; it registers München with the keys of B's node.
+	dirBY := t.TempDir()
+	for _, args := range [][]string{
+		{"init", "--org", "land-09", "--kind", "state-agency", "--name", "Bayern", "--state", "09", "--data", dirBY},
+		{"org", "register", "land-09", "--keys-from", dirBY, "--kind", "state-agency", "--name", "Bayern", "--state", "09",
+			"--key", filepath.Join(dirA, "keys", "signing.jwk"), "--as", "verbund-operator", "--addr", a.API, "--timeout", "30s"},
+		{"org", "register", "091620000000", "--node", b.API, "--name", "München", "--kind", "municipality",
+			"--key", filepath.Join(dirBY, "keys", "signing.jwk"), "--as", "land-09", "--addr", a.API, "--timeout", "30s"},
+	} {
+		if out, err := run(t, args...); err != nil {
+			t.Fatalf("verbund %v: %v\n%s", args, err, out)
+		}
 	}
 	// The case workers: a user with every role on each node.
 	t.Setenv("VERBUND_CONFIG_DIR", t.TempDir())

@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/verbund/verbund/keys"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
@@ -13,7 +17,9 @@ import (
 
 // genesis registers this node's organisation as the network operator on an
 // empty registry (the one command that is verified against a key carried in
-// itself). It is idempotent, also when the node is restarted with the flags
+// itself), with its signing and encryption keys and the public half of its
+// offline recovery key (EnsureRecoveryKey), which alone may re-bind the
+// operator to new keys after a loss (KeyRecovery signed with it). It is idempotent, also when the node is restarted with the flags
 // it was first started with while another node leads: a registry that has
 // an operator (locally, or as the leader confirms) is left alone, and the
 // registration is forwarded to whichever node leads. It returns once the
@@ -41,6 +47,14 @@ func (n *Node) genesis(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	rec, offline, created, err := EnsureRecoveryKey(n.cfg.DataDir, n.cfg.OrgID)
+	if err != nil {
+		return fmt.Errorf("genesis: %w", err)
+	}
+	if created {
+		n.log.Warn("genesis: generated the network operator's offline recovery key: move this file to offline storage now and delete it here; it is the only way to recover the operator's signing key",
+			"file", offline, "kid", rec.GetKid())
+	}
 	name := n.cfg.OrgName
 	if name == "" {
 		name = "Verbund network operator"
@@ -50,7 +64,7 @@ func (n *Node) genesis(ctx context.Context) error {
 		Kind:        registryv1.OrganisationKind_ORGANISATION_KIND_NETWORK_OPERATOR,
 		Name:        name,
 		ApiEndpoint: n.PeerURL(),
-		Keys:        []*registryv1.PublicKey{pub, encPub},
+		Keys:        []*registryv1.PublicKey{pub, encPub, rec},
 		Status:      registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE,
 	}}})
 	if _, err := n.publishOwn(ctx, cmd); err != nil {
@@ -90,4 +104,61 @@ func (n *Node) waitLeader(ctx context.Context, timeout time.Duration) error {
 		case <-t.C:
 		}
 	}
+}
+
+// The network operator's recovery key. The node keeps only its public half;
+// the private half is written once, outside the keys directory, for the
+// operator to move to offline storage (see the README, "Bootstrap").
+const (
+	// RecoveryPublicFile (in DATA_DIR/keys) is the public JWK of the
+	// recovery key that goes into the genesis record.
+	RecoveryPublicFile = "recovery.pub.jwk"
+	// RecoveryOfflineFile (in DATA_DIR) is the private recovery key as
+	// generated: move it offline.
+	RecoveryOfflineFile = "OFFLINE-recovery-key.jwk"
+)
+
+// EnsureRecoveryKey returns the public half of the operator's recovery key
+// kept in dataDir/keys/recovery.pub.jwk. If there is none it generates a
+// pair: the private half goes to dataDir/OFFLINE-recovery-key.jwk (mode
+// 0600), the returned offline path, and created is true; the caller must
+// tell the operator to move that file offline. "verbund init" calls it for
+// a network operator; a genesis node calls it before registering the
+// operator, so a network always starts with a recovery key.
+func EnsureRecoveryKey(dataDir, orgID string) (pub *registryv1.PublicKey, offline string, created bool, err error) {
+	pubPath := filepath.Join(dataDir, "keys", RecoveryPublicFile)
+	offline = filepath.Join(dataDir, RecoveryOfflineFile)
+	if b, err := os.ReadFile(pubPath); err == nil {
+		var k jose.JSONWebKey
+		if err := k.UnmarshalJSON(b); err != nil {
+			return nil, offline, false, fmt.Errorf("recovery key %s: %w", pubPath, err)
+		}
+		if !k.IsPublic() || k.Use != keys.UseRec {
+			return nil, offline, false, fmt.Errorf("recovery key %s: want a public JWK with use %q", pubPath, keys.UseRec)
+		}
+		pub, err := keys.Published(k)
+		return pub, offline, false, err
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, offline, false, fmt.Errorf("recovery key: %w", err)
+	}
+	k, err := keys.GenerateRecovery(keys.NewKID(orgID + "-rec"))
+	if err != nil {
+		return nil, offline, false, err
+	}
+	if err := keys.Save(offline, k); err != nil {
+		return nil, offline, false, err
+	}
+	pk := k.Public()
+	b, err := pk.MarshalJSON()
+	if err != nil {
+		return nil, offline, false, fmt.Errorf("recovery key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(pubPath), 0o700); err != nil {
+		return nil, offline, false, fmt.Errorf("recovery key: %w", err)
+	}
+	if err := os.WriteFile(pubPath, b, 0o644); err != nil {
+		return nil, offline, false, fmt.Errorf("recovery key: %w", err)
+	}
+	pub, err = keys.Published(k)
+	return pub, offline, true, err
 }

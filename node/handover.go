@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/verbund/verbund/federation/envelope"
 	"github.com/verbund/verbund/federation/handover"
+	"github.com/verbund/verbund/keys"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 	"github.com/verbund/verbund/registry"
 )
@@ -35,7 +39,7 @@ func (n *Node) startHandover(ctx context.Context) error {
 		OrgID:         n.cfg.OrgID,
 		Keys:          &n.keys,
 		DB:            n.hoDB,
-		Resolver:      rk,
+		Resolver:      governedKeys{rk},
 		Directory:     rk,
 		Liveness:      liveness,
 		Space:         space,
@@ -83,3 +87,25 @@ func (h registryAuditHeads) PublishedAuditHead(ctx context.Context, org string) 
 
 // HandoverService is the node's handover service (nil before Start).
 func (n *Node) HandoverService() *handover.Service { return n.handover }
+
+// governedKeys is the handover service's key resolver: the registry's keys
+// (handover.RegistryKeys) plus the governance rule that an organisation
+// that is not ACTIVE (suspended, revoked, never approved: keys.InactiveAt
+// now) neither receives nor sends handovers. Sealing is how every handover
+// and case event leaves this node, so a recipient that is not active, or
+// this node's own organisation when it is not, is refused there, before
+// anything is stored, with envelope.ErrKeyInactive naming the status.
+// (Deliveries from an organisation that is not active are refused by the
+// receiving node's key rule.)
+type governedKeys struct{ handover.RegistryKeys }
+
+// EncryptionKey implements envelope.KeyResolver.
+func (g governedKeys) EncryptionKey(ctx context.Context, org string) (jose.JSONWebKey, error) {
+	if o, _, err := g.Lookup(ctx, org); err == nil && keys.InactiveAt(o, keys.Moment{}) {
+		return jose.JSONWebKey{}, fmt.Errorf("%w: organisation %s is %s: handovers to it are refused", envelope.ErrKeyInactive, org, o.GetStatus())
+	}
+	if self, _, err := g.Lookup(ctx, g.Self); err == nil && keys.InactiveAt(self, keys.Moment{}) {
+		return jose.JSONWebKey{}, fmt.Errorf("%w: this node's organisation %s is %s: its handovers are refused", envelope.ErrKeyInactive, g.Self, self.GetStatus())
+	}
+	return g.RegistryKeys.EncryptionKey(ctx, org)
+}

@@ -4,24 +4,20 @@ import (
 	"context"
 	"testing"
 
-	"github.com/verbund/verbund/keys"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 	"github.com/verbund/verbund/sampledata"
 )
 
 // ImportSampleData imports the embedded sample data through via's ordinary
 // write path ((*Node).Publish: here on the leader, else forwarded), signed
-// by the network operator's node op (its organisation and key) and by a
-// fresh key for Munich, as the command line does for `verbund dev`.
+// by the network operator's node op (its organisation and key) and by fresh
+// keys for the sample organisations that sign (state agencies, Munich, the
+// synthetic shared service centre), as the command line does for `verbund dev`.
 // Exported for package node_test.
 func ImportSampleData(t testing.TB, op, via *Node) sampledata.Summary {
 	t.Helper()
-	munich, err := keys.GenerateSigning(keys.NewKID(sampledata.MunichARS + "-sig"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	sum, err := sampledata.Import(context.Background(), nodePublisher{via}, sampledata.Options{
-		OperatorID: op.Config().OrgID, OperatorKey: op.SigningKey(), MunichKey: munich,
+		OperatorID: op.Config().OrgID, OperatorKey: op.SigningKey(), Keys: sampledata.KeyFiles(t.TempDir()),
 	})
 	if err != nil {
 		t.Fatalf("sample data import: %v", err)

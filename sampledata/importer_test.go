@@ -2,12 +2,14 @@ package sampledata
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	jose "github.com/go-jose/go-jose/v4"
@@ -22,8 +24,17 @@ const testOperator = "verbund-operator"
 
 var (
 	testOperatorKey = keys.SigningFromSeed("op-sig-1", make([]byte, 32))
-	testMunichKey   = keys.SigningFromSeed("muc-sig-1", append(make([]byte, 31), 1))
+	testMunichKey   = testKey(MunichARS)
 )
+
+// testKey is a sample organisation's deterministic test key.
+func testKey(id string) jose.JSONWebKey {
+	seed := sha256.Sum256([]byte(id))
+	return keys.SigningFromSeed(id+"-sig-1", seed[:])
+}
+
+// testKeys is a KeySource of deterministic test keys.
+func testKeys(id string) (jose.JSONWebKey, error) { return testKey(id), nil }
 
 // fakeNode is an in-memory Publisher that behaves like the registry as far
 // as the importer can tell: it verifies every JWS against the issuer's
@@ -48,6 +59,10 @@ type fakeNode struct {
 	unavail   map[int]int          // calls failing with Unavailable before reaching the log, n times
 	unavailN  map[int]int          // attempts seen per call number
 	before    func(call int) error // optional hook
+	// sameIDRule: like the registry, a command id used before for other
+	// content (another issue time, too) is refused with already_exists.
+	sameIDRule bool
+	payloads   map[string]string // issuer/id -> payload of the first use
 }
 
 func newFakeNode(t *testing.T) *fakeNode {
@@ -91,6 +106,18 @@ func (f *fakeNode) apply(raw string, call int) *registryv1.CommandResult {
 	}
 	cmd := sc.Command
 	key := cmd.GetIssuer() + "/" + cmd.GetId()
+	if f.sameIDRule {
+		payload := strings.SplitN(raw, ".", 3)[1]
+		if f.payloads == nil {
+			f.payloads = map[string]string{}
+		}
+		if p, ok := f.payloads[key]; ok && p != payload {
+			return &registryv1.CommandResult{CommandId: cmd.GetId(), Index: f.results[key].GetIndex(),
+				ErrorCode: registry.CodeAlreadyExists, ErrorMessage: "command id used before for other content"}
+		} else if !ok {
+			f.payloads[key] = payload
+		}
+	}
 	if prev := f.results[key]; prev != nil {
 		dup := proto.Clone(prev).(*registryv1.CommandResult)
 		dup.Duplicate = true
@@ -104,6 +131,18 @@ func (f *fakeNode) apply(raw string, call int) *registryv1.CommandResult {
 		return res
 	}
 	pub, ok := f.keys[cmd.GetIssuer()]
+	if muts := cmd.GetMutations(); len(muts) == 1 && muts[0].GetRequestJoin() != nil {
+		// Proof of possession: verified against the key in the request.
+		for _, k := range muts[0].GetRequestJoin().GetKeys() {
+			if k.GetUse() == keys.UseSig {
+				jwk, err := keys.ParsePublic(k)
+				if err != nil {
+					f.t.Errorf("join request key: %v", err)
+				}
+				pub, ok = jwk, true
+			}
+		}
+	}
 	if !ok {
 		res.ErrorCode, res.ErrorMessage = registry.CodeUnknownKey, "issuer has no key: "+cmd.GetIssuer()
 		f.results[key] = res
@@ -115,24 +154,69 @@ func (f *fakeNode) apply(raw string, call int) *registryv1.CommandResult {
 		return res
 	}
 	isOp := cmd.GetIssuer() == testOperator
+	register := func(o *registryv1.Organisation) {
+		for _, k := range o.GetKeys() {
+			if k.GetStatus() == registryv1.KeyStatus_KEY_STATUS_ACTIVE && k.GetUse() == keys.UseSig {
+				jwk, err := keys.ParsePublic(k)
+				if err != nil {
+					f.t.Errorf("organisation %s: key: %v", o.GetId(), err)
+				}
+				f.keys[o.GetId()] = jwk
+			}
+		}
+	}
 	for _, m := range cmd.GetMutations() {
 		var rec string
 		switch op := m.GetOp().(type) {
 		case *registryv1.Mutation_PutOrganisation:
 			o := op.PutOrganisation
 			rec = "org/" + o.GetId()
-			if !isOp {
-				f.t.Errorf("organisation %s signed by %s", o.GetId(), cmd.GetIssuer())
+			// The governance rules as far as the importer can tell: the
+			// operator registers the state agencies, each state agency its
+			// state's organisations.
+			switch {
+			case o.GetKind() == registryv1.OrganisationKind_ORGANISATION_KIND_STATE_AGENCY:
+				if !isOp {
+					f.t.Errorf("state agency %s registered by %s", o.GetId(), cmd.GetIssuer())
+				}
+			case cmd.GetIssuer() != StateID(o.GetStateCode()):
+				f.t.Errorf("organisation %s of state %s registered by %s", o.GetId(), o.GetStateCode(), cmd.GetIssuer())
+			}
+			if o.GetId() == MunichARS {
+				f.t.Errorf("Munich listed by %s: it joins", cmd.GetIssuer())
 			}
 			f.orgs[o.GetId()] = o
-			for _, k := range o.GetKeys() {
-				if k.GetStatus() == registryv1.KeyStatus_KEY_STATUS_ACTIVE && k.GetUse() == keys.UseSig {
-					jwk, err := keys.ParsePublic(k)
-					if err != nil {
-						f.t.Errorf("organisation %s: key: %v", o.GetId(), err)
-					}
-					f.keys[o.GetId()] = jwk
-				}
+			if o.GetStatus() == registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE {
+				register(o)
+			}
+		case *registryv1.Mutation_RequestJoin:
+			o := proto.Clone(op.RequestJoin).(*registryv1.Organisation)
+			rec = "join/" + o.GetId()
+			if o.GetId() != cmd.GetIssuer() {
+				f.t.Errorf("join request for %s signed by %s", o.GetId(), cmd.GetIssuer())
+			}
+			o.Status = registryv1.OrganisationStatus_ORGANISATION_STATUS_PENDING
+			f.orgs[o.GetId()] = o
+		case *registryv1.Mutation_ChangeStatus:
+			c := op.ChangeStatus
+			rec = "status/" + c.GetOrganisationId()
+			o := f.orgs[c.GetOrganisationId()]
+			if o.GetStatus() != registryv1.OrganisationStatus_ORGANISATION_STATUS_PENDING {
+				f.t.Errorf("approval of %s in status %v", c.GetOrganisationId(), o.GetStatus())
+			}
+			if cmd.GetIssuer() != StateID(o.GetStateCode()) || c.GetReason() == "" || c.GetKeysSha256() != registry.KeysDigest(o.GetKeys()) {
+				f.t.Errorf("approval of %s by %s: %v", o.GetId(), cmd.GetIssuer(), c)
+			}
+			o.Status = c.GetStatus()
+			register(o)
+		case *registryv1.Mutation_PutAuthorisation:
+			a := op.PutAuthorisation
+			rec = "auth/" + a.GetId()
+			if a.GetGrantorId() != cmd.GetIssuer() || f.orgs[a.GetGranteeId()] == nil {
+				f.t.Errorf("authorisation %v signed by %s", a, cmd.GetIssuer())
+			}
+			if m := f.orgs[a.GetOnBehalfOf()]; m.GetStatus() == registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE {
+				f.t.Errorf("authorisation on behalf of %s, which has joined", a.GetOnBehalfOf())
 			}
 		case *registryv1.Mutation_PutService:
 			rec = "svc/" + op.PutService.GetLeikaKey()
@@ -160,8 +244,13 @@ func (f *fakeNode) apply(raw string, call int) *registryv1.CommandResult {
 func expectedRecords(t *testing.T) map[string]bool {
 	want := map[string]bool{}
 	for id := range allOrgs(t) {
-		want["org/"+id] = true
+		if id != MunichARS {
+			want["org/"+id] = true
+		}
 	}
+	want["join/"+MunichARS], want["status/"+MunichARS] = true, true
+	want["org/"+SSCID], want["auth/"+DelegationID] = true, true
+	want["off/"+SSCID+":"+DelegatedLeiKa+":"+DelegatedARS] = true
 	services, offerings := mustMunich(t)
 	for _, s := range services {
 		want["svc/"+s.GetLeikaKey()] = true
@@ -174,7 +263,7 @@ func expectedRecords(t *testing.T) map[string]bool {
 
 func testOptions(onProgress func(Progress)) Options {
 	return Options{
-		OperatorID: testOperator, OperatorKey: testOperatorKey, MunichKey: testMunichKey,
+		OperatorID: testOperator, OperatorKey: testOperatorKey, Keys: testKeys,
 		BatchSize: 400, Parallel: 3, OnProgress: onProgress, RetryBackoff: 1,
 	}
 }
@@ -214,11 +303,21 @@ func TestImport(t *testing.T) {
 	}
 	t.Logf("phases: %v", phases)
 
-	// Signers: organisations and services by the operator, offerings by Munich.
+	// Signers: state agencies and services by the operator, the other
+	// organisations by their state's agency, Munich's join request and
+	// offerings by Munich, its approval and the delegation by Bayern.
 	for rec, kid := range node.signer {
+		kind, id, _ := strings.Cut(rec, "/")
 		wantKID := testOperatorKey.KeyID
-		if rec[:4] == "off/" {
+		switch {
+		case kind == "org" && node.orgs[id].GetKind() != registryv1.OrganisationKind_ORGANISATION_KIND_STATE_AGENCY:
+			wantKID = testKey(StateID(node.orgs[id].GetStateCode())).KeyID
+		case kind == "join" || (kind == "off" && !strings.HasPrefix(id, SSCID)):
 			wantKID = testMunichKey.KeyID
+		case kind == "status" || kind == "auth":
+			wantKID = testKey("land-09").KeyID
+		case kind == "off":
+			wantKID = testKey(SSCID).KeyID
 		}
 		if kid != wantKID {
 			t.Errorf("%s signed with %s, want %s", rec, kid, wantKID)
@@ -227,6 +326,12 @@ func TestImport(t *testing.T) {
 	m := node.orgs[MunichARS]
 	if m.GetStatus() != registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE || len(m.GetKeys()) != 1 || m.GetKeys()[0].GetKid() != testMunichKey.KeyID {
 		t.Errorf("Munich: %v", m)
+	}
+	for _, o := range node.orgs {
+		active := o.GetStatus() == registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE
+		if want := o.GetKind() == registryv1.OrganisationKind_ORGANISATION_KIND_STATE_AGENCY || o.GetId() == MunichARS || o.GetId() == SSCID; active != want {
+			t.Errorf("%s (%v) is %v", o.GetId(), o.GetKind(), o.GetStatus())
+		}
 	}
 	reID := regexp.MustCompile(`^[A-Za-z0-9_-]{16,64}$`)
 	for _, id := range node.ids {
@@ -296,6 +401,29 @@ func TestImportResume(t *testing.T) {
 	}
 }
 
+// TestImportResumeAfterSameIDRule: a later run signs the same commands
+// with a new issue time; the registry refuses those ids as used for other
+// content (already_exists), which the importer counts as done before (the
+// id is derived from the mutations).
+func TestImportResumeAfterSameIDRule(t *testing.T) {
+	node := newFakeNode(t)
+	node.sameIDRule = true
+	node.failFrom = 20
+	if _, err := Import(context.Background(), node, testOptions(nil)); err == nil {
+		t.Fatal("interrupted import succeeded")
+	}
+	node.failFrom = 0
+	time.Sleep(2 * time.Millisecond) // another issue time
+	sum, err := Import(context.Background(), node, testOptions(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.checkAppliedOnce(t, expectedRecords(t))
+	if sum.Duplicates == 0 {
+		t.Errorf("resume counted no duplicates: %+v", sum)
+	}
+}
+
 func TestImportRetriesTransientErrors(t *testing.T) {
 	node := newFakeNode(t)
 	// Calls 2 and 5 are committed but their replies are lost: the retry
@@ -352,9 +480,13 @@ func TestImportGivesUpAfterFiveTries(t *testing.T) {
 
 func TestImportOptions(t *testing.T) {
 	for name, opt := range map[string]Options{
-		"operator id":  {OperatorID: "Not An Id", OperatorKey: testOperatorKey, MunichKey: testMunichKey},
-		"operator key": {OperatorID: testOperator, OperatorKey: testOperatorKey.Public(), MunichKey: testMunichKey},
-		"munich key":   {OperatorID: testOperator, OperatorKey: testOperatorKey},
+		"operator id":  {OperatorID: "Not An Id", OperatorKey: testOperatorKey, Keys: testKeys},
+		"operator key": {OperatorID: testOperator, OperatorKey: testOperatorKey.Public(), Keys: testKeys},
+		"no keys":      {OperatorID: testOperator, OperatorKey: testOperatorKey},
+		"public key": {OperatorID: testOperator, OperatorKey: testOperatorKey, Keys: func(id string) (jose.JSONWebKey, error) {
+			k := testKey(id)
+			return k.Public(), nil
+		}},
 	} {
 		if _, err := Import(context.Background(), newFakeNode(t), opt); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -386,17 +518,23 @@ func TestCommandIDsDeterministic(t *testing.T) {
 			seen[id] = true
 		}
 	}
-	// A different Munich key changes the Munich record, hence its id, but
-	// not the other phases.
+	// A different Munich key changes Munich's join request and its
+	// approval (the keys' digest), but not the other phases' contents
+	// (the offerings' ids stay; only their signature changes).
 	opt := testOptions(nil)
-	opt.MunichKey = keys.SigningFromSeed("muc-sig-2", append(make([]byte, 31), 2))
+	opt.Keys = func(id string) (jose.JSONWebKey, error) {
+		if id == MunichARS {
+			return keys.SigningFromSeed("muc-sig-2", append(make([]byte, 31), 2)), nil
+		}
+		return testKey(id), nil
+	}
 	c, err := plan(opt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range a {
 		same := a[i].batches[0].id == c[i].batches[0].id
-		if same != (a[i].name != PhaseMunich) {
+		if same != (a[i].name != PhaseMunichJoin && a[i].name != PhaseMunichApproval) {
 			t.Errorf("phase %s: id changed=%v", a[i].name, !same)
 		}
 	}

@@ -2,12 +2,14 @@ package sampledata
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
@@ -40,8 +42,11 @@ func (p *fsmPublisher) Publish(ctx context.Context, signed []string) (*registryv
 }
 
 // TestImportIntoRegistryFSM runs the import against the registry's real
-// state machine: the FSM's permission rules, signature checks and
-// idempotency accept everything once and answer duplicates on a re-run.
+// state machine: its governance rules, signature checks and idempotency
+// accept everything once and answer duplicates on a re-run; Munich is
+// approved by Bayern, and the synthetic shared service centre is a
+// delegated provider for Unterhaching. A re-run after the replay window,
+// with Lookup, skips Munich's join and approval, which cannot be repeated.
 func TestImportIntoRegistryFSM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
@@ -79,8 +84,33 @@ func TestImportIntoRegistryFSM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Applied != sum.Records || sum.Records != 16+294+1210+11004+111+135 {
+	// States, districts, associations, the municipalities but Munich,
+	// Munich's join and approval, services, Munich's offerings, the
+	// centre and its authorisation, the centre's offering.
+	if sum.Applied != sum.Records || sum.Records != 16+294+1210+11003+1+1+111+135+2+1 {
 		t.Errorf("first import: %+v", sum)
+	}
+	r := registry.NewReader(db)
+	m, _, err := r.Organisation(MunichARS)
+	if err != nil || m.GetStatus() != registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE || m.GetStatusChangedBy() != "land-09" {
+		t.Errorf("Munich: %v, %v", m, err)
+	}
+	u, _, err := r.Organisation(DelegatedARS)
+	if err != nil || u.GetStatus() != registryv1.OrganisationStatus_ORGANISATION_STATUS_REGISTERED || u.GetUpdatedBy() != "land-09" {
+		t.Errorf("Unterhaching: %v, %v", u, err)
+	}
+	ps, err := r.FindProviders(DelegatedLeiKa, DelegatedARS, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delegated := false
+	for _, p := range ps.Matches {
+		if p.GetOrganisation().GetId() == SSCID && p.GetMatch() == registryv1.MatchKind_MATCH_KIND_DELEGATED {
+			delegated = true
+		}
+	}
+	if !delegated {
+		t.Errorf("no delegated provider %s for %s: %v", SSCID, DelegatedARS, ps.Matches)
 	}
 	sum2, err := Import(context.Background(), p, opt)
 	if err != nil {
@@ -90,4 +120,68 @@ func TestImportIntoRegistryFSM(t *testing.T) {
 		t.Errorf("second import: %+v", sum2)
 	}
 	t.Logf("imported %d records in %d commands (%v), re-run %v", sum.Records, sum.Commands, sum.Elapsed, sum2.Elapsed)
+
+	// Augsburg, listed by Bayern, joins and is approved.
+	augsburg := "097610000000"
+	aKey := testKey(augsburg)
+	aPub, err := keys.Published(aKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listedA, _, err := r.Organisation(augsburg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	join := proto.Clone(listedA).(*registryv1.Organisation)
+	join.Keys, join.Status, join.Revision, join.UpdatedAtUnixMs, join.UpdatedBy = []*registryv1.PublicKey{aPub}, 0, 0, 0, ""
+	for _, c := range []struct {
+		key jose.JSONWebKey
+		cmd *registryv1.Command
+	}{
+		{aKey, registry.NewCommand(augsburg, &registryv1.Mutation{Op: &registryv1.Mutation_RequestJoin{RequestJoin: join}})},
+		{testKey("land-09"), registry.NewCommand("land-09", &registryv1.Mutation{Op: &registryv1.Mutation_ChangeStatus{ChangeStatus: &registryv1.ChangeOrganisationStatus{
+			OrganisationId: augsburg, Status: registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE, Reason: "test",
+			KeysSha256: registry.KeysDigest([]*registryv1.PublicKey{aPub})}}})},
+	} {
+		raw, err := registry.SignCommand(c.cmd, c.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := p.Publish(context.Background(), []string{raw}); err != nil || resp.GetResults()[0].GetErrorCode() != "" {
+			t.Fatalf("Augsburg joins: %v %v", resp, err)
+		}
+	}
+
+	// After the replay window the registry has forgotten the command ids
+	// (here: new ids): a re-run applies again. Munich's join request would
+	// be refused now (approved already); with Lookup the importer skips it
+	// and the approval, and the rest leaves identical records as they are.
+	opt.idScheme = "test: after the replay window"
+	opt.Lookup = func(_ context.Context, id string) (*registryv1.Organisation, error) {
+		o, _, err := r.Organisation(id)
+		if errors.Is(err, registry.ErrNotFound) {
+			return nil, nil
+		}
+		return o, err
+	}
+	sum3, err := Import(context.Background(), p, opt)
+	if err != nil {
+		t.Fatalf("re-run after the replay window: %v", err)
+	}
+	for _, ph := range sum3.Phases {
+		if skipped := ph.Phase == PhaseMunichJoin || ph.Phase == PhaseMunichApproval; skipped != (ph.Commands == 0) {
+			t.Errorf("re-run after the replay window, phase %+v", ph)
+		}
+	}
+	// Augsburg, which joined, is not listed again: it keeps its key.
+	if a, _, err := r.Organisation(augsburg); err != nil || a.GetStatus() != registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE ||
+		len(a.GetKeys()) != 1 || a.GetKeys()[0].GetKid() != aKey.KeyID {
+		t.Errorf("Augsburg after the re-run: %v, %v", a, err)
+	}
+	// Without Lookup the join request is refused: the steps that cannot
+	// be repeated need it.
+	opt.Lookup = nil
+	if _, err := Import(context.Background(), p, opt); !errors.Is(err, registry.ErrPreconditionFailed) && !errors.Is(err, registry.ErrPermissionDenied) {
+		t.Errorf("re-run without Lookup: %v", err)
+	}
 }
