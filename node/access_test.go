@@ -394,9 +394,9 @@ func TestConsoleRoles(t *testing.T) {
 	appr := client(addUser(t, n, "appr", nodev1.Role_ROLE_APPROVER))
 	service := &registryv1.Mutation{Op: &registryv1.Mutation_PutService{PutService: &registryv1.Service{LeikaKey: "99115005000000", Name: "Ummeldung"}}}
 	other := &registryv1.Mutation{Op: &registryv1.Mutation_PutOrganisation{PutOrganisation: &registryv1.Organisation{
-		Id: "091620000000", Name: "München", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY, Ars: "091620000000"}}}
+		Id: "ssc-bund", Name: "Servicezentrum des Bundes", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_SHARED_SERVICE_CENTRE}}}
 	suspend := &registryv1.Mutation{Op: &registryv1.Mutation_ChangeStatus{ChangeStatus: &registryv1.ChangeOrganisationStatus{
-		OrganisationId: "091620000000", Status: registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED, Reason: "test"}}}
+		OrganisationId: "ssc-bund", Status: registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED, Reason: "test"}}}
 	before := n.AppliedIndex()
 	for _, tc := range []struct {
 		name string
@@ -424,7 +424,7 @@ func TestConsoleRoles(t *testing.T) {
 	if err != nil || res.Msg.GetResult().GetErrorCode() != "" {
 		t.Fatalf("approver registers an organisation: %v %v", res, err)
 	}
-	if o, _, err := n.Reader().Organisation("091620000000"); err != nil || o.GetUpdatedBy() != n.cfg.OrgID {
+	if o, _, err := n.Reader().Organisation("ssc-bund"); err != nil || o.GetUpdatedBy() != n.cfg.OrgID {
 		t.Fatalf("registered organisation: %v %v", o, err)
 	}
 }

@@ -142,17 +142,32 @@ func newFixture(t *testing.T, opts ...connect.ClientOption) *fixture {
 	f.query = registryv1connect.NewQueryServiceClient(hc, n.APIURL(), opts...)
 	pk, _ := keys.Published(f.munich)
 	op := n.SigningKey()
+	// The operator registers Bavaria's state agency, which registers
+	// Munich: the operator approves no organisation of a state.
+	bayern, err := keys.GenerateSigning("by-lfst-sig-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bpk, _ := keys.Published(bayern)
 	mustOK(t, f.publish(t,
 		sign(t, op, "test-operator",
+			&registryv1.Mutation{Op: &registryv1.Mutation_PutOrganisation{PutOrganisation: &registryv1.Organisation{
+				Id: "by-lfst", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_STATE_AGENCY, Name: "Bayern",
+				StateCode: "09", Keys: []*registryv1.PublicKey{bpk},
+				Status: registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE,
+			}}},
+			&registryv1.Mutation{Op: &registryv1.Mutation_PutService{PutService: &registryv1.Service{
+				LeikaKey: gewerbe, Name: "Gewerbe-Anmeldung", LifeSituations: []string{"Unternehmensgründung"},
+				Keywords: []string{"Gewerbeschein"},
+			}}},
+		)))
+	mustOK(t, f.publish(t,
+		sign(t, bayern, "by-lfst",
 			&registryv1.Mutation{Op: &registryv1.Mutation_PutOrganisation{PutOrganisation: &registryv1.Organisation{
 				Id: munichARS, Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY, Name: "München, Landeshauptstadt",
 				StateCode: "09", Ars: munichARS, Ags: "09162000", Keys: []*registryv1.PublicKey{pk},
 				Status:   registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE,
 				Location: &registryv1.GeoPoint{Lat: 48.137683, Lon: 11.575997},
-			}}},
-			&registryv1.Mutation{Op: &registryv1.Mutation_PutService{PutService: &registryv1.Service{
-				LeikaKey: gewerbe, Name: "Gewerbe-Anmeldung", LifeSituations: []string{"Unternehmensgründung"},
-				Keywords: []string{"Gewerbeschein"},
 			}}},
 		)))
 	mustOK(t, f.publish(t, sign(t, f.munich, munichARS, offering("091620000000:"+gewerbe, munichARS))))
