@@ -30,7 +30,11 @@ var benchLife = []string{"Umzug", "Geburt", "Hund", "Unternehmensgründung", "Ba
 
 // bigRegistry: 16 states with a state agency, 5 districts each and 40
 // municipalities per district (3296 organisations), 300 services, and
-// offerings at every level (about 17 000).
+// offerings at every level (about 17 000), loaded under the governance
+// rules: the operator registers the state agencies, each agency its
+// districts and municipalities (with keys), every organisation signs its
+// own offerings, and every fourth municipality delivers for its
+// association by its district's authorisation.
 func bigRegistry(b *testing.B) (*harness, []string, []string) {
 	b.Helper()
 	h := newHarness(b)
@@ -49,55 +53,86 @@ func bigRegistry(b *testing.B) (*harness, []string, []string) {
 		}))
 	}
 	h.applyChunked(muts)
-	muts = nil
 	var munis []string
+	var raws []string
+	flush := func() {
+		for len(raws) > 0 {
+			n := min(len(raws), 200)
+			h.mustApply(raws[:n]...)
+			raws = raws[n:]
+		}
+	}
+	type district struct {
+		org   *testOrg
+		munis []*testOrg
+	}
+	var districts []district
 	for s := 1; s <= 16; s++ {
 		state := fmt.Sprintf("%02d", s)
-		agency := fmt.Sprintf("land-%02d", s)
-		muts = append(muts, mPutOrg(&registryv1.Organisation{Id: agency, Kind: registryv1.OrganisationKind_ORGANISATION_KIND_STATE_AGENCY, Name: "Landesamt " + state, StateCode: state}))
+		agency := h.stateAgency(state)
+		var recs []*registryv1.Mutation
 		for d := 1; d <= 5; d++ {
-			district := fmt.Sprintf("%s%d%02d", state, d%10, d)
-			muts = append(muts, mPutOrg(&registryv1.Organisation{
-				Id: district + "0000000", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_DISTRICT, Name: "Landkreis " + district,
-				StateCode: state, Ars: district + "0000000", Location: &registryv1.GeoPoint{Lat: 47 + float64(s)/3, Lon: 7 + float64(d)},
-			}))
+			code := fmt.Sprintf("%s%d%02d", state, d%10, d)
+			dist := district{org: newTestOrg(b, &registryv1.Organisation{
+				Id: code + "0000000", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_DISTRICT, Name: "Landkreis " + code,
+				StateCode: state, Ars: code + "0000000", Location: &registryv1.GeoPoint{Lat: 47 + float64(s)/3, Lon: 7 + float64(d)},
+			})}
+			recs = append(recs, mPutOrg(dist.org.rec))
 			for m := 1; m <= 40; m++ {
-				ars := fmt.Sprintf("%s%04d%03d", district, m/4, m)
+				ars := fmt.Sprintf("%s%04d%03d", code, m/4, m)
 				munis = append(munis, ars)
-				muts = append(muts, mPutOrg(&registryv1.Organisation{
+				o := newTestOrg(b, &registryv1.Organisation{
 					Id: ars, Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY, Name: fmt.Sprintf("Gemeinde %s %d", benchWords[m%len(benchWords)], m),
 					StateCode: state, Ars: ars, Ags: ars[:5] + ars[9:],
 					Location: &registryv1.GeoPoint{Lat: 47 + float64(s)/3 + float64(m)/100, Lon: 7 + float64(d) + float64(m)/100},
-				}))
+				})
+				dist.munis = append(dist.munis, o)
+				recs = append(recs, mPutOrg(o.rec))
 			}
+			districts = append(districts, dist)
 		}
+		raws = append(raws, h.signed(agency, recs...))
 	}
-	h.applyChunked(muts)
-	muts = nil
-	for i, ars := range munis {
-		for j := 0; j < 4; j++ {
-			leika := services[(i+j*7)%len(services)]
-			muts = append(muts, mPutOffering(offering(ars, leika, ars)))
+	flush()
+	i := 0
+	for _, dist := range districts {
+		var grants []*registryv1.Mutation
+		for _, o := range dist.munis {
+			ars := o.id()
+			var offs []*registryv1.Mutation
+			for j := 0; j < 4; j++ {
+				offs = append(offs, mPutOffering(offering(ars, services[(i+j*7)%len(services)], ars)))
+			}
+			// Every fourth municipality delivers for its association.
+			if i%4 == 0 {
+				a := authorisation(dist.org.id(), ars, ars[:9])
+				grants = append(grants, mPutAuth(a))
+				off := offering(ars, services[i%len(services)], ars[:9])
+				off.Id += ":vg"
+				offs = append(offs, mPutOffering(off))
+			}
+			raws = append(raws, h.signed(o, offs...))
+			i++
 		}
-		// Every fourth municipality delivers for its association.
-		if i%4 == 0 {
-			o := offering(ars, services[i%len(services)], ars[:9])
-			o.Id += ":vg"
-			muts = append(muts, mPutOffering(o))
+		// The district's grants go before its municipalities' offerings.
+		raws = append([]string{h.signed(dist.org, grants...)}, raws...)
+		flush()
+		var own []*registryv1.Mutation
+		code := dist.org.id()[:5]
+		for j := 0; j < 20; j++ {
+			own = append(own, mPutOffering(offering(dist.org.id(), services[(j*4+int(code[4]))%len(services)], code)))
 		}
+		raws = append(raws, h.signed(dist.org, own...))
 	}
+	flush()
 	for s := 1; s <= 16; s++ {
-		for d := 1; d <= 5; d++ {
-			district := fmt.Sprintf("%02d%d%02d", s, d%10, d)
-			for j := 0; j < 20; j++ {
-				muts = append(muts, mPutOffering(offering(district+"0000000", services[(s*d+j)%len(services)], district)))
-			}
-		}
+		var own []*registryv1.Mutation
 		for j := 0; j < 60; j++ {
-			muts = append(muts, mPutOffering(offering(fmt.Sprintf("land-%02d", s), services[(s+j*5)%len(services)], fmt.Sprintf("%02d", s))))
+			own = append(own, mPutOffering(offering(fmt.Sprintf("land-%02d", s), services[(s+j*5)%len(services)], fmt.Sprintf("%02d", s))))
 		}
+		raws = append(raws, h.signed(h.stateAgency(fmt.Sprintf("%02d", s)), own...))
 	}
-	h.applyChunked(muts)
+	flush()
 	return h, munis, services
 }
 
@@ -151,7 +186,14 @@ func BenchmarkApplyBatch(b *testing.B) {
 		munis = append(munis, o)
 		muts = append(muts, mPutOrg(o.rec))
 	}
-	h.applyChunked(muts)
+	// Bavaria's agency registers them (the operator approves no
+	// organisation of a state).
+	agency := h.stateAgency("09")
+	for len(muts) > 0 {
+		n := min(len(muts), MaxMutations)
+		h.mustApply(h.signed(agency, muts[:n]...))
+		muts = muts[n:]
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
