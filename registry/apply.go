@@ -16,10 +16,12 @@ import (
 // applyCtx carries what one command's mutations need: deterministic inputs
 // only (the log index, the issuer and the command's own time).
 type applyCtx struct {
-	st       *stage
-	index    uint64
-	issuer   *registryv1.Organisation // nil only during genesis
-	cmd      *registryv1.Command
+	st     *stage
+	index  uint64
+	issuer *registryv1.Organisation // nil only during genesis
+	cmd    *registryv1.Command
+	// kid is the key id the command was signed with.
+	kid      string
 	operator string
 	// seq counts the entity changes made by the log entry so far; with the
 	// index it makes every revision unique (see Revision).

@@ -59,12 +59,21 @@ func (a *applyCtx) putOrganisation(o *registryv1.Organisation, pre *registryv1.P
 		if !sameIdentity(n, old) || n.GetStatus() != old.GetStatus() {
 			return ruleErr(ErrPermissionDenied, ruleOwnRecord, "%s may not change its own kind, area keys, parent or status; its approver is %s", issuer, approverName(a.operator, old))
 		}
+		if hasRecoveryKey(old) && !sameRecoveryKeys(old, n) {
+			// The first recovery key may be added by a put (a network
+			// started without one); after that, a stolen signing key must
+			// not be able to replace it.
+			return ruleErr(ErrPermissionDenied, ruleRecovery, "%s may not change its recovery keys by a put: only a recover_keys signed with its recovery key replaces them", issuer)
+		}
 	case isApprover(a.issuer, a.operator, n) && (!exists || isApprover(a.issuer, a.operator, old)):
 		if isOpKind {
 			return ruleErr(ErrPermissionDenied, ruleOrgApprover, "%s may not register a second network operator %s", issuer, n.GetId())
 		}
 		if err := a.approverStatus(old, n); err != nil {
 			return err
+		}
+		if kid, ok := keepsKeys(old, n); !ok {
+			return ruleErr(ErrPermissionDenied, ruleKeysKept, "%s may not drop or replace key %q of %s: an approver adds keys or marks them revoked (recover a lost key with recover_keys)", issuer, kid, n.GetId())
 		}
 	default:
 		whose := n
@@ -277,6 +286,10 @@ func (a *applyCtx) recoverKeys(r *registryv1.KeyRecovery, pre *registryv1.Precon
 	if !isApprover(a.issuer, a.operator, old) {
 		return ruleErr(ErrPermissionDenied, ruleRecovery, "%s may not recover the keys of %s; its approver is %s", a.cmd.GetIssuer(), old.GetId(), approverName(a.operator, old))
 	}
+	if old.GetKind() == kindOperator && !isRecoveryKey(old, a.kid) {
+		// Else a stolen signing key could replace the recovery key too.
+		return ruleErr(ErrPermissionDenied, ruleRecovery, "the network operator's keys are recovered only with its recovery key, not with %q", a.kid)
+	}
 	if !joined(old) {
 		return ruleErr(ErrPreconditionFailed, ruleRecovery, "%s is %s; keys are recovered for ACTIVE or SUSPENDED organisations", old.GetId(), old.GetStatus())
 	}
@@ -315,4 +328,75 @@ func (a *applyCtx) recoverKeys(r *registryv1.KeyRecovery, pre *registryv1.Precon
 	}
 	n.StatusReason, n.StatusChangedBy = r.GetReason(), a.cmd.GetIssuer()
 	return a.writeOrg(old, n)
+}
+
+// isRecoveryKey reports whether kid is a recovery ("rec") key of org.
+func isRecoveryKey(org *registryv1.Organisation, kid string) bool {
+	for _, pk := range org.GetKeys() {
+		if pk.GetKid() == kid && pk.GetUse() == keys.UseRec {
+			return true
+		}
+	}
+	return false
+}
+
+// hasRecoveryKey reports whether org holds a recovery ("rec") key.
+func hasRecoveryKey(org *registryv1.Organisation) bool {
+	for _, pk := range org.GetKeys() {
+		if pk.GetUse() == keys.UseRec {
+			return true
+		}
+	}
+	return false
+}
+
+// sameRecoveryKeys reports whether two records hold the same recovery keys
+// (kid, key and status).
+func sameRecoveryKeys(a, b *registryv1.Organisation) bool {
+	rec := func(o *registryv1.Organisation) []*registryv1.PublicKey {
+		var out []*registryv1.PublicKey
+		for _, pk := range o.GetKeys() {
+			if pk.GetUse() == keys.UseRec {
+				out = append(out, pk)
+			}
+		}
+		return out
+	}
+	ra, rb := rec(a), rec(b)
+	if len(ra) != len(rb) {
+		return false
+	}
+	for _, x := range ra {
+		found := false
+		for _, y := range rb {
+			if x.GetKid() == y.GetKid() && x.GetJwkJson() == y.GetJwkJson() && x.GetStatus() == y.GetStatus() {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// keepsKeys reports whether n keeps every key of old (nil: nothing to
+// keep): same kid, use and JWK, and a revoked key stays revoked. It returns
+// the first key dropped or replaced. What a key signed stays verifiable
+// only while the registry still lists the key.
+func keepsKeys(old, n *registryv1.Organisation) (string, bool) {
+	for _, o := range old.GetKeys() {
+		ok := false
+		for _, k := range n.GetKeys() {
+			if k.GetKid() != o.GetKid() {
+				continue
+			}
+			ok = k.GetUse() == o.GetUse() && k.GetJwkJson() == o.GetJwkJson() &&
+				(o.GetStatus() != registryv1.KeyStatus_KEY_STATUS_REVOKED || k.GetStatus() == registryv1.KeyStatus_KEY_STATUS_REVOKED)
+		}
+		if !ok {
+			return o.GetKid(), false
+		}
+	}
+	return "", true
 }

@@ -440,7 +440,7 @@ func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64
 	cs := newStage(ls, nil)
 	// A failed command's revisions are not reused: harmless gaps, and the
 	// counter stays the same on every replica.
-	a := &applyCtx{st: cs, index: index, issuer: org, cmd: cmd, operator: string(opBytes), seq: seq}
+	a := &applyCtx{st: cs, index: index, issuer: org, cmd: cmd, kid: p.sc.KID, operator: string(opBytes), seq: seq}
 	revs := make([]uint64, 0, len(cmd.GetMutations()))
 	for i, m := range cmd.GetMutations() {
 		a.rev = 0

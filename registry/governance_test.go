@@ -524,6 +524,70 @@ func TestRuleKeyRecovery(t *testing.T) {
 			want: CodePermissionDenied, rule: ruleRecovery,
 		},
 		{
+			name:  "operator recovers itself with its signing key",
+			setup: func(g *govWorld) { g.addRecoveryKey() },
+			cmd: func(g *govWorld) string {
+				return g.signed(g.op, mRecoverKeys(operatorID, "gestohlen?", freshKey(t)))
+			},
+			want: CodePermissionDenied, rule: ruleRecovery,
+		},
+		{
+			name:  "operator replaces its recovery key by a put",
+			setup: func(g *govWorld) { g.addRecoveryKey() },
+			cmd: func(g *govWorld) string {
+				k, err := keys.GenerateRecovery(keys.NewKID("op-rec"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				pk, _ := keys.Published(k)
+				rec := proto.Clone(g.op.rec).(*registryv1.Organisation)
+				var ks []*registryv1.PublicKey
+				for _, x := range rec.GetKeys() {
+					if x.GetUse() != keys.UseRec {
+						ks = append(ks, x)
+					}
+				}
+				rec.Keys = append(ks, pk)
+				return g.signed(g.op, mPutOrg(rec))
+			},
+			want: CodePermissionDenied, rule: ruleRecovery,
+		},
+		{
+			name: "approver's put drops the keys of a joined organisation",
+			cmd: func(g *govWorld) string {
+				rec := proto.Clone(g.muni.rec).(*registryv1.Organisation)
+				rec.Keys = nil
+				return g.signed(g.state, mPutOrg(rec))
+			},
+			want: CodePermissionDenied, rule: ruleKeysKept,
+		},
+		{
+			name: "approver's put replaces a key with another under the same kid",
+			cmd: func(g *govWorld) string {
+				rec := proto.Clone(g.muni.rec).(*registryv1.Organisation)
+				k, err := keys.GenerateSigning(g.muni.key.KeyID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pk, _ := keys.Published(k)
+				rec.Keys = []*registryv1.PublicKey{pk}
+				return g.signed(g.state, mPutOrg(rec))
+			},
+			want: CodePermissionDenied, rule: ruleKeysKept,
+		},
+		{
+			name: "approver's put revokes a key and adds one",
+			cmd: func(g *govWorld) string {
+				rec := proto.Clone(g.muni.rec).(*registryv1.Organisation)
+				for _, pk := range rec.GetKeys() {
+					pk.Status = registryv1.KeyStatus_KEY_STATUS_REVOKED
+				}
+				_, pk := newSigningKey(t, "neu")
+				rec.Keys = append(rec.Keys, pk)
+				return g.signed(g.state, mPutOrg(rec))
+			},
+		},
+		{
 			name: "operator recovers a state agency",
 			cmd:  func(g *govWorld) string { return g.signed(g.op, mRecoverKeys("by-lfst", "verloren", freshKey(t))) },
 		},
@@ -894,8 +958,11 @@ func TestRuleSameIDOtherContent(t *testing.T) {
 		t.Fatal("reuse answered as a duplicate")
 	}
 	requireSameState(t, before, dumpState(t, w.db), ignoreApplied...) // not even the dedupe record changes
-	// A true retry (also signed again) is a duplicate with the first result.
-	for _, raw := range []string{first, signCmd(t, cmd, w.muni.key)} {
+	// A true retry (also signed again, and signed again later) is a
+	// duplicate with the first result.
+	later := proto.Clone(cmd).(*registryv1.Command)
+	later.IssuedAtUnixMs += 60_000
+	for _, raw := range []string{first, signCmd(t, cmd, w.muni.key), signCmd(t, later, w.muni.key)} {
 		again := w.apply1(raw)
 		if !again.GetDuplicate() || again.GetIndex() != r1.GetIndex() || again.GetErrorCode() != "" {
 			t.Fatalf("retry: %v", again)

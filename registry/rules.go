@@ -161,6 +161,7 @@ const (
 	ruleJoin            = "join"
 	ruleStatus          = "status-transition"
 	ruleRecovery        = "key-recovery"
+	ruleKeysKept        = "keys-kept"
 	ruleAuthGrantor     = "authorisation-grantor"
 	ruleAuthArea        = "authorisation-area"
 	ruleAreaResponsible = "area-responsibility"

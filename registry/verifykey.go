@@ -130,8 +130,13 @@ func keyRuleErr(org *registryv1.Organisation, err error) error {
 // CommandDigest returns the SHA-256 of cmd's deterministic protobuf
 // encoding: what the registry's dedupe record keeps (command_sha256) to tell
 // a retry of a command from a reuse of its id for other content.
+//
+// The time of signing is left out: a command signed again later with the
+// same id and the same mutations is a retry, not other content.
 func CommandDigest(cmd *registryv1.Command) ([]byte, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(cmd)
+	c := proto.Clone(cmd).(*registryv1.Command)
+	c.IssuedAtUnixMs = 0
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
 	if err != nil {
 		return nil, fmt.Errorf("encode command: %w", err)
 	}

@@ -610,8 +610,8 @@ func plan(opt Options) ([]*phase, error) {
 //
 // Command ids are derived from the content, so Import is idempotent and
 // resumable: after a crash, a re-run resubmits the same commands and the
-// registry answers "duplicate" (or "already_exists": the same id and
-// mutations with an earlier run's issue time) for those already applied.
+// registry answers "duplicate" for those already applied (the issue time,
+// which differs between runs, is not part of what the registry compares).
 // The registry remembers command ids for its replay window, 24 hours by
 // default; after that a re-run applies them again, which leaves identical
 // records as they are (see Options.Lookup for the steps that cannot be
@@ -816,12 +816,6 @@ func (im *importer) publish(ctx context.Context, ph *phase, b *batch) (dup bool,
 				return fail("", fmt.Errorf("publish returned %d results for 1 command", len(rs)))
 			}
 			r := rs[0]
-			if r.GetErrorCode() == registry.CodeAlreadyExists {
-				// The id is derived from the mutations, so the same id is
-				// the same content: only the issue time of an earlier run
-				// differs. Done before.
-				return true, max(r.GetIndex(), resp.GetIndex()), nil
-			}
 			if r.GetErrorCode() != "" {
 				return fail(r.GetErrorCode(), registry.ErrorFromCode(r.GetErrorCode(), r.GetErrorMessage()))
 			}
