@@ -31,8 +31,8 @@ import (
 //     Publish, ReadIndex, the change feed, handover deliveries and case
 //     timelines, cluster administration from a peer.
 //   - admin (Config.AdminAddr, off by default, loopback unless
-//     AllowPublic): operators on this machine: net/http/pprof (later
-//     metrics).
+//     AllowPublic): operators on this machine: net/http/pprof and
+//     Prometheus /metrics.
 //
 // Nothing here authenticates organisations: signed commands and signed
 // envelopes carry their own proof, checked by the registry and the
@@ -123,6 +123,7 @@ var policy = map[string]rule{
 
 	// Operations.
 	"/debug/pprof/": adminOnly,
+	"/metrics":      adminOnly,
 }
 
 // ruleFor finds the rule for a request path: the procedure, else its
@@ -171,6 +172,9 @@ var errNoRoute = errors.New("no such route")
 func (n *Node) guard(l listener, h http.Handler) http.Handler {
 	ew := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !n.limiter.admit(l, w, r) { // ratelimit.go: before any other work
+			return
+		}
 		switch err := allowed(l, r); {
 		case err == errNoRoute:
 			http.NotFound(w, r)

@@ -20,7 +20,7 @@ import (
 // reach their handler (whatever it answers).
 func TestAccessPolicy(t *testing.T) {
 	n := startNode(t, testConfig(t, t.TempDir()))
-	api, admin := n.routes(), adminRoutes()
+	api, admin := n.routes(), n.adminRoutes()
 	const (
 		local  = "127.0.0.1:40000"
 		remote = "192.0.2.7:40000" // documentation range: never dialled

@@ -56,6 +56,8 @@ type Node struct {
 	admission *registry.Admission // servers: the write path on the leader
 	state     stateIndex
 	disk      *diskspace.Guard // refuses new writes on a full disk (nil: off)
+	limiter   *rateLimiter     // per-caller request budgets (nil: off)
+	metrics   *metrics         // served on the admin listener
 
 	hoDB     *badger.DB
 	handover *handover.Service
@@ -88,6 +90,10 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID)}
+	n.metrics = newMetrics(n)
+	if !cfg.RateLimits.Off {
+		n.limiter = newRateLimiter(cfg.RateLimits, n.metrics)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -207,8 +213,9 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.serveHTTP()
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go func() { defer n.wg.Done(); n.resolvePendingKeys(runCtx) }()
+	go func() { defer n.wg.Done(); n.expiryLoop(runCtx) }()
 	if n.isServer() && n.gossip != nil {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.reconcileLoop(runCtx) }()
@@ -275,7 +282,7 @@ func (n *Node) startRaft() error {
 			n.log.Info("bootstrapped a new one-voter cluster")
 		}
 	}
-	if n.raft, err = raft.NewRaft(rc, n.fsm, guardLogs(n.logs, n.disk), n.logStore, n.snaps, trans); err != nil {
+	if n.raft, err = raft.NewRaft(rc, timedFSM{n.fsm, n.metrics.applySeconds}, guardLogs(n.logs, n.disk), n.logStore, n.snaps, trans); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	wcfg := n.cfg.Writer
@@ -333,7 +340,7 @@ func (n *Node) serveHTTP() {
 		n.peerSrv = n.serve(n.peerLn, n.guard(peerListener, api), n.cfg.TLS.ServerConfig())
 	}
 	if n.adminLn != nil {
-		n.adminSrv = n.serve(n.adminLn, n.guard(adminListener, adminRoutes()), nil)
+		n.adminSrv = n.serve(n.adminLn, n.guard(adminListener, n.adminRoutes()), nil)
 	}
 }
 
