@@ -172,9 +172,11 @@ var errNoRoute = errors.New("no such route")
 func (n *Node) guard(l listener, h http.Handler) http.Handler {
 	ew := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !n.limiter.admit(l, w, r) { // ratelimit.go: before any other work
+		done, ok := n.limiter.Load().admit(l, w, r) // ratelimit.go: before any other work
+		if !ok {
 			return
 		}
+		defer done()
 		switch err := allowed(l, r); {
 		case err == errNoRoute:
 			http.NotFound(w, r)

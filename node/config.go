@@ -227,21 +227,40 @@ type RateLimits struct {
 	// MaxTracked bounds the callers remembered per class (least recently
 	// seen evicted first).
 	MaxTracked int
+	// MaxRefusalDelay: a refusal is answered after the caller's wait for
+	// its next token, at most this long (default 1 s; negative: at once),
+	// and only while fewer than MaxDelayedRefusals (default 4096) are
+	// held; see ratelimit.go.
+	MaxRefusalDelay    time.Duration
+	MaxDelayedRefusals int
+	// MaxConcurrentQueries: admitted queries served at once (default 16);
+	// more wait, the least demanding caller first, at most
+	// MaxQueuedQueries (default 1024) of them. See ratelimit.go.
+	MaxConcurrentQueries int
+	MaxQueuedQueries     int
 }
 
 // DefaultRateLimits: a person with a browser or the command line never
-// meets them; a program polling in a loop or a flood does. At these
-// defaults 200 anonymous flooders get at most 200 × 20 = 4,000 queries/s
-// admitted together (see TestRateLimitFlood for what that leaves a
-// well-behaved client).
+// meets them; a program polling in a loop or a flood does, and a portal
+// or load generator calling for many people signs in (IdentityFactor) or
+// runs against a node with raised limits. The per-address budgets are
+// sized so that a flood from a few hundred addresses is admitted at well
+// under what one node serves (200 × 5 = 1,000 queries/s against about
+// 5,000/s on a 2-core machine; see TestRateLimitFlood). Writes: the
+// sample-data import (37 commands) fits the burst.
 func DefaultRateLimits() RateLimits {
 	return RateLimits{
-		Query:          Budget{PerSecond: 20, Burst: 40},
-		Write:          Budget{PerSecond: 10, Burst: 100},
-		SignIn:         Budget{PerSecond: 0.1, Burst: 5}, // 6 a minute after 5 at once
-		Peer:           Budget{PerSecond: 5000, Burst: 10000},
-		IdentityFactor: 10,
-		MaxTracked:     1 << 16,
+		Query:              Budget{PerSecond: 5, Burst: 10},
+		Write:              Budget{PerSecond: 2, Burst: 50},
+		SignIn:             Budget{PerSecond: 0.1, Burst: 5}, // 6 a minute after 5 at once
+		Peer:               Budget{PerSecond: 5000, Burst: 10000},
+		IdentityFactor:     10,
+		MaxTracked:         1 << 16,
+		MaxRefusalDelay:    time.Second,
+		MaxDelayedRefusals: 4096,
+
+		MaxConcurrentQueries: 16,
+		MaxQueuedQueries:     1024,
 	}
 }
 
@@ -268,6 +287,18 @@ func (l RateLimits) withDefaults() RateLimits {
 	if l.MaxTracked == 0 {
 		l.MaxTracked = d.MaxTracked
 	}
+	if l.MaxRefusalDelay == 0 {
+		l.MaxRefusalDelay = d.MaxRefusalDelay
+	}
+	if l.MaxDelayedRefusals == 0 {
+		l.MaxDelayedRefusals = d.MaxDelayedRefusals
+	}
+	if l.MaxConcurrentQueries == 0 {
+		l.MaxConcurrentQueries = d.MaxConcurrentQueries
+	}
+	if l.MaxQueuedQueries == 0 {
+		l.MaxQueuedQueries = d.MaxQueuedQueries
+	}
 	return l
 }
 
@@ -283,6 +314,9 @@ func (l RateLimits) validate() error {
 	}
 	if l.IdentityFactor < 1 {
 		errs = append(errs, fmt.Errorf("rate limit identity factor %g: want at least 1", l.IdentityFactor))
+	}
+	if l.MaxConcurrentQueries < 1 || l.MaxQueuedQueries < 0 {
+		errs = append(errs, fmt.Errorf("rate limit query slots %d (queue %d): want at least 1 slot", l.MaxConcurrentQueries, l.MaxQueuedQueries))
 	}
 	if l.MaxTracked < 1 {
 		errs = append(errs, fmt.Errorf("rate limit table size %d: want at least 1", l.MaxTracked))

@@ -121,7 +121,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	gauge(descTracked, float64(n.limiter.tracked()))
+	gauge(descTracked, float64(n.limiter.Load().tracked()))
 	now := n.cfg.Clock()
 	for _, it := range n.expiryItems() {
 		gauge(descExpiry, it.notAfter.Sub(now).Seconds(), it.what, it.id)

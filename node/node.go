@@ -56,8 +56,9 @@ type Node struct {
 	admission *registry.Admission // servers: the write path on the leader
 	state     stateIndex
 	disk      *diskspace.Guard // refuses new writes on a full disk (nil: off)
-	limiter   *rateLimiter     // per-caller request budgets (nil: off)
-	metrics   *metrics         // served on the admin listener
+
+	limiter atomic.Pointer[rateLimiter] // per-caller request budgets (nil: off)
+	metrics *metrics                    // served on the admin listener
 
 	hoDB     *badger.DB
 	handover *handover.Service
@@ -92,7 +93,7 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID)}
 	n.metrics = newMetrics(n)
 	if !cfg.RateLimits.Off {
-		n.limiter = newRateLimiter(cfg.RateLimits, n.metrics)
+		n.limiter.Store(newRateLimiter(cfg.RateLimits, n.metrics))
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)

@@ -1,13 +1,18 @@
 package node
 
 import (
+	"container/heap"
 	"container/list"
+	"context"
+	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -41,6 +46,26 @@ import (
 //     forwarded writes, read index, the change feed, handover deliveries.
 //
 // The admin listener is not limited (operators on this machine).
+//
+// Refusals are paced: a refused request gets its answer only after the
+// wait until its caller's next token (at most RateLimits.MaxRefusalDelay,
+// 1 s by default), like nginx's limit_req queues excess requests. A client
+// that ignores Retry-After and loops gets one refusal per token interval
+// instead of thousands a second, so a flood from a few hundred addresses
+// costs the node about twice what its budgets admit, not all its CPU.
+// Paced refusals hold a goroutine each, no CPU; at most MaxDelayedRefusals
+// are held at once, beyond that refusals are immediate.
+//
+// Fair share: budgets per address alone cannot keep a flood from many
+// addresses from filling the node's CPU (200 addresses within their
+// budgets are still 200 callers). So admitted queries (not the change
+// feed's streams, not writes, which wait for Raft) also need one of
+// MaxConcurrentQueries slots; when all are busy they wait, and a free
+// slot goes to the waiting caller with the most tokens left in its bucket
+// (the one that asked least lately), not the one that asked first. A
+// well-behaved client overtakes a queue of flooders; at most
+// MaxQueuedQueries wait, beyond that the request is refused like one over
+// its budget.
 //
 // Memory: each class keeps at most RateLimits.MaxTracked callers, least
 // recently seen first out. An evicted caller starts again with a full
@@ -138,10 +163,14 @@ type rateLimiter struct {
 	tables [numClasses]*limiterTable // anonymous callers and peers
 	authed [numClasses]*limiterTable // authenticated identities
 	m      *metrics                  // may be nil
+
+	delayed atomic.Int64 // refusals being paced now
+	queries *fairQueue   // slots for admitted queries
 }
 
 func newRateLimiter(cfg RateLimits, m *metrics) *rateLimiter {
-	rl := &rateLimiter{cfg: cfg, keyer: anonymousKeyer{}, now: time.Now, m: m}
+	rl := &rateLimiter{cfg: cfg, keyer: anonymousKeyer{}, now: time.Now, m: m,
+		queries: newFairQueue(cfg.MaxConcurrentQueries, cfg.MaxQueuedQueries)}
 	budgets := [numClasses]Budget{cfg.Query, cfg.Write, cfg.SignIn, cfg.Peer}
 	for c, b := range budgets {
 		rl.tables[c] = newLimiterTable(b, cfg.MaxTracked)
@@ -151,12 +180,15 @@ func newRateLimiter(cfg RateLimits, m *metrics) *rateLimiter {
 	return rl
 }
 
-// admit spends one token of r's caller on listener l, or writes the
-// refusal (ResourceExhausted / 429 with Retry-After) and returns false.
-// A nil limiter (limits off) admits everything.
-func (rl *rateLimiter) admit(l listener, w http.ResponseWriter, r *http.Request) bool {
+// admit spends one token of r's caller on listener l and, for a query,
+// waits for a fair share of the node; the caller must call done when the
+// request is served. If the caller is over its budget (or too many queries
+// wait), admit writes the refusal (ResourceExhausted / 429 with
+// Retry-After) and returns ok false. A nil limiter (limits off) admits
+// everything.
+func (rl *rateLimiter) admit(l listener, w http.ResponseWriter, r *http.Request) (done func(), ok bool) {
 	if rl == nil || l == adminListener {
-		return true
+		return noop, true
 	}
 	var (
 		key    string
@@ -166,11 +198,11 @@ func (rl *rateLimiter) admit(l listener, w http.ResponseWriter, r *http.Request)
 	if l == peerListener {
 		class = classPeer
 		if r.TLS == nil {
-			return true // the access policy refuses it
+			return noop, true // the access policy refuses it
 		}
 		id, err := peertls.PeerNodeID(*r.TLS)
 		if err != nil {
-			return true // likewise
+			return noop, true // likewise
 		}
 		key = "node:" + id
 	} else {
@@ -181,13 +213,55 @@ func (rl *rateLimiter) admit(l listener, w http.ResponseWriter, r *http.Request)
 	if authed {
 		t = rl.authed[class]
 	}
-	wait := t.take(key, rl.now())
+	now := rl.now()
+	wait, left := t.take(key, now)
+	if wait == 0 && (class != classQuery || isStream(r.URL.Path)) {
+		return noop, true
+	}
 	if wait == 0 {
-		return true
+		switch err := rl.queries.acquire(r.Context(), left); {
+		case err == nil:
+			return rl.queries.release, true
+		case err == errQueueFull:
+			wait = time.Second / time.Duration(max(1, int(t.limit)))
+		default:
+			// Cancelled while waiting: nobody reads the answer.
+			return noop, false
+		}
 	}
 	rl.m.rateLimited(l, class)
+	rl.pace(r, wait)
 	refuseRateLimited(w, r, class, wait)
-	return false
+	return noop, false
+}
+
+func noop() {}
+
+// isStream reports whether path is a long-lived stream (the change feed),
+// which takes no query slot.
+func isStream(path string) bool {
+	return hasServicePrefix(path, registryv1connect.WatchServiceName)
+}
+
+// pace holds a refusal for wait (at most MaxRefusalDelay) while fewer than
+// MaxDelayedRefusals are held, or until the request is cancelled.
+func (rl *rateLimiter) pace(r *http.Request, wait time.Duration) {
+	if rl.cfg.MaxRefusalDelay <= 0 {
+		return
+	}
+	// Spread the held refusals over [wait, 2·wait): callers refused at the
+	// same moment must not all come back at the same moment.
+	d := min(wait+rand.N(wait), rl.cfg.MaxRefusalDelay)
+	defer rl.delayed.Add(-1)
+	if rl.delayed.Add(1) > int64(rl.cfg.MaxDelayedRefusals) {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
+	}
 }
 
 // refuseRateLimited answers a request over its budget: Connect
@@ -228,10 +302,11 @@ func newLimiterTable(b Budget, maxTracked int) *limiterTable {
 	return t
 }
 
-// take spends one token of key's bucket at now. It returns 0 if the
-// request may go ahead, else how long until a token is due (the token is
-// not spent: a refused request costs the caller nothing further).
-func (t *limiterTable) take(key string, now time.Time) time.Duration {
+// take spends one token of key's bucket at now. It returns wait 0 and the
+// tokens left if the request may go ahead, else how long until a token is
+// due (the token is not spent: a refused request costs the caller nothing
+// further).
+func (t *limiterTable) take(key string, now time.Time) (wait time.Duration, left float64) {
 	t.mu.Lock()
 	el, ok := t.items[key]
 	if ok {
@@ -250,13 +325,13 @@ func (t *limiterTable) take(key string, now time.Time) time.Duration {
 
 	res := lim.ReserveN(now, 1)
 	if !res.OK() {
-		return time.Hour // burst 0: never
+		return time.Hour, 0 // burst 0: never
 	}
 	if d := res.DelayFrom(now); d > 0 {
 		res.CancelAt(now)
-		return d
+		return d, 0
 	}
-	return 0
+	return 0, lim.TokensAt(now)
 }
 
 // len is the number of callers tracked.
@@ -276,4 +351,101 @@ func (rl *rateLimiter) tracked() int {
 		n += rl.tables[c].len() + rl.authed[c].len()
 	}
 	return n
+}
+
+// errQueueFull: too many queries wait for a slot.
+var errQueueFull = errors.New("query queue full")
+
+// fairQueue hands out a fixed number of slots; waiters are served by
+// priority (highest first), then in arrival order.
+type fairQueue struct {
+	mu      sync.Mutex
+	free    int
+	max     int // waiters
+	seq     uint64
+	waiting waitHeap
+}
+
+func newFairQueue(slots, maxWaiting int) *fairQueue {
+	return &fairQueue{free: slots, max: maxWaiting}
+}
+
+type waiter struct {
+	prio  float64
+	seq   uint64
+	ready chan struct{}
+	index int // in waiting; -1 once granted
+}
+
+// acquire takes a slot, waiting (by priority) while none is free. It
+// returns errQueueFull if too many wait, or ctx's error if ctx ends first.
+func (q *fairQueue) acquire(ctx context.Context, prio float64) error {
+	q.mu.Lock()
+	if q.free > 0 && len(q.waiting) == 0 {
+		q.free--
+		q.mu.Unlock()
+		return nil
+	}
+	if len(q.waiting) >= q.max {
+		q.mu.Unlock()
+		return errQueueFull
+	}
+	w := &waiter{prio: prio, seq: q.seq, ready: make(chan struct{})}
+	q.seq++
+	heap.Push(&q.waiting, w)
+	q.mu.Unlock()
+	select {
+	case <-w.ready:
+		return nil
+	case <-ctx.Done():
+		q.mu.Lock()
+		if w.index >= 0 {
+			heap.Remove(&q.waiting, w.index)
+			q.mu.Unlock()
+			return ctx.Err()
+		}
+		q.mu.Unlock()
+		q.release() // granted meanwhile: pass it on
+		return ctx.Err()
+	}
+}
+
+// release returns a slot: to the best waiter, else to the pool.
+func (q *fairQueue) release() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.waiting) == 0 {
+		q.free++
+		return
+	}
+	w := heap.Pop(&q.waiting).(*waiter)
+	close(w.ready)
+}
+
+// waitHeap orders waiters: higher priority first, then earlier.
+type waitHeap []*waiter
+
+func (h waitHeap) Len() int { return len(h) }
+func (h waitHeap) Less(i, j int) bool {
+	if h[i].prio != h[j].prio {
+		return h[i].prio > h[j].prio
+	}
+	return h[i].seq < h[j].seq
+}
+func (h waitHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *waitHeap) Push(x any) {
+	w := x.(*waiter)
+	w.index = len(*h)
+	*h = append(*h, w)
+}
+func (h *waitHeap) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	w.index = -1
+	return w
 }
