@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -233,7 +234,8 @@ type RateLimits struct {
 	// held; see ratelimit.go.
 	MaxRefusalDelay    time.Duration
 	MaxDelayedRefusals int
-	// MaxConcurrentQueries: admitted queries served at once (default 16);
+	// MaxConcurrentQueries: admitted queries served at once (default 4 per
+	// CPU);
 	// more wait, the least demanding caller first, at most
 	// MaxQueuedQueries (default 1024) of them. See ratelimit.go.
 	MaxConcurrentQueries int
@@ -245,12 +247,13 @@ type RateLimits struct {
 // or load generator calling for many people signs in (IdentityFactor) or
 // runs against a node with raised limits. The per-address budgets are
 // sized so that a flood from a few hundred addresses is admitted at well
-// under what one node serves (200 × 5 = 1,000 queries/s against about
-// 5,000/s on a 2-core machine; see TestRateLimitFlood). Writes: the
-// sample-data import (37 commands) fits the burst.
+// under what one node serves (200 × 2 = 400 queries/s against about
+// 4,000/s on a 2-core machine; see TestRateLimitFlood), while a page
+// that asks ten questions at once fits the burst. Writes: the sample-data
+// import (37 commands) fits the burst.
 func DefaultRateLimits() RateLimits {
 	return RateLimits{
-		Query:              Budget{PerSecond: 5, Burst: 10},
+		Query:              Budget{PerSecond: 2, Burst: 10},
 		Write:              Budget{PerSecond: 2, Burst: 50},
 		SignIn:             Budget{PerSecond: 0.1, Burst: 5}, // 6 a minute after 5 at once
 		Peer:               Budget{PerSecond: 5000, Burst: 10000},
@@ -259,7 +262,7 @@ func DefaultRateLimits() RateLimits {
 		MaxRefusalDelay:    time.Second,
 		MaxDelayedRefusals: 4096,
 
-		MaxConcurrentQueries: 16,
+		MaxConcurrentQueries: 4 * runtime.GOMAXPROCS(0),
 		MaxQueuedQueries:     1024,
 	}
 }

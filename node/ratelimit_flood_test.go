@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -24,29 +25,37 @@ import (
 // well-behaved client's FindProviders p99 under a flood from 200 others
 // stays within floodFactor times its p99 alone (or within floodFloor,
 // whichever is larger: on a loaded 2-core machine a p99 of a millisecond
-// alone says little about scheduling noise).
+// or two alone says little about scheduling noise).
 const (
 	floodFactor  = 15
 	floodFloor   = 50 * time.Millisecond
 	floodClients = 200
+	// The well-behaved side: goodClients clients on their own addresses,
+	// each asking goodRate queries a second (within the default budget of
+	// 2/s), so that a short run has enough samples for a p99.
+	goodClients = 10
+	goodRate    = 1.5
 )
 
-// TestRateLimitFlood measures one well-behaved client's FindProviders
+// TestRateLimitFlood measures a well-behaved client's FindProviders
 // latency against a node holding the sample data (11,004 municipalities):
 // alone, then under a flood from 200 clients on 200 other loopback
 // addresses (127.0.0.2-201, each one HTTP/2 connection, each calling in a
 // tight loop and ignoring Retry-After), first with rate limits off, then
-// with the default limits on. The well-behaved client keeps to its budget
-// (4 queries/s against the default 5/s). It prints a table and asserts,
+// with the default limits on. The well-behaved side is 10 clients on
+// 127.0.1.1-10, each keeping to its budget (1.5 queries/s against the
+// default 2/s); their latencies are pooled. It prints a table and asserts,
 // with limits on, that the flooders are refused with ResourceExhausted,
-// the well-behaved client never is, and its p99 stays within floodFactor
-// of its p99 alone.
+// the well-behaved clients never are, and their p99 stays within
+// floodFactor of their p99 alone. The latency bound is not asserted when
+// the machine is overloaded by others (load average over twice the CPUs):
+// the flood's clients share the node's CPU, and a starved process says
+// nothing about the node.
 //
-// Short by default (5 s per phase: 20 samples, so its "p99" is the
-// maximum); VERBUND_FLOOD_SECONDS=N runs N seconds
+// Short by default (5 s per phase); VERBUND_FLOOD_SECONDS=N runs N seconds
 // per phase:
 //
-//	VERBUND_FLOOD_SECONDS=20 go test -count=1 -run TestRateLimitFlood -v ./node
+//	VERBUND_FLOOD_SECONDS=30 go test -count=1 -run TestRateLimitFlood -v ./node
 func TestRateLimitFlood(t *testing.T) {
 	phase := 5 * time.Second
 	if s := os.Getenv("VERBUND_FLOOD_SECONDS"); s != "" {
@@ -65,32 +74,49 @@ func TestRateLimitFlood(t *testing.T) {
 	}
 
 	req := &registryv1.FindProvidersRequest{LeikaKey: gewerbe, Area: munichARS}
-	good := registryv1connect.NewQueryServiceClient(clientFrom("127.0.1.1"), n.APIURL())
-	if res, err := good.FindProviders(context.Background(), connect.NewRequest(req)); err != nil || len(res.Msg.GetProviders()) == 0 {
-		t.Fatalf("FindProviders: %v (%d providers); want an answer with providers", err, len(res.Msg.GetProviders()))
+	var good []registryv1connect.QueryServiceClient
+	for i := range goodClients {
+		good = append(good, registryv1connect.NewQueryServiceClient(clientFrom(fmt.Sprintf("127.0.1.%d", 1+i)), n.APIURL()))
+	}
+	if res, err := good[0].FindProviders(context.Background(), connect.NewRequest(req)); err != nil || len(res.Msg.GetProviders()) == 0 {
+		t.Fatalf("FindProviders: %v; want an answer with providers", err)
 	}
 
-	// measure runs the well-behaved client for d at 4 queries/s.
+	// measure runs the well-behaved clients for d.
 	measure := func(d time.Duration) (lat []time.Duration, refused int) {
-		tick := time.NewTicker(time.Second / 4)
-		defer tick.Stop()
+		var mu sync.Mutex
+		var wg sync.WaitGroup
 		end := time.Now().Add(d)
-		for time.Now().Before(end) {
-			<-tick.C
-			start := time.Now()
-			_, err := good.FindProviders(context.Background(), connect.NewRequest(req))
-			switch {
-			case connect.CodeOf(err) == connect.CodeResourceExhausted:
-				refused++
-			case err != nil:
-				t.Errorf("well-behaved client: %v", err)
-				return
-			}
-			lat = append(lat, time.Since(start))
+		for i, c := range good {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				every := time.Second * 2 / 3 // goodRate: 1.5 a second
+				time.Sleep(every * time.Duration(i) / goodClients) // spread the clients
+				tick := time.NewTicker(every)
+				defer tick.Stop()
+				for time.Now().Before(end) {
+					start := time.Now()
+					_, err := c.FindProviders(context.Background(), connect.NewRequest(req))
+					took := time.Since(start)
+					mu.Lock()
+					switch {
+					case connect.CodeOf(err) == connect.CodeResourceExhausted:
+						refused++
+					case err != nil:
+						t.Errorf("well-behaved client: %v", err)
+					default:
+						lat = append(lat, took)
+					}
+					mu.Unlock()
+					<-tick.C
+				}
+			}()
 		}
-		return
+		wg.Wait()
+		return lat, refused
 	}
-	// flood runs 200 flooders while the well-behaved client measures.
+	// flood runs 200 flooders while the well-behaved clients measure.
 	flood := func() (lat []time.Duration, refused int, ok, exhausted, other int64) {
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
@@ -114,10 +140,12 @@ func TestRateLimitFlood(t *testing.T) {
 			}()
 		}
 		time.Sleep(2 * time.Second) // past the flooders' bursts: the steady state
+		ok0, exh0 := nOK.Load(), nExh.Load()
 		lat, refused = measure(phase)
+		ok, exhausted = nOK.Load()-ok0, nExh.Load()-exh0
 		cancel()
 		wg.Wait()
-		return lat, refused, nOK.Load(), nExh.Load(), nOther.Load()
+		return lat, refused, ok, exhausted, nOther.Load()
 	}
 
 	type row struct {
@@ -127,6 +155,7 @@ func TestRateLimitFlood(t *testing.T) {
 		ok, exhausted, bad int64
 	}
 	var rows []row
+	load0 := loadAverage()
 	lat, refused := measure(phase)
 	rows = append(rows, row{name: "alone", lat: lat, refused: refused})
 
@@ -137,6 +166,7 @@ func TestRateLimitFlood(t *testing.T) {
 	n.limiter.Store(newRateLimiter(cfg.RateLimits.withDefaults(), n.metrics)) // the default limits, fresh buckets
 	lat, refused, ok, exh, bad = flood()
 	rows = append(rows, row{"200 flooders, default limits", lat, refused, ok, exh, bad})
+	load1 := loadAverage()
 
 	pct := func(l []time.Duration, p float64) time.Duration {
 		if len(l) == 0 {
@@ -147,12 +177,13 @@ func TestRateLimitFlood(t *testing.T) {
 		return s[min(len(s)-1, int(float64(len(s))*p))]
 	}
 	secs := phase.Seconds()
-	t.Logf("FindProviders, one well-behaved client at 4/s, %v per phase, sample data (%s)", phase, gewerbe+" in "+munichARS)
-	t.Logf("%-30s %8s %9s %9s %7s %9s %12s %12s", "phase", "samples", "p50", "p99", "×alone", "refused", "flood ok/s", "flood 429/s")
+	t.Logf("FindProviders %s in %s (sample data), well-behaved: %d clients × %.1f/s; %v per phase; load average %.1f → %.1f on %d CPUs",
+		gewerbe, munichARS, goodClients, goodRate, phase, load0, load1, runtime.NumCPU())
+	t.Logf("| %-28s | %7s | %9s | %9s | %7s | %7s | %10s | %11s |", "phase", "samples", "p50", "p99", "×alone", "refused", "flood ok/s", "flood 429/s")
 	alone := pct(rows[0].lat, 0.99)
 	for _, r := range rows {
 		p99 := pct(r.lat, 0.99)
-		t.Logf("%-30s %8d %9v %9v %7.1f %9d %12.0f %12.0f", r.name, len(r.lat), pct(r.lat, 0.5).Round(10*time.Microsecond),
+		t.Logf("| %-28s | %7d | %9v | %9v | %7.1f | %7d | %10.0f | %11.0f |", r.name, len(r.lat), pct(r.lat, 0.5).Round(10*time.Microsecond),
 			p99.Round(10*time.Microsecond), float64(p99)/float64(alone), r.refused, float64(r.ok)/secs, float64(r.exhausted)/secs)
 	}
 
@@ -161,14 +192,30 @@ func TestRateLimitFlood(t *testing.T) {
 		t.Error("with limits on, no flooder request was refused with ResourceExhausted")
 	}
 	if on.refused != 0 {
-		t.Errorf("the well-behaved client was refused %d times", on.refused)
+		t.Errorf("the well-behaved clients were refused %d times", on.refused)
 	}
 	if on.bad != 0 || rows[1].bad != 0 {
 		t.Errorf("flooders saw errors other than ResourceExhausted: %d with limits off, %d on", rows[1].bad, on.bad)
 	}
-	if got, bound := pct(on.lat, 0.99), max(floodFactor*alone, floodFloor); got > bound {
+	got, bound := pct(on.lat, 0.99), max(floodFactor*alone, floodFloor)
+	switch {
+	case got <= bound:
+	case max(load0, load1) > 2*float64(runtime.NumCPU()):
+		t.Logf("p99 under the flood with limits on %v, over %d × %v alone (floor %v), but the machine is overloaded: not asserted", got, floodFactor, alone, floodFloor)
+	default:
 		t.Errorf("p99 under the flood with limits on %v, over %d × %v alone (floor %v)", got, floodFactor, alone, floodFloor)
 	}
+}
+
+// loadAverage is the 1-minute load average (0 where unknown).
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var l float64
+	fmt.Sscan(string(b), &l)
+	return l
 }
 
 // clientFrom is an HTTP/2 (h2c) client whose connections leave from the
