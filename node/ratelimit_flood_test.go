@@ -91,7 +91,7 @@ func TestRateLimitFlood(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				every := time.Second * 2 / 3 // goodRate: 1.5 a second
+				every := time.Second * 2 / 3                       // goodRate: 1.5 a second
 				time.Sleep(every * time.Duration(i) / goodClients) // spread the clients
 				tick := time.NewTicker(every)
 				defer tick.Stop()
