@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -262,5 +263,86 @@ func TestRateLimitConfig(t *testing.T) {
 	s := DefaultRateLimits().Scale(100)
 	if s.Query.PerSecond != 100*DefaultRateLimits().Query.PerSecond || s.SignIn.Burst != 100*DefaultRateLimits().SignIn.Burst {
 		t.Fatalf("Scale(100) = %+v", s)
+	}
+}
+
+// TestRateLimitFairQueue: when every query slot is busy, a freed slot goes
+// to the waiting caller with the most tokens left, whoever came first; a
+// full queue refuses; a cancelled waiter leaves the queue.
+func TestRateLimitFairQueue(t *testing.T) {
+	q := newFairQueue(1, 2)
+	ctx := context.Background()
+	if err := q.acquire(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 2)
+	wait := func(name string, prio float64) {
+		go func() {
+			if err := q.acquire(ctx, prio); err != nil {
+				t.Error(err)
+				return
+			}
+			got <- name
+		}()
+	}
+	waiting := func(k int) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			q.mu.Lock()
+			l := len(q.waiting)
+			q.mu.Unlock()
+			if l == k {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d waiting, want %d", l, k)
+			}
+		}
+	}
+	wait("flooder", 0.2) // arrives first, nearly out of tokens
+	waiting(1)
+	wait("well-behaved", 9)
+	waiting(2)
+	if err := q.acquire(ctx, 5); err != errQueueFull {
+		t.Fatalf("third waiter: %v, want errQueueFull", err)
+	}
+	q.release()
+	if first := <-got; first != "well-behaved" {
+		t.Fatalf("slot went to %s first", first)
+	}
+	q.release()
+	if second := <-got; second != "flooder" {
+		t.Fatalf("then %s", second)
+	}
+	// A waiter whose request is cancelled leaves the queue.
+	cctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- q.acquire(cctx, 1) }()
+	waiting(1)
+	cancel()
+	if err := <-errc; err == nil {
+		t.Fatal("cancelled waiter got a slot")
+	}
+	waiting(0)
+	q.release()
+	if err := q.acquire(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRateLimitPacing: a refusal is answered only after the caller's wait
+// for its next token (a looping client cannot make the node refuse it
+// thousands of times a second).
+func TestRateLimitPacing(t *testing.T) {
+	n, _ := limitedNode(t, RateLimits{Query: Budget{PerSecond: 10, Burst: 1}, MaxRefusalDelay: time.Second})
+	n.limiter.Load().now = time.Now
+	find := registryv1connect.QueryServiceFindProvidersProcedure
+	if rec := call(n, publicListener, find, "127.0.0.1:1", nil); limited(rec) {
+		t.Fatal("first query refused")
+	}
+	start := time.Now()
+	rec := call(n, publicListener, find, "127.0.0.1:1", nil)
+	if took := time.Since(start); !limited(rec) || took < 80*time.Millisecond {
+		t.Fatalf("second query: limited %v after %v; want refused after the 100 ms wait for a token", limited(rec), took)
 	}
 }
