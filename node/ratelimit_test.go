@@ -346,3 +346,40 @@ func TestRateLimitPacing(t *testing.T) {
 		t.Fatalf("second query: limited %v after %v; want refused after the 100 ms wait for a token", limited(rec), took)
 	}
 }
+
+// TestRateLimitQuerySlots: an admitted query waits for a query slot;
+// writes and the change feed's streams do not.
+func TestRateLimitQuerySlots(t *testing.T) {
+	n, _ := limitedNode(t, RateLimits{MaxConcurrentQueries: 1})
+	q := n.limiter.Load().queries
+	if err := q.acquire(context.Background(), 0); err != nil { // the only slot
+		t.Fatal(err)
+	}
+	done := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		done <- call(n, publicListener, registryv1connect.QueryServiceFindProvidersProcedure, "127.0.0.1:1", nil)
+	}()
+	select {
+	case rec := <-done:
+		t.Fatalf("query served while the only slot was taken: %d %s", rec.Code, rec.Body)
+	case <-time.After(100 * time.Millisecond):
+	}
+	for _, path := range []string{registryv1connect.PublishServicePublishProcedure, nodev1connect.AuthServiceSignInProcedure} {
+		finished := make(chan struct{})
+		go func() { call(n, publicListener, path, "127.0.0.2:1", nil); close(finished) }()
+		select {
+		case <-finished:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s waited for a query slot", path)
+		}
+	}
+	q.release()
+	select {
+	case rec := <-done:
+		if limited(rec) {
+			t.Fatalf("query refused: %s", rec.Body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("query still waiting after the slot was freed")
+	}
+}
