@@ -282,14 +282,15 @@ func TestQueryCommands(t *testing.T) {
 			stderr:   []string{"verbund offerings get: not_found: offering nope:1 not found"},
 		},
 		{
-			name:   "status table",
-			args:   []string{"status"},
-			stdout: []string{"Node:", "n1", "Raft state:", "Leader", "n1 at 10.0.0.1:7000", "Applied index:", "12345", "v0.1.0-test", "Stats:", "last_snapshot_index", "num_peers"},
+			name: "status table",
+			args: []string{"status"},
+			stdout: []string{"Node:", "n1", "Raft state:", "Leader", "n1 at 10.0.0.1:7000", "Applied index:", "12345", "v0.1.0-test", "Stats:", "last_snapshot_index", "num_peers",
+				"Expiry warnings:", "node_certificate", "EXPIRED 3h0m0s ago", "signing_key", "muc-sig-1", "expires in 53h0m0s"},
 		},
 		{
 			name:   "status json",
 			args:   []string{"status", "-o", "json"},
-			stdout: []string{`"raftState": "Leader"`, `"appliedIndex": "12345"`},
+			stdout: []string{`"raftState": "Leader"`, `"appliedIndex": "12345"`, `"what": "node_certificate"`, `"remainingSeconds": "-10800"`},
 			json:   func() proto.Message { return &nodev1.GetStatusResponse{} },
 		},
 		{

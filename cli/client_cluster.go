@@ -115,7 +115,7 @@ func gossipKey(ctx context.Context, env *Env, args []string) error {
 const statusSynopsis = "status [flags]"
 
 func status(ctx context.Context, env *Env, args []string) error {
-	fs := newFlagSet(statusSynopsis, "Show the status of the node at --addr: Raft state, leader, applied index.")
+	fs := newFlagSet(statusSynopsis, "Show the status of the node at --addr: Raft state, leader, applied index, and\nkeys or certificates that expire soon.")
 	o := clientFlags(fs, false)
 	if _, err := fs.parse(env, args, 0, 0, ""); err != nil {
 		return err
@@ -145,6 +145,20 @@ func status(ctx context.Context, env *Env, args []string) error {
 			t.add("Started", fmt.Sprintf("%s (up %s)", formatTime(ms), up))
 		}
 		t.flush()
+		if ws := m.GetExpiryWarnings(); len(ws) > 0 {
+			fmt.Fprintln(w, "\nExpiry warnings:")
+			tw := newTable(w)
+			row(tw, "  WHAT", "ID", "NOT AFTER", "REMAINING")
+			for _, e := range ws {
+				left := time.Duration(e.GetRemainingSeconds()) * time.Second
+				rem := "expires in " + left.Round(time.Minute).String()
+				if left < 0 {
+					rem = "EXPIRED " + (-left).Round(time.Minute).String() + " ago"
+				}
+				row(tw, "  "+e.GetWhat(), e.GetId(), formatTime(e.GetNotAfterUnixMs()), rem)
+			}
+			tw.Flush()
+		}
 		if len(m.GetStats()) > 0 {
 			fmt.Fprintln(w, "\nStats:")
 			tw := newTable(w)

@@ -319,6 +319,10 @@ func (f *fake) GetStatus(context.Context, *connect.Request[nodev1.GetStatusReque
 		NodeId: "n1", OrganisationId: "091620000000", RaftState: "Leader", LeaderId: "n1",
 		LeaderAddress: "10.0.0.1:7000", AppliedIndex: 12345, CommitIndex: 12345, Version: "v0.1.0-test",
 		Stats: map[string]string{"num_peers": "2", "last_snapshot_index": "12000"},
+		ExpiryWarnings: []*nodev1.ExpiryWarning{
+			{What: "node_certificate", Id: "n1", NotAfterUnixMs: 1_700_000_000_000, RemainingSeconds: -3 * 3600},
+			{What: "signing_key", Id: "muc-sig-1", NotAfterUnixMs: 1_800_000_000_000, RemainingSeconds: 2*86400 + 5*3600},
+		},
 	}), nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,6 +65,16 @@ type nodeFlags struct {
 	AllowPublic   bool   `yaml:"allow-public"`
 	AuditInterval string `yaml:"audit-interval"`
 	DiskReserveMB int    `yaml:"disk-reserve-mb"`
+	AdminAddr     string `yaml:"admin-addr"`
+
+	RateLimits      string  `yaml:"rate-limits"`
+	RateLimitScale  float64 `yaml:"rate-limit-scale"`
+	RateLimitQuery  string  `yaml:"rate-limit-query"`
+	RateLimitWrite  string  `yaml:"rate-limit-write"`
+	RateLimitSignIn string  `yaml:"rate-limit-sign-in"`
+	RateLimitPeer   string  `yaml:"rate-limit-peer"`
+	ExpiryWarnCerts string  `yaml:"expiry-warn-certs"`
+	ExpiryWarnKeys  string  `yaml:"expiry-warn-keys"`
 
 	// The organisation's identity, written by verbund init and sent by
 	// verbund join; the node itself does not use them.
@@ -99,6 +110,78 @@ func (f *nodeFlags) register(fs *flagSet, d nodeFlags) {
 	fs.BoolVar(&f.AllowPublic, "allow-public", d.AllowPublic, "allow listening on non-loopback addresses")
 	fs.StringVar(&f.AuditInterval, "audit-interval", d.AuditInterval, "how often the handover audit chain head is published to the registry (default 1m)")
 	fs.IntVar(&f.DiskReserveMB, "disk-reserve-mb", d.DiskReserveMB, "refuse new writes while the data dir's file system has less than this many MiB free (default 256; -1: off)")
+	fs.StringVar(&f.AdminAddr, "admin-addr", d.AdminAddr, "admin listener for operators on this machine: pprof and Prometheus /metrics (default: off)")
+	rl := node.DefaultRateLimits()
+	fs.StringVar(&f.RateLimits, "rate-limits", d.RateLimits, "on (default) or off: per-caller request budgets; off only for load tests")
+	fs.Float64Var(&f.RateLimitScale, "rate-limit-scale", d.RateLimitScale, "multiply every rate limit budget by this factor (e.g. 100 for a load test from few addresses)")
+	fs.StringVar(&f.RateLimitQuery, "rate-limit-query", d.RateLimitQuery, "queries per anonymous source address, RATE:BURST per second (default "+budgetFlag(rl.Query)+")")
+	fs.StringVar(&f.RateLimitWrite, "rate-limit-write", d.RateLimitWrite, "writes (Publish, case steps, key and user management) per anonymous source address, RATE:BURST (default "+budgetFlag(rl.Write)+")")
+	fs.StringVar(&f.RateLimitSignIn, "rate-limit-sign-in", d.RateLimitSignIn, "password sign-ins per source address, RATE:BURST (default "+budgetFlag(rl.SignIn)+")")
+	fs.StringVar(&f.RateLimitPeer, "rate-limit-peer", d.RateLimitPeer, "calls per other node on the peer listener, RATE:BURST (default "+budgetFlag(rl.Peer)+")")
+	fs.StringVar(&f.ExpiryWarnCerts, "expiry-warn-certs", d.ExpiryWarnCerts, "warn when the node certificate or the network CA expires within this (default 720h)")
+	fs.StringVar(&f.ExpiryWarnKeys, "expiry-warn-keys", d.ExpiryWarnKeys, "warn when an organisation key expires within this (default 168h)")
+}
+
+func budgetFlag(b node.Budget) string { return fmt.Sprintf("%g:%d", b.PerSecond, b.Burst) }
+
+// parseBudget reads RATE:BURST (requests per second, bucket size).
+func parseBudget(flag, s string) (node.Budget, error) {
+	r, b, ok := strings.Cut(s, ":")
+	rate, err1 := strconv.ParseFloat(r, 64)
+	burst, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil {
+		return node.Budget{}, fmt.Errorf("--%s %q: want RATE:BURST, e.g. 20:40", flag, s)
+	}
+	return node.Budget{PerSecond: rate, Burst: burst}, nil
+}
+
+// rateLimits applies the rate limit and expiry warning flags to cfg.
+func (f nodeFlags) rateLimits(cfg *node.Config) error {
+	switch f.RateLimits {
+	case "", "on":
+	case "off":
+		cfg.RateLimits.Off = true
+	default:
+		return fmt.Errorf("--rate-limits %q: want on or off", f.RateLimits)
+	}
+	for _, b := range []struct {
+		flag, val string
+		dst       *node.Budget
+	}{
+		{"rate-limit-query", f.RateLimitQuery, &cfg.RateLimits.Query},
+		{"rate-limit-write", f.RateLimitWrite, &cfg.RateLimits.Write},
+		{"rate-limit-sign-in", f.RateLimitSignIn, &cfg.RateLimits.SignIn},
+		{"rate-limit-peer", f.RateLimitPeer, &cfg.RateLimits.Peer},
+	} {
+		if b.val == "" {
+			continue
+		}
+		v, err := parseBudget(b.flag, b.val)
+		if err != nil {
+			return err
+		}
+		*b.dst = v
+	}
+	if f.RateLimitScale != 0 {
+		if f.RateLimitScale < 0 {
+			return fmt.Errorf("--rate-limit-scale %g: want a positive factor", f.RateLimitScale)
+		}
+		cfg.RateLimits = cfg.RateLimits.Scale(f.RateLimitScale)
+	}
+	for _, d := range []struct {
+		flag, val string
+		dst       *time.Duration
+	}{{"expiry-warn-certs", f.ExpiryWarnCerts, &cfg.ExpiryWarnCerts}, {"expiry-warn-keys", f.ExpiryWarnKeys, &cfg.ExpiryWarnKeys}} {
+		if d.val == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.val)
+		if err != nil {
+			return fmt.Errorf("--%s: %w", d.flag, err)
+		}
+		*d.dst = v
+	}
+	return nil
 }
 
 func (f nodeFlags) config(stderr interface{ Write([]byte) (int, error) }) (node.Config, error) {
@@ -118,7 +201,10 @@ func (f nodeFlags) config(stderr interface{ Write([]byte) (int, error) }) (node.
 		cfg.Voters = f.Voters
 	}
 	cfg.RaftAdvertise, cfg.GossipAddr, cfg.GossipLabel = f.RaftAdvertise, f.GossipAddr, f.GossipLabel
-	cfg.PeerAddr, cfg.AllowPublic = f.PeerAddr, f.AllowPublic
+	cfg.PeerAddr, cfg.AllowPublic, cfg.AdminAddr = f.PeerAddr, f.AllowPublic, f.AdminAddr
+	if err := f.rateLimits(&cfg); err != nil {
+		return cfg, err
+	}
 	for _, j := range strings.Split(f.Join, ",") {
 		if j = strings.TrimSpace(j); j != "" {
 			cfg.Join = append(cfg.Join, j)

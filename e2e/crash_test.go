@@ -28,7 +28,7 @@ func TestKillDuringImport(t *testing.T) {
 		t.Skip("process-level crash test")
 	}
 	dir := t.TempDir()
-	args := []string{"dev", "--no-sample-data", "--data-dir", dir, "--http-addr", freeAddr(t), "--raft-addr", freeAddr(t), "--log-level", "warn"}
+	args := []string{"dev", "--no-sample-data", "--data-dir", dir, "--http-addr", freeAddr(t), "--raft-addr", freeAddr(t), "--log-level", "warn", "--rate-limits", "off"}
 	p := start(t, args...)
 	waitHTTP(t, p.API)
 	opKey, err := keys.Load(filepath.Join(dir, "keys", "signing.jwk"))

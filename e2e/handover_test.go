@@ -37,9 +37,9 @@ func TestHandoversSurviveSIGKILL(t *testing.T) {
 	dirA, dirB := t.TempDir(), t.TempDir()
 	gossipA := freeAddr(t)
 	argsA := []string{"node", "--org", "verbund-operator", "--bootstrap", "--genesis", "--data-dir", dirA,
-		"--http-addr", freeAddr(t), "--raft-addr", freeAddr(t), "--gossip-addr", gossipA, "--log-level", "warn"}
+		"--http-addr", freeAddr(t), "--raft-addr", freeAddr(t), "--gossip-addr", gossipA, "--log-level", "warn", "--rate-limits", "off"}
 	argsB := []string{"node", "--org", "091620000000", "--role", "member", "--data-dir", dirB,
-		"--http-addr", freeAddr(t), "--gossip-addr", freeAddr(t), "--join", gossipA, "--log-level", "warn"}
+		"--http-addr", freeAddr(t), "--gossip-addr", freeAddr(t), "--join", gossipA, "--log-level", "warn", "--rate-limits", "off"}
 	a := start(t, argsA...)
 	b := start(t, argsB...)
 	waitHTTP(t, a.API)

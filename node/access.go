@@ -44,8 +44,8 @@ import (
 //     cluster administration only with a network operator admin's token.
 //     Never the people's API.
 //   - admin (Config.AdminAddr, off by default, loopback unless
-//     AllowPublic): operators on this machine: net/http/pprof (later
-//     metrics).
+//     AllowPublic): operators on this machine: net/http/pprof and
+//     Prometheus /metrics.
 //
 // The source address is no credential anywhere (loopback included), and
 // X-Forwarded-For / Forwarded headers are never read. Signed commands and
@@ -176,6 +176,7 @@ var policy = map[string]rule{
 
 	// Operations.
 	"/debug/pprof/": adminOnly,
+	"/metrics":      adminOnly,
 }
 
 // ruleFor finds the rule for a request path: the procedure, else its
@@ -347,15 +348,6 @@ func (n *Node) permit(l listener, need caller, id auth.Identity, path string) er
 
 func roleName(r nodev1.Role) string { return strings.TrimPrefix(r.String(), "ROLE_") }
 
-// limiter is the rate limiter the guard consults once it knows who is
-// calling (node/ratelimit.go): nil lets everything through. It answers
-// nil to admit the request, or the error to refuse it with (a
-// ResourceExhausted *connect.Error, whose metadata may carry
-// Retry-After).
-type limiter interface {
-	admit(l listener, id auth.Identity, r *http.Request) error
-}
-
 // guard applies the policy for listener l in front of h: it identifies the
 // caller (identify), lets the rate limiter judge it, and checks the rule;
 // a refused request gets Unauthenticated or PermissionDenied (in the
@@ -398,12 +390,13 @@ func (n *Node) guard(l listener, h http.Handler) http.Handler {
 			refuse(w, r, err)
 			return
 		}
-		if n.limiter != nil {
-			if err := n.limiter.admit(l, id, r); err != nil {
-				refuse(w, r, err)
-				return
-			}
+		// Rate limits (ratelimit.go): per person or node once identified,
+		// else per source address. A request it refuses is answered there.
+		done, ok := n.limiter.Load().admit(l, id, w, r)
+		if !ok {
+			return
 		}
+		defer done()
 		if err := n.permit(l, need, id, r.URL.Path); err != nil {
 			refuse(w, r, err)
 			return

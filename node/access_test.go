@@ -85,7 +85,7 @@ func addUser(t *testing.T, n *Node, name string, roles ...nodev1.Role) string {
 // allowed ones reach their handler (whatever it answers).
 func TestAccessPolicy(t *testing.T) {
 	n, peer := policyNode(t)
-	api, adminMux := n.routes(), adminRoutes()
+	api, adminMux := n.routes(), n.adminRoutes()
 	const (
 		local  = "127.0.0.1:40000"
 		remote = "192.0.2.7:40000" // documentation range: never dialled

@@ -34,6 +34,7 @@ func (a nodeAPI) GetStatus(ctx context.Context, req *connect.Request[nodev1.GetS
 		AppliedIndex:    n.state.AppliedIndex(),
 		Version:         Version,
 		StartedAtUnixMs: n.started.UnixMilli(),
+		ExpiryWarnings:  n.expiryWarnings(n.cfg.Clock()),
 	}
 	if !n.isServer() {
 		out.RaftState = "Member"

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -94,7 +96,8 @@ type Config struct {
 	// PeerAddr is the mTLS listener for node-to-node API calls (with TLS).
 	PeerAddr string
 	// AdminAddr, if set, is the admin listener for operators on this
-	// machine: net/http/pprof under /debug/pprof/ (see access.go). Loopback
+	// machine: net/http/pprof under /debug/pprof/ and Prometheus metrics
+	// under /metrics (see access.go, metrics.go). Loopback
 	// only unless AllowPublic. Default "": off.
 	AdminAddr string
 	// AllowPublic permits binding non-loopback addresses. Off by default:
@@ -132,6 +135,20 @@ type Config struct {
 	// DiskFree measures the bytes free on the file system holding a
 	// directory (default: statfs). Tests inject a full disk.
 	DiskFree func(path string) (free uint64, err error)
+
+	// RateLimits are the per-caller request budgets of the public and the
+	// peer listener (ratelimit.go). On by default; RateLimits.Off or larger
+	// budgets for benchmarks.
+	RateLimits RateLimits
+
+	// ExpiryWarnCerts and ExpiryWarnKeys: GetStatus lists, /metrics
+	// exports and the log warns (every ExpiryCheckInterval) about the node
+	// certificate and the network CA expiring within ExpiryWarnCerts
+	// (default 30 days) and the organisation's signing and encryption keys
+	// retiring within ExpiryWarnKeys (default 7 days); see expiry.go.
+	ExpiryWarnCerts     time.Duration
+	ExpiryWarnKeys      time.Duration
+	ExpiryCheckInterval time.Duration
 
 	// MaxRequestBytes bounds any API request body.
 	MaxRequestBytes int
@@ -191,7 +208,144 @@ func DefaultConfig() Config {
 		ReconcileInterval:  time.Second,
 		ReadTimeout:        5 * time.Second,
 		DiskReserveBytes:   DefaultDiskReserve,
+
+		// Rate limits and expiry warnings (ratelimit.go, expiry.go).
+		RateLimits:          DefaultRateLimits(),
+		ExpiryWarnCerts:     30 * 24 * time.Hour,
+		ExpiryWarnKeys:      7 * 24 * time.Hour,
+		ExpiryCheckInterval: time.Hour,
 	}
+}
+
+// Budget is a token bucket: PerSecond tokens added per second, at most
+// Burst held. Each request spends one.
+type Budget struct {
+	PerSecond float64
+	Burst     int
+}
+
+func (b Budget) String() string { return fmt.Sprintf("%g/s burst %d", b.PerSecond, b.Burst) }
+
+// RateLimits are the request budgets per caller (see ratelimit.go for who
+// a caller is). Zero fields take DefaultRateLimits.
+type RateLimits struct {
+	// Off turns rate limiting off (benchmarks that measure the node, not
+	// its admission; the benchmark reports say so).
+	Off bool
+	// Query: reads (queries, status, the change feed, pages) per anonymous
+	// source address.
+	Query Budget
+	// Write: signed writes (Publish), console submissions, case steps, key
+	// and user management per anonymous source address.
+	Write Budget
+	// SignIn: password sign-ins per source address: the password guessing
+	// surface, kept tight.
+	SignIn Budget
+	// Peer: everything another node calls on the peer listener, per node id.
+	Peer Budget
+	// IdentityFactor: an authenticated person or client gets this many
+	// times the anonymous budgets, per identity.
+	IdentityFactor float64
+	// MaxTracked bounds the callers remembered per class (least recently
+	// seen evicted first).
+	MaxTracked int
+	// MaxRefusalDelay: a refusal is answered after the caller's wait for
+	// its next token, at most this long (default 1 s; negative: at once),
+	// and only while fewer than MaxDelayedRefusals (default 4096) are
+	// held; see ratelimit.go.
+	MaxRefusalDelay    time.Duration
+	MaxDelayedRefusals int
+	// MaxConcurrentQueries: admitted queries served at once (default 4 per
+	// CPU);
+	// more wait, the least demanding caller first, at most
+	// MaxQueuedQueries (default 1024) of them. See ratelimit.go.
+	MaxConcurrentQueries int
+	MaxQueuedQueries     int
+}
+
+// DefaultRateLimits: a person with a browser or the command line never
+// meets them; a program polling in a loop or a flood does, and a portal
+// or load generator calling for many people signs in (IdentityFactor) or
+// runs against a node with raised limits. The per-address budgets are
+// sized so that a flood from a few hundred addresses is admitted at well
+// under what one node serves (200 × 2 = 400 queries/s against about
+// 4,000/s on a 2-core machine; see TestRateLimitFlood), while a page
+// that asks ten questions at once fits the burst. Writes: the sample-data
+// import (37 commands) fits the burst.
+func DefaultRateLimits() RateLimits {
+	return RateLimits{
+		Query:              Budget{PerSecond: 2, Burst: 10},
+		Write:              Budget{PerSecond: 2, Burst: 50},
+		SignIn:             Budget{PerSecond: 0.1, Burst: 5}, // 6 a minute after 5 at once
+		Peer:               Budget{PerSecond: 5000, Burst: 10000},
+		IdentityFactor:     10,
+		MaxTracked:         1 << 16,
+		MaxRefusalDelay:    time.Second,
+		MaxDelayedRefusals: 4096,
+
+		MaxConcurrentQueries: 4 * runtime.GOMAXPROCS(0),
+		MaxQueuedQueries:     1024,
+	}
+}
+
+// Scale multiplies every budget by f (f > 1 raises the limits, e.g. for a
+// load test from few addresses).
+func (l RateLimits) Scale(f float64) RateLimits {
+	for _, b := range []*Budget{&l.Query, &l.Write, &l.SignIn, &l.Peer} {
+		b.PerSecond *= f
+		b.Burst = int(float64(b.Burst)*f + 0.5)
+	}
+	return l
+}
+
+func (l RateLimits) withDefaults() RateLimits {
+	d := DefaultRateLimits()
+	for _, p := range []struct{ dst, def *Budget }{{&l.Query, &d.Query}, {&l.Write, &d.Write}, {&l.SignIn, &d.SignIn}, {&l.Peer, &d.Peer}} {
+		if *p.dst == (Budget{}) {
+			*p.dst = *p.def
+		}
+	}
+	if l.IdentityFactor == 0 {
+		l.IdentityFactor = d.IdentityFactor
+	}
+	if l.MaxTracked == 0 {
+		l.MaxTracked = d.MaxTracked
+	}
+	if l.MaxRefusalDelay == 0 {
+		l.MaxRefusalDelay = d.MaxRefusalDelay
+	}
+	if l.MaxDelayedRefusals == 0 {
+		l.MaxDelayedRefusals = d.MaxDelayedRefusals
+	}
+	if l.MaxConcurrentQueries == 0 {
+		l.MaxConcurrentQueries = d.MaxConcurrentQueries
+	}
+	if l.MaxQueuedQueries == 0 {
+		l.MaxQueuedQueries = d.MaxQueuedQueries
+	}
+	return l
+}
+
+func (l RateLimits) validate() error {
+	if l.Off {
+		return nil
+	}
+	var errs []error
+	for name, b := range map[string]Budget{"query": l.Query, "write": l.Write, "sign-in": l.SignIn, "peer": l.Peer} {
+		if b.PerSecond <= 0 || b.Burst < 1 || math.IsInf(b.PerSecond, 0) || math.IsNaN(b.PerSecond) {
+			errs = append(errs, fmt.Errorf("rate limit %s %v: want a positive rate and a burst of at least 1 (or rate limits off)", name, b))
+		}
+	}
+	if l.IdentityFactor < 1 {
+		errs = append(errs, fmt.Errorf("rate limit identity factor %g: want at least 1", l.IdentityFactor))
+	}
+	if l.MaxConcurrentQueries < 1 || l.MaxQueuedQueries < 0 {
+		errs = append(errs, fmt.Errorf("rate limit query slots %d (queue %d): want at least 1 slot", l.MaxConcurrentQueries, l.MaxQueuedQueries))
+	}
+	if l.MaxTracked < 1 {
+		errs = append(errs, fmt.Errorf("rate limit table size %d: want at least 1", l.MaxTracked))
+	}
+	return errors.Join(errs...)
 }
 
 // withDefaults fills zero fields from DefaultConfig.
@@ -243,6 +397,10 @@ func (c Config) withDefaults() Config {
 	if c.DiskReserveBytes == 0 {
 		c.DiskReserveBytes = d.DiskReserveBytes
 	}
+	c.RateLimits = c.RateLimits.withDefaults()
+	set(&c.ExpiryWarnCerts, d.ExpiryWarnCerts)
+	set(&c.ExpiryWarnKeys, d.ExpiryWarnKeys)
+	set(&c.ExpiryCheckInterval, d.ExpiryCheckInterval)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -319,6 +477,12 @@ func (c Config) Validate() error {
 	}
 	if r := c.DiskReserveBytes; r != DiskGuardOff && r < minDiskReserve {
 		errs = append(errs, fmt.Errorf("disk reserve %d bytes: want at least %d (1 MiB), or %d to turn the guard off", r, minDiskReserve, DiskGuardOff))
+	}
+	if err := c.RateLimits.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.ExpiryWarnCerts < 0 || c.ExpiryWarnKeys < 0 || c.ExpiryCheckInterval < 0 {
+		errs = append(errs, errors.New("expiry warning windows and check interval must not be negative"))
 	}
 	if c.Genesis && !c.Bootstrap {
 		errs = append(errs, errors.New("genesis needs bootstrap"))

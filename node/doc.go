@@ -31,6 +31,9 @@
 //	keyrotation.go   the organisation's key ring, rotation and revocation
 //	handover.go      handover wiring: store, service, audit-head publisher
 //	genesis.go       registering the network operator on an empty registry
+//	ratelimit.go     per-caller request budgets, paced refusals, fair query slots
+//	expiry.go        expiry warnings for the organisation's keys and the TLS certificates
+//	metrics.go       Prometheus /metrics on the admin listener
 //
 // Sub-packages: auth (the node's users, argon2id passwords, signed bearer
 // tokens, the caller's identity), connecterr (the one domain-error-to-Connect-code map),

@@ -58,12 +58,14 @@ type Node struct {
 	state     stateIndex
 	disk      *diskspace.Guard // refuses new writes on a full disk (nil: off)
 
+	limiter atomic.Pointer[rateLimiter] // per-caller request budgets (nil: off)
+	metrics *metrics                    // served on the admin listener
+
 	hoDB     *badger.DB
 	handover *handover.Service
 
-	users   *auth.Store // this node's people (access.go, api_auth.go)
-	oidc    *auth.OIDC  // the organisation's identity provider (nil: none)
-	limiter limiter     // rate limits in the guard (ratelimit.go); nil: none
+	users *auth.Store // this node's people (access.go, api_auth.go)
+	oidc  *auth.OIDC  // the organisation's identity provider (nil: none)
 
 	gossip   *membership.Membership
 	peers    *peerClients
@@ -93,6 +95,10 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID)}
+	n.metrics = newMetrics(n)
+	if !cfg.RateLimits.Off {
+		n.limiter.Store(newRateLimiter(cfg.RateLimits, n.metrics))
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -241,8 +247,9 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.serveHTTP()
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go func() { defer n.wg.Done(); n.resolvePendingKeys(runCtx) }()
+	go func() { defer n.wg.Done(); n.expiryLoop(runCtx) }()
 	if n.isServer() && n.gossip != nil {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.reconcileLoop(runCtx) }()
@@ -309,7 +316,7 @@ func (n *Node) startRaft() error {
 			n.log.Info("bootstrapped a new one-voter cluster")
 		}
 	}
-	if n.raft, err = raft.NewRaft(rc, n.fsm, guardLogs(n.logs, n.disk), n.logStore, n.snaps, trans); err != nil {
+	if n.raft, err = raft.NewRaft(rc, timedFSM{n.fsm, n.metrics.applySeconds}, guardLogs(n.logs, n.disk), n.logStore, n.snaps, trans); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	wcfg := n.cfg.Writer
@@ -371,7 +378,7 @@ func (n *Node) serveHTTP() {
 		n.peerSrv = n.serve(n.peerLn, n.guard(peerListener, api), n.cfg.TLS.ServerConfig())
 	}
 	if n.adminLn != nil {
-		n.adminSrv = n.serve(n.adminLn, n.guard(adminListener, adminRoutes()), nil)
+		n.adminSrv = n.serve(n.adminLn, n.guard(adminListener, n.adminRoutes()), nil)
 	}
 }
 

@@ -39,6 +39,9 @@ func testConfig(t testing.TB, dir string) Config {
 	cfg.HeartbeatTimeout = 100 * time.Millisecond
 	cfg.ElectionTimeout = 100 * time.Millisecond
 	cfg.LeaderLeaseTimeout = 50 * time.Millisecond
+	// Every test client calls from 127.0.0.1: rate limits are tested on
+	// their own (ratelimit_test.go).
+	cfg.RateLimits.Off = true
 	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return cfg
 }

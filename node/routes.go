@@ -50,9 +50,11 @@ func (n *Node) routes() http.Handler {
 	return mux
 }
 
-// adminRoutes builds the admin listener's handler: net/http/pprof.
-func adminRoutes() http.Handler {
+// adminRoutes builds the admin listener's handler: net/http/pprof and
+// the Prometheus metrics (metrics.go).
+func (n *Node) adminRoutes() http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", n.metrics.handler())
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -96,6 +96,9 @@ func (w *Writer) Submit(ctx context.Context, cmds []*SignedCommand) ([]*registry
 	}
 }
 
+// QueueLen is the number of proposals waiting to be batched (a metric).
+func (w *Writer) QueueLen() int { return len(w.queue) }
+
 // Run batches and proposes until ctx ends.
 func (w *Writer) Run(ctx context.Context) {
 	var carry *proposal
