@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -94,7 +95,54 @@ func apiURL(flag, addr string) (string, error) {
 	return strings.TrimRight(a, "/"), nil
 }
 
-var httpClient = &http.Client{Transport: http.DefaultTransport}
+var httpClient = &http.Client{Transport: retryTransport{inner: http.DefaultTransport, tries: 5}}
+
+// retryTransport retries a request the node refused for its rate limit
+// (HTTP 429: refused before anything was done, so a write is safe to send
+// again) after the Retry-After the node named (1 s if none, at most 10 s),
+// up to tries attempts. Request bodies are buffered to be sent again;
+// streaming requests (no body to replay) are sent once.
+type retryTransport struct {
+	inner http.RoundTripper
+	tries int
+}
+
+func (t retryTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	var body []byte
+	if r.Body != nil && r.Body != http.NoBody {
+		if r.ContentLength < 0 || r.ContentLength > 8<<20 {
+			return t.inner.RoundTrip(r) // a stream or a huge body: once
+		}
+		b, err := io.ReadAll(r.Body)
+		r.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		body = b
+	}
+	for try := 1; ; try++ {
+		req := r.Clone(r.Context())
+		if body != nil {
+			req.Body = io.NopCloser(bytes.NewReader(body))
+			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		}
+		resp, err := t.inner.RoundTrip(req)
+		if err != nil || resp.StatusCode != http.StatusTooManyRequests || try >= t.tries {
+			return resp, err
+		}
+		wait := time.Second
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {
+			wait = min(time.Duration(s)*time.Second, 10*time.Second)
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		select {
+		case <-r.Context().Done():
+			return nil, r.Context().Err()
+		case <-time.After(wait):
+		}
+	}
+}
 
 // http is the HTTP client for the node at --addr: with a token, every
 // request carries it as "Authorization: Bearer".

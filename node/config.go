@@ -274,8 +274,8 @@ type RateLimits struct {
 // import (37 commands) fits the burst.
 func DefaultRateLimits() RateLimits {
 	return RateLimits{
-		Query:              Budget{PerSecond: 2, Burst: 10},
-		Write:              Budget{PerSecond: 2, Burst: 50},
+		Query:              Budget{PerSecond: 5, Burst: 20},
+		Write:              Budget{PerSecond: 5, Burst: 50},
 		SignIn:             Budget{PerSecond: 0.1, Burst: 5}, // 6 a minute after 5 at once
 		Peer:               Budget{PerSecond: 5000, Burst: 10000},
 		IdentityFactor:     10,

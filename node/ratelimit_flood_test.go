@@ -32,7 +32,7 @@ const (
 	floodClients = 200
 	// The well-behaved side: goodClients clients on their own addresses,
 	// each asking goodRate queries a second (within the default budget of
-	// 2/s), so that a short run has enough samples for a p99.
+	// 5/s), so that a short run has enough samples for a p99.
 	goodClients = 10
 	goodRate    = 1.5
 )
@@ -44,7 +44,7 @@ const (
 // tight loop and ignoring Retry-After), first with rate limits off, then
 // with the default limits on. The well-behaved side is 10 clients on
 // 127.0.1.1-10, each keeping to its budget (1.5 queries/s against the
-// default 2/s); their latencies are pooled. It prints a table and asserts,
+// default 5/s); their latencies are pooled. It prints a table and asserts,
 // with limits on, that the flooders are refused with ResourceExhausted,
 // the well-behaved clients never are, and their p99 stays within
 // floodFactor of their p99 alone. The latency bound is not asserted when
