@@ -107,21 +107,26 @@ func recordCommand(before, after *stage, sc *SignedCommand, index uint64, revs [
 // historian describes mutations from the states around a command.
 type historian struct{ before, after *stage }
 
+// org returns organisation id's record before and after the command.
+func (h historian) org(id string) (old, n *registryv1.Organisation, err error) {
+	if old, err = loadOrg(h.before, id); err != nil {
+		return nil, nil, err
+	}
+	n, err = loadOrg(h.after, id)
+	return old, n, err
+}
+
 // describe returns the change m made, or nil if it concerns no organisation
 // (catalogue entries, audit heads).
 func (h historian) describe(m *registryv1.Mutation) (*historyChange, error) {
 	switch op := m.GetOp().(type) {
 	case *registryv1.Mutation_PutOrganisation:
 		id := op.PutOrganisation.GetId()
-		old, err := loadOrg(h.before, id)
+		old, n, err := h.org(id)
 		if err != nil {
 			return nil, err
 		}
 		existed := old != nil
-		n, err := loadOrg(h.after, id)
-		if err != nil {
-			return nil, err
-		}
 		c := &historyChange{change: "organisation", subject: id, orgs: []string{id}}
 		if !existed {
 			c.summary = fmt.Sprintf("registered %s %q as %s", kindName(n.GetKind()), n.GetName(), statusName(n.GetStatus()))
@@ -135,15 +140,11 @@ func (h historian) describe(m *registryv1.Mutation) (*historyChange, error) {
 
 	case *registryv1.Mutation_RequestJoin:
 		id := op.RequestJoin.GetId()
-		old, err := loadOrg(h.before, id)
+		old, n, err := h.org(id)
 		if err != nil {
 			return nil, err
 		}
 		existed := old != nil
-		n, err := loadOrg(h.after, id)
-		if err != nil {
-			return nil, err
-		}
 		from := "new"
 		if existed {
 			from = statusName(old.GetStatus())
@@ -159,11 +160,7 @@ func (h historian) describe(m *registryv1.Mutation) (*historyChange, error) {
 
 	case *registryv1.Mutation_ChangeStatus:
 		id := op.ChangeStatus.GetOrganisationId()
-		old, err := loadOrg(h.before, id)
-		if err != nil {
-			return nil, err
-		}
-		n, err := loadOrg(h.after, id)
+		old, n, err := h.org(id)
 		if err != nil {
 			return nil, err
 		}
@@ -172,11 +169,7 @@ func (h historian) describe(m *registryv1.Mutation) (*historyChange, error) {
 
 	case *registryv1.Mutation_RecoverKeys:
 		id := op.RecoverKeys.GetOrganisationId()
-		old, err := loadOrg(h.before, id)
-		if err != nil {
-			return nil, err
-		}
-		n, err := loadOrg(h.after, id)
+		old, n, err := h.org(id)
 		if err != nil {
 			return nil, err
 		}
