@@ -87,12 +87,12 @@ func TestBootstrapThreeStates(t *testing.T) {
 	// Each state's agency approves its own.
 	for _, s := range states {
 		mustRun(t, "org", "approve", s.muni, "--fingerprint", fps[s.muni], "--reason", "keys compared by phone",
-			"--key", filepath.Join(d(s.dir), "keys", "signing.jwk"), "--as", s.id)
+			"--key", filepath.Join(d(s.dir), "keys", "signing.jwk"), "--as", s.id, "--actor", "Erika Mustermann")
 		out := mustRun(t, "orgs", "get", s.muni, "--linearizable")
 		contains(t, s.muni+" after approval", out, []string{"active", "keys compared by phone", s.id})
 	}
 	out = mustRun(t, "history", "091620000000")
-	contains(t, "München's history", out, []string{"verified (proof of possession)", "verified", "land-09"})
+	contains(t, "München's history", out, []string{"verified (proof of possession)", "verified", "land-09", "Erika Mustermann"})
 
 	// 5. The operator lost its signing key: its offline recovery key
 	// re-binds it to new keys. The old key signs nothing after that.

@@ -115,7 +115,7 @@ func authoriseGrant(ctx context.Context, env *Env, args []string) error {
 	}
 	ctx, cancel := o.context(ctx)
 	defer cancel()
-	r, err := publishSigned(ctx, o, registry.NewCommand(s.as, &registryv1.Mutation{Op: &registryv1.Mutation_PutAuthorisation{PutAuthorisation: a}}), key)
+	r, err := s.publish(ctx, o, registry.NewCommand(s.as, &registryv1.Mutation{Op: &registryv1.Mutation_PutAuthorisation{PutAuthorisation: a}}), key)
 	if err != nil {
 		return err
 	}
@@ -150,7 +150,7 @@ func authoriseWithdraw(ctx context.Context, env *Env, args []string) error {
 	}
 	ctx, cancel := o.context(ctx)
 	defer cancel()
-	r, err := publishSigned(ctx, o, registry.NewCommand(s.as, &registryv1.Mutation{Op: &registryv1.Mutation_WithdrawAuthorisation{WithdrawAuthorisation: pos[0]}}), key)
+	r, err := s.publish(ctx, o, registry.NewCommand(s.as, &registryv1.Mutation{Op: &registryv1.Mutation_WithdrawAuthorisation{WithdrawAuthorisation: pos[0]}}), key)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -44,11 +45,12 @@ func orgCommand() Command {
 }
 
 // signerFlags are --key and --as: the deciding organisation and its key.
-type signerFlags struct{ keyFile, as string }
+type signerFlags struct{ keyFile, as, actor string }
 
 func (s *signerFlags) register(fs *flagSet, who string) {
 	fs.StringVar(&s.keyFile, "key", os.Getenv("VERBUND_KEY"), "private signing JWK `file` of the "+who+" (env VERBUND_KEY)")
 	fs.StringVar(&s.as, "as", os.Getenv("VERBUND_AS"), "organisation `id` of the "+who+" (env VERBUND_AS)")
+	fs.StringVar(&s.actor, "actor", defaultActor(), "the `person` deciding, recorded with the signed command in the history (env VERBUND_ACTOR; default: your user@host)")
 	fs.check(func() error {
 		switch {
 		case s.keyFile == "":
@@ -63,6 +65,32 @@ func (s *signerFlags) register(fs *flagSet, who string) {
 }
 
 func (s *signerFlags) load() (jose.JSONWebKey, error) { return keys.Load(s.keyFile) }
+
+// publish signs cmd, naming the person (--actor), and publishes it.
+func (s *signerFlags) publish(ctx context.Context, o *clientOpts, cmd *registryv1.Command, key jose.JSONWebKey) (*registryv1.CommandResult, error) {
+	cmd.Actor = s.actor
+	return publishSigned(ctx, o, cmd, key)
+}
+
+// defaultActor names the person at this terminal: $VERBUND_ACTOR, else
+// user@host.
+func defaultActor() string {
+	if a := os.Getenv("VERBUND_ACTOR"); a != "" {
+		return a
+	}
+	name := os.Getenv("USER")
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		name = u.Username
+	}
+	host, _ := os.Hostname()
+	switch {
+	case name == "":
+		return ""
+	case host == "":
+		return name
+	}
+	return name + "@" + host
+}
 
 // refusedError is the registry's refusal of a command: its error code and
 // message, which names the rule.
@@ -208,7 +236,7 @@ func orgStatus(status registryv1.OrganisationStatus, verb string) func(ctx conte
 		cmd := registry.NewCommand(s.as, &registryv1.Mutation{Op: &registryv1.Mutation_ChangeStatus{ChangeStatus: &registryv1.ChangeOrganisationStatus{
 			OrganisationId: pos[0], Status: status, Reason: reason, KeysSha256: strings.ToLower(fingerprint),
 		}}})
-		r, err := publishSigned(ctx, o, cmd, key)
+		r, err := s.publish(ctx, o, cmd, key)
 		if err != nil {
 			return err
 		}
@@ -297,7 +325,7 @@ func orgListEntry(ctx context.Context, env *Env, args []string) error {
 	f.apply(rec)
 	ctx, cancel := o.context(ctx)
 	defer cancel()
-	r, err := publishSigned(ctx, o, registry.NewCommand(s.as, &registryv1.Mutation{Op: &registryv1.Mutation_PutOrganisation{PutOrganisation: rec}}), key)
+	r, err := s.publish(ctx, o, registry.NewCommand(s.as, &registryv1.Mutation{Op: &registryv1.Mutation_PutOrganisation{PutOrganisation: rec}}), key)
 	if err != nil {
 		return err
 	}
@@ -428,7 +456,7 @@ func orgRegister(ctx context.Context, env *Env, args []string) error {
 		registryv1.OrganisationStatus_ORGANISATION_STATUS_PENDING:
 		rec.Status = registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE
 	}
-	r, err := publishSigned(ctx, o, registry.NewCommand(s.as, &registryv1.Mutation{Op: &registryv1.Mutation_PutOrganisation{PutOrganisation: rec}}), key)
+	r, err := s.publish(ctx, o, registry.NewCommand(s.as, &registryv1.Mutation{Op: &registryv1.Mutation_PutOrganisation{PutOrganisation: rec}}), key)
 	if err != nil {
 		return err
 	}

@@ -106,7 +106,7 @@ func keysRecover(ctx context.Context, env *Env, args []string) error {
 	}
 	ctx, cancel := o.context(ctx)
 	defer cancel()
-	r, err := publishSigned(ctx, o, registry.NewCommand(s.as, &registryv1.Mutation{Op: &registryv1.Mutation_RecoverKeys{RecoverKeys: &registryv1.KeyRecovery{
+	r, err := s.publish(ctx, o, registry.NewCommand(s.as, &registryv1.Mutation{Op: &registryv1.Mutation_RecoverKeys{RecoverKeys: &registryv1.KeyRecovery{
 		OrganisationId: pos[0], Keys: pks, Reason: reason,
 	}}}), key)
 	if err != nil {
