@@ -30,12 +30,13 @@ var commands = []Command{
 
 	// Server side (server_*.go): run a node in this process, or prepare and
 	// load a network.
-	initCommand(),    // server_init.go
-	nodeCommand(),    // server_node.go
-	devCommand(),     // server_node.go
-	certsCommand(),   // server_certs.go
-	importCommand(),  // server_import.go
-	recoverCommand(), // server_recover.go
+	initCommand(),     // server_init.go
+	nodeCommand(),     // server_node.go
+	devCommand(),      // server_node.go
+	certsCommand(),    // server_certs.go
+	importCommand(),   // server_import.go
+	recoverCommand(),  // server_recover.go
+	snapshotCommand(), // server_snapshot.go
 
 	// About this binary.
 	versionCommand(), // version.go

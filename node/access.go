@@ -175,6 +175,7 @@ var policy = map[string]rule{
 	"/": open, // the index page
 
 	// Operations.
+	SnapshotPath:    admins, // backup.go: "verbund snapshot save"
 	"/debug/pprof/": adminOnly,
 	"/metrics":      adminOnly,
 }
