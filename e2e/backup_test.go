@@ -180,7 +180,9 @@ func TestSnapshotSaveInspectRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Applied != info.Header.Index || info.Counts["organisations"] < len(before) {
+	// The Raft index counts the barrier entry too, which the registry
+	// does not record as applied.
+	if info.Applied > info.Header.Index || info.Applied+2 < info.Header.Index || info.Counts["organisations"] < len(before) {
 		t.Fatalf("backup at index %d holds applied %d and %d organisations, want >= %d", info.Header.Index, info.Applied, info.Counts["organisations"], len(before))
 	}
 	var inSnap, afterSnap []string
@@ -233,14 +235,14 @@ func TestSnapshotSaveInspectRestore(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if st.GetRaftState() != "Leader" || st.GetAppliedIndex() < info.Header.Index {
+		if st.GetRaftState() != "Leader" || st.GetAppliedIndex() < info.Applied {
 			return fmt.Errorf("r0 %s at %d", st.GetRaftState(), st.GetAppliedIndex())
 		}
 		return nil
 	}); err != nil {
 		t.Fatalf("restored node: %v\n%s", err, r0.Logs())
 	}
-	t.Logf("restored node leads at index >= %d after %v", info.Header.Index, time.Since(start))
+	t.Logf("restored node leads at applied index >= %d after %v", info.Applied, time.Since(start))
 	missing, err := missingOrgs(r0.API, append(append([]string(nil), before...), inSnap...))
 	if err != nil {
 		t.Fatal(err)

@@ -316,7 +316,8 @@ func RestoreBackup(file, dataDir, nodeID, raftAddr string) (*BackupHeader, error
 	}
 	snaps := newCheckedSnapshotStore(fileSnaps, raftDir, slog.Default())
 	conf := raft.Configuration{Servers: []raft.Server{{ID: raft.ServerID(nodeID), Address: raft.ServerAddress(raftAddr), Suffrage: raft.Voter}}}
-	sink, err := snaps.Create(raft.SnapshotVersionMax, b.Head.Index, b.Head.Term, conf, b.Head.Index, nil)
+	_, trans := raft.NewInmemTransport("") // encodes peers as their address, as the TCP transports do
+	sink, err := snaps.Create(raft.SnapshotVersionMax, b.Head.Index, b.Head.Term, conf, b.Head.Index, trans)
 	if err != nil {
 		return nil, fmt.Errorf("create snapshot: %w", err)
 	}
