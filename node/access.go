@@ -175,9 +175,10 @@ var policy = map[string]rule{
 	"/": open, // the index page
 
 	// Operations.
-	SnapshotPath:    admins, // backup.go: "verbund snapshot save"
-	"/debug/pprof/": adminOnly,
-	"/metrics":      adminOnly,
+	SnapshotPath:       admins, // backup.go: "verbund snapshot save"
+	HandoverBackupPath: admins, // backup.go: "verbund snapshot save --handovers"
+	"/debug/pprof/":    adminOnly,
+	"/metrics":         adminOnly,
 }
 
 // ruleFor finds the rule for a request path: the procedure, else its

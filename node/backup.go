@@ -24,6 +24,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/verbund/verbund/federation/handover"
 	"github.com/verbund/verbund/internal/badgercheck"
 	"github.com/verbund/verbund/node/raftlog"
 	"github.com/verbund/verbund/registry"
@@ -50,8 +51,13 @@ const (
 	backupMagic         = "VERBUND-BACKUP\n"
 	BackupFormatVersion = 1
 	maxBackupHeader     = 1 << 16
-	// SnapshotPath serves a backup to an ADMIN of this node (access.go).
-	SnapshotPath = "/admin/v1/snapshot"
+	// SnapshotPath serves a backup of the registry to an ADMIN of this
+	// node (access.go); HandoverBackupPath one of this node's handover store.
+	SnapshotPath       = "/admin/v1/snapshot"
+	HandoverBackupPath = "/admin/v1/handover-backup"
+	// Backup kinds (BackupHeader.Kind).
+	KindRegistry  = "registry"
+	KindHandovers = "handovers"
 )
 
 // ErrBackupCorrupt: a backup file is truncated, not a backup, or fails its
@@ -63,14 +69,18 @@ var ErrNotLeader = errors.New("this node is not the Raft leader")
 
 // BackupHeader describes a backup file.
 type BackupHeader struct {
-	FormatVersion int       `json:"format_version"`
-	Kind          string    `json:"kind"` // "registry"
-	Index         uint64    `json:"index"`
-	Term          uint64    `json:"term"`
-	Operator      string    `json:"operator"` // the network operator's organisation id
-	Node          string    `json:"node"`     // the node that wrote it
-	Created       time.Time `json:"created"`
-	Size          int64     `json:"size"` // bytes of the snapshot body
+	FormatVersion int    `json:"format_version"`
+	Kind          string `json:"kind"`  // KindRegistry or KindHandovers
+	Index         uint64 `json:"index"` // registry: Raft index; handovers: the store's commit sequence
+	Term          uint64 `json:"term"`
+	// Handovers only: the organisation and its audit chain head.
+	Org       string    `json:"org,omitempty"`
+	AuditSeq  uint64    `json:"audit_seq,omitempty"`
+	AuditHash string    `json:"audit_hash,omitempty"`
+	Operator  string    `json:"operator"` // the network operator's organisation id
+	Node      string    `json:"node"`     // the node that wrote it
+	Created   time.Time `json:"created"`
+	Size      int64     `json:"size"` // bytes of the snapshot body
 }
 
 // SnapshotTo writes a backup of the registry to w (see above). Only the
@@ -102,7 +112,7 @@ func (n *Node) SnapshotTo(ctx context.Context, w io.Writer) (*BackupHeader, erro
 	}
 	defer rc.Close()
 	op, _ := n.reader.Operator()
-	h := &BackupHeader{FormatVersion: BackupFormatVersion, Kind: "registry", Index: meta.Index, Term: meta.Term,
+	h := &BackupHeader{FormatVersion: BackupFormatVersion, Kind: KindRegistry, Index: meta.Index, Term: meta.Term,
 		Operator: op, Node: n.cfg.NodeID, Created: time.Now().UTC(), Size: meta.Size}
 	if err := writeBackup(w, h, rc); err != nil {
 		return nil, err
@@ -225,6 +235,14 @@ func InspectBackup(r io.Reader) (*BackupInfo, error) {
 		return nil, err
 	}
 	info := &BackupInfo{Header: b.Head, Counts: map[string]int{}}
+	if b.Head.Kind == KindHandovers {
+		// badger's backup format: verified by the SHA-256; counted on restore.
+		if err := b.verify(); err != nil {
+			return nil, err
+		}
+		info.FileSize = cr.n
+		return info, nil
+	}
 	n, err := registry.ScanSnapshot(b.body, func(key, val []byte) error {
 		if string(key) == "m/applied" && len(val) == 8 {
 			info.Applied = binary.BigEndian.Uint64(val)
@@ -290,21 +308,11 @@ func RestoreBackup(file, dataDir, nodeID, raftAddr string) (*BackupHeader, error
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
-	f, err := os.Open(file)
+	f, b, err := openVerified(file, KindRegistry)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	if _, err := InspectBackup(f); err != nil {
-		return nil, err
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	b, err := openBackup(f)
-	if err != nil {
-		return nil, err
-	}
 	raftDir := filepath.Join(dataDir, "raft")
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
 		return nil, err
@@ -473,4 +481,101 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// openVerified verifies the whole backup file, then opens it again and
+// returns it positioned at the body.
+func openVerified(file, kind string) (*os.File, *backupReader, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, nil, err
+	}
+	info, err := InspectBackup(f)
+	if err == nil && info.Header.Kind != kind {
+		err = fmt.Errorf("%s is a backup of the %s, not of the %s", file, info.Header.Kind, kind)
+	}
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	var b *backupReader
+	if err == nil {
+		b, err = openBackup(f)
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, b, nil
+}
+
+// HandoverBackupTo writes a backup of this node's handover store to w: the
+// store's consistent badger stream (handover.Service.Backup), spooled to a
+// temporary file first (the container names its size up front).
+func (n *Node) HandoverBackupTo(ctx context.Context, w io.Writer) (*BackupHeader, error) {
+	if n.handover == nil {
+		return nil, errors.New("this node runs no handover service")
+	}
+	tmp, err := os.CreateTemp(n.cfg.DataDir, "handover-backup-*.tmp")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	meta, err := n.handover.Backup(ctx, tmp)
+	if err != nil {
+		return nil, err
+	}
+	size, err := tmp.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	op, _ := n.reader.Operator()
+	h := &BackupHeader{FormatVersion: BackupFormatVersion, Kind: KindHandovers, Index: meta.Commit, Operator: op, Node: n.cfg.NodeID,
+		Created: time.Now().UTC(), Size: size, Org: n.cfg.OrgID, AuditSeq: meta.AuditHead.Seq, AuditHash: meta.AuditHead.Hash}
+	if err := writeBackup(w, h, tmp); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// serveHandoverBackup is GET /admin/v1/handover-backup (an ADMIN of this
+// node; access.go).
+func (n *Node) serveHandoverBackup(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	cw := &countingWriter{w: w}
+	if _, err := n.HandoverBackupTo(r.Context(), cw); err != nil {
+		n.log.Error("handover backup", "err", err)
+		if cw.n == 0 {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// RestoreHandoverBackup replaces the handover store of the STOPPED node
+// with data dir dataDir by the backup in file (verified whole first); the
+// old store is moved aside. See federation/handover/backup.go for what a
+// restore loses and how the node handles it at its next start.
+func RestoreHandoverBackup(file, dataDir string, now time.Time) (*BackupHeader, *handover.RestoreReport, error) {
+	if _, err := os.Stat(filepath.Join(dataDir, "state")); err != nil {
+		return nil, nil, fmt.Errorf("%s does not look like a node's data dir: %w", dataDir, err)
+	}
+	if err := checkStopped(dataDir); err != nil {
+		return nil, nil, err
+	}
+	f, b, err := openVerified(file, KindHandovers)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	rep, err := handover.RestoreStore(filepath.Join(dataDir, "handover"), b.body, now)
+	if err != nil {
+		return nil, rep, err
+	}
+	h := b.Head
+	return &h, rep, nil
 }
