@@ -30,13 +30,16 @@ var commands = []Command{
 
 	// Server side (server_*.go): run a node in this process, or prepare and
 	// load a network.
-	initCommand(),     // server_init.go
-	nodeCommand(),     // server_node.go
-	devCommand(),      // server_node.go
-	certsCommand(),    // server_certs.go
-	importCommand(),   // server_import.go
-	recoverCommand(),  // server_recover.go
-	snapshotCommand(), // server_snapshot.go
+	initCommand(),    // server_init.go
+	nodeCommand(),    // server_node.go
+	devCommand(),     // server_node.go
+	certsCommand(),   // server_certs.go
+	importCommand(),  // server_import.go
+	recoverCommand(), // server_recover.go
+
+	// Backups and restores of the registry and the handover store
+	// (server_snapshot.go).
+	snapshotCommand(),
 
 	// About this binary.
 	versionCommand(), // version.go
