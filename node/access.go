@@ -175,10 +175,12 @@ var policy = map[string]rule{
 	"/": open, // the index page
 
 	// Operations.
-	SnapshotPath:       admins, // backup.go: "verbund snapshot save"
-	HandoverBackupPath: admins, // backup.go: "verbund snapshot save --handovers"
-	"/debug/pprof/":    adminOnly,
-	"/metrics":         adminOnly,
+	"/debug/pprof/": adminOnly,
+	"/metrics":      adminOnly,
+
+	// Backups (backup.go): "verbund snapshot save [--handovers]".
+	SnapshotPath:       admins,
+	HandoverBackupPath: admins,
 }
 
 // ruleFor finds the rule for a request path: the procedure, else its
