@@ -37,6 +37,10 @@ var commands = []Command{
 	importCommand(),  // server_import.go
 	recoverCommand(), // server_recover.go
 
+	// Backups and restores of the registry and the handover store
+	// (server_snapshot.go).
+	snapshotCommand(),
+
 	// About this binary.
 	versionCommand(), // version.go
 }

@@ -14,6 +14,7 @@ import (
 func recoverCommand() Command {
 	return group("recover", "recover a stopped node whose storage it refused to start on", []subcommand{
 		{"raft-log", "move a damaged Raft log and the state aside (keeping term and vote) so the node catches up from the leader", recoverRaftLog},
+		{"quorum", "rewrite a surviving voter's Raft configuration after the cluster lost its quorum for good (Raft's peers.json)", recoverQuorum},
 	})
 }
 
@@ -54,5 +55,44 @@ func recoverRaftLog(ctx context.Context, env *Env, args []string) error {
 	fmt.Fprintf(w, "Moved the registry state to %s (rebuilt from the leader)\n", rec.StateDir)
 	fmt.Fprintf(w, "Kept term %d, vote %q\n", rec.Term, rec.VotedFor)
 	fmt.Fprintln(w, "Start the node: it catches up from the leader.")
+	return nil
+}
+
+func recoverQuorum(ctx context.Context, env *Env, args []string) error {
+	fs := newFlagSet("recover quorum --data DIR --voters ID=HOST:PORT[,ID=HOST:PORT...]",
+		"The documented equivalent of Raft's peers.json recovery, for a cluster that lost its quorum\n"+
+			"for good (voters whose disks are gone). On each STOPPED surviving voter listed in --voters\n"+
+			"(usually just one: pick the survivor with the highest applied index, see verbund status),\n"+
+			"replay its Raft snapshot and log into its registry state, write a snapshot whose Raft\n"+
+			"configuration is exactly --voters (each node id with the Raft address it is started with),\n"+
+			"and compact the log. Start the node(s) again with their usual command line: they elect a\n"+
+			"leader among themselves and serve; new nodes join them as usual. Entries the survivor holds\n"+
+			"that were not yet committed become committed; entries only the lost voters held are gone.\n"+
+			"Never run this while the lost voters might come back: two clusters would answer.")
+	var dir, voters string
+	fs.StringVar(&dir, "data", "", "the surviving node's data `dir` (its --data-dir)")
+	fs.StringVar(&voters, "voters", "", "the new Raft configuration: `ID=HOST:PORT`,... (node ids and Raft addresses)")
+	fs.check(func() error {
+		if dir == "" || voters == "" {
+			return fmt.Errorf("--data and --voters are required")
+		}
+		return nil
+	})
+	if _, err := fs.parse(env, args, 0, 0, ""); err != nil {
+		return err
+	}
+	vs, err := node.ParseVoters(voters)
+	if err != nil {
+		return fmt.Errorf("--voters: %w", err)
+	}
+	rec, err := node.RecoverQuorum(dir, vs)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "Recovered %s: registry applied index %d, snapshot at index %d with voters:\n", dir, rec.Applied, rec.SnapshotIndex)
+	for _, v := range rec.Voters {
+		fmt.Fprintf(env.Stdout, "  %s at %s\n", v.ID, v.Address)
+	}
+	fmt.Fprintln(env.Stdout, "Start the node(s) with their usual command line; new nodes join as usual.")
 	return nil
 }

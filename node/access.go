@@ -177,6 +177,10 @@ var policy = map[string]rule{
 	// Operations.
 	"/debug/pprof/": adminOnly,
 	"/metrics":      adminOnly,
+
+	// Backups (backup.go): "verbund snapshot save [--handovers]".
+	SnapshotPath:       admins,
+	HandoverBackupPath: admins,
 }
 
 // ruleFor finds the rule for a request path: the procedure, else its

@@ -47,6 +47,8 @@ func (n *Node) routes() http.Handler {
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	mux.HandleFunc("GET /{$}", n.indexPage)
+	mux.HandleFunc("GET "+SnapshotPath, n.serveSnapshot)             // backup.go
+	mux.HandleFunc("GET "+HandoverBackupPath, n.serveHandoverBackup) // backup.go
 	return mux
 }
 

@@ -210,3 +210,6 @@ func contains(s []int, v int) bool {
 	}
 	return false
 }
+
+// Args is the command line node i was first started with (a copy).
+func (c *Cluster) Args(i int) []string { return append([]string(nil), c.args[i]...) }

@@ -196,6 +196,8 @@ func (s *Service) VerifyAudit(ctx context.Context) (AuditReport, error) {
 		case errors.Is(err, ErrNoAuditHead):
 		case err != nil:
 			return rep, fmt.Errorf("handover: read the published audit head: %w", err)
+		case s.lostHead(seq, hash):
+			// Lost by a restore and named by its marker entry (backup.go).
 		default:
 			registryHead = &AuditHead{Seq: seq, Hash: hash}
 		}
@@ -273,8 +275,8 @@ func (s *Service) publishAudit(ctx context.Context) error {
 		return nil
 	}
 	head := s.com.auditHead()
-	if head.Seq == 0 || head.Seq <= s.lastPublished.Load() {
-		return nil
+	if head.Seq == 0 || head.Seq <= s.lastPublished.Load() || head.Seq <= s.publishFloor() {
+		return nil // publishFloor: never a head the registry may hold from before a restore (backup.go)
 	}
 	if err := s.cfg.Audit.PublishAuditHead(ctx, head.Seq, head.Hash); err != nil {
 		s.stats.auditPublishErrors.Add(1)

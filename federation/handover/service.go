@@ -248,6 +248,7 @@ type Service struct {
 	stats counters
 
 	lastPublished atomic.Uint64
+	restore       *restoreRecord // set at New if the store was restored (backup.go)
 
 	gate     sync.RWMutex
 	closed   bool
@@ -275,6 +276,10 @@ func New(cfg Config) (*Service, error) {
 	}
 	if s.com.hwCreated {
 		s.log.Warn("handover store had no high-water mark file; created it from the store", "file", s.com.hw.path, "commit", s.com.commit)
+	}
+	if err := s.checkRestored(); err != nil { // backup.go
+		s.com.stop()
+		return nil, err
 	}
 	if err := s.checkPublishedHead(); err != nil {
 		s.com.stop()
