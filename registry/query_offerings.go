@@ -82,3 +82,20 @@ func (r *Reader) ListOfferings(f OfferingFilter) ([]*registryv1.Offering, string
 	})
 	return out, next, idx, err
 }
+
+// Entitled reports whether org may offer leika for area under the rule
+// area-responsibility, given the authorisations granted to it: area lies in
+// org's own area, or one of auths (granted to org) covers it. Importers
+// use it to refuse a record before sending it; the registry decides the
+// same way when it applies the offering.
+func Entitled(org *registryv1.Organisation, auths []*registryv1.Authorisation, leika, area string) bool {
+	if within(area, ownArea(org)) {
+		return true
+	}
+	for _, au := range auths {
+		if au.GetGranteeId() == org.GetId() && covers(au, leika, area) {
+			return true
+		}
+	}
+	return false
+}
