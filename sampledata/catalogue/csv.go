@@ -72,10 +72,13 @@ func parseCSV(name string, data []byte, opt ParseOptions) ([]Record, error) {
 	}
 	var out []Record
 	for {
-		line, _ := rd.FieldPos(0)
 		row, err := rd.Read()
 		if errors.Is(err, io.EOF) {
 			return out, nil
+		}
+		line := 0
+		if err == nil {
+			line, _ = rd.FieldPos(0)
 		}
 		r := Record{Source: fmt.Sprintf("%s:%d", name, line)}
 		if err != nil {
@@ -85,9 +88,6 @@ func parseCSV(name string, data []byte, opt ParseOptions) ([]Record, error) {
 			}
 			r.Problem = malformed("%v", err)
 			out = append(out, r)
-			if errors.As(err, &pe) && pe.Err == csv.ErrFieldCount {
-				continue
-			}
 			continue
 		}
 		if len(row) != len(header) {
