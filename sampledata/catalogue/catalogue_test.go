@@ -220,7 +220,7 @@ func TestPlanRefusals(t *testing.T) {
 	other.Offering.OrganisationId = "091840148148"
 	recs := []Record{
 		mk(muc+":a", "99050012104000", muc),
-		mk(muc+":b", "99999999999999", muc),          // not in the catalogue
+		mk(muc+":b", "99999999999999", muc),            // not in the catalogue
 		mk(muc+":c", "99050012104000", "091629999999"), // no such municipality
 		mk(muc+":d", "99050012104000", "091840148148"), // not Munich's area
 		other,
