@@ -64,12 +64,13 @@ func (c connectCatalogue) Service(ctx context.Context, leika string) (*registryv
 	return res.Msg.GetService(), nil
 }
 
-func (c connectCatalogue) Offerings(ctx context.Context, org string) ([]*registryv1.Offering, error) {
+func (c connectCatalogue) Offerings(ctx context.Context, org string) ([]*registryv1.Offering, uint64, error) {
 	return c.list(ctx, org, "")
 }
 
-func (c connectCatalogue) list(ctx context.Context, org, area string) ([]*registryv1.Offering, error) {
+func (c connectCatalogue) list(ctx context.Context, org, area string) ([]*registryv1.Offering, uint64, error) {
 	var out []*registryv1.Offering
+	var index uint64
 	token := ""
 	for {
 		cctx, cancel := c.ctx(ctx)
@@ -77,11 +78,12 @@ func (c connectCatalogue) list(ctx context.Context, org, area string) ([]*regist
 			OrganisationId: org, Area: area, PageSize: 1000, PageToken: token, Read: linearizable}))
 		cancel()
 		if err != nil {
-			return nil, c.o.rpcErr(err)
+			return nil, 0, c.o.rpcErr(err)
 		}
 		out = append(out, res.Msg.GetOfferings()...)
+		index = max(index, res.Msg.GetRead().GetIndex())
 		if token = res.Msg.GetNextPageToken(); token == "" {
-			return out, nil
+			return out, index, nil
 		}
 	}
 }
@@ -301,7 +303,7 @@ func runExport(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	reg := connectCatalogue{o}
-	offs, err := reg.list(ctx, org, state)
+	offs, _, err := reg.list(ctx, org, state)
 	if err != nil {
 		return err
 	}

@@ -196,14 +196,14 @@ func (f *fakeRegistry) Organisation(_ context.Context, id string) (*registryv1.O
 func (f *fakeRegistry) Service(_ context.Context, l string) (*registryv1.Service, error) {
 	return f.services[l], nil
 }
-func (f *fakeRegistry) Offerings(_ context.Context, org string) ([]*registryv1.Offering, error) {
+func (f *fakeRegistry) Offerings(_ context.Context, org string) ([]*registryv1.Offering, uint64, error) {
 	var out []*registryv1.Offering
 	for _, o := range f.offerings {
 		if o.GetOrganisationId() == org {
 			out = append(out, o)
 		}
 	}
-	return out, nil
+	return out, f.rev, nil
 }
 func (f *fakeRegistry) Authorisations(context.Context, string) ([]*registryv1.Authorisation, error) {
 	return f.auths, nil
@@ -330,9 +330,9 @@ func TestApplyInterruptedResumes(t *testing.T) {
 	// The same change of the same revision has the same command id: a
 	// retried call is answered as a duplicate.
 	p, _ = MakePlan(context.Background(), reg, muc, recs, PlanOptions{Delete: []string{muc + ":a"}})
-	id1, _ := CommandID(muc, p.Entries[len(p.Entries)-1].mutation)
+	id1, _ := CommandID(muc, p.Index, p.Entries[len(p.Entries)-1].mutation)
 	p2, _ := MakePlan(context.Background(), reg, muc, recs, PlanOptions{Delete: []string{muc + ":a"}})
-	id2, _ := CommandID(muc, p2.Entries[len(p2.Entries)-1].mutation)
+	id2, _ := CommandID(muc, p2.Index, p2.Entries[len(p2.Entries)-1].mutation)
 	if id1 != id2 || p.Entries[len(p.Entries)-1].Action != ActionRefused {
 		// a is in the files: deleting it is refused, ids still stable
 		t.Errorf("ids %s %s, action %s", id1, id2, p.Entries[len(p.Entries)-1].Action)
@@ -389,4 +389,57 @@ func parseUnverified(s string) *registryv1.Command {
 		panic(err)
 	}
 	return sc.Command
+}
+
+// TestParseMunichExport reads Munich's real DLDB export (../shared/data,
+// beside the repository; skipped where it is not): 132 services with a
+// LeiKa key become offerings, each of the 155 without one is reported.
+func TestParseMunichExport(t *testing.T) {
+	var dir string
+	for _, d := range []string{"../../../shared/data/munich-dldb", "../../../../shared/data/munich-dldb"} {
+		if _, err := os.Stat(filepath.Join(d, "services_de.json")); err == nil {
+			dir = d
+		}
+	}
+	if dir == "" {
+		t.Skip("no shared/data/munich-dldb beside the repository")
+	}
+	var files []File
+	for _, n := range []string{"services_de.json", "locations_de.json"} {
+		b, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, File{Name: n, Data: b})
+	}
+	recs, err := Parse(files, ParseOptions{Org: muc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok, noLeika, other int
+	withForms, withHouse := 0, 0
+	for _, r := range recs {
+		switch {
+		case r.Problem == nil:
+			ok++
+			if len(r.Offering.GetForms()) > 0 {
+				withForms++
+			}
+			for _, c := range r.Offering.GetChannels() {
+				if c.GetAddress().GetHouseNumber() != "" {
+					withHouse++
+					break
+				}
+			}
+		case errors.Is(r.Problem, ErrNoLeiKa):
+			noLeika++
+		default:
+			other++
+			t.Errorf("%s: %v", r.Source, r.Problem)
+		}
+	}
+	t.Logf("Munich's export: %d offerings (%d with forms, %d with house numbers), %d services without LeiKa key reported", ok, withForms, withHouse, noLeika)
+	if noLeika != 155 || ok < 132 {
+		t.Errorf("%d offerings, %d without LeiKa key; want ≥ 132 and 155", ok, noLeika)
+	}
 }

@@ -25,8 +25,9 @@ type Registry interface {
 	Organisation(ctx context.Context, id string) (*registryv1.Organisation, error)
 	// Service returns the catalogue entry, or nil, nil if there is none.
 	Service(ctx context.Context, leika string) (*registryv1.Service, error)
-	// Offerings returns all offerings of org.
-	Offerings(ctx context.Context, org string) ([]*registryv1.Offering, error)
+	// Offerings returns all offerings of org and the registry index the
+	// answer reflects.
+	Offerings(ctx context.Context, org string) ([]*registryv1.Offering, uint64, error)
 	// Authorisations returns the authorisations granted to org.
 	Authorisations(ctx context.Context, grantee string) ([]*registryv1.Authorisation, error)
 }
@@ -72,7 +73,9 @@ type Entry struct {
 
 // Plan is the difference between the files and the registry.
 type Plan struct {
-	Org     string
+	Org string
+	// Index is the registry index the plan read (its base).
+	Index   uint64
 	Entries []Entry
 	// Notes are remarks on the whole import (catalogue entries not applied).
 	Notes []string
@@ -134,13 +137,16 @@ func MakePlan(ctx context.Context, reg Registry, org string, recs []Record, opt 
 	if err != nil {
 		return nil, err
 	}
-	current, err := reg.Offerings(ctx, org)
+	current, index, err := reg.Offerings(ctx, org)
 	if err != nil {
 		return nil, err
 	}
+	p.Index = index
 	byID := map[string]*registryv1.Offering{}
+	inCatalogue := map[string]bool{} // LeiKa keys org offers already: in the catalogue (entries are never deleted)
 	for _, o := range current {
 		byID[o.GetId()] = o
+		inCatalogue[o.GetLeikaKey()] = true
 	}
 	services := map[string]*registryv1.Service{}
 	known := func(leika string) (*registryv1.Service, error) {
@@ -184,9 +190,13 @@ func MakePlan(ctx context.Context, reg Registry, org string, recs []Record, opt 
 			continue
 		}
 		// The catalogue entry: added or updated first, by an editor.
-		svc, err := known(o.GetLeikaKey())
-		if err != nil {
-			return nil, err
+		var svc *registryv1.Service
+		if editor || !inCatalogue[o.GetLeikaKey()] {
+			if svc, err = known(o.GetLeikaKey()); err != nil {
+				return nil, err
+			}
+		} else {
+			svc = &registryv1.Service{LeikaKey: o.GetLeikaKey()}
 		}
 		if r.Service != nil && editor && !plannedService[o.GetLeikaKey()] {
 			plannedService[o.GetLeikaKey()] = true
@@ -358,16 +368,20 @@ type ApplyOptions struct {
 const idScheme = "verbund-catalogue/v1"
 
 // CommandID is the deterministic id of the command that makes one change:
-// base64url of the first 24 bytes of SHA-256 over the scheme, the issuer
-// and the deterministic encoding of the mutation (with its precondition,
-// so the same change of the same revision always has the same id).
-func CommandID(issuer string, m *registryv1.Mutation) (string, error) {
+// base64url of the first 24 bytes of SHA-256 over the scheme, the issuer,
+// the registry index the plan was made at and the deterministic encoding of
+// the mutation (with its precondition). The same change planned on the same
+// registry state always has the same id, so a Publish call sent again is
+// answered "duplicate"; the base index keeps a later change that happens to
+// repeat an earlier one (an offering deleted and imported again) from being
+// taken for that earlier command.
+func CommandID(issuer string, base uint64, m *registryv1.Mutation) (string, error) {
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	if err != nil {
 		return "", err
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00", idScheme, issuer)
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", idScheme, issuer, base)
 	h.Write(b)
 	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:24]), nil
 }
@@ -435,7 +449,7 @@ func (p *Plan) Apply(ctx context.Context, pub Publisher, opt ApplyOptions) (Repo
 		now := opt.Now().UnixMilli()
 		for j, i := range round {
 			e := &p.Entries[i]
-			id, err := CommandID(opt.Issuer, e.mutation)
+			id, err := CommandID(opt.Issuer, p.Index, e.mutation)
 			if err != nil {
 				return finish(err)
 			}
