@@ -443,3 +443,29 @@ func TestParseMunichExport(t *testing.T) {
 		t.Errorf("%d offerings, %d without LeiKa key; want ≥ 132 and 155", ok, noLeika)
 	}
 }
+
+// TestPlanCatalogueEditor: a state agency's import adds a missing
+// catalogue entry before the offering that needs it; a municipality's is
+// refused for the same record.
+func TestPlanCatalogueEditor(t *testing.T) {
+	reg := newFakeRegistry()
+	reg.orgs["land-09"] = &registryv1.Organisation{Id: "land-09", StateCode: "09", Kind: registryv1.OrganisationKind_ORGANISATION_KIND_STATE_AGENCY,
+		Status: registryv1.OrganisationStatus_ORGANISATION_STATUS_ACTIVE}
+	rec := func(org string) Record {
+		return Record{Source: "x#1", Ref: org + ":neu", Offering: &registryv1.Offering{Id: org + ":neu", OrganisationId: org, LeikaKey: "99123456789012", Areas: []string{"09"}, Name: "Neu"},
+			Service: &registryv1.Service{LeikaKey: "99123456789012", Name: "Neue Leistung"}}
+	}
+	p, err := MakePlan(context.Background(), reg, "land-09", []Record{rec("land-09")}, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Entries) != 2 || p.Entries[0].Kind != "service" || p.Entries[0].Action != ActionNew || p.Entries[1].Action != ActionNew {
+		t.Fatalf("state agency's plan: %+v", p.Entries)
+	}
+	r := rec(muc)
+	r.Offering.Areas = []string{muc}
+	p, _ = MakePlan(context.Background(), reg, muc, []Record{r}, PlanOptions{})
+	if len(p.Entries) != 1 || p.Entries[0].Action != ActionRefused || !strings.Contains(p.Entries[0].Reason.Error(), "rule catalogue") || len(p.Notes) != 1 {
+		t.Fatalf("municipality's plan: %+v %q", p.Entries, p.Notes)
+	}
+}
