@@ -513,7 +513,7 @@ func TestUsage(t *testing.T) {
 // (none lost, none doubled), valid names, a summary and a Run each, and that
 // every command answers -h with its usage.
 func TestCommandTable(t *testing.T) {
-	want := []string{"audit", "authorise", "case", "certs", "cluster", "dev", "handover", "history", "import", "inbox", "init", "join", "keys", "login", "members",
+	want := []string{"audit", "authorise", "case", "certs", "cluster", "dev", "export", "handover", "history", "import", "inbox", "init", "join", "keys", "login", "members",
 		"node", "offerings", "org", "orgs", "providers", "publish", "recover", "services", "snapshot", "status", "track", "users", "version", "watch"}
 	var got []string
 	for _, c := range commands {

@@ -21,14 +21,21 @@ import (
 func importCommand() Command {
 	return Command{
 		Name:    "import",
-		Summary: "import the embedded sample data (municipalities, Munich's catalogue) through the signed write path",
+		Summary: "import your own catalogue (DLDB, XZuFi JSON, CSV files), or the embedded sample data, through the signed write path",
 		Run:     runImport,
 	}
 }
 
 func runImport(ctx context.Context, env *Env, args []string) error {
-	fs := newFlagSet("import --key FILE --org ID --keys-dir DIR [flags]",
-		"Import the embedded public sample data through the governance rules: the 16 state\n"+
+	fs := newFlagSet("import FILE… --as ORG --key KEY [--dry-run] [--delete ID…] [--delete-missing] | import --key FILE --org ID --keys-dir DIR [flags]",
+		"With FILE…: import the organisation's own catalogue: DLDB exports (services_de.json\n"+
+			"with locations_de.json, any city's), XZuFi-shaped JSON (as verbund export writes it) or\n"+
+			"CSV (see the README). Every record is checked (LeiKa key, fields, area, the governance\n"+
+			"rules) and reported as new, changed (with the fields), unchanged or refused (and why);\n"+
+			"--dry-run stops there. Changes are sent as one signed, conditional command each;\n"+
+			"nothing the files omit is deleted unless asked (--delete ID, --delete-missing). Run it\n"+
+			"again after an interruption: it sends only what is still missing.\n\n"+
+			"Without FILE: import the embedded public sample data through the governance rules: the 16 state\n"+
 			"agencies (registered by the network operator, --key), the 294 districts, 1,210\n"+
 			"municipal associations and 11,004 municipalities (listed by their state's agency),\n"+
 			"Munich's join request (signed by Munich) and its approval by Bayern's agency, the\n"+
@@ -47,20 +54,26 @@ func runImport(ctx context.Context, env *Env, args []string) error {
 	fs.IntVar(&batch, "batch", 500, "mutations per signed command")
 	fs.IntVar(&parallel, "parallel", 4, "commands in flight")
 	fs.BoolVar(&quiet, "quiet", false, "no progress display")
+	var cat catalogueFlags
+	cat.register(fs)
 	fs.check(func() error {
-		if keyFile == "" {
-			return fmt.Errorf("--key is required")
-		}
-		if keysDir == "" {
-			return fmt.Errorf("--keys-dir is required")
-		}
 		if batch < 1 || batch > 1000 {
 			return fmt.Errorf("--batch must be 1..1000")
 		}
 		return nil
 	})
-	if _, err := fs.parse(env, args, 0, 0, ""); err != nil {
+	files, err := fs.parse(env, args, 0, -1, "")
+	if err != nil {
 		return err
+	}
+	if len(files) > 0 {
+		return runCatalogueImport(ctx, env, o, keyFile, &cat, files, min(batch, 100))
+	}
+	if keyFile == "" {
+		return fs.usageErr("--key is required")
+	}
+	if keysDir == "" {
+		return fs.usageErr("--keys-dir is required")
 	}
 	opKey, err := keys.Load(keyFile)
 	if err != nil {

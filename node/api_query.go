@@ -136,6 +136,22 @@ func (a queryAPI) ListAuthorisations(ctx context.Context, req *connect.Request[r
 	return connect.NewResponse(&registryv1.ListAuthorisationsResponse{Authorisations: as, NextPageToken: next, Read: a.n.readInfo(idx, lin)}), nil
 }
 
+func (a queryAPI) ListOfferings(ctx context.Context, req *connect.Request[registryv1.ListOfferingsRequest]) (*connect.Response[registryv1.ListOfferingsResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	os, next, idx, err := a.n.reader.ListOfferings(registry.OfferingFilter{
+		OrganisationID: m.GetOrganisationId(), Area: m.GetArea(),
+		PageSize: int(m.GetPageSize()), PageToken: m.GetPageToken(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&registryv1.ListOfferingsResponse{Offerings: os, NextPageToken: next, Read: a.n.readInfo(idx, lin)}), nil
+}
+
 func (a queryAPI) GetHistory(ctx context.Context, req *connect.Request[registryv1.GetHistoryRequest]) (*connect.Response[registryv1.GetHistoryResponse], error) {
 	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
 	if err != nil {

@@ -405,11 +405,17 @@ func ValidateOffering(o *registryv1.Offering) error {
 		if err := checkURL(fmt.Sprintf("channels[%d].url", i), c.GetUrl()); err != nil {
 			return err
 		}
+		if err := checkText(fmt.Sprintf("channels[%d].address.house_number", i), c.GetAddress().GetHouseNumber(), MaxHouseNumberLen, false); err != nil {
+			return err
+		}
 		for _, f := range []string{c.GetOpeningHours(), c.GetNote(), c.GetPhone(), c.GetEmail()} {
 			if err := checkText(fmt.Sprintf("channels[%d]", i), f, 4096, false); err != nil {
 				return err
 			}
 		}
+	}
+	if err := validateXZuFi(o); err != nil {
+		return err
 	}
 	for i, f := range o.GetFees() {
 		if f.GetAmountCents() < 0 || f.GetMaxAmountCents() < 0 {
@@ -436,4 +442,39 @@ func ValidateOffering(o *registryv1.Offering) error {
 		return invalid("offering %s: processing max_days < min_days", o.GetId())
 	}
 	return checkURL("info_url", o.GetInfoUrl())
+}
+
+// MaxHouseNumberLen bounds Address.house_number.
+const MaxHouseNumberLen = 32
+
+// validateXZuFi checks the XZuFi fields of an offering: prerequisites,
+// legal basis, deadlines and forms, at most MaxListLen entries each; texts
+// up to 4096 characters, names up to MaxNameLen, URLs absolute http(s).
+func validateXZuFi(o *registryv1.Offering) error {
+	if err := checkList("prerequisites", o.GetPrerequisites(), 4096, nil); err != nil {
+		return err
+	}
+	if err := checkList("deadlines", o.GetDeadlines(), 4096, nil); err != nil {
+		return err
+	}
+	if len(o.GetLegalBasis()) > MaxListLen || len(o.GetForms()) > MaxListLen {
+		return fmt.Errorf("%w: offering %s has more than %d legal references or forms", ErrTooLarge, o.GetId(), MaxListLen)
+	}
+	for i, l := range o.GetLegalBasis() {
+		if err := checkText(fmt.Sprintf("legal_basis[%d].name", i), l.GetName(), MaxNameLen, true); err != nil {
+			return err
+		}
+		if err := checkURL(fmt.Sprintf("legal_basis[%d].url", i), l.GetUrl()); err != nil {
+			return err
+		}
+	}
+	for i, f := range o.GetForms() {
+		if err := checkText(fmt.Sprintf("forms[%d].name", i), f.GetName(), MaxNameLen, true); err != nil {
+			return err
+		}
+		if err := checkURL(fmt.Sprintf("forms[%d].url", i), f.GetUrl()); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -216,6 +216,13 @@ func convertOffering(id, leika string, s *dldb.Service, locs map[string]*dldb.Lo
 		o.ProcessingTime = &registryv1.ProcessingTime{AppointmentMinutes: uint32(s.Duration)}
 	}
 	o.Documents = documents(links)
+	// The export's forms (XZuFi Formulare); it has no prerequisites, legal
+	// basis or deadlines.
+	for _, l := range links[:formCount(s)] {
+		if len(o.Forms) < registry.MaxListLen && l.Name != "" {
+			o.Forms = append(o.Forms, &registryv1.Document{Name: l.Name, Url: l.Link})
+		}
+	}
 	if err := registry.ValidateOffering(o); err != nil {
 		return nil, fmt.Errorf("munich service %s: %w", s.ID, err)
 	}
@@ -228,6 +235,8 @@ func address(name string, l *dldb.Location) *registryv1.Address {
 		Street:     cleanSpace(l.Address.Street + " " + l.Address.HouseNumber),
 		PostalCode: cleanSpace(l.Address.PostalCode),
 		City:       cleanSpace(l.Address.City),
+		// street keeps the number for readers that show street alone.
+		HouseNumber: capText(cleanSpace(l.Address.HouseNumber), registry.MaxHouseNumberLen),
 	}
 	lat, ok1 := l.Geo.Lat.Float()
 	lon, ok2 := l.Geo.Lon.Float()
@@ -392,4 +401,16 @@ func documents(links []dldb.Link) []*registryv1.Document {
 		}
 	}
 	return out
+}
+
+// formCount is how many of serviceLinks(s) come from the service's forms
+// (they come first).
+func formCount(s *dldb.Service) int {
+	seen := map[string]bool{}
+	for _, l := range s.Forms {
+		if u, ok := httpURL(html.UnescapeString(l.Link)); ok {
+			seen[u] = true
+		}
+	}
+	return len(seen)
 }

@@ -968,12 +968,15 @@ func (x *Service) GetUpdatedBy() string {
 }
 
 type Address struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Street        string                 `protobuf:"bytes,2,opt,name=street,proto3" json:"street,omitempty"`
-	PostalCode    string                 `protobuf:"bytes,3,opt,name=postal_code,json=postalCode,proto3" json:"postal_code,omitempty"`
-	City          string                 `protobuf:"bytes,4,opt,name=city,proto3" json:"city,omitempty"`
-	Location      *GeoPoint              `protobuf:"bytes,5,opt,name=location,proto3" json:"location,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Street     string                 `protobuf:"bytes,2,opt,name=street,proto3" json:"street,omitempty"`
+	PostalCode string                 `protobuf:"bytes,3,opt,name=postal_code,json=postalCode,proto3" json:"postal_code,omitempty"`
+	City       string                 `protobuf:"bytes,4,opt,name=city,proto3" json:"city,omitempty"`
+	Location   *GeoPoint              `protobuf:"bytes,5,opt,name=location,proto3" json:"location,omitempty"`
+	// House number, apart from the street (XZuFi keeps them apart); at most
+	// 32 characters. Older records carry it inside street.
+	HouseNumber   string `protobuf:"bytes,6,opt,name=house_number,json=houseNumber,proto3" json:"house_number,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1041,6 +1044,13 @@ func (x *Address) GetLocation() *GeoPoint {
 		return x.Location
 	}
 	return nil
+}
+
+func (x *Address) GetHouseNumber() string {
+	if x != nil {
+		return x.HouseNumber
+	}
+	return ""
 }
 
 type Channel struct {
@@ -1291,6 +1301,59 @@ func (x *Document) GetUrl() string {
 	return ""
 }
 
+// A law or regulation an offering rests on, e.g. "§ 17 BMG".
+type LegalReference struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Url           string                 `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LegalReference) Reset() {
+	*x = LegalReference{}
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LegalReference) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LegalReference) ProtoMessage() {}
+
+func (x *LegalReference) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LegalReference.ProtoReflect.Descriptor instead.
+func (*LegalReference) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *LegalReference) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LegalReference) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
 type ProcessingTime struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Time at the counter or appointment length, in minutes.
@@ -1305,7 +1368,7 @@ type ProcessingTime struct {
 
 func (x *ProcessingTime) Reset() {
 	*x = ProcessingTime{}
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1380,7 @@ func (x *ProcessingTime) String() string {
 func (*ProcessingTime) ProtoMessage() {}
 
 func (x *ProcessingTime) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1393,7 @@ func (x *ProcessingTime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessingTime.ProtoReflect.Descriptor instead.
 func (*ProcessingTime) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ProcessingTime) GetAppointmentMinutes() uint32 {
@@ -1379,11 +1442,19 @@ type Offering struct {
 	Documents      []*Document     `protobuf:"bytes,8,rep,name=documents,proto3" json:"documents,omitempty"`
 	ProcessingTime *ProcessingTime `protobuf:"bytes,9,opt,name=processing_time,json=processingTime,proto3" json:"processing_time,omitempty"`
 	// ISO 639-1 codes.
-	Languages       []string `protobuf:"bytes,10,rep,name=languages,proto3" json:"languages,omitempty"`
-	InfoUrl         string   `protobuf:"bytes,11,opt,name=info_url,json=infoUrl,proto3" json:"info_url,omitempty"`
-	Revision        uint64   `protobuf:"varint,20,opt,name=revision,proto3" json:"revision,omitempty"`
-	UpdatedAtUnixMs int64    `protobuf:"varint,21,opt,name=updated_at_unix_ms,json=updatedAtUnixMs,proto3" json:"updated_at_unix_ms,omitempty"`
-	UpdatedBy       string   `protobuf:"bytes,22,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	Languages []string `protobuf:"bytes,10,rep,name=languages,proto3" json:"languages,omitempty"`
+	InfoUrl   string   `protobuf:"bytes,11,opt,name=info_url,json=infoUrl,proto3" json:"info_url,omitempty"`
+	// XZuFi fields (Leistung): prerequisites a citizen must meet
+	// ("Voraussetzungen"), the legal basis ("Rechtsgrundlagen"), deadlines
+	// ("Fristen") and the forms to fill in ("Formulare"). At most 200 entries
+	// each; texts up to 4096 characters, names up to 300.
+	Prerequisites   []string          `protobuf:"bytes,12,rep,name=prerequisites,proto3" json:"prerequisites,omitempty"`
+	LegalBasis      []*LegalReference `protobuf:"bytes,13,rep,name=legal_basis,json=legalBasis,proto3" json:"legal_basis,omitempty"`
+	Deadlines       []string          `protobuf:"bytes,14,rep,name=deadlines,proto3" json:"deadlines,omitempty"`
+	Forms           []*Document       `protobuf:"bytes,15,rep,name=forms,proto3" json:"forms,omitempty"`
+	Revision        uint64            `protobuf:"varint,20,opt,name=revision,proto3" json:"revision,omitempty"`
+	UpdatedAtUnixMs int64             `protobuf:"varint,21,opt,name=updated_at_unix_ms,json=updatedAtUnixMs,proto3" json:"updated_at_unix_ms,omitempty"`
+	UpdatedBy       string            `protobuf:"bytes,22,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
 	// Set by the registry: the command that last put it (issuer updated_by);
 	// QueryService.GetCommand returns it signed.
 	CommandId     string `protobuf:"bytes,23,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
@@ -1393,7 +1464,7 @@ type Offering struct {
 
 func (x *Offering) Reset() {
 	*x = Offering{}
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1476,7 @@ func (x *Offering) String() string {
 func (*Offering) ProtoMessage() {}
 
 func (x *Offering) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1489,7 @@ func (x *Offering) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Offering.ProtoReflect.Descriptor instead.
 func (*Offering) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Offering) GetId() string {
@@ -1498,6 +1569,34 @@ func (x *Offering) GetInfoUrl() string {
 	return ""
 }
 
+func (x *Offering) GetPrerequisites() []string {
+	if x != nil {
+		return x.Prerequisites
+	}
+	return nil
+}
+
+func (x *Offering) GetLegalBasis() []*LegalReference {
+	if x != nil {
+		return x.LegalBasis
+	}
+	return nil
+}
+
+func (x *Offering) GetDeadlines() []string {
+	if x != nil {
+		return x.Deadlines
+	}
+	return nil
+}
+
+func (x *Offering) GetForms() []*Document {
+	if x != nil {
+		return x.Forms
+	}
+	return nil
+}
+
 func (x *Offering) GetRevision() uint64 {
 	if x != nil {
 		return x.Revision
@@ -1538,7 +1637,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1649,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1662,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReadOptions) GetConsistency() Consistency {
@@ -1596,7 +1695,7 @@ type ReadInfo struct {
 
 func (x *ReadInfo) Reset() {
 	*x = ReadInfo{}
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1707,7 @@ func (x *ReadInfo) String() string {
 func (*ReadInfo) ProtoMessage() {}
 
 func (x *ReadInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1720,7 @@ func (x *ReadInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadInfo.ProtoReflect.Descriptor instead.
 func (*ReadInfo) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{12}
+	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReadInfo) GetIndex() uint64 {
@@ -1721,14 +1820,15 @@ const file_verbund_registry_v1_registry_proto_rawDesc = "" +
 	"\brevision\x18\x14 \x01(\x04R\brevision\x12+\n" +
 	"\x12updated_at_unix_ms\x18\x15 \x01(\x03R\x0fupdatedAtUnixMs\x12\x1d\n" +
 	"\n" +
-	"updated_by\x18\x16 \x01(\tR\tupdatedBy\"\xa5\x01\n" +
+	"updated_by\x18\x16 \x01(\tR\tupdatedBy\"\xc8\x01\n" +
 	"\aAddress\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06street\x18\x02 \x01(\tR\x06street\x12\x1f\n" +
 	"\vpostal_code\x18\x03 \x01(\tR\n" +
 	"postalCode\x12\x12\n" +
 	"\x04city\x18\x04 \x01(\tR\x04city\x129\n" +
-	"\blocation\x18\x05 \x01(\v2\x1d.verbund.registry.v1.GeoPointR\blocation\"\x94\x02\n" +
+	"\blocation\x18\x05 \x01(\v2\x1d.verbund.registry.v1.GeoPointR\blocation\x12!\n" +
+	"\fhouse_number\x18\x06 \x01(\tR\vhouseNumber\"\x94\x02\n" +
 	"\aChannel\x124\n" +
 	"\x04kind\x18\x01 \x01(\x0e2 .verbund.registry.v1.ChannelKindR\x04kind\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12$\n" +
@@ -1748,12 +1848,15 @@ const file_verbund_registry_v1_registry_proto_rawDesc = "" +
 	"\bDocument\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brequired\x18\x02 \x01(\bR\brequired\x12\x10\n" +
-	"\x03url\x18\x03 \x01(\tR\x03url\"\x8b\x01\n" +
+	"\x03url\x18\x03 \x01(\tR\x03url\"6\n" +
+	"\x0eLegalReference\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\"\x8b\x01\n" +
 	"\x0eProcessingTime\x12/\n" +
 	"\x13appointment_minutes\x18\x01 \x01(\rR\x12appointmentMinutes\x12\x19\n" +
 	"\bmin_days\x18\x02 \x01(\rR\aminDays\x12\x19\n" +
 	"\bmax_days\x18\x03 \x01(\rR\amaxDays\x12\x12\n" +
-	"\x04text\x18\x04 \x01(\tR\x04text\"\xbd\x04\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\"\xfc\x05\n" +
 	"\bOffering\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0forganisation_id\x18\x02 \x01(\tR\x0eorganisationId\x12\x1b\n" +
@@ -1766,7 +1869,12 @@ const file_verbund_registry_v1_registry_proto_rawDesc = "" +
 	"\x0fprocessing_time\x18\t \x01(\v2#.verbund.registry.v1.ProcessingTimeR\x0eprocessingTime\x12\x1c\n" +
 	"\tlanguages\x18\n" +
 	" \x03(\tR\tlanguages\x12\x19\n" +
-	"\binfo_url\x18\v \x01(\tR\ainfoUrl\x12\x1a\n" +
+	"\binfo_url\x18\v \x01(\tR\ainfoUrl\x12$\n" +
+	"\rprerequisites\x18\f \x03(\tR\rprerequisites\x12D\n" +
+	"\vlegal_basis\x18\r \x03(\v2#.verbund.registry.v1.LegalReferenceR\n" +
+	"legalBasis\x12\x1c\n" +
+	"\tdeadlines\x18\x0e \x03(\tR\tdeadlines\x123\n" +
+	"\x05forms\x18\x0f \x03(\v2\x1d.verbund.registry.v1.DocumentR\x05forms\x12\x1a\n" +
 	"\brevision\x18\x14 \x01(\x04R\brevision\x12+\n" +
 	"\x12updated_at_unix_ms\x18\x15 \x01(\x03R\x0fupdatedAtUnixMs\x12\x1d\n" +
 	"\n" +
@@ -1833,7 +1941,7 @@ func file_verbund_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_verbund_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_verbund_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_verbund_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_verbund_registry_v1_registry_proto_goTypes = []any{
 	(OrganisationKind)(0),   // 0: verbund.registry.v1.OrganisationKind
 	(OrganisationStatus)(0), // 1: verbund.registry.v1.OrganisationStatus
@@ -1849,10 +1957,11 @@ var file_verbund_registry_v1_registry_proto_goTypes = []any{
 	(*Channel)(nil),         // 11: verbund.registry.v1.Channel
 	(*Fee)(nil),             // 12: verbund.registry.v1.Fee
 	(*Document)(nil),        // 13: verbund.registry.v1.Document
-	(*ProcessingTime)(nil),  // 14: verbund.registry.v1.ProcessingTime
-	(*Offering)(nil),        // 15: verbund.registry.v1.Offering
-	(*ReadOptions)(nil),     // 16: verbund.registry.v1.ReadOptions
-	(*ReadInfo)(nil),        // 17: verbund.registry.v1.ReadInfo
+	(*LegalReference)(nil),  // 14: verbund.registry.v1.LegalReference
+	(*ProcessingTime)(nil),  // 15: verbund.registry.v1.ProcessingTime
+	(*Offering)(nil),        // 16: verbund.registry.v1.Offering
+	(*ReadOptions)(nil),     // 17: verbund.registry.v1.ReadOptions
+	(*ReadInfo)(nil),        // 18: verbund.registry.v1.ReadInfo
 }
 var file_verbund_registry_v1_registry_proto_depIdxs = []int32{
 	2,  // 0: verbund.registry.v1.PublicKey.status:type_name -> verbund.registry.v1.KeyStatus
@@ -1866,13 +1975,15 @@ var file_verbund_registry_v1_registry_proto_depIdxs = []int32{
 	11, // 8: verbund.registry.v1.Offering.channels:type_name -> verbund.registry.v1.Channel
 	12, // 9: verbund.registry.v1.Offering.fees:type_name -> verbund.registry.v1.Fee
 	13, // 10: verbund.registry.v1.Offering.documents:type_name -> verbund.registry.v1.Document
-	14, // 11: verbund.registry.v1.Offering.processing_time:type_name -> verbund.registry.v1.ProcessingTime
-	4,  // 12: verbund.registry.v1.ReadOptions.consistency:type_name -> verbund.registry.v1.Consistency
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	15, // 11: verbund.registry.v1.Offering.processing_time:type_name -> verbund.registry.v1.ProcessingTime
+	14, // 12: verbund.registry.v1.Offering.legal_basis:type_name -> verbund.registry.v1.LegalReference
+	13, // 13: verbund.registry.v1.Offering.forms:type_name -> verbund.registry.v1.Document
+	4,  // 14: verbund.registry.v1.ReadOptions.consistency:type_name -> verbund.registry.v1.Consistency
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_verbund_registry_v1_registry_proto_init() }
@@ -1886,7 +1997,7 @@ func file_verbund_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbund_registry_v1_registry_proto_rawDesc), len(file_verbund_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1150,6 +1150,146 @@ func (x *GetOfferingResponse) GetRead() *ReadInfo {
 	return nil
 }
 
+type ListOfferingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The publishing organisation; or empty for all organisations.
+	OrganisationId string `protobuf:"bytes,1,opt,name=organisation_id,json=organisationId,proto3" json:"organisation_id,omitempty"`
+	// ARS prefix (2 to 12 digits): only offerings with an area within it or
+	// containing it. Empty: no filter.
+	Area string `protobuf:"bytes,2,opt,name=area,proto3" json:"area,omitempty"`
+	// At most 1000; default 100.
+	PageSize      uint32       `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string       `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Read          *ReadOptions `protobuf:"bytes,5,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOfferingsRequest) Reset() {
+	*x = ListOfferingsRequest{}
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOfferingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOfferingsRequest) ProtoMessage() {}
+
+func (x *ListOfferingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOfferingsRequest.ProtoReflect.Descriptor instead.
+func (*ListOfferingsRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListOfferingsRequest) GetOrganisationId() string {
+	if x != nil {
+		return x.OrganisationId
+	}
+	return ""
+}
+
+func (x *ListOfferingsRequest) GetArea() string {
+	if x != nil {
+		return x.Area
+	}
+	return ""
+}
+
+func (x *ListOfferingsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListOfferingsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListOfferingsRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+type ListOfferingsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offerings     []*Offering            `protobuf:"bytes,1,rep,name=offerings,proto3" json:"offerings,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	Read          *ReadInfo              `protobuf:"bytes,3,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOfferingsResponse) Reset() {
+	*x = ListOfferingsResponse{}
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOfferingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOfferingsResponse) ProtoMessage() {}
+
+func (x *ListOfferingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOfferingsResponse.ProtoReflect.Descriptor instead.
+func (*ListOfferingsResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListOfferingsResponse) GetOfferings() []*Offering {
+	if x != nil {
+		return x.Offerings
+	}
+	return nil
+}
+
+func (x *ListOfferingsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListOfferingsResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
 type ListLifeSituationsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Read          *ReadOptions           `protobuf:"bytes,1,opt,name=read,proto3" json:"read,omitempty"`
@@ -1159,7 +1299,7 @@ type ListLifeSituationsRequest struct {
 
 func (x *ListLifeSituationsRequest) Reset() {
 	*x = ListLifeSituationsRequest{}
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[17]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1311,7 @@ func (x *ListLifeSituationsRequest) String() string {
 func (*ListLifeSituationsRequest) ProtoMessage() {}
 
 func (x *ListLifeSituationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[17]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1324,7 @@ func (x *ListLifeSituationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLifeSituationsRequest.ProtoReflect.Descriptor instead.
 func (*ListLifeSituationsRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{17}
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListLifeSituationsRequest) GetRead() *ReadOptions {
@@ -1204,7 +1344,7 @@ type LifeSituation struct {
 
 func (x *LifeSituation) Reset() {
 	*x = LifeSituation{}
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[18]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1356,7 @@ func (x *LifeSituation) String() string {
 func (*LifeSituation) ProtoMessage() {}
 
 func (x *LifeSituation) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[18]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1369,7 @@ func (x *LifeSituation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LifeSituation.ProtoReflect.Descriptor instead.
 func (*LifeSituation) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{18}
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LifeSituation) GetName() string {
@@ -1256,7 +1396,7 @@ type ListLifeSituationsResponse struct {
 
 func (x *ListLifeSituationsResponse) Reset() {
 	*x = ListLifeSituationsResponse{}
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[19]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1408,7 @@ func (x *ListLifeSituationsResponse) String() string {
 func (*ListLifeSituationsResponse) ProtoMessage() {}
 
 func (x *ListLifeSituationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[19]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1421,7 @@ func (x *ListLifeSituationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLifeSituationsResponse.ProtoReflect.Descriptor instead.
 func (*ListLifeSituationsResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{19}
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListLifeSituationsResponse) GetLifeSituations() []*LifeSituation {
@@ -1314,7 +1454,7 @@ type ListAuthorisationsRequest struct {
 
 func (x *ListAuthorisationsRequest) Reset() {
 	*x = ListAuthorisationsRequest{}
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[20]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1326,7 +1466,7 @@ func (x *ListAuthorisationsRequest) String() string {
 func (*ListAuthorisationsRequest) ProtoMessage() {}
 
 func (x *ListAuthorisationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[20]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1339,7 +1479,7 @@ func (x *ListAuthorisationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthorisationsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuthorisationsRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{20}
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListAuthorisationsRequest) GetGrantorId() string {
@@ -1395,7 +1535,7 @@ type ListAuthorisationsResponse struct {
 
 func (x *ListAuthorisationsResponse) Reset() {
 	*x = ListAuthorisationsResponse{}
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[21]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1547,7 @@ func (x *ListAuthorisationsResponse) String() string {
 func (*ListAuthorisationsResponse) ProtoMessage() {}
 
 func (x *ListAuthorisationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[21]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1560,7 @@ func (x *ListAuthorisationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuthorisationsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuthorisationsResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{21}
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListAuthorisationsResponse) GetAuthorisations() []*Authorisation {
@@ -1457,7 +1597,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[22]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1609,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[22]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1622,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{22}
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetHistoryRequest) GetOrganisationId() string {
@@ -1539,7 +1679,7 @@ type HistoryEntry struct {
 
 func (x *HistoryEntry) Reset() {
 	*x = HistoryEntry{}
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[23]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1691,7 @@ func (x *HistoryEntry) String() string {
 func (*HistoryEntry) ProtoMessage() {}
 
 func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[23]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1704,7 @@ func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryEntry.ProtoReflect.Descriptor instead.
 func (*HistoryEntry) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{23}
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HistoryEntry) GetIndex() uint64 {
@@ -1648,7 +1788,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[24]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1660,7 +1800,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[24]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1673,7 +1813,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{24}
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetHistoryResponse) GetEntries() []*HistoryEntry {
@@ -1708,7 +1848,7 @@ type GetCommandRequest struct {
 
 func (x *GetCommandRequest) Reset() {
 	*x = GetCommandRequest{}
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[25]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +1860,7 @@ func (x *GetCommandRequest) String() string {
 func (*GetCommandRequest) ProtoMessage() {}
 
 func (x *GetCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[25]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +1873,7 @@ func (x *GetCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCommandRequest.ProtoReflect.Descriptor instead.
 func (*GetCommandRequest) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{25}
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetCommandRequest) GetIssuer() string {
@@ -1770,7 +1910,7 @@ type GetCommandResponse struct {
 
 func (x *GetCommandResponse) Reset() {
 	*x = GetCommandResponse{}
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[26]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +1922,7 @@ func (x *GetCommandResponse) String() string {
 func (*GetCommandResponse) ProtoMessage() {}
 
 func (x *GetCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_verbund_registry_v1_service_proto_msgTypes[26]
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +1935,7 @@ func (x *GetCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCommandResponse.ProtoReflect.Descriptor instead.
 func (*GetCommandResponse) Descriptor() ([]byte, []int) {
-	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{26}
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetCommandResponse) GetSignedCommand() string {
@@ -1900,7 +2040,18 @@ const file_verbund_registry_v1_service_proto_rawDesc = "" +
 	"\x04read\x18\x02 \x01(\v2 .verbund.registry.v1.ReadOptionsR\x04read\"\x83\x01\n" +
 	"\x13GetOfferingResponse\x129\n" +
 	"\boffering\x18\x01 \x01(\v2\x1d.verbund.registry.v1.OfferingR\boffering\x121\n" +
-	"\x04read\x18\x02 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read\"Q\n" +
+	"\x04read\x18\x02 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read\"\xc5\x01\n" +
+	"\x14ListOfferingsRequest\x12'\n" +
+	"\x0forganisation_id\x18\x01 \x01(\tR\x0eorganisationId\x12\x12\n" +
+	"\x04area\x18\x02 \x01(\tR\x04area\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x124\n" +
+	"\x04read\x18\x05 \x01(\v2 .verbund.registry.v1.ReadOptionsR\x04read\"\xaf\x01\n" +
+	"\x15ListOfferingsResponse\x12;\n" +
+	"\tofferings\x18\x01 \x03(\v2\x1d.verbund.registry.v1.OfferingR\tofferings\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x121\n" +
+	"\x04read\x18\x03 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read\"Q\n" +
 	"\x19ListLifeSituationsRequest\x124\n" +
 	"\x04read\x18\x01 \x01(\v2 .verbund.registry.v1.ReadOptionsR\x04read\"H\n" +
 	"\rLifeSituation\x12\x12\n" +
@@ -1961,7 +2112,7 @@ const file_verbund_registry_v1_service_proto_rawDesc = "" +
 	"\x13MATCH_KIND_DISTRICT\x10\x03\x12\x14\n" +
 	"\x10MATCH_KIND_STATE\x10\x042f\n" +
 	"\x0ePublishService\x12T\n" +
-	"\aPublish\x12#.verbund.registry.v1.PublishRequest\x1a$.verbund.registry.v1.PublishResponse2\xe2\b\n" +
+	"\aPublish\x12#.verbund.registry.v1.PublishRequest\x1a$.verbund.registry.v1.PublishResponse2\xcf\t\n" +
 	"\fQueryService\x12q\n" +
 	"\x0fGetOrganisation\x12+.verbund.registry.v1.GetOrganisationRequest\x1a,.verbund.registry.v1.GetOrganisationResponse\"\x03\x90\x02\x01\x12w\n" +
 	"\x11ListOrganisations\x12-.verbund.registry.v1.ListOrganisationsRequest\x1a..verbund.registry.v1.ListOrganisationsResponse\"\x03\x90\x02\x01\x12b\n" +
@@ -1969,7 +2120,8 @@ const file_verbund_registry_v1_service_proto_rawDesc = "" +
 	"GetService\x12&.verbund.registry.v1.GetServiceRequest\x1a'.verbund.registry.v1.GetServiceResponse\"\x03\x90\x02\x01\x12n\n" +
 	"\x0eSearchServices\x12*.verbund.registry.v1.SearchServicesRequest\x1a+.verbund.registry.v1.SearchServicesResponse\"\x03\x90\x02\x01\x12k\n" +
 	"\rFindProviders\x12).verbund.registry.v1.FindProvidersRequest\x1a*.verbund.registry.v1.FindProvidersResponse\"\x03\x90\x02\x01\x12e\n" +
-	"\vGetOffering\x12'.verbund.registry.v1.GetOfferingRequest\x1a(.verbund.registry.v1.GetOfferingResponse\"\x03\x90\x02\x01\x12z\n" +
+	"\vGetOffering\x12'.verbund.registry.v1.GetOfferingRequest\x1a(.verbund.registry.v1.GetOfferingResponse\"\x03\x90\x02\x01\x12k\n" +
+	"\rListOfferings\x12).verbund.registry.v1.ListOfferingsRequest\x1a*.verbund.registry.v1.ListOfferingsResponse\"\x03\x90\x02\x01\x12z\n" +
 	"\x12ListLifeSituations\x12..verbund.registry.v1.ListLifeSituationsRequest\x1a/.verbund.registry.v1.ListLifeSituationsResponse\"\x03\x90\x02\x01\x12z\n" +
 	"\x12ListAuthorisations\x12..verbund.registry.v1.ListAuthorisationsRequest\x1a/.verbund.registry.v1.ListAuthorisationsResponse\"\x03\x90\x02\x01\x12b\n" +
 	"\n" +
@@ -1991,7 +2143,7 @@ func file_verbund_registry_v1_service_proto_rawDescGZIP() []byte {
 }
 
 var file_verbund_registry_v1_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_verbund_registry_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_verbund_registry_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_verbund_registry_v1_service_proto_goTypes = []any{
 	(MatchKind)(0),                     // 0: verbund.registry.v1.MatchKind
 	(*PublishRequest)(nil),             // 1: verbund.registry.v1.PublishRequest
@@ -2011,93 +2163,100 @@ var file_verbund_registry_v1_service_proto_goTypes = []any{
 	(*FindProvidersResponse)(nil),      // 15: verbund.registry.v1.FindProvidersResponse
 	(*GetOfferingRequest)(nil),         // 16: verbund.registry.v1.GetOfferingRequest
 	(*GetOfferingResponse)(nil),        // 17: verbund.registry.v1.GetOfferingResponse
-	(*ListLifeSituationsRequest)(nil),  // 18: verbund.registry.v1.ListLifeSituationsRequest
-	(*LifeSituation)(nil),              // 19: verbund.registry.v1.LifeSituation
-	(*ListLifeSituationsResponse)(nil), // 20: verbund.registry.v1.ListLifeSituationsResponse
-	(*ListAuthorisationsRequest)(nil),  // 21: verbund.registry.v1.ListAuthorisationsRequest
-	(*ListAuthorisationsResponse)(nil), // 22: verbund.registry.v1.ListAuthorisationsResponse
-	(*GetHistoryRequest)(nil),          // 23: verbund.registry.v1.GetHistoryRequest
-	(*HistoryEntry)(nil),               // 24: verbund.registry.v1.HistoryEntry
-	(*GetHistoryResponse)(nil),         // 25: verbund.registry.v1.GetHistoryResponse
-	(*GetCommandRequest)(nil),          // 26: verbund.registry.v1.GetCommandRequest
-	(*GetCommandResponse)(nil),         // 27: verbund.registry.v1.GetCommandResponse
-	(*CommandResult)(nil),              // 28: verbund.registry.v1.CommandResult
-	(*ReadOptions)(nil),                // 29: verbund.registry.v1.ReadOptions
-	(*Organisation)(nil),               // 30: verbund.registry.v1.Organisation
-	(*ReadInfo)(nil),                   // 31: verbund.registry.v1.ReadInfo
-	(OrganisationKind)(0),              // 32: verbund.registry.v1.OrganisationKind
-	(*Service)(nil),                    // 33: verbund.registry.v1.Service
-	(*Offering)(nil),                   // 34: verbund.registry.v1.Offering
-	(*Authorisation)(nil),              // 35: verbund.registry.v1.Authorisation
+	(*ListOfferingsRequest)(nil),       // 18: verbund.registry.v1.ListOfferingsRequest
+	(*ListOfferingsResponse)(nil),      // 19: verbund.registry.v1.ListOfferingsResponse
+	(*ListLifeSituationsRequest)(nil),  // 20: verbund.registry.v1.ListLifeSituationsRequest
+	(*LifeSituation)(nil),              // 21: verbund.registry.v1.LifeSituation
+	(*ListLifeSituationsResponse)(nil), // 22: verbund.registry.v1.ListLifeSituationsResponse
+	(*ListAuthorisationsRequest)(nil),  // 23: verbund.registry.v1.ListAuthorisationsRequest
+	(*ListAuthorisationsResponse)(nil), // 24: verbund.registry.v1.ListAuthorisationsResponse
+	(*GetHistoryRequest)(nil),          // 25: verbund.registry.v1.GetHistoryRequest
+	(*HistoryEntry)(nil),               // 26: verbund.registry.v1.HistoryEntry
+	(*GetHistoryResponse)(nil),         // 27: verbund.registry.v1.GetHistoryResponse
+	(*GetCommandRequest)(nil),          // 28: verbund.registry.v1.GetCommandRequest
+	(*GetCommandResponse)(nil),         // 29: verbund.registry.v1.GetCommandResponse
+	(*CommandResult)(nil),              // 30: verbund.registry.v1.CommandResult
+	(*ReadOptions)(nil),                // 31: verbund.registry.v1.ReadOptions
+	(*Organisation)(nil),               // 32: verbund.registry.v1.Organisation
+	(*ReadInfo)(nil),                   // 33: verbund.registry.v1.ReadInfo
+	(OrganisationKind)(0),              // 34: verbund.registry.v1.OrganisationKind
+	(*Service)(nil),                    // 35: verbund.registry.v1.Service
+	(*Offering)(nil),                   // 36: verbund.registry.v1.Offering
+	(*Authorisation)(nil),              // 37: verbund.registry.v1.Authorisation
 }
 var file_verbund_registry_v1_service_proto_depIdxs = []int32{
-	28, // 0: verbund.registry.v1.PublishResponse.results:type_name -> verbund.registry.v1.CommandResult
-	29, // 1: verbund.registry.v1.GetOrganisationRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	30, // 2: verbund.registry.v1.GetOrganisationResponse.organisation:type_name -> verbund.registry.v1.Organisation
-	31, // 3: verbund.registry.v1.GetOrganisationResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	32, // 4: verbund.registry.v1.ListOrganisationsRequest.kind:type_name -> verbund.registry.v1.OrganisationKind
-	29, // 5: verbund.registry.v1.ListOrganisationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	30, // 6: verbund.registry.v1.ListOrganisationsResponse.organisations:type_name -> verbund.registry.v1.Organisation
-	31, // 7: verbund.registry.v1.ListOrganisationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	29, // 8: verbund.registry.v1.GetServiceRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	33, // 9: verbund.registry.v1.GetServiceResponse.service:type_name -> verbund.registry.v1.Service
-	31, // 10: verbund.registry.v1.GetServiceResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	29, // 11: verbund.registry.v1.SearchServicesRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	33, // 12: verbund.registry.v1.ServiceHit.service:type_name -> verbund.registry.v1.Service
+	30, // 0: verbund.registry.v1.PublishResponse.results:type_name -> verbund.registry.v1.CommandResult
+	31, // 1: verbund.registry.v1.GetOrganisationRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	32, // 2: verbund.registry.v1.GetOrganisationResponse.organisation:type_name -> verbund.registry.v1.Organisation
+	33, // 3: verbund.registry.v1.GetOrganisationResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	34, // 4: verbund.registry.v1.ListOrganisationsRequest.kind:type_name -> verbund.registry.v1.OrganisationKind
+	31, // 5: verbund.registry.v1.ListOrganisationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	32, // 6: verbund.registry.v1.ListOrganisationsResponse.organisations:type_name -> verbund.registry.v1.Organisation
+	33, // 7: verbund.registry.v1.ListOrganisationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	31, // 8: verbund.registry.v1.GetServiceRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	35, // 9: verbund.registry.v1.GetServiceResponse.service:type_name -> verbund.registry.v1.Service
+	33, // 10: verbund.registry.v1.GetServiceResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	31, // 11: verbund.registry.v1.SearchServicesRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	35, // 12: verbund.registry.v1.ServiceHit.service:type_name -> verbund.registry.v1.Service
 	10, // 13: verbund.registry.v1.SearchServicesResponse.hits:type_name -> verbund.registry.v1.ServiceHit
-	31, // 14: verbund.registry.v1.SearchServicesResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	29, // 15: verbund.registry.v1.FindProvidersRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	30, // 16: verbund.registry.v1.Provider.organisation:type_name -> verbund.registry.v1.Organisation
-	34, // 17: verbund.registry.v1.Provider.offering:type_name -> verbund.registry.v1.Offering
+	33, // 14: verbund.registry.v1.SearchServicesResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	31, // 15: verbund.registry.v1.FindProvidersRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	32, // 16: verbund.registry.v1.Provider.organisation:type_name -> verbund.registry.v1.Organisation
+	36, // 17: verbund.registry.v1.Provider.offering:type_name -> verbund.registry.v1.Offering
 	0,  // 18: verbund.registry.v1.Provider.match:type_name -> verbund.registry.v1.MatchKind
 	14, // 19: verbund.registry.v1.Provider.proof:type_name -> verbund.registry.v1.ProviderProof
-	35, // 20: verbund.registry.v1.ProviderProof.authorisation:type_name -> verbund.registry.v1.Authorisation
-	30, // 21: verbund.registry.v1.ProviderProof.signers:type_name -> verbund.registry.v1.Organisation
+	37, // 20: verbund.registry.v1.ProviderProof.authorisation:type_name -> verbund.registry.v1.Authorisation
+	32, // 21: verbund.registry.v1.ProviderProof.signers:type_name -> verbund.registry.v1.Organisation
 	13, // 22: verbund.registry.v1.FindProvidersResponse.providers:type_name -> verbund.registry.v1.Provider
-	30, // 23: verbund.registry.v1.FindProvidersResponse.area_organisation:type_name -> verbund.registry.v1.Organisation
-	33, // 24: verbund.registry.v1.FindProvidersResponse.service:type_name -> verbund.registry.v1.Service
-	31, // 25: verbund.registry.v1.FindProvidersResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	29, // 26: verbund.registry.v1.GetOfferingRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	34, // 27: verbund.registry.v1.GetOfferingResponse.offering:type_name -> verbund.registry.v1.Offering
-	31, // 28: verbund.registry.v1.GetOfferingResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	29, // 29: verbund.registry.v1.ListLifeSituationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	19, // 30: verbund.registry.v1.ListLifeSituationsResponse.life_situations:type_name -> verbund.registry.v1.LifeSituation
-	31, // 31: verbund.registry.v1.ListLifeSituationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	29, // 32: verbund.registry.v1.ListAuthorisationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	35, // 33: verbund.registry.v1.ListAuthorisationsResponse.authorisations:type_name -> verbund.registry.v1.Authorisation
-	31, // 34: verbund.registry.v1.ListAuthorisationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	29, // 35: verbund.registry.v1.GetHistoryRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	24, // 36: verbund.registry.v1.GetHistoryResponse.entries:type_name -> verbund.registry.v1.HistoryEntry
-	31, // 37: verbund.registry.v1.GetHistoryResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	29, // 38: verbund.registry.v1.GetCommandRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	31, // 39: verbund.registry.v1.GetCommandResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	1,  // 40: verbund.registry.v1.PublishService.Publish:input_type -> verbund.registry.v1.PublishRequest
-	3,  // 41: verbund.registry.v1.QueryService.GetOrganisation:input_type -> verbund.registry.v1.GetOrganisationRequest
-	5,  // 42: verbund.registry.v1.QueryService.ListOrganisations:input_type -> verbund.registry.v1.ListOrganisationsRequest
-	7,  // 43: verbund.registry.v1.QueryService.GetService:input_type -> verbund.registry.v1.GetServiceRequest
-	9,  // 44: verbund.registry.v1.QueryService.SearchServices:input_type -> verbund.registry.v1.SearchServicesRequest
-	12, // 45: verbund.registry.v1.QueryService.FindProviders:input_type -> verbund.registry.v1.FindProvidersRequest
-	16, // 46: verbund.registry.v1.QueryService.GetOffering:input_type -> verbund.registry.v1.GetOfferingRequest
-	18, // 47: verbund.registry.v1.QueryService.ListLifeSituations:input_type -> verbund.registry.v1.ListLifeSituationsRequest
-	21, // 48: verbund.registry.v1.QueryService.ListAuthorisations:input_type -> verbund.registry.v1.ListAuthorisationsRequest
-	23, // 49: verbund.registry.v1.QueryService.GetHistory:input_type -> verbund.registry.v1.GetHistoryRequest
-	26, // 50: verbund.registry.v1.QueryService.GetCommand:input_type -> verbund.registry.v1.GetCommandRequest
-	2,  // 51: verbund.registry.v1.PublishService.Publish:output_type -> verbund.registry.v1.PublishResponse
-	4,  // 52: verbund.registry.v1.QueryService.GetOrganisation:output_type -> verbund.registry.v1.GetOrganisationResponse
-	6,  // 53: verbund.registry.v1.QueryService.ListOrganisations:output_type -> verbund.registry.v1.ListOrganisationsResponse
-	8,  // 54: verbund.registry.v1.QueryService.GetService:output_type -> verbund.registry.v1.GetServiceResponse
-	11, // 55: verbund.registry.v1.QueryService.SearchServices:output_type -> verbund.registry.v1.SearchServicesResponse
-	15, // 56: verbund.registry.v1.QueryService.FindProviders:output_type -> verbund.registry.v1.FindProvidersResponse
-	17, // 57: verbund.registry.v1.QueryService.GetOffering:output_type -> verbund.registry.v1.GetOfferingResponse
-	20, // 58: verbund.registry.v1.QueryService.ListLifeSituations:output_type -> verbund.registry.v1.ListLifeSituationsResponse
-	22, // 59: verbund.registry.v1.QueryService.ListAuthorisations:output_type -> verbund.registry.v1.ListAuthorisationsResponse
-	25, // 60: verbund.registry.v1.QueryService.GetHistory:output_type -> verbund.registry.v1.GetHistoryResponse
-	27, // 61: verbund.registry.v1.QueryService.GetCommand:output_type -> verbund.registry.v1.GetCommandResponse
-	51, // [51:62] is the sub-list for method output_type
-	40, // [40:51] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	32, // 23: verbund.registry.v1.FindProvidersResponse.area_organisation:type_name -> verbund.registry.v1.Organisation
+	35, // 24: verbund.registry.v1.FindProvidersResponse.service:type_name -> verbund.registry.v1.Service
+	33, // 25: verbund.registry.v1.FindProvidersResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	31, // 26: verbund.registry.v1.GetOfferingRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	36, // 27: verbund.registry.v1.GetOfferingResponse.offering:type_name -> verbund.registry.v1.Offering
+	33, // 28: verbund.registry.v1.GetOfferingResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	31, // 29: verbund.registry.v1.ListOfferingsRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	36, // 30: verbund.registry.v1.ListOfferingsResponse.offerings:type_name -> verbund.registry.v1.Offering
+	33, // 31: verbund.registry.v1.ListOfferingsResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	31, // 32: verbund.registry.v1.ListLifeSituationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	21, // 33: verbund.registry.v1.ListLifeSituationsResponse.life_situations:type_name -> verbund.registry.v1.LifeSituation
+	33, // 34: verbund.registry.v1.ListLifeSituationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	31, // 35: verbund.registry.v1.ListAuthorisationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	37, // 36: verbund.registry.v1.ListAuthorisationsResponse.authorisations:type_name -> verbund.registry.v1.Authorisation
+	33, // 37: verbund.registry.v1.ListAuthorisationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	31, // 38: verbund.registry.v1.GetHistoryRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	26, // 39: verbund.registry.v1.GetHistoryResponse.entries:type_name -> verbund.registry.v1.HistoryEntry
+	33, // 40: verbund.registry.v1.GetHistoryResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	31, // 41: verbund.registry.v1.GetCommandRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	33, // 42: verbund.registry.v1.GetCommandResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	1,  // 43: verbund.registry.v1.PublishService.Publish:input_type -> verbund.registry.v1.PublishRequest
+	3,  // 44: verbund.registry.v1.QueryService.GetOrganisation:input_type -> verbund.registry.v1.GetOrganisationRequest
+	5,  // 45: verbund.registry.v1.QueryService.ListOrganisations:input_type -> verbund.registry.v1.ListOrganisationsRequest
+	7,  // 46: verbund.registry.v1.QueryService.GetService:input_type -> verbund.registry.v1.GetServiceRequest
+	9,  // 47: verbund.registry.v1.QueryService.SearchServices:input_type -> verbund.registry.v1.SearchServicesRequest
+	12, // 48: verbund.registry.v1.QueryService.FindProviders:input_type -> verbund.registry.v1.FindProvidersRequest
+	16, // 49: verbund.registry.v1.QueryService.GetOffering:input_type -> verbund.registry.v1.GetOfferingRequest
+	18, // 50: verbund.registry.v1.QueryService.ListOfferings:input_type -> verbund.registry.v1.ListOfferingsRequest
+	20, // 51: verbund.registry.v1.QueryService.ListLifeSituations:input_type -> verbund.registry.v1.ListLifeSituationsRequest
+	23, // 52: verbund.registry.v1.QueryService.ListAuthorisations:input_type -> verbund.registry.v1.ListAuthorisationsRequest
+	25, // 53: verbund.registry.v1.QueryService.GetHistory:input_type -> verbund.registry.v1.GetHistoryRequest
+	28, // 54: verbund.registry.v1.QueryService.GetCommand:input_type -> verbund.registry.v1.GetCommandRequest
+	2,  // 55: verbund.registry.v1.PublishService.Publish:output_type -> verbund.registry.v1.PublishResponse
+	4,  // 56: verbund.registry.v1.QueryService.GetOrganisation:output_type -> verbund.registry.v1.GetOrganisationResponse
+	6,  // 57: verbund.registry.v1.QueryService.ListOrganisations:output_type -> verbund.registry.v1.ListOrganisationsResponse
+	8,  // 58: verbund.registry.v1.QueryService.GetService:output_type -> verbund.registry.v1.GetServiceResponse
+	11, // 59: verbund.registry.v1.QueryService.SearchServices:output_type -> verbund.registry.v1.SearchServicesResponse
+	15, // 60: verbund.registry.v1.QueryService.FindProviders:output_type -> verbund.registry.v1.FindProvidersResponse
+	17, // 61: verbund.registry.v1.QueryService.GetOffering:output_type -> verbund.registry.v1.GetOfferingResponse
+	19, // 62: verbund.registry.v1.QueryService.ListOfferings:output_type -> verbund.registry.v1.ListOfferingsResponse
+	22, // 63: verbund.registry.v1.QueryService.ListLifeSituations:output_type -> verbund.registry.v1.ListLifeSituationsResponse
+	24, // 64: verbund.registry.v1.QueryService.ListAuthorisations:output_type -> verbund.registry.v1.ListAuthorisationsResponse
+	27, // 65: verbund.registry.v1.QueryService.GetHistory:output_type -> verbund.registry.v1.GetHistoryResponse
+	29, // 66: verbund.registry.v1.QueryService.GetCommand:output_type -> verbund.registry.v1.GetCommandResponse
+	55, // [55:67] is the sub-list for method output_type
+	43, // [43:55] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_verbund_registry_v1_service_proto_init() }
@@ -2113,7 +2272,7 @@ func file_verbund_registry_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbund_registry_v1_service_proto_rawDesc), len(file_verbund_registry_v1_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

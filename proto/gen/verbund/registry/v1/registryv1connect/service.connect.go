@@ -54,6 +54,9 @@ const (
 	// QueryServiceGetOfferingProcedure is the fully-qualified name of the QueryService's GetOffering
 	// RPC.
 	QueryServiceGetOfferingProcedure = "/verbund.registry.v1.QueryService/GetOffering"
+	// QueryServiceListOfferingsProcedure is the fully-qualified name of the QueryService's
+	// ListOfferings RPC.
+	QueryServiceListOfferingsProcedure = "/verbund.registry.v1.QueryService/ListOfferings"
 	// QueryServiceListLifeSituationsProcedure is the fully-qualified name of the QueryService's
 	// ListLifeSituations RPC.
 	QueryServiceListLifeSituationsProcedure = "/verbund.registry.v1.QueryService/ListLifeSituations"
@@ -146,6 +149,9 @@ type QueryServiceClient interface {
 	// Who delivers this service to a citizen of this area, best first.
 	FindProviders(context.Context, *connect.Request[v1.FindProvidersRequest]) (*connect.Response[v1.FindProvidersResponse], error)
 	GetOffering(context.Context, *connect.Request[v1.GetOfferingRequest]) (*connect.Response[v1.GetOfferingResponse], error)
+	// Offerings of one organisation, or all offerings serving an area prefix
+	// (e.g. a state code), in offering id order; for exports and imports.
+	ListOfferings(context.Context, *connect.Request[v1.ListOfferingsRequest]) (*connect.Response[v1.ListOfferingsResponse], error)
 	ListLifeSituations(context.Context, *connect.Request[v1.ListLifeSituationsRequest]) (*connect.Response[v1.ListLifeSituationsResponse], error)
 	// Authorisations by grantor, grantee or area.
 	ListAuthorisations(context.Context, *connect.Request[v1.ListAuthorisationsRequest]) (*connect.Response[v1.ListAuthorisationsResponse], error)
@@ -209,6 +215,13 @@ func NewQueryServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		listOfferings: connect.NewClient[v1.ListOfferingsRequest, v1.ListOfferingsResponse](
+			httpClient,
+			baseURL+QueryServiceListOfferingsProcedure,
+			connect.WithSchema(queryServiceMethods.ByName("ListOfferings")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 		listLifeSituations: connect.NewClient[v1.ListLifeSituationsRequest, v1.ListLifeSituationsResponse](
 			httpClient,
 			baseURL+QueryServiceListLifeSituationsProcedure,
@@ -248,6 +261,7 @@ type queryServiceClient struct {
 	searchServices     *connect.Client[v1.SearchServicesRequest, v1.SearchServicesResponse]
 	findProviders      *connect.Client[v1.FindProvidersRequest, v1.FindProvidersResponse]
 	getOffering        *connect.Client[v1.GetOfferingRequest, v1.GetOfferingResponse]
+	listOfferings      *connect.Client[v1.ListOfferingsRequest, v1.ListOfferingsResponse]
 	listLifeSituations *connect.Client[v1.ListLifeSituationsRequest, v1.ListLifeSituationsResponse]
 	listAuthorisations *connect.Client[v1.ListAuthorisationsRequest, v1.ListAuthorisationsResponse]
 	getHistory         *connect.Client[v1.GetHistoryRequest, v1.GetHistoryResponse]
@@ -284,6 +298,11 @@ func (c *queryServiceClient) GetOffering(ctx context.Context, req *connect.Reque
 	return c.getOffering.CallUnary(ctx, req)
 }
 
+// ListOfferings calls verbund.registry.v1.QueryService.ListOfferings.
+func (c *queryServiceClient) ListOfferings(ctx context.Context, req *connect.Request[v1.ListOfferingsRequest]) (*connect.Response[v1.ListOfferingsResponse], error) {
+	return c.listOfferings.CallUnary(ctx, req)
+}
+
 // ListLifeSituations calls verbund.registry.v1.QueryService.ListLifeSituations.
 func (c *queryServiceClient) ListLifeSituations(ctx context.Context, req *connect.Request[v1.ListLifeSituationsRequest]) (*connect.Response[v1.ListLifeSituationsResponse], error) {
 	return c.listLifeSituations.CallUnary(ctx, req)
@@ -314,6 +333,9 @@ type QueryServiceHandler interface {
 	// Who delivers this service to a citizen of this area, best first.
 	FindProviders(context.Context, *connect.Request[v1.FindProvidersRequest]) (*connect.Response[v1.FindProvidersResponse], error)
 	GetOffering(context.Context, *connect.Request[v1.GetOfferingRequest]) (*connect.Response[v1.GetOfferingResponse], error)
+	// Offerings of one organisation, or all offerings serving an area prefix
+	// (e.g. a state code), in offering id order; for exports and imports.
+	ListOfferings(context.Context, *connect.Request[v1.ListOfferingsRequest]) (*connect.Response[v1.ListOfferingsResponse], error)
 	ListLifeSituations(context.Context, *connect.Request[v1.ListLifeSituationsRequest]) (*connect.Response[v1.ListLifeSituationsResponse], error)
 	// Authorisations by grantor, grantee or area.
 	ListAuthorisations(context.Context, *connect.Request[v1.ListAuthorisationsRequest]) (*connect.Response[v1.ListAuthorisationsResponse], error)
@@ -373,6 +395,13 @@ func NewQueryServiceHandler(svc QueryServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	queryServiceListOfferingsHandler := connect.NewUnaryHandler(
+		QueryServiceListOfferingsProcedure,
+		svc.ListOfferings,
+		connect.WithSchema(queryServiceMethods.ByName("ListOfferings")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	queryServiceListLifeSituationsHandler := connect.NewUnaryHandler(
 		QueryServiceListLifeSituationsProcedure,
 		svc.ListLifeSituations,
@@ -415,6 +444,8 @@ func NewQueryServiceHandler(svc QueryServiceHandler, opts ...connect.HandlerOpti
 			queryServiceFindProvidersHandler.ServeHTTP(w, r)
 		case QueryServiceGetOfferingProcedure:
 			queryServiceGetOfferingHandler.ServeHTTP(w, r)
+		case QueryServiceListOfferingsProcedure:
+			queryServiceListOfferingsHandler.ServeHTTP(w, r)
 		case QueryServiceListLifeSituationsProcedure:
 			queryServiceListLifeSituationsHandler.ServeHTTP(w, r)
 		case QueryServiceListAuthorisationsProcedure:
@@ -454,6 +485,10 @@ func (UnimplementedQueryServiceHandler) FindProviders(context.Context, *connect.
 
 func (UnimplementedQueryServiceHandler) GetOffering(context.Context, *connect.Request[v1.GetOfferingRequest]) (*connect.Response[v1.GetOfferingResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.registry.v1.QueryService.GetOffering is not implemented"))
+}
+
+func (UnimplementedQueryServiceHandler) ListOfferings(context.Context, *connect.Request[v1.ListOfferingsRequest]) (*connect.Response[v1.ListOfferingsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.registry.v1.QueryService.ListOfferings is not implemented"))
 }
 
 func (UnimplementedQueryServiceHandler) ListLifeSituations(context.Context, *connect.Request[v1.ListLifeSituationsRequest]) (*connect.Response[v1.ListLifeSituationsResponse], error) {
