@@ -254,6 +254,10 @@ func (n *Node) Start(ctx context.Context) error {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.reconcileLoop(runCtx) }()
 	}
+	if n.isServer() {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.featureLoop(runCtx) }()
+	}
 	if !n.isServer() {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.followLoop(runCtx) }()

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/hashicorp/memberlist"
@@ -53,6 +54,11 @@ type Meta struct {
 	APIAddr  string
 	RaftAddr string
 	Version  string
+	// FeatureLevel is the highest registry feature level the node's
+	// software supports (registry.SupportedFeatureLevel); 0 from nodes that
+	// predate the version gate (they support level 1). Appended after
+	// Version, so older decoders ignore it.
+	FeatureLevel uint32
 }
 
 func (m Meta) fields() []string {
@@ -67,7 +73,8 @@ func (m Meta) Validate() error {
 
 // Encode validates m and returns its compact binary form: a format byte (1)
 // followed by NodeID, OrgID, Role, APIAddr, RaftAddr and Version, each as a
-// uvarint length and the UTF-8 bytes. Later formats may only append fields,
+// uvarint length and the UTF-8 bytes, then (if not 0) FeatureLevel as a
+// decimal string in the same framing. Later formats may only append fields,
 // so that older decoders keep working.
 func (m Meta) Encode() ([]byte, error) {
 	if m.NodeID == "" {
@@ -85,6 +92,11 @@ func (m Meta) Encode() ([]byte, error) {
 		}
 		buf = binary.AppendUvarint(buf, uint64(len(f)))
 		buf = append(buf, f...)
+	}
+	if m.FeatureLevel != 0 {
+		fl := strconv.FormatUint(uint64(m.FeatureLevel), 10)
+		buf = binary.AppendUvarint(buf, uint64(len(fl)))
+		buf = append(buf, fl...)
 	}
 	if len(buf) > MetaMaxSize {
 		return nil, fmt.Errorf("%w: encodes to %d bytes, the limit is %d", ErrMetaTooLarge, len(buf), MetaMaxSize)
@@ -116,6 +128,12 @@ func DecodeMeta(b []byte) (Meta, error) {
 		rest = rest[k+int(n):]
 	}
 	m := Meta{NodeID: f[0], OrgID: f[1], Role: Role(f[2]), APIAddr: f[3], RaftAddr: f[4], Version: f[5]}
+	// Appended fields: the feature level (absent from older nodes).
+	if n, k := binary.Uvarint(rest); k > 0 && n <= uint64(len(rest)-k) {
+		if fl, err := strconv.ParseUint(string(rest[k:k+int(n)]), 10, 32); err == nil {
+			m.FeatureLevel = uint32(fl)
+		}
+	}
 	if m.NodeID == "" {
 		return Meta{}, fmt.Errorf("%w: NodeID is empty", ErrInvalidMeta)
 	}
