@@ -69,6 +69,10 @@ func TestVersionGateRaisedWhenEveryServerSupportsIt(t *testing.T) {
 			t.Fatal("no leader")
 		}
 	}
+	// An upgraded server leads: it must still wait for n2.
+	if err := c.TransferLeadership(0, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(3 * time.Second)
 	for via := range c.Nodes {
 		r := publish(via)
