@@ -532,19 +532,6 @@ func TestMeta(t *testing.T) {
 	if got, err := DecodeMeta(append(bytes.Clone(b), 3, 'n', 'e', 'w')); err != nil || got != m {
 		t.Errorf("with trailing field: %+v, %v", got, err)
 	}
-	// The feature level round-trips, after Version; a meta without it (an
-	// older node) decodes as 0, and the bytes up to Version are unchanged,
-	// so older decoders read the rest as before.
-	fl := m
-	fl.FeatureLevel = 2
-	if fb, err := fl.Encode(); err != nil || !bytes.HasPrefix(fb, b) {
-		t.Errorf("with feature level: %x, %v (want prefix %x)", fb, err, b)
-	} else if got, err := DecodeMeta(fb); err != nil || got != fl {
-		t.Errorf("feature level round trip: %+v, %v", got, err)
-	}
-	if got, _ := DecodeMeta(b); got.FeatureLevel != 0 {
-		t.Errorf("meta without a feature level decodes as %d", got.FeatureLevel)
-	}
 	for _, bad := range [][]byte{nil, {0}, {1}, b[:len(b)-1], {1, 200, 1}} {
 		if _, err := DecodeMeta(bad); !errors.Is(err, ErrInvalidMeta) {
 			t.Errorf("DecodeMeta(%v): %v", bad, err)
