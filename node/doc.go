@@ -34,6 +34,8 @@
 //	ratelimit.go     per-caller request budgets, paced refusals, fair query slots
 //	expiry.go        expiry warnings for the organisation's keys and the TLS certificates
 //	metrics.go       Prometheus /metrics on the admin listener
+//	features.go      the version gate: advertised feature level, the leader raises the cluster's
+//	formats.go       on-disk format markers of the node's stores (internal/storeformat)
 //
 // Sub-packages: auth (the node's users, argon2id passwords, signed bearer
 // tokens, the caller's identity), connecterr (the one domain-error-to-Connect-code map),
