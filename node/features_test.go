@@ -22,7 +22,8 @@ import (
 // only) is refused with feature_level through every node, and nothing is
 // applied anywhere. n2 is then "upgraded" (restarted on its data dir,
 // advertising 2): the leader raises the level, every replica records 2,
-// and the same command is applied everywhere.
+// and the same command is applied everywhere. A fourth server advertising
+// level 1 is then kept out of the Raft configuration until it is upgraded.
 func TestVersionGateRaisedWhenEveryServerSupportsIt(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
@@ -128,4 +129,34 @@ func TestVersionGateRaisedWhenEveryServerSupportsIt(t *testing.T) {
 		t.Fatalf("replicas disagree on the service revision: %v", revs)
 	}
 	t.Logf("replicas agree: level %v, service revision %d", levels(), revs[0])
+
+	// A server older than the recorded level is not added to Raft (it
+	// would not know the kinds the level allows); upgraded, it is.
+	inRaft := func(id string) bool {
+		f := c.WaitLeader(10 * time.Second).Node().Raft().GetConfiguration()
+		if f.Error() != nil {
+			return false
+		}
+		for _, s := range f.Configuration().Servers {
+			if string(s.ID) == id {
+				return true
+			}
+		}
+		return false
+	}
+	i := c.AddNode(node.RoleVoter) // advertises 1 (Configure)
+	time.Sleep(4 * time.Second)
+	if inRaft(c.Nodes[i].ID) {
+		t.Fatalf("%s (feature level 1) was added to a level-2 cluster", c.Nodes[i].ID)
+	}
+	c.Reconfigure(i, func(cfg *node.Config) { cfg.FeatureLevel = 2 })
+	c.Restart(i)
+	if err := c.WaitFor(30*time.Second, func() error {
+		if !inRaft(c.Nodes[i].ID) {
+			return fmt.Errorf("%s not in raft", c.Nodes[i].ID)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("upgraded server not added: %v", err)
+	}
 }

@@ -148,7 +148,7 @@ func (s Store) Prepare(dir string, log *slog.Logger) (uint32, error) {
 		if err := Write(dir, s.Kind, v); err != nil {
 			return 0, err
 		}
-		log.Info("store had no format marker: recorded format 1 (written by v0.8.0 or earlier)", "store", s.Kind, "dir", dir)
+		log.Info("store had no format marker: recorded format 1 (written by v0.8.0 or earlier, or by a tool that predates markers)", "store", s.Kind, "dir", dir)
 	}
 	from := v
 	if v > s.Current {
