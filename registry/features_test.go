@@ -1,7 +1,9 @@
 package registry
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"testing"
 
 	"strings"
@@ -83,5 +85,13 @@ func TestFeatureLevelGate(t *testing.T) {
 	w.reopen()
 	if l, _ := w.fsm.FeatureLevel(); l != 2 {
 		t.Fatalf("level after restart = %d", l)
+	}
+	// A replica restored from a snapshot (Raft InstallSnapshot) has it too.
+	dst := newHarness(t)
+	if err := dst.fsm.Restore(io.NopCloser(bytes.NewReader(takeSnapshot(t, w.fsm)))); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := dst.fsm.FeatureLevel(); l != 2 {
+		t.Fatalf("level after snapshot restore = %d", l)
 	}
 }
