@@ -30,7 +30,7 @@ cluster-stop: ## stop a cluster started by `make cluster` in another shell
 	-@for f in .verbund/cluster/*.pid; do [ -f "$$f" ] && kill $$(cat "$$f") 2>/dev/null; rm -f "$$f"; done; true
 
 .PHONY: test
-test: ## run every test (race detector on the concurrent packages)
+test: breaking ## run every test (race detector on the concurrent packages)
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 12m ./...
 	$(GO) test -race -count=1 -timeout 12m ./registry/... ./federation/... ./node/... ./internal/... ./keys/...
@@ -60,10 +60,20 @@ bench: ## run the benchmarks
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
 
 .PHONY: lint
-lint: tools ## go vet, gofmt, buf lint
+lint: tools breaking ## go vet, gofmt, buf lint, buf breaking
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '/gen/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	buf lint
+
+# The API as released: the newest release tag reachable from HEAD (v*), or
+# the previous commit while there is none. Needs the git history (a full
+# clone with tags: `git fetch --tags --unshallow` in a shallow CI checkout).
+BREAKING_AGAINST ?= $(shell git describe --tags --abbrev=0 --match 'v*' HEAD 2>/dev/null || echo HEAD~1)
+
+.PHONY: breaking
+breaking: tools ## buf breaking: the proto API stays compatible with the last release tag (or HEAD~1)
+	@if [ "$$(git rev-parse --is-shallow-repository)" = true ]; then echo "buf breaking needs the git history: this is a shallow clone (git fetch --unshallow --tags)"; exit 1; fi
+	buf breaking --against '.git#ref=$(BREAKING_AGAINST)'
 
 .PHONY: generate
 generate: tools ## regenerate the protobuf and Connect code in proto/gen

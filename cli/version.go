@@ -6,9 +6,11 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 
 	"github.com/verbund/verbund/node"
+	"github.com/verbund/verbund/registry"
 )
 
 // versionCommand is "verbund version": what this binary is.
@@ -66,5 +68,7 @@ func writeVersion(w io.Writer, v string, bi *debug.BuildInfo) {
 	t.add("Module", module)
 	t.add("Revision", revision)
 	t.add("Committed", at)
+	// The highest registry feature level (version gate) this binary supports.
+	t.add("Feature level", strconv.FormatUint(uint64(registry.SupportedFeatureLevel()), 10))
 	t.flush()
 }

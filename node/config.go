@@ -183,6 +183,12 @@ type Config struct {
 	// (default http.DefaultClient).
 	OIDCHTTPClient *http.Client
 
+	// FeatureLevel is the registry feature level this node advertises in
+	// gossip (the version gate, registry/features.go); 0 means the highest
+	// its software supports, registry.SupportedFeatureLevel(). Set it lower
+	// only to emulate an older node (tests).
+	FeatureLevel uint32
+
 	Logger *slog.Logger
 }
 

@@ -36,6 +36,9 @@
 //	metrics.go       Prometheus /metrics on the admin listener
 //	backup.go        backups: registry snapshot save/inspect/restore, handover store backup
 //	                 and restore, quorum-loss recovery (RecoverQuorum)
+//	features.go      the version gate: advertised feature level; the leader raises the cluster's
+//	                 level once every server supports it
+//	formats.go       on-disk format markers of the node's stores (internal/storeformat)
 //
 // Sub-packages: auth (the node's users, argon2id passwords, signed bearer
 // tokens, the caller's identity), connecterr (the one domain-error-to-Connect-code map),

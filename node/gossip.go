@@ -32,6 +32,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 	mc.Meta = membership.Meta{
 		NodeID: n.cfg.NodeID, OrgID: n.cfg.OrgID, Role: membership.Role(n.cfg.Role),
 		APIAddr: n.PeerURL(), RaftAddr: n.RaftAddr(), Version: Version,
+		FeatureLevel: n.supportedFeatureLevel(),
 	}
 	mc.Keyring = n.cfg.GossipKeys
 	mc.AllowPlaintext = len(n.cfg.GossipKeys) == 0

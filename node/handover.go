@@ -19,6 +19,9 @@ import (
 // the service that sends, receives and tracks cases. The service asks the
 // node's key ring for keys each time, so key rotation changes no wiring.
 func (n *Node) startHandover(ctx context.Context) error {
+	if err := n.prepareStore(formatHandover, n.cfg.path("handover")); err != nil {
+		return err
+	}
 	db, err := handover.OpenDB(n.cfg.path("handover"), n.log)
 	if err != nil {
 		return fmt.Errorf("handover store: %w", err)

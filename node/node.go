@@ -137,6 +137,9 @@ func New(cfg Config) (*Node, error) {
 // user at all, creates "admin" with a random password written to
 // DataDir/initial-admin-password (0600); the log says where, never what.
 func (n *Node) openUsers() error {
+	if err := n.prepareStore(formatUsers, auth.Dir(n.cfg.DataDir)); err != nil {
+		return err
+	}
 	users, err := auth.Open(auth.Dir(n.cfg.DataDir), n.log, n.cfg.Clock)
 	if err != nil {
 		return err
@@ -156,6 +159,9 @@ func (n *Node) openUsers() error {
 }
 
 func (n *Node) openStorage() error {
+	if err := n.prepareStore(formatState, n.cfg.path("state")); err != nil {
+		return err
+	}
 	opts := badger.DefaultOptions(n.cfg.path("state")).
 		WithLogger(badgerlog.New(n.log, "badger")).
 		WithSyncWrites(false). // the Raft log is the durable copy; see registry.FSM
@@ -182,8 +188,8 @@ func (n *Node) openStorage() error {
 		return err
 	}
 	n.state = n.fsm
-	if err := os.MkdirAll(n.cfg.path("raft"), 0o700); err != nil {
-		return fmt.Errorf("raft dir: %w", err)
+	if err := n.prepareStore(formatRaft, n.cfg.path("raft")); err != nil {
+		return err
 	}
 	if err := n.openRaftLog(); err != nil {
 		return err
@@ -253,6 +259,10 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.isServer() && n.gossip != nil {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.reconcileLoop(runCtx) }()
+	}
+	if n.isServer() {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.featureLoop(runCtx) }()
 	}
 	if !n.isServer() {
 		n.wg.Add(1)

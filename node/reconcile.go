@@ -101,6 +101,9 @@ func (r *reconciler) once() error {
 			continue
 		}
 		s, in := inRaft[id]
+		if !in && !n.mayJoinRaft(m) {
+			continue // the version gate: too old for the cluster's feature level
+		}
 		addr := raft.ServerAddress(m.RaftAddr)
 		wantVoter := m.Role == membership.RoleVoter && (voters < n.cfg.Voters || (in && s.Suffrage == raft.Voter))
 		switch {

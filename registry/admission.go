@@ -60,6 +60,14 @@ func (a *Admission) Publish(ctx context.Context, signed []string) ([]*registryv1
 					err = a.fsm.PreVerify(sc)
 				}
 				if err == nil {
+					// The version gate, as the FSM applies it: a kind
+					// some server does not know yet stays out of the log.
+					var level uint32
+					if level, err = a.fsm.FeatureLevel(); err == nil {
+						err = checkFeatureLevel(sc.Command, level)
+					}
+				}
+				if err == nil {
 					// A retry of an applied command: answer from the
 					// dedupe record if this exact command was applied.
 					if prev, _ := a.fsm.LookupResult(sc.Command.GetIssuer(), sc.Command.GetId()); prev != nil {

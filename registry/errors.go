@@ -50,6 +50,7 @@ const (
 	CodeAlreadyExists      = "already_exists"
 	CodeTooLarge           = "too_large"
 	CodeInternal           = "internal"
+	// CodeFeatureLevel ("feature_level") is declared in features.go.
 )
 
 var codeOf = []struct {
@@ -58,6 +59,7 @@ var codeOf = []struct {
 }{
 	{ErrInvalidArgument, CodeInvalidArgument},
 	{ErrNotFound, CodeNotFound},
+	{ErrFeatureLevel, CodeFeatureLevel},
 	{ErrInvalidSignature, CodeInvalidSignature},
 	{ErrUnknownKey, CodeUnknownKey},
 	{ErrPermissionDenied, CodePermissionDenied},

@@ -190,6 +190,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		ls := newStage(nil, txn)
 		if entries[i] != nil {
 			res := &LogResult{Index: l.Index}
+			if lv := entries[i].GetRaiseFeatureLevel(); lv != 0 {
+				f.raiseFeatureLevel(ls, l.Index, lv)
+			}
 			var seq uint64 // entity changes in this entry: unique revisions
 			for _, p := range perLog[i] {
 				r := f.applyCommand(ls, p, l.Index, entries[i].GetProposedAtUnixMs(), &seq)
@@ -436,6 +439,16 @@ func (f *FSM) applyCommand(ls *stage, p *pending, index uint64, proposedAt int64
 	}
 	if cmd.GetIssuedAtUnixMs() > proposedAt+f.cfg.MaxClockSkew.Milliseconds() {
 		return fail(fmt.Errorf("%w: command %s is issued in the future (clock skew over %v)", ErrInvalidArgument, cmd.GetId(), f.cfg.MaxClockSkew))
+	}
+	// The version gate: a kind the cluster's recorded feature level does
+	// not cover is refused on every replica alike (not stored as a dedupe
+	// record: the same command succeeds once the level is raised).
+	level, err := featureLevel(ls)
+	if err != nil {
+		return fail(err)
+	}
+	if err := checkFeatureLevel(cmd, level); err != nil {
+		return fail(err)
 	}
 	cs := newStage(ls, nil)
 	// A failed command's revisions are not reused: harmless gaps, and the

@@ -11,6 +11,7 @@ import (
 //	m/applied                      last applied Raft index (8 bytes BE), written in the same txn as the changes
 //	m/operator                     id of the network operator (set by genesis)
 //	m/feedstart                    oldest index the change feed still holds entries after
+//	m/featurelevel                 the cluster's feature level (8 bytes BE; absent = 1), see features.go
 //	e/<index BE>                   FeedEntry: the state writes of one applied log entry
 //	o/<org id>                     Organisation
 //	s/<leika>                      Service
@@ -36,31 +37,32 @@ import (
 //	y/<org id>/<position BE>       HistoryEntry: a change concerning the organisation (position = the
 //	                               change's revision, or a fresh one for a deletion)
 const (
-	keyApplied   = "m/applied"
-	keyOperator  = "m/operator"
-	keyFeedStart = "m/feedstart"
-	pFeed        = "e/"
-	pOrg         = "o/"
-	pService     = "s/"
-	pOffering    = "f/"
-	pAuditHead   = "h/"
-	pCmd         = "c/"
-	pCmdExpiry   = "t/"
-	pAGS         = "x/ags/"
-	pKID         = "x/kid/"
-	pOrgName     = "x/on/"
-	pOrgOffers   = "x/oo/"
-	pProvider    = "x/pa/"
-	pSearch      = "x/st/"
-	pLife        = "x/ls/"
-	pLifeName    = "x/ln/"
-	pAuth        = "a/"
-	pAuthGrantee = "x/ag/"
-	pAuthGrantor = "x/ar/"
-	pOfferAuth   = "x/ao/"
-	pAuthDep     = "x/ad/"
-	pCommandJWS  = "j/"
-	pHistory     = "y/"
+	keyApplied      = "m/applied"
+	keyOperator     = "m/operator"
+	keyFeedStart    = "m/feedstart"
+	keyFeatureLevel = "m/featurelevel"
+	pFeed           = "e/"
+	pOrg            = "o/"
+	pService        = "s/"
+	pOffering       = "f/"
+	pAuditHead      = "h/"
+	pCmd            = "c/"
+	pCmdExpiry      = "t/"
+	pAGS            = "x/ags/"
+	pKID            = "x/kid/"
+	pOrgName        = "x/on/"
+	pOrgOffers      = "x/oo/"
+	pProvider       = "x/pa/"
+	pSearch         = "x/st/"
+	pLife           = "x/ls/"
+	pLifeName       = "x/ln/"
+	pAuth           = "a/"
+	pAuthGrantee    = "x/ag/"
+	pAuthGrantor    = "x/ar/"
+	pOfferAuth      = "x/ao/"
+	pAuthDep        = "x/ad/"
+	pCommandJWS     = "j/"
+	pHistory        = "y/"
 )
 
 func k(parts ...string) []byte { return []byte(strings.Join(parts, "")) }

@@ -646,8 +646,14 @@ type LogEntry struct {
 	// Leader clock when proposed; the state machine's only notion of time, so
 	// that every replica decides the same.
 	ProposedAtUnixMs int64 `protobuf:"varint,2,opt,name=proposed_at_unix_ms,json=proposedAtUnixMs,proto3" json:"proposed_at_unix_ms,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Raises the cluster's feature level (the version gate) to this value if
+	// it is higher than the recorded one; never lowers it. Proposed by the
+	// leader only when every server in the Raft configuration advertises
+	// support for the level. 0: no change. Replicas that predate the gate
+	// ignore the field: the level only rises once they are all upgraded.
+	RaiseFeatureLevel uint32 `protobuf:"varint,3,opt,name=raise_feature_level,json=raiseFeatureLevel,proto3" json:"raise_feature_level,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *LogEntry) Reset() {
@@ -690,6 +696,13 @@ func (x *LogEntry) GetSignedCommands() []string {
 func (x *LogEntry) GetProposedAtUnixMs() int64 {
 	if x != nil {
 		return x.ProposedAtUnixMs
+	}
+	return 0
+}
+
+func (x *LogEntry) GetRaiseFeatureLevel() uint32 {
+	if x != nil {
+		return x.RaiseFeatureLevel
 	}
 	return 0
 }
@@ -845,10 +858,11 @@ const file_verbund_registry_v1_command_proto_rawDesc = "" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x12\n" +
 	"\x04hash\x18\x03 \x01(\tR\x04hash\x12\x1c\n" +
 	"\n" +
-	"at_unix_ms\x18\x04 \x01(\x03R\batUnixMs\"b\n" +
+	"at_unix_ms\x18\x04 \x01(\x03R\batUnixMs\"\x92\x01\n" +
 	"\bLogEntry\x12'\n" +
 	"\x0fsigned_commands\x18\x01 \x03(\tR\x0esignedCommands\x12-\n" +
-	"\x13proposed_at_unix_ms\x18\x02 \x01(\x03R\x10proposedAtUnixMs\"\xeb\x01\n" +
+	"\x13proposed_at_unix_ms\x18\x02 \x01(\x03R\x10proposedAtUnixMs\x12.\n" +
+	"\x13raise_feature_level\x18\x03 \x01(\rR\x11raiseFeatureLevel\"\xeb\x01\n" +
 	"\rCommandResult\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x14\n" +
