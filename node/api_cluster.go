@@ -114,7 +114,7 @@ func (a clusterAPI) relayTransfer(ctx context.Context, req *connect.Request[node
 	if authz == "" || hop >= maxHops {
 		return nil, fmt.Errorf("%w: ask the leader", registry.ErrNotLeader)
 	}
-	target, err := n.forwardTarget()
+	target, id, err := n.forwardTarget("")
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +123,10 @@ func (a clusterAPI) relayTransfer(ctx context.Context, req *connect.Request[node
 	fwd.Header().Set(hopHeader, strconv.Itoa(hop+1))
 	res, err := n.peers.get(target).cluster.TransferLeadership(ctx, fwd)
 	if err != nil {
-		return nil, fmt.Errorf("relay to the leader at %s: %w", target, fromPeer(err))
+		if !connect.IsWireError(err) {
+			return nil, fmt.Errorf("relay to the leader: %w", peerFailure(id, err))
+		}
+		return nil, fmt.Errorf("relay to the leader (node %s): %w", id, fromPeer(err))
 	}
 	return connect.NewResponse(res.Msg), nil
 }
