@@ -31,7 +31,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 	mc.BindAddr, mc.BindPort = host, port
 	mc.Meta = membership.Meta{
 		NodeID: n.cfg.NodeID, OrgID: n.cfg.OrgID, Role: membership.Role(n.cfg.Role),
-		APIAddr: n.PeerURL(), RaftAddr: n.RaftAddr(), Version: Version,
+		APIAddr: n.PeerURL(), RaftAddr: n.RaftAddr(), Version: Version, PublicAPI: n.APIURL(),
 	}
 	mc.Keyring = n.cfg.GossipKeys
 	mc.AllowPlaintext = len(n.cfg.GossipKeys) == 0

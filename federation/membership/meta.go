@@ -31,8 +31,13 @@ func (r Role) Valid() bool {
 // limit).
 const MetaMaxSize = memberlist.MetaMaxSize
 
-// metaFormatV1 is the first byte of an encoded Meta.
-const metaFormatV1 = 1
+// metaFormatV1 is the first byte of an encoded Meta; metaFormatV2 (a Meta
+// with PublicAPI) appends PublicAPI after the fields of format 1, which
+// decoders of format 1 ignore.
+const (
+	metaFormatV1 = 1
+	metaFormatV2 = 2
+)
 
 var (
 	// ErrMetaTooLarge is returned (wrapped) when a Meta encodes to more than
@@ -53,10 +58,14 @@ type Meta struct {
 	APIAddr  string
 	RaftAddr string
 	Version  string
+	// PublicAPI is the node's API for clients (APIAddr is the mutual-TLS
+	// address other nodes call). Appended in format 1 after Version; older
+	// nodes ignore it, and a node that sends none leaves it "" (format 1).
+	PublicAPI string
 }
 
 func (m Meta) fields() []string {
-	return []string{m.NodeID, m.OrgID, string(m.Role), m.APIAddr, m.RaftAddr, m.Version}
+	return []string{m.NodeID, m.OrgID, string(m.Role), m.APIAddr, m.RaftAddr, m.Version, m.PublicAPI}
 }
 
 // Validate checks that m is complete and encodes within MetaMaxSize.
@@ -65,8 +74,9 @@ func (m Meta) Validate() error {
 	return err
 }
 
-// Encode validates m and returns its compact binary form: a format byte (1)
-// followed by NodeID, OrgID, Role, APIAddr, RaftAddr and Version, each as a
+// Encode validates m and returns its compact binary form: a format byte (1,
+// or 2 with PublicAPI) followed by NodeID, OrgID, Role, APIAddr, RaftAddr,
+// Version (and PublicAPI), each as a
 // uvarint length and the UTF-8 bytes. Later formats may only append fields,
 // so that older decoders keep working.
 func (m Meta) Encode() ([]byte, error) {
@@ -76,10 +86,16 @@ func (m Meta) Encode() ([]byte, error) {
 	if !m.Role.Valid() {
 		return nil, fmt.Errorf("%w: role %q is not one of %q, %q, %q", ErrInvalidMeta, m.Role, RoleVoter, RoleReplica, RoleMember)
 	}
-	names := [...]string{"NodeID", "OrgID", "Role", "APIAddr", "RaftAddr", "Version"}
+	names := [...]string{"NodeID", "OrgID", "Role", "APIAddr", "RaftAddr", "Version", "PublicAPI"}
 	buf := make([]byte, 0, 64)
-	buf = append(buf, metaFormatV1)
-	for i, f := range m.fields() {
+	fields := m.fields()
+	if m.PublicAPI == "" {
+		buf = append(buf, metaFormatV1)
+		fields = fields[:6]
+	} else {
+		buf = append(buf, metaFormatV2)
+	}
+	for i, f := range fields {
 		if !utf8.ValidString(f) {
 			return nil, fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalidMeta, names[i])
 		}
@@ -116,6 +132,14 @@ func DecodeMeta(b []byte) (Meta, error) {
 		rest = rest[k+int(n):]
 	}
 	m := Meta{NodeID: f[0], OrgID: f[1], Role: Role(f[2]), APIAddr: f[3], RaftAddr: f[4], Version: f[5]}
+	// Optional fields appended later (absent from older nodes' meta).
+	if b[0] >= metaFormatV2 {
+		n, k := binary.Uvarint(rest)
+		if k <= 0 || n > uint64(len(rest)-k) || !utf8.Valid(rest[k:k+int(n)]) {
+			return Meta{}, fmt.Errorf("%w: PublicAPI truncated or not UTF-8", ErrInvalidMeta)
+		}
+		m.PublicAPI = string(rest[k : k+int(n)])
+	}
 	if m.NodeID == "" {
 		return Meta{}, fmt.Errorf("%w: NodeID is empty", ErrInvalidMeta)
 	}
