@@ -99,6 +99,9 @@ func (n *Node) forwardTarget(avoid string) (addr, id string, err error) {
 			return "", "", fmt.Errorf("%w: no leader known", registry.ErrUnavailable)
 		}
 		if lid == raft.ServerID(n.cfg.NodeID) {
+			if n.raft.State() == raft.Leader {
+				return "", "", errBecameLeader
+			}
 			return "", "", fmt.Errorf("%w: leadership is changing", registry.ErrUnavailable)
 		}
 		if m, ok := n.memberByNodeID(string(lid)); ok && m.APIAddr != "" {
@@ -137,6 +140,10 @@ const (
 	forwardDefaultBound = 10 * time.Second
 )
 
+// errBecameLeader ends forwarding: this node leads now (it was elected
+// while the request waited to be forwarded), so it serves the request.
+var errBecameLeader = errors.New("this node became the leader")
+
 // errSent is a forwarded call that failed after its request may have
 // reached the target (the connection broke, no answer came back).
 var errSent = errors.New("sent")
@@ -163,7 +170,7 @@ func (n *Node) forward(ctx context.Context, call func(ctx context.Context, targe
 	for {
 		target, id, err := n.forwardTarget(avoid)
 		if err != nil && !errors.Is(err, registry.ErrUnavailable) {
-			return err
+			return err // errBecameLeader included: the caller serves it here
 		}
 		if err == nil {
 			err = call(ctx, target)
@@ -250,6 +257,9 @@ func (n *Node) forwardPublish(ctx context.Context, hop int, signed []string) ([]
 		res, err = n.peers.get(target).publish.Publish(ctx, req)
 		return err
 	})
+	if errors.Is(err, errBecameLeader) {
+		return n.admission.Publish(ctx, signed)
+	}
 	if errors.Is(err, errSent) {
 		return nil, 0, fmt.Errorf("%w: %v; the write may have been applied: retrying with the same command id is safe", registry.ErrIndeterminate, err)
 	}
@@ -275,6 +285,9 @@ func (n *Node) forwardReadIndex(ctx context.Context, hop int) (uint64, error) {
 		res, err = n.peers.get(target).cluster.ReadIndex(ctx, req)
 		return err
 	})
+	if errors.Is(err, errBecameLeader) {
+		return n.leaderReadIndex(ctx)
+	}
 	if errors.Is(err, errSent) {
 		return 0, fmt.Errorf("%w: read index: %v", registry.ErrUnavailable, err)
 	}
