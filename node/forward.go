@@ -261,7 +261,7 @@ func (n *Node) forwardPublish(ctx context.Context, hop int, signed []string) ([]
 		return n.admission.Publish(ctx, signed)
 	}
 	if errors.Is(err, errSent) {
-		return nil, 0, fmt.Errorf("%w: %v; the write may have been applied: retrying with the same command id is safe", registry.ErrIndeterminate, err)
+		return nil, 0, fmt.Errorf("%w: %v; %s", registry.ErrIndeterminate, err, connecterr.IndeterminateHint)
 	}
 	if errors.Is(err, registry.ErrUnavailable) && !errors.Is(err, registry.ErrIndeterminate) {
 		return nil, 0, fmt.Errorf("%w; the write was not applied: retry later", err)

@@ -208,7 +208,7 @@ if [ ${#started[@]} -eq 0 ]; then
   trap - EXIT INT TERM
   exit 0
 fi
-echo "Ctrl-C stops the nodes this run started (${started[*]}); make cluster-stop stops all."
+echo "Ctrl-C stops every node this run started (${started[*]}); make cluster-stop stops all."
 # Exit once none of them runs any more (make cluster-stop from another shell).
 while :; do
   alive=0
