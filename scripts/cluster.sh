@@ -134,6 +134,10 @@ while read -r id role org http raft gossip peer kind name; do
         --tls-ca "$DIR/pki/ca.pem" --tls-cert "$DIR/pki/$id.pem" --tls-key "$DIR/pki/$id-key.pem"
         --gossip-label verbund-local --dead-server-grace 1m --audit-interval 10s --log-level warn)
   [ "$raft" != 0 ] && args+=(--raft-addr "127.0.0.1:$raft")
+  # NODE_FLAGS: extra flags for every node (e.g. "--rate-limits off" for
+  # scripts that hit the API hard from this one address).
+  # shellcheck disable=SC2206
+  [ -n "${NODE_FLAGS:-}" ] && args+=(${NODE_FLAGS})
   if [ "$id" = n1 ]; then
     args+=(--bootstrap --genesis --sample-data --org-name "Verbund local network operator")
     # The operator's node is the only one that bootstraps.
