@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -163,6 +164,20 @@ func TestClusterScriptResumes(t *testing.T) {
 			t.Errorf("n%d.pid lost: %v", i, err)
 		}
 	}
+
+	// members on a member (n4): suffrage and leader as the servers see
+	// them, each node's version and its public API (not the mTLS address).
+	o, err = run(t, "members", "--addr", apis[3])
+	if err != nil {
+		t.Fatalf("members: %v\n%s", err, o)
+	}
+	row := regexp.MustCompile(`(?m)^(n[123])\s+\S+\s+voter\s+alive\s+Voter\s+\*\s+(\S+)\s+(\S+)`).FindStringSubmatch(o)
+	if row == nil {
+		t.Errorf("members on a member shows no leader with suffrage:\n%s", o)
+	} else if want := apis[row[1][1]-'1']; row[3] != want || row[2] == "-" {
+		t.Errorf("leader row %q: API %s, want the public %s; version %q", row[0], row[3], want, row[2])
+	}
+	t.Logf("members on n4:\n%s", o)
 
 	// 4. make cluster-stop stops what runs (started by either run).
 	o = stopScript()
