@@ -110,6 +110,12 @@ func (n *Node) forwardTarget(avoid string) (addr, id string, err error) {
 		if a := n.book.api(string(lid)); a != "" {
 			return a, string(lid), nil
 		}
+		// No address for the leader yet: another server that gossip knows
+		// forwards on (one more hop), as for a member.
+		if servers := n.liveServers(); len(servers) > 0 {
+			s := servers[rand.IntN(len(servers))]
+			return s.APIAddr, s.NodeID, nil
+		}
 		return "", "", fmt.Errorf("%w: leader %s has no known API address", registry.ErrUnavailable, lid)
 	}
 	servers := n.liveServers()
@@ -432,7 +438,7 @@ func (b *peerBook) learn(ms []membership.Member) {
 
 // peerBookLoop keeps the peer book current with gossip.
 func (n *Node) peerBookLoop(ctx context.Context) {
-	t := time.NewTicker(2 * time.Second)
+	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
 		n.book.learn(n.gossip.Members())
