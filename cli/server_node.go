@@ -368,6 +368,9 @@ func serve(ctx context.Context, env *Env, cfg node.Config, sampleData bool) erro
 	if a := n.RaftAddr(); a != "" {
 		fmt.Fprintf(env.Stdout, "  Raft:                          %s\n", a)
 	}
+	if n.Resumed() {
+		fmt.Fprintf(env.Stdout, "  Resumed:                       Raft state found in the data dir; rejoining its configuration (bootstrap, genesis and sample data act on a fresh data dir only)\n")
+	}
 	if c.GossipAddr != "" {
 		fmt.Fprintf(env.Stdout, "  Gossip:                        %s (role %s)\n", c.GossipAddr, c.Role)
 	}
