@@ -162,7 +162,7 @@ func apisOf(c *proc.Cluster) []string {
 // TestWholeClusterRestart stops every node of a 3-voter network of
 // processes (SIGTERM, then SIGKILL of all while writes go on), restarts
 // them all at once with the command lines they were first started with
-// (node 0 with --bootstrap --genesis), and checks that the network serves
+// (node 0 with --bootstrap --genesis --sample-data), and checks that the network serves
 // writes and linearizable reads at every node within restartBound and that
 // no acknowledged write is lost. Last, node 0 is restarted alone (as the old
 // cluster.sh did) and must come up at once, the others 3 s later.
@@ -170,7 +170,7 @@ func TestWholeClusterRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster of processes")
 	}
-	c := proc.StartCluster(t, binary, 3)
+	c := proc.StartClusterGenesis(t, binary, 3, []string{"--sample-data"})
 	w := newAckedWrites(t, c.OperatorKey(), proc.Operator, "09187")
 	for i := range 30 {
 		if err := w.write(c.API(i%3), 5*time.Second); err != nil {
