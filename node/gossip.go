@@ -58,7 +58,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 		defer cancel()
 		if _, err := n.gossip.Join(jctx, mc.Join); err != nil {
 			// Not fatal: the rejoin loop keeps trying the seeds.
-			n.log.Warn("gossip join failed; retrying in the background", "seeds", n.cfg.Join, "err", err)
+			n.log.Warn("gossip join failed; retrying in the background", "seeds", mc.Join, "err", err)
 		}
 	}
 	return nil
