@@ -22,12 +22,12 @@ run: build ## start a single node with the sample data (data in .verbund/dev)
 	$(BIN) dev
 
 .PHONY: cluster
-cluster: build ## start 3 voters + 2 members on loopback (mTLS, sample data); Ctrl-C stops all
+cluster: build ## start 3 voters + 2 members on loopback (mTLS, sample data), or resume them / start the ones not running; Ctrl-C stops what it started
 	scripts/cluster.sh
 
 .PHONY: cluster-stop
-cluster-stop: ## stop a cluster started by `make cluster` in another shell
-	-@for f in .verbund/cluster/*.pid; do [ -f "$$f" ] && kill $$(cat "$$f") 2>/dev/null; rm -f "$$f"; done; true
+cluster-stop: ## stop the nodes of `make cluster` (by their PID files); fails naming any node that would not stop
+	@scripts/cluster.sh stop
 
 .PHONY: test
 test: breaking ## run every test (race detector on the concurrent packages)

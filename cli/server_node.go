@@ -336,7 +336,26 @@ func serve(ctx context.Context, env *Env, cfg node.Config, sampleData bool) erro
 		return err
 	}
 	c := n.Config()
-	if sampleData {
+	if sampleData && n.Resumed() {
+		// A restart: the data was loaded on the first start; checking it
+		// again needs a leader, which a restarted cluster elects only once
+		// enough voters run. Do it in the background, not before the node
+		// reports running (other voters may be waiting for this one).
+		log := c.Logger.With("node", c.NodeID)
+		go func() {
+			for delay := 2 * time.Second; ctx.Err() == nil; delay = min(2*delay, time.Minute) {
+				err := loadSampleData(ctx, log, n, n.Reader(), c.DataDir, c.OrgID, n.SigningKey())
+				if err == nil || ctx.Err() != nil {
+					return
+				}
+				log.Warn("sample data check after restart failed; retrying", "err", err, "in", delay)
+				select {
+				case <-ctx.Done():
+				case <-time.After(delay):
+				}
+			}
+		}()
+	} else if sampleData {
 		log := c.Logger.With("node", c.NodeID)
 		if err := loadSampleData(ctx, log, n, n.Reader(), c.DataDir, c.OrgID, n.SigningKey()); err != nil {
 			_ = n.Close()
@@ -348,6 +367,9 @@ func serve(ctx context.Context, env *Env, cfg node.Config, sampleData bool) erro
 	fmt.Fprintf(env.Stdout, "  Web page:                      %s/\n", n.APIURL())
 	if a := n.RaftAddr(); a != "" {
 		fmt.Fprintf(env.Stdout, "  Raft:                          %s\n", a)
+	}
+	if n.Resumed() {
+		fmt.Fprintf(env.Stdout, "  Resumed:                       Raft state found in the data dir; rejoining its configuration (bootstrap, genesis and sample data act on a fresh data dir only)\n")
 	}
 	if c.GossipAddr != "" {
 		fmt.Fprintf(env.Stdout, "  Gossip:                        %s (role %s)\n", c.GossipAddr, c.Role)

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
+	"github.com/verbund/verbund/federation/membership"
 	nodev1 "github.com/verbund/verbund/proto/gen/verbund/node/v1"
 	"github.com/verbund/verbund/proto/gen/verbund/node/v1/nodev1connect"
 	"github.com/verbund/verbund/registry"
@@ -50,6 +52,10 @@ func (a clusterAPI) ListMembers(ctx context.Context, req *connect.Request[nodev1
 		}
 		_, id := n.raft.LeaderWithID()
 		leader = string(id)
+	} else if hops(req.Header()) == 0 {
+		// A member has no Raft configuration: it asks a server for the
+		// suffrage of each node and the leader.
+		suffrage, leader = n.serversView(ctx)
 	}
 	out := &nodev1.ListMembersResponse{}
 	if n.gossip == nil {
@@ -65,7 +71,7 @@ func (a clusterAPI) ListMembers(ctx context.Context, req *connect.Request[nodev1
 		seen[m.NodeID] = true
 		out.Members = append(out.Members, &nodev1.Member{
 			NodeId: m.NodeID, OrganisationId: m.OrgID, Role: string(m.Role), State: string(m.State),
-			ApiAddress: m.APIAddr, RaftAddress: m.RaftAddr, GossipAddress: m.GossipAddr, Version: m.Version,
+			ApiAddress: publicAPI(m), RaftAddress: m.RaftAddr, GossipAddress: m.GossipAddr, Version: m.Version,
 			RaftSuffrage: suffrage[m.NodeID], Leader: leader != "" && leader == m.NodeID,
 		})
 	}
@@ -76,6 +82,46 @@ func (a clusterAPI) ListMembers(ctx context.Context, req *connect.Request[nodev1
 		}
 	}
 	return connect.NewResponse(out), nil
+}
+
+// publicAPI is the API address clients use for member m: the one it
+// gossips, or its peer (mTLS) API for a node too old to gossip it.
+func publicAPI(m membership.Member) string {
+	if m.PublicAPI != "" {
+		return m.PublicAPI
+	}
+	return m.APIAddr
+}
+
+// serversView asks a live server for its view of the Raft configuration
+// (suffrage by node id, and the leader), for a member's ListMembers. It
+// returns empty values if no server answers within a second.
+func (n *Node) serversView(ctx context.Context) (map[string]string, string) {
+	suffrage := map[string]string{}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	for _, s := range n.liveServers() {
+		req := connect.NewRequest(&nodev1.ListMembersRequest{})
+		req.Header().Set(hopHeader, "1")
+		res, err := n.peers.get(s.APIAddr).cluster.ListMembers(ctx, req)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		leader := ""
+		for _, m := range res.Msg.GetMembers() {
+			if m.GetRaftSuffrage() != "" {
+				suffrage[m.GetNodeId()] = m.GetRaftSuffrage()
+			}
+			if m.GetLeader() {
+				leader = m.GetNodeId()
+			}
+		}
+		return suffrage, leader
+	}
+	return suffrage, ""
 }
 
 func (a clusterAPI) TransferLeadership(ctx context.Context, req *connect.Request[nodev1.TransferLeadershipRequest]) (*connect.Response[nodev1.TransferLeadershipResponse], error) {
@@ -114,7 +160,7 @@ func (a clusterAPI) relayTransfer(ctx context.Context, req *connect.Request[node
 	if authz == "" || hop >= maxHops {
 		return nil, fmt.Errorf("%w: ask the leader", registry.ErrNotLeader)
 	}
-	target, err := n.forwardTarget()
+	target, id, err := n.forwardTarget("")
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +169,10 @@ func (a clusterAPI) relayTransfer(ctx context.Context, req *connect.Request[node
 	fwd.Header().Set(hopHeader, strconv.Itoa(hop+1))
 	res, err := n.peers.get(target).cluster.TransferLeadership(ctx, fwd)
 	if err != nil {
-		return nil, fmt.Errorf("relay to the leader at %s: %w", target, fromPeer(err))
+		if !connect.IsWireError(err) {
+			return nil, fmt.Errorf("relay to the leader: %w", peerFailure(id, err))
+		}
+		return nil, fmt.Errorf("relay to the leader (node %s): %w", id, fromPeer(err))
 	}
 	return connect.NewResponse(res.Msg), nil
 }

@@ -23,14 +23,14 @@
 //	api_handover.go  HandoverService, mounted from node/handoverapi
 //	api_health.go    gRPC health
 //	publish.go       the write path: submit (admit here on the leader, else forward), publishOwn
-//	forward.go       forwarding to the leader and the one peer client cache
+//	forward.go       forwarding to the leader (retried with backoff through a failover), the one peer client cache, the peer book (known-peers.json)
 //	readindex.go     linearizable reads: read barrier, leader read index, staleness
 //	follow.go        a member's follow loop over a server's change feed
 //	reconcile.go     Raft membership reconciliation with gossip (leader)
 //	gossip.go        gossip start and member lookups
 //	keyrotation.go   the organisation's key ring, rotation and revocation
 //	handover.go      handover wiring: store, service, audit-head publisher
-//	genesis.go       registering the network operator on an empty registry
+//	genesis.go       registering the network operator on an empty registry; a restart with the genesis flags rejoins
 //	ratelimit.go     per-caller request budgets, paced refusals, fair query slots
 //	expiry.go        expiry warnings for the organisation's keys and the TLS certificates
 //	metrics.go       Prometheus /metrics on the admin listener

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/hashicorp/raft"
 
 	"github.com/verbund/verbund/keys"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
@@ -72,6 +73,68 @@ func (n *Node) genesis(ctx context.Context) error {
 	}
 	n.log.Info("genesis: registered network operator", "org", n.cfg.OrgID, "kid", ks.sig.KeyID)
 	return nil
+}
+
+// startGenesis runs genesis for a node started with Genesis. On a fresh
+// data dir (or a resumed one-voter cluster, which elects itself) it runs
+// genesis before Start returns, as before. On a data dir that already holds
+// Raft state of a cluster with other voters, the node rejoins its
+// configuration: bootstrap and genesis are what it did once, not conditions
+// of this start, so Start does not wait for a leader (which needs a quorum
+// of voters that may be starting at the same moment). If the local registry
+// has no operator yet (the node stopped between bootstrap and genesis),
+// genesis runs in the background on runCtx until it succeeds.
+func (n *Node) startGenesis(ctx, runCtx context.Context) error {
+	if !n.resumed || n.soleVoter() {
+		return n.genesis(ctx)
+	}
+	if done, err := n.hasOperator(); err != nil || done {
+		if done {
+			n.log.Info("genesis: resumed an existing network; the operator is registered")
+		}
+		return err
+	}
+	n.log.Info("genesis: resumed Raft state without an operator; registering it once a leader is known")
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+			err := n.genesis(runCtx)
+			if err == nil || runCtx.Err() != nil {
+				return
+			}
+			n.log.Warn("genesis: will retry", "err", err, "in", delay)
+			select {
+			case <-runCtx.Done():
+				return
+			case <-time.After(delay):
+			}
+		}
+	}()
+	return nil
+}
+
+// Resumed reports whether the node started from a data dir that already
+// held Raft state (a restart, not a first start). Only meaningful after
+// Start; always false on a member.
+func (n *Node) Resumed() bool { return n.resumed }
+
+// soleVoter reports whether this node is the only voter of its Raft
+// configuration (a one-node network, which elects itself on a restart).
+func (n *Node) soleVoter() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	voters := 0
+	self := false
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+			self = self || string(s.ID) == n.cfg.NodeID
+		}
+	}
+	return voters == 1 && self
 }
 
 // hasOperator reports whether the local registry state has a network

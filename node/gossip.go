@@ -31,13 +31,18 @@ func (n *Node) startGossip(ctx context.Context) error {
 	mc.BindAddr, mc.BindPort = host, port
 	mc.Meta = membership.Meta{
 		NodeID: n.cfg.NodeID, OrgID: n.cfg.OrgID, Role: membership.Role(n.cfg.Role),
-		APIAddr: n.PeerURL(), RaftAddr: n.RaftAddr(), Version: Version,
+		APIAddr: n.PeerURL(), RaftAddr: n.RaftAddr(), Version: Version, PublicAPI: n.APIURL(),
 		FeatureLevel: n.supportedFeatureLevel(),
 	}
 	mc.Keyring = n.cfg.GossipKeys
 	mc.AllowPlaintext = len(n.cfg.GossipKeys) == 0
 	mc.Label = n.cfg.GossipLabel
 	mc.Join = n.cfg.Join
+	if n.book != nil && n.isServer() {
+		// After a restart, also rejoin the servers last gossiped with (a
+		// bootstrap node has no --join seeds of its own).
+		mc.Join = append(append([]string(nil), n.cfg.Join...), n.book.gossipSeeds(n.cfg.NodeID)...)
+	}
 	if n.cfg.GossipProfile != "" {
 		mc.Profile = n.cfg.GossipProfile
 	}
@@ -49,12 +54,12 @@ func (n *Node) startGossip(ctx context.Context) error {
 	if n.gossip, err = membership.New(mc, nil); err != nil {
 		return fmt.Errorf("gossip: %w", err)
 	}
-	if len(n.cfg.Join) > 0 {
+	if len(mc.Join) > 0 {
 		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		if _, err := n.gossip.Join(jctx, n.cfg.Join); err != nil {
+		if _, err := n.gossip.Join(jctx, mc.Join); err != nil {
 			// Not fatal: the rejoin loop keeps trying the seeds.
-			n.log.Warn("gossip join failed; retrying in the background", "seeds", n.cfg.Join, "err", err)
+			n.log.Warn("gossip join failed; retrying in the background", "seeds", mc.Join, "err", err)
 		}
 	}
 	return nil

@@ -82,6 +82,8 @@ type Node struct {
 	readyMu   sync.Mutex
 
 	started time.Time
+	resumed bool      // Raft state existed at start: bootstrap and genesis do not wait (genesis.go)
+	book    *peerBook // other nodes' addresses as last gossiped, kept across restarts (forward.go)
 	cancel  context.CancelFunc
 	runCtx  context.Context
 	wg      sync.WaitGroup
@@ -233,6 +235,7 @@ func (n *Node) Start(ctx context.Context) error {
 		hc = http.DefaultClient
 	}
 	n.peers = newPeerClients(hc)
+	n.book = loadPeerBook(n.cfg.DataDir, n.log)
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel, n.runCtx = cancel, runCtx
 	if n.isServer() {
@@ -269,8 +272,12 @@ func (n *Node) Start(ctx context.Context) error {
 		go func() { defer n.wg.Done(); n.followLoop(runCtx) }()
 	}
 	n.log.Info("node started", "role", n.cfg.Role, "api", n.APIURL(), "raft", n.cfg.RaftAdvertise, "gossip", n.cfg.GossipAddr, "org", n.cfg.OrgID, "applied", n.state.AppliedIndex())
+	if n.gossip != nil {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.peerBookLoop(runCtx) }()
+	}
 	if n.cfg.Genesis {
-		if err := n.genesis(ctx); err != nil {
+		if err := n.startGenesis(ctx, runCtx); err != nil {
 			return err
 		}
 	}
@@ -313,11 +320,12 @@ func (n *Node) startRaft() error {
 	if n.cfg.WrapRaftTransport != nil {
 		trans = n.cfg.WrapRaftTransport(trans)
 	}
+	has, err := raft.HasExistingState(n.logs, n.logStore, n.snaps)
+	if err != nil {
+		return fmt.Errorf("raft state: %w", err)
+	}
+	n.resumed = has
 	if n.cfg.Bootstrap {
-		has, err := raft.HasExistingState(n.logs, n.logStore, n.snaps)
-		if err != nil {
-			return fmt.Errorf("raft state: %w", err)
-		}
 		if !has {
 			conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: n.trans.LocalAddr(), Suffrage: raft.Voter}}}
 			if err := raft.BootstrapCluster(rc, n.logs, n.logStore, n.snaps, trans, conf); err != nil {

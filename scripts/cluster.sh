@@ -14,6 +14,61 @@ BIN=${BIN:-bin/verbund}
 DIR=${CLUSTER_DIR:-.verbund/cluster}
 mkdir -p "$DIR"
 
+# node_pid ID prints the PID of node ID if it runs (its PID file names a
+# live process whose command line is that node's), else nothing.
+node_pid() {
+  local f="$DIR/$1.pid" pid
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f" 2>/dev/null) || return 0
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  ps -p "$pid" -o args= 2>/dev/null | grep -q -- "--node-id $1 " && echo "$pid"
+  return 0
+}
+
+# stop_nodes ID... sends SIGTERM to the named running nodes, waits up to
+# STOP_WAIT seconds (default 40) for them to exit, removes the PID files of
+# the stopped ones and reports any that would not stop (exit status 1).
+stop_nodes() {
+  local id pid left=() failed=0
+  for id in "$@"; do
+    pid=$(node_pid "$id")
+    if [ -z "$pid" ]; then
+      if [ -f "$DIR/$id.pid" ]; then echo "  $id: not running (stale PID file removed)"; rm -f "$DIR/$id.pid"; fi
+      continue
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    left+=("$id:$pid")
+  done
+  local deadline=$((SECONDS + ${STOP_WAIT:-40})) e
+  for e in "${left[@]}"; do
+    id=${e%%:*}; pid=${e#*:}
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "  $id (PID $pid) did NOT stop within ${STOP_WAIT:-40}s; see $DIR/$id.log; kill -9 $pid to force it"
+      failed=1
+    else
+      # Only our own PID file: a newer process may have replaced it.
+      [ "$(cat "$DIR/$id.pid" 2>/dev/null)" = "$pid" ] && rm -f "$DIR/$id.pid"
+      echo "  $id (PID $pid) stopped"
+    fi
+  done
+  return $failed
+}
+
+ALL_IDS="n1 n2 n3 n4 n5"
+if [ "${1:-}" = stop ]; then
+  any=0
+  for id in $ALL_IDS; do [ -n "$(node_pid "$id")" ] && any=1; done
+  if [ $any = 0 ]; then
+    for id in $ALL_IDS; do [ -f "$DIR/$id.pid" ] && { rm -f "$DIR/$id.pid"; echo "  $id: not running (stale PID file removed)"; }; done
+    echo "no node of the local cluster is running"
+    exit 0
+  fi
+  echo "stopping the local cluster..."
+  if stop_nodes $ALL_IDS; then echo "all nodes stopped"; else echo "some nodes did not stop"; exit 1; fi
+  exit 0
+fi
+
 # One CA and gossip key per local network, made on first start.
 if [ ! -f "$DIR/pki/ca.pem" ]; then
   "$BIN" certs init-ca --dir "$DIR/pki" --cn "Verbund local network CA" >/dev/null
@@ -33,19 +88,36 @@ n3   voter   097610000000     18083 17003 17103 17203 municipality  Augsburg
 n4   member  095640000000     18084 0     17104 17204 municipality  Nürnberg
 n5   member  091840000000     18085 0     17105 17205 district      Landkreis-München"
 
-pids=()
+started=() # node ids this run started (Ctrl-C stops these)
 stop() {
   trap - INT TERM EXIT
   echo
-  echo "stopping the cluster..."
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -f "$DIR"/*.pid
-  echo "all nodes stopped"
+  if [ ${#started[@]} -gt 0 ]; then
+    echo "stopping the nodes this run started (${started[*]})..."
+    if stop_nodes "${started[@]}"; then echo "all nodes stopped"; else echo "some nodes did not stop"; fi
+  fi
 }
 trap stop EXIT
 trap "stop; exit 0" INT TERM
 
+# A data dir with Raft state is a restart: every node rejoins its own
+# configuration, so all are started together (a quorum of voters must run
+# before any of them has a leader). A fresh network starts one node after
+# the other: n1 bootstraps and registers the operator before the others join.
+resume=0
+[ -d "$DIR/n1/raft" ] && resume=1
+
+# wait_running ID PID waits until node ID reports running (60 s at most).
+wait_running() {
+  for _ in $(seq 1 600); do
+    if grep -q "is running" "$DIR/$1.log" 2>/dev/null; then return 0; fi
+    if ! kill -0 "$2" 2>/dev/null; then echo "node $1 failed to start:"; tail -30 "$DIR/$1.log"; exit 1; fi
+    sleep 0.1
+  done
+  echo "node $1 did not report running within 60 s:"; tail -30 "$DIR/$1.log"; exit 1
+}
+
+[ $resume = 1 ] && echo "resuming the local network from $DIR"
 while read -r id role org http raft gossip peer kind name; do
   http=$((http+OFF)); gossip=$((gossip+OFF)); peer=$((peer+OFF)); [ "$raft" != 0 ] && raft=$((raft+OFF))
   # Each organisation's data dir: its keys and config (verbund init keeps
@@ -62,23 +134,31 @@ while read -r id role org http raft gossip peer kind name; do
         --tls-ca "$DIR/pki/ca.pem" --tls-cert "$DIR/pki/$id.pem" --tls-key "$DIR/pki/$id-key.pem"
         --gossip-label verbund-local --dead-server-grace 1m --audit-interval 10s --log-level warn)
   [ "$raft" != 0 ] && args+=(--raft-addr "127.0.0.1:$raft")
+  # NODE_FLAGS: extra flags for every node (e.g. "--rate-limits off" for
+  # scripts that hit the API hard from this one address).
+  # shellcheck disable=SC2206
+  [ -n "${NODE_FLAGS:-}" ] && args+=(${NODE_FLAGS})
   if [ "$id" = n1 ]; then
     args+=(--bootstrap --genesis --sample-data --org-name "Verbund local network operator")
     # The operator's node is the only one that bootstraps.
   else
     args+=(--join "127.0.0.1:$((17101+OFF))")
   fi
+  if running=$(node_pid "$id") && [ -n "$running" ]; then
+    echo "  $id already running (PID $running)"
+    continue
+  fi
+  [ -f "$DIR/$id.log" ] && mv -f "$DIR/$id.log" "$DIR/$id.log.1"
   "$BIN" "${args[@]}" > "$DIR/$id.log" 2>&1 &
   pid=$!
-  pids+=("$pid")
+  started+=("$id")
   echo "$pid" > "$DIR/$id.pid"
-  # Wait for the API before starting the next node.
-  for _ in $(seq 1 200); do
-    if grep -q "is running" "$DIR/$id.log" 2>/dev/null; then break; fi
-    if ! kill -0 "$pid" 2>/dev/null; then echo "node $id failed to start:"; cat "$DIR/$id.log"; exit 1; fi
-    sleep 0.1
-  done
+  # On a fresh network, wait for the API before starting the next node.
+  [ $resume = 1 ] || wait_running "$id" "$pid"
 done <<< "$NODES"
+if [ $resume = 1 ]; then
+  for id in "${started[@]}"; do wait_running "$id" "$(cat "$DIR/$id.pid")"; done
+fi
 
 # The sample data made Bayern's state agency (land-09) with a key kept in
 # the operator's data dir. It is the approver of every other organisation
@@ -110,9 +190,13 @@ done <<< "$NODES"
 echo
 echo "Verbund local network is running (data in $DIR, logs in $DIR/<node>.log):"
 echo
-printf "  %-4s %-7s %-18s %-24s %s\n" NODE ROLE ORG API PID
+# Which node leads, as each node sees it (members follow the servers).
+state_of() { "$BIN" status --addr "$1" --timeout 3s 2>/dev/null | awk -F': *' '/^Raft state:/ {print $2}'; }
+printf "  %-4s %-7s %-9s %-18s %-24s %s\n" NODE ROLE RAFT ORG API PID
 while read -r id role org http raft gossip peer kind name; do
-  printf "  %-4s %-7s %-18s %-24s %s\n" "$id" "$role" "$org" "http://127.0.0.1:$((http+OFF))" "$(cat "$DIR/$id.pid")"
+  api="http://127.0.0.1:$((http+OFF))"
+  st=$(state_of "$api"); [ -n "$st" ] || st="-"
+  printf "  %-4s %-7s %-9s %-18s %-24s %s\n" "$id" "$role" "$st" "$org" "$api" "$(node_pid "$id")"
 done <<< "$NODES"
 echo
 echo "Try:"
@@ -123,5 +207,16 @@ echo "  $BIN history 097610000000 --addr http://127.0.0.1:$((18082+OFF))"
 echo "  $BIN watch --addr http://127.0.0.1:$((18082+OFF))"
 echo "  kill <PID of the leader>   # the others elect a new leader within seconds"
 echo
-echo "Ctrl-C stops every node."
-while :; do sleep 1; done
+if [ ${#started[@]} -eq 0 ]; then
+  echo "Every node was already running; stop them with: make cluster-stop"
+  trap - EXIT INT TERM
+  exit 0
+fi
+echo "Ctrl-C stops every node this run started (${started[*]}); make cluster-stop stops all."
+# Exit once none of them runs any more (make cluster-stop from another shell).
+while :; do
+  alive=0
+  for id in "${started[@]}"; do [ -n "$(node_pid "$id")" ] && alive=1; done
+  [ $alive = 1 ] || { trap - EXIT INT TERM; echo "all nodes stopped"; exit 0; }
+  sleep 1
+done

@@ -40,6 +40,13 @@ type Cluster struct {
 // appended, and waits until they are Ready.
 func StartCluster(t testing.TB, bin string, voters int, extra ...string) *Cluster {
 	t.Helper()
+	return StartClusterGenesis(t, bin, voters, nil, extra...)
+}
+
+// StartClusterGenesis is StartCluster with genesisExtra appended to node
+// 0's flags only (e.g. --sample-data, which only the genesis node takes).
+func StartClusterGenesis(t testing.TB, bin string, voters int, genesisExtra []string, extra ...string) *Cluster {
+	t.Helper()
 	if voters < 1 || voters > len(voterOrgs)+1 {
 		t.Fatalf("proc: %d voters (1..%d)", voters, len(voterOrgs)+1)
 	}
@@ -61,6 +68,7 @@ func StartCluster(t testing.TB, bin string, voters int, extra ...string) *Cluste
 			"--rate-limits", "off"} // every client and node calls from 127.0.0.1 without TLS
 		if i == 0 {
 			args = append(args, "--org", Operator, "--bootstrap", "--genesis")
+			args = append(args, genesisExtra...)
 			seed = addrs[2]
 		} else {
 			args = append(args, "--org", voterOrgs[i-1], "--join", seed)
@@ -124,6 +132,53 @@ func (c *Cluster) Restart(i int) error {
 	c.proc[i] = p
 	c.mu.Unlock()
 	return nil
+}
+
+// RestartAll starts every node that is not running again, all at once, each
+// with the command line it was first started with (as after a power cut or
+// a stop of the whole network), and returns once each printed its API
+// address.
+func (c *Cluster) RestartAll() error {
+	errs := make(chan error, c.Len())
+	for i := range c.Len() {
+		go func() {
+			if !c.Node(i).Exited() {
+				errs <- nil
+				return
+			}
+			errs <- c.Restart(i)
+		}()
+	}
+	var first error
+	for range c.Len() {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// StopAll sends SIGTERM to every running node at once and waits for them
+// to exit (bounded); KillAll SIGKILLs them.
+func (c *Cluster) StopAll(bound time.Duration) error {
+	errs := make(chan error, c.Len())
+	for i := range c.Len() {
+		go func() { errs <- c.Node(i).Terminate(bound) }()
+	}
+	var first error
+	for range c.Len() {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// KillAll SIGKILLs every node.
+func (c *Cluster) KillAll() {
+	for i := range c.Len() {
+		c.Kill(i)
+	}
 }
 
 // Status asks node i for its status, bounded by timeout (a paused node

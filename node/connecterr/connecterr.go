@@ -12,6 +12,8 @@ package connecterr
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 
 	"connectrpc.com/connect"
 
@@ -117,7 +119,8 @@ func Code(err error) connect.Code {
 
 // ToConnect returns err as a *connect.Error with the code of Code (nil
 // stays nil; a *connect.Error is returned as it is). A full disk also gets
-// ReasonHeader: ReasonDiskFull.
+// ReasonHeader: ReasonDiskFull; an ErrIndeterminate gets IndeterminateHint
+// in its message.
 func ToConnect(err error) error {
 	if err == nil {
 		return nil
@@ -126,12 +129,20 @@ func ToConnect(err error) error {
 	if errors.As(err, &ce) {
 		return err
 	}
+	if errors.Is(err, registry.ErrIndeterminate) && !strings.Contains(err.Error(), IndeterminateHint) {
+		err = fmt.Errorf("%w (%s)", err, IndeterminateHint)
+	}
 	ce = connect.NewError(Code(err), err)
 	if errors.Is(err, diskspace.ErrDiskFull) {
 		ce.Meta().Set(ReasonHeader, ReasonDiskFull)
 	}
 	return ce
 }
+
+// IndeterminateHint is added to the message of every ErrIndeterminate a
+// client sees (code Unknown): a write whose outcome is unknown, e.g. when
+// the leader failed over during the call.
+const IndeterminateHint = "the write may have been applied: retrying with the same command id is safe"
 
 // IsDiskFull reports whether err, an error from another node's API, is that
 // node refusing a write for lack of disk space (ToConnect's marking): a
