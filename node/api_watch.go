@@ -24,7 +24,7 @@ const (
 	snapshotChunkBytes = 128 << 10
 	// feedBatchBytes bounds the feed entries a stream reads at a time.
 	feedBatchBytes = 1 << 20
-	feedHeartbeat      = time.Second
+	feedHeartbeat  = time.Second
 )
 
 // watchAPI serves the WatchService: the change feed members follow

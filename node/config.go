@@ -152,6 +152,10 @@ type Config struct {
 
 	// MaxRequestBytes bounds any API request body.
 	MaxRequestBytes int
+	// ReadyMaxLag: /readyz reports a server not ready while its state is
+	// more than this many committed Raft entries behind (default 1024;
+	// health.go).
+	ReadyMaxLag uint64
 	// ReadTimeout bounds waiting for a consistent or min-index read.
 	ReadTimeout time.Duration
 
@@ -202,6 +206,7 @@ func DefaultConfig() Config {
 		TrailingLogs:       10240,
 		FSM:                registry.DefaultFSMConfig(),
 		MaxRequestBytes:    16 << 20,
+		ReadyMaxLag:        1024,
 		Role:               RoleVoter,
 		Voters:             3,
 		DeadServerGrace:    30 * time.Second,
@@ -439,6 +444,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = d.MaxRequestBytes
+	}
+	if c.ReadyMaxLag == 0 {
+		c.ReadyMaxLag = d.ReadyMaxLag
 	}
 	if c.DiskReserveBytes == 0 {
 		c.DiskReserveBytes = d.DiskReserveBytes

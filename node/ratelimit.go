@@ -203,7 +203,7 @@ func newRateLimiter(cfg RateLimits, m *metrics) *rateLimiter {
 // Retry-After) and returns ok false. A nil limiter (limits off) admits
 // everything.
 func (rl *rateLimiter) admit(l listener, id auth.Identity, w http.ResponseWriter, r *http.Request) (done func(), ok bool) {
-	if rl == nil || l == adminListener {
+	if rl == nil || l == adminListener || isHealthPath(r.URL.Path) {
 		return noop, true
 	}
 	var (

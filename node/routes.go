@@ -48,6 +48,8 @@ func (n *Node) routes() http.Handler {
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	mux.HandleFunc("GET /{$}", n.indexPage)
+	mux.HandleFunc("GET /healthz", n.healthz) // health.go
+	mux.HandleFunc("GET /readyz", n.readyz)
 	return mux
 }
 
