@@ -268,8 +268,9 @@ type RateLimits struct {
 	MaxQueuedQueries     int
 
 	// MaxStreams and MaxStreamsPerCaller cap the change feed streams
-	// (WatchService.Watch) open at once on this node and per caller
-	// (default 256 and 8); MaxSnapshotTransfers and
+	// (WatchService.Watch) open at once on this node's public listener
+	// and per caller (default 256 and 8; other nodes on the peer listener:
+	// per node id only); MaxSnapshotTransfers and
 	// MaxSnapshotTransfersPerCaller cap those of them sending a snapshot
 	// of the whole state (default 1 per CPU, and 1); a stream waits up to
 	// SnapshotWait (default 10 s) for a snapshot slot. Over a cap: refused

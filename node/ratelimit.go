@@ -72,7 +72,10 @@ import (
 // cost the node memory and a goroutine each, so besides the query token
 // that opens one, each needs a stream slot: at most
 // RateLimits.MaxStreamsPerCaller open per caller (the same caller key as
-// the budgets: person, node or source address) and MaxStreams per node.
+// the budgets: person, node or source address) and MaxStreams per node on
+// the public listener (other nodes' streams on the peer listener, members
+// following this server, count per node id only: a server may feed
+// thousands of members, and they are the network's own nodes).
 // A stream over either cap is refused at once with ResourceExhausted
 // (HTTP 429) naming the cap; its slot is freed when the stream ends. A
 // stream that has to start with a snapshot of the whole state (from
@@ -178,7 +181,8 @@ type rateLimiter struct {
 
 	delayed atomic.Int64 // refusals being paced now
 	queries *fairQueue   // slots for admitted queries
-	streams *slotTable   // open change feed streams
+	streams *slotTable   // open change feed streams (public listener)
+	peerStr *slotTable   // open change feed streams of other nodes (peer listener)
 	snaps   *slotTable   // snapshot transfers in progress
 }
 
@@ -186,6 +190,7 @@ func newRateLimiter(cfg RateLimits, m *metrics) *rateLimiter {
 	rl := &rateLimiter{cfg: cfg, now: time.Now, m: m,
 		queries: newFairQueue(cfg.MaxConcurrentQueries, cfg.MaxQueuedQueries),
 		streams: newSlotTable(cfg.MaxStreamsPerCaller, cfg.MaxStreams),
+		peerStr: newSlotTable(cfg.MaxStreamsPerCaller, math.MaxInt),
 		snaps:   newSlotTable(cfg.MaxSnapshotTransfersPerCaller, cfg.MaxSnapshotTransfers)}
 	budgets := [numClasses]Budget{cfg.Query, cfg.Write, cfg.SignIn, cfg.Peer}
 	for c, b := range budgets {
@@ -232,7 +237,11 @@ func (rl *rateLimiter) admit(l listener, id auth.Identity, w http.ResponseWriter
 	now := rl.now()
 	wait, left := t.take(key, now)
 	if wait == 0 && isStream(r.URL.Path) {
-		release, err := rl.streams.acquire(key)
+		slots := rl.streams
+		if l == peerListener {
+			slots = rl.peerStr
+		}
+		release, err := slots.acquire(key)
 		if err != nil {
 			rl.m.rateLimited(l, class)
 			refuseExhausted(w, r, fmt.Sprintf("watch streams: %v", err))

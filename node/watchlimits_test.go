@@ -110,7 +110,9 @@ func TestWatchLimits(t *testing.T) {
 			case <-tick.C:
 			}
 			start := time.Now()
-			_, err := q.FindProviders(context.Background(), connect.NewRequest(&registryv1.FindProvidersRequest{LeikaKey: "99050012104000", Area: "091620000000"}))
+			qctx, qcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := q.FindProviders(qctx, connect.NewRequest(&registryv1.FindProvidersRequest{LeikaKey: "99050012104000", Area: "091620000000"}))
+			qcancel()
 			if err != nil {
 				t.Errorf("query during the flood: %v", err)
 				return
