@@ -76,6 +76,13 @@ type nodeFlags struct {
 	ExpiryWarnCerts string  `yaml:"expiry-warn-certs"`
 	ExpiryWarnKeys  string  `yaml:"expiry-warn-keys"`
 
+	// Stream caps and readiness (ratelimit.go, api_watch.go, health.go).
+	WatchStreams          int    `yaml:"watch-streams"`
+	WatchStreamsPerCaller int    `yaml:"watch-streams-per-caller"`
+	SnapshotTransfers     int    `yaml:"snapshot-transfers"`
+	WatchWriteTimeout     string `yaml:"watch-write-timeout"`
+	ReadyMaxLag           uint64 `yaml:"ready-max-lag"`
+
 	// The organisation's identity, written by verbund init and sent by
 	// verbund join; the node itself does not use them.
 	Kind     string `yaml:"kind,omitempty"`
@@ -120,6 +127,11 @@ func (f *nodeFlags) register(fs *flagSet, d nodeFlags) {
 	fs.StringVar(&f.RateLimitPeer, "rate-limit-peer", d.RateLimitPeer, "calls per other node on the peer listener, RATE:BURST (default "+budgetFlag(rl.Peer)+")")
 	fs.StringVar(&f.ExpiryWarnCerts, "expiry-warn-certs", d.ExpiryWarnCerts, "warn when the node certificate or the network CA expires within this (default 720h)")
 	fs.StringVar(&f.ExpiryWarnKeys, "expiry-warn-keys", d.ExpiryWarnKeys, "warn when an organisation key expires within this (default 168h)")
+	fs.IntVar(&f.WatchStreams, "watch-streams", d.WatchStreams, fmt.Sprintf("change feed (Watch) streams this node serves at once (default %d)", rl.MaxStreams))
+	fs.IntVar(&f.WatchStreamsPerCaller, "watch-streams-per-caller", d.WatchStreamsPerCaller, fmt.Sprintf("Watch streams one caller (address, person or node) may hold open (default %d)", rl.MaxStreamsPerCaller))
+	fs.IntVar(&f.SnapshotTransfers, "snapshot-transfers", d.SnapshotTransfers, "Watch streams sending a full snapshot at once (default: one per CPU; one per caller)")
+	fs.StringVar(&f.WatchWriteTimeout, "watch-write-timeout", d.WatchWriteTimeout, "cut a Watch stream whose client has not taken a message for this long (default 30s)")
+	fs.Uint64Var(&f.ReadyMaxLag, "ready-max-lag", d.ReadyMaxLag, "/readyz fails while the state is more than this many committed Raft entries behind (default 1024)")
 }
 
 func budgetFlag(b node.Budget) string { return fmt.Sprintf("%g:%d", b.PerSecond, b.Burst) }
@@ -168,10 +180,30 @@ func (f nodeFlags) rateLimits(cfg *node.Config) error {
 		}
 		cfg.RateLimits = cfg.RateLimits.Scale(f.RateLimitScale)
 	}
+	for _, c := range []struct {
+		flag string
+		val  int
+		dst  *int
+	}{
+		{"watch-streams", f.WatchStreams, &cfg.RateLimits.MaxStreams},
+		{"watch-streams-per-caller", f.WatchStreamsPerCaller, &cfg.RateLimits.MaxStreamsPerCaller},
+		{"snapshot-transfers", f.SnapshotTransfers, &cfg.RateLimits.MaxSnapshotTransfers},
+	} {
+		if c.val < 0 {
+			return fmt.Errorf("--%s %d: want a positive number", c.flag, c.val)
+		}
+		if c.val > 0 {
+			*c.dst = c.val
+		}
+	}
+	if f.ReadyMaxLag > 0 {
+		cfg.ReadyMaxLag = f.ReadyMaxLag
+	}
 	for _, d := range []struct {
 		flag, val string
 		dst       *time.Duration
-	}{{"expiry-warn-certs", f.ExpiryWarnCerts, &cfg.ExpiryWarnCerts}, {"expiry-warn-keys", f.ExpiryWarnKeys, &cfg.ExpiryWarnKeys}} {
+	}{{"expiry-warn-certs", f.ExpiryWarnCerts, &cfg.ExpiryWarnCerts}, {"expiry-warn-keys", f.ExpiryWarnKeys, &cfg.ExpiryWarnKeys},
+		{"watch-write-timeout", f.WatchWriteTimeout, &cfg.RateLimits.WatchWriteTimeout}} {
 		if d.val == "" {
 			continue
 		}
@@ -259,6 +291,21 @@ func defaultNodeFlags() nodeFlags {
 	return nodeFlags{DataDir: d.DataDir, HTTPAddr: d.HTTPAddr, RaftAddr: d.RaftAddr, LogLevel: "info"}
 }
 
+// readConfigFile reads a YAML config file (keys: the flags' names; an
+// unknown key is an error) over the defaults in d.
+func readConfigFile(path string, d *nodeFlags) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(d); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
 func runNode(ctx context.Context, env *Env, args []string) error {
 	// A config file sets the defaults the flags then override.
 	d := defaultNodeFlags()
@@ -273,14 +320,8 @@ func runNode(ctx context.Context, env *Env, args []string) error {
 			path = a[strings.IndexByte(a, '=')+1:]
 		}
 		if path != "" {
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return fmt.Errorf("config file: %w", err)
-			}
-			dec := yaml.NewDecoder(strings.NewReader(string(b)))
-			dec.KnownFields(true)
-			if err := dec.Decode(&d); err != nil {
-				return fmt.Errorf("config file %s: %w", path, err)
+			if err := readConfigFile(path, &d); err != nil {
+				return err
 			}
 		}
 	}

@@ -174,6 +174,10 @@ var policy = map[string]rule{
 	service(grpcreflect.ReflectV1AlphaServiceName): open,
 	"/": open, // the index page
 
+	// Load balancers' health checks (health.go; not rate-limited).
+	"/healthz": open,
+	"/readyz":  open,
+
 	// Operations.
 	"/debug/pprof/": adminOnly,
 	"/metrics":      adminOnly,

@@ -152,6 +152,10 @@ type Config struct {
 
 	// MaxRequestBytes bounds any API request body.
 	MaxRequestBytes int
+	// ReadyMaxLag: /readyz reports a server not ready while its state is
+	// more than this many committed Raft entries behind (default 1024;
+	// health.go).
+	ReadyMaxLag uint64
 	// ReadTimeout bounds waiting for a consistent or min-index read.
 	ReadTimeout time.Duration
 
@@ -208,6 +212,7 @@ func DefaultConfig() Config {
 		TrailingLogs:       10240,
 		FSM:                registry.DefaultFSMConfig(),
 		MaxRequestBytes:    16 << 20,
+		ReadyMaxLag:        1024,
 		Role:               RoleVoter,
 		Voters:             3,
 		DeadServerGrace:    30 * time.Second,
@@ -267,6 +272,25 @@ type RateLimits struct {
 	// MaxQueuedQueries (default 1024) of them. See ratelimit.go.
 	MaxConcurrentQueries int
 	MaxQueuedQueries     int
+
+	// MaxStreams and MaxStreamsPerCaller cap the change feed streams
+	// (WatchService.Watch) open at once on this node's public listener
+	// and per caller (default 256 and 8; other nodes on the peer listener:
+	// per node id only); MaxSnapshotTransfers and
+	// MaxSnapshotTransfersPerCaller cap those of them sending a snapshot
+	// of the whole state (default 1 per CPU, and 1); a stream waits up to
+	// SnapshotWait (default 10 s) for a snapshot slot. Over a cap: refused
+	// with ResourceExhausted. See ratelimit.go.
+	MaxStreams                    int
+	MaxStreamsPerCaller           int
+	MaxSnapshotTransfers          int
+	MaxSnapshotTransfersPerCaller int
+	SnapshotWait                  time.Duration
+	// WatchWriteTimeout: a change feed stream whose next message cannot
+	// be written for this long (a client that stopped reading, with the
+	// transport's buffers full) is cut and its resources freed (default
+	// 30 s).
+	WatchWriteTimeout time.Duration
 }
 
 // DefaultRateLimits: a person with a browser or the command line never
@@ -291,6 +315,13 @@ func DefaultRateLimits() RateLimits {
 
 		MaxConcurrentQueries: 4 * runtime.GOMAXPROCS(0),
 		MaxQueuedQueries:     1024,
+
+		MaxStreams:                    256,
+		MaxStreamsPerCaller:           8,
+		MaxSnapshotTransfers:          runtime.GOMAXPROCS(0),
+		MaxSnapshotTransfersPerCaller: 1,
+		SnapshotWait:                  10 * time.Second,
+		WatchWriteTimeout:             30 * time.Second,
 	}
 }
 
@@ -329,6 +360,20 @@ func (l RateLimits) withDefaults() RateLimits {
 	if l.MaxQueuedQueries == 0 {
 		l.MaxQueuedQueries = d.MaxQueuedQueries
 	}
+	for _, p := range []struct{ dst, def *int }{
+		{&l.MaxStreams, &d.MaxStreams}, {&l.MaxStreamsPerCaller, &d.MaxStreamsPerCaller},
+		{&l.MaxSnapshotTransfers, &d.MaxSnapshotTransfers}, {&l.MaxSnapshotTransfersPerCaller, &d.MaxSnapshotTransfersPerCaller},
+	} {
+		if *p.dst == 0 {
+			*p.dst = *p.def
+		}
+	}
+	if l.SnapshotWait == 0 {
+		l.SnapshotWait = d.SnapshotWait
+	}
+	if l.WatchWriteTimeout == 0 {
+		l.WatchWriteTimeout = d.WatchWriteTimeout
+	}
 	return l
 }
 
@@ -350,6 +395,13 @@ func (l RateLimits) validate() error {
 	}
 	if l.MaxTracked < 1 {
 		errs = append(errs, fmt.Errorf("rate limit table size %d: want at least 1", l.MaxTracked))
+	}
+	if l.MaxStreams < 1 || l.MaxStreamsPerCaller < 1 || l.MaxSnapshotTransfers < 1 || l.MaxSnapshotTransfersPerCaller < 1 {
+		errs = append(errs, fmt.Errorf("stream caps %d (per caller %d), snapshot transfers %d (per caller %d): want at least 1 each",
+			l.MaxStreams, l.MaxStreamsPerCaller, l.MaxSnapshotTransfers, l.MaxSnapshotTransfersPerCaller))
+	}
+	if l.SnapshotWait < 0 || l.WatchWriteTimeout < 0 {
+		errs = append(errs, errors.New("snapshot wait and watch write timeout must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -399,6 +451,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = d.MaxRequestBytes
+	}
+	if c.ReadyMaxLag == 0 {
+		c.ReadyMaxLag = d.ReadyMaxLag
 	}
 	if c.DiskReserveBytes == 0 {
 		c.DiskReserveBytes = d.DiskReserveBytes

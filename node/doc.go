@@ -22,6 +22,7 @@
 //	api_console.go   ConsoleService handler (registry mutations signed for a person, by role)
 //	api_handover.go  HandoverService, mounted from node/handoverapi
 //	api_health.go    gRPC health
+//	health.go        /healthz and /readyz for load balancers
 //	publish.go       the write path: submit (admit here on the leader, else forward), publishOwn
 //	forward.go       forwarding to the leader (retried with backoff through a failover), the one peer client cache, the peer book (known-peers.json)
 //	readindex.go     linearizable reads: read barrier, leader read index, staleness
@@ -31,7 +32,7 @@
 //	keyrotation.go   the organisation's key ring, rotation and revocation
 //	handover.go      handover wiring: store, service, audit-head publisher
 //	genesis.go       registering the network operator on an empty registry; a restart with the genesis flags rejoins
-//	ratelimit.go     per-caller request budgets, paced refusals, fair query slots
+//	ratelimit.go     per-caller request budgets, paced refusals, fair query slots, stream and snapshot caps
 //	expiry.go        expiry warnings for the organisation's keys and the TLS certificates
 //	metrics.go       Prometheus /metrics on the admin listener
 //	backup.go        backups: registry snapshot save/inspect/restore, handover store backup

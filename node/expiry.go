@@ -138,6 +138,10 @@ func (n *Node) expiryLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		n.logExpiryWarnings(n.cfg.Clock())
+		if b := n.cfg.TLS; b != nil && b.ReloadError() != nil {
+			// The TLS files changed but do not check out (peertls.Bundle).
+			n.log.Warn("TLS certificate files changed but are not used; the previous certificate stays in use", "err", b.ReloadError())
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -68,6 +68,23 @@ import (
 // MaxQueuedQueries wait, beyond that the request is refused like one over
 // its budget.
 //
+// Streams: change feed streams (WatchService.Watch) are long-lived and
+// cost the node memory and a goroutine each, so besides the query token
+// that opens one, each needs a stream slot: at most
+// RateLimits.MaxStreamsPerCaller open per caller (the same caller key as
+// the budgets: person, node or source address) and MaxStreams per node on
+// the public listener (other nodes' streams on the peer listener, members
+// following this server, count per node id only: a server may feed
+// thousands of members, and they are the network's own nodes).
+// A stream over either cap is refused at once with ResourceExhausted
+// (HTTP 429) naming the cap; its slot is freed when the stream ends. A
+// stream that has to start with a snapshot of the whole state (from
+// index 0 or too far behind) also needs one of MaxSnapshotTransfers
+// snapshot slots of the node (at most MaxSnapshotTransfersPerCaller per
+// caller): it waits up to SnapshotWait for one, then is refused the same
+// way (api_watch.go). A stream whose client stops reading is cut once a
+// message has waited WatchWriteTimeout to be written (api_watch.go).
+//
 // Memory: each class keeps at most RateLimits.MaxTracked callers, least
 // recently seen first out. An evicted caller starts again with a full
 // bucket, which is what it would have had after being idle for
@@ -164,11 +181,17 @@ type rateLimiter struct {
 
 	delayed atomic.Int64 // refusals being paced now
 	queries *fairQueue   // slots for admitted queries
+	streams *slotTable   // open change feed streams (public listener)
+	peerStr *slotTable   // open change feed streams of other nodes (peer listener)
+	snaps   *slotTable   // snapshot transfers in progress
 }
 
 func newRateLimiter(cfg RateLimits, m *metrics) *rateLimiter {
 	rl := &rateLimiter{cfg: cfg, now: time.Now, m: m,
-		queries: newFairQueue(cfg.MaxConcurrentQueries, cfg.MaxQueuedQueries)}
+		queries: newFairQueue(cfg.MaxConcurrentQueries, cfg.MaxQueuedQueries),
+		streams: newSlotTable(cfg.MaxStreamsPerCaller, cfg.MaxStreams),
+		peerStr: newSlotTable(cfg.MaxStreamsPerCaller, math.MaxInt),
+		snaps:   newSlotTable(cfg.MaxSnapshotTransfersPerCaller, cfg.MaxSnapshotTransfers)}
 	budgets := [numClasses]Budget{cfg.Query, cfg.Write, cfg.SignIn, cfg.Peer}
 	for c, b := range budgets {
 		rl.tables[c] = newLimiterTable(b, cfg.MaxTracked)
@@ -185,7 +208,7 @@ func newRateLimiter(cfg RateLimits, m *metrics) *rateLimiter {
 // Retry-After) and returns ok false. A nil limiter (limits off) admits
 // everything.
 func (rl *rateLimiter) admit(l listener, id auth.Identity, w http.ResponseWriter, r *http.Request) (done func(), ok bool) {
-	if rl == nil || l == adminListener {
+	if rl == nil || l == adminListener || isHealthPath(r.URL.Path) {
 		return noop, true
 	}
 	var (
@@ -213,7 +236,20 @@ func (rl *rateLimiter) admit(l listener, id auth.Identity, w http.ResponseWriter
 	}
 	now := rl.now()
 	wait, left := t.take(key, now)
-	if wait == 0 && (class != classQuery || isStream(r.URL.Path)) {
+	if wait == 0 && isStream(r.URL.Path) {
+		slots := rl.streams
+		if l == peerListener {
+			slots = rl.peerStr
+		}
+		release, err := slots.acquire(key)
+		if err != nil {
+			rl.m.rateLimited(l, class)
+			refuseExhausted(w, r, fmt.Sprintf("watch streams: %v", err))
+			return noop, false
+		}
+		return release, true
+	}
+	if wait == 0 && class != classQuery {
 		return noop, true
 	}
 	if wait == 0 {
@@ -275,6 +311,119 @@ func refuseRateLimited(w http.ResponseWriter, r *http.Request, class limitClass,
 		return
 	}
 	http.Error(w, msg, http.StatusTooManyRequests)
+}
+
+// refuseExhausted refuses a request over a concurrency cap (not a rate):
+// ResourceExhausted (429 outside Connect) at once, with Retry-After 1.
+func refuseExhausted(w http.ResponseWriter, r *http.Request, msg string) {
+	w.Header().Set("Retry-After", "1")
+	ew := connect.NewErrorWriter()
+	if ew.IsSupported(r) {
+		_ = ew.Write(w, r, connect.NewError(connect.CodeResourceExhausted, errors.New(msg)))
+		return
+	}
+	http.Error(w, msg, http.StatusTooManyRequests)
+}
+
+// errCapPerCaller and errCapPerNode: a concurrency cap refused a slot.
+var (
+	errCapPerCaller = errors.New("this caller has too many open")
+	errCapPerNode   = errors.New("this node serves as many as it allows")
+)
+
+// slotTable counts what each caller holds open, at most perCaller each
+// and total in all.
+type slotTable struct {
+	perCaller, total int
+
+	mu    sync.Mutex
+	held  map[string]int
+	inUse int
+	freed chan struct{} // closed (and replaced) when a slot is released
+}
+
+func newSlotTable(perCaller, total int) *slotTable {
+	return &slotTable{perCaller: perCaller, total: total, held: make(map[string]int), freed: make(chan struct{})}
+}
+
+// acquire takes a slot for key, or says which cap refused it. release
+// must be called exactly once.
+func (t *slotTable) acquire(key string) (release func(), err error) {
+	rel, _, err := t.tryAcquire(key)
+	return rel, err
+}
+
+// tryAcquire is acquire that also returns a channel closed at the next
+// release (to wait on after a refusal).
+func (t *slotTable) tryAcquire(key string) (release func(), freed <-chan struct{}, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.held[key] >= t.perCaller:
+		return nil, t.freed, fmt.Errorf("%w (%d, at most %d per caller); close some or retry later", errCapPerCaller, t.held[key], t.perCaller)
+	case t.inUse >= t.total:
+		return nil, t.freed, fmt.Errorf("%w (%d); retry later or use another node", errCapPerNode, t.total)
+	}
+	t.held[key]++
+	t.inUse++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			t.inUse--
+			if t.held[key]--; t.held[key] <= 0 {
+				delete(t.held, key)
+			}
+			close(t.freed)
+			t.freed = make(chan struct{})
+		})
+	}, nil, nil
+}
+
+// open is the number of slots held.
+func (t *slotTable) open() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.inUse
+}
+
+// acquireSnapshot takes a snapshot transfer slot for the caller key:
+// refused at once over the per-caller cap, else waits up to
+// SnapshotWait for one of the node's. A nil limiter admits everything.
+func (rl *rateLimiter) acquireSnapshot(ctx context.Context, key string) (release func(), err error) {
+	if rl == nil {
+		return noop, nil
+	}
+	deadline := time.NewTimer(rl.cfg.SnapshotWait)
+	defer deadline.Stop()
+	for {
+		rel, freed, err := rl.snaps.tryAcquire(key)
+		if err == nil {
+			return rel, nil
+		}
+		if errors.Is(err, errCapPerCaller) {
+			return nil, fmt.Errorf("snapshot transfers: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-deadline.C:
+			return nil, fmt.Errorf("snapshot transfers: %w; waited %v", err, rl.cfg.SnapshotWait)
+		case <-freed:
+		}
+	}
+}
+
+// streamKey is the caller key a change feed stream was admitted under
+// (the same as admit's), from the identity the guard established.
+func streamKey(id auth.Identity) string {
+	switch id.Kind {
+	case auth.Person, auth.OperatorAdmin, auth.PeerNode:
+		k, _ := id.LimitKey()
+		return k
+	}
+	return sourceKey(id.Addr)
 }
 
 // limiterTable is one class's buckets, keyed by caller, at most max of

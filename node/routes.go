@@ -27,7 +27,8 @@ func (n *Node) routes() http.Handler {
 	}
 	mux.Handle(registryv1connect.NewPublishServiceHandler(publishAPI{n}, opts...))
 	mux.Handle(registryv1connect.NewQueryServiceHandler(queryAPI{n: n}, opts...))
-	mux.Handle(registryv1connect.NewWatchServiceHandler(watchAPI{n}, opts...))
+	watchPath, watch := registryv1connect.NewWatchServiceHandler(watchAPI{n}, opts...)
+	mux.Handle(watchPath, writeDeadline(watch, n.cfg.RateLimits.WatchWriteTimeout)) // api_watch.go
 	mux.Handle(nodev1connect.NewNodeServiceHandler(nodeAPI{n}, opts...))
 	mux.Handle(nodev1connect.NewClusterServiceHandler(clusterAPI{n}, opts...))
 	mux.Handle(nodev1connect.NewAuthServiceHandler(authAPI{n}, opts...))
@@ -49,6 +50,8 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("GET /{$}", n.indexPage)
 	mux.HandleFunc("GET "+SnapshotPath, n.serveSnapshot)             // backup.go
 	mux.HandleFunc("GET "+HandoverBackupPath, n.serveHandoverBackup) // backup.go
+	mux.HandleFunc("GET /healthz", n.healthz)                        // health.go
+	mux.HandleFunc("GET /readyz", n.readyz)
 	return mux
 }
 

@@ -25,6 +25,13 @@ func (f *FSM) Changed() <-chan struct{} {
 // entry is returned, nothing changed between after and that index. ok is
 // false when after is older than the feed retains (send a snapshot first).
 func (r *Reader) FeedAfter(after uint64, max int) (entries []*registryv1.FeedEntry, applied uint64, ok bool, err error) {
+	return r.FeedAfterBounded(after, max, 0)
+}
+
+// FeedAfterBounded is FeedAfter that also stops once the entries read
+// hold maxBytes (encoded; 0: no bound; at least one entry is returned).
+// With max 0 it reads no entry: only applied and ok.
+func (r *Reader) FeedAfterBounded(after uint64, max, maxBytes int) (entries []*registryv1.FeedEntry, applied uint64, ok bool, err error) {
 	applied, err = r.view(func(st *stage) error {
 		start, err := st.getIndex(keyFeedStart)
 		if err != nil {
@@ -34,9 +41,14 @@ func (r *Reader) FeedAfter(after uint64, max int) (entries []*registryv1.FeedEnt
 			return nil
 		}
 		ok = true
-		it := st.txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pFeed), PrefetchValues: true})
+		if max <= 0 {
+			return nil
+		}
+		it := st.txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pFeed), PrefetchValues: true, PrefetchSize: min(max, 16)})
 		defer it.Close()
-		for it.Seek(feedKey(after + 1)); it.Valid() && len(entries) < max; it.Next() {
+		size := 0
+		for it.Seek(feedKey(after + 1)); it.Valid() && len(entries) < max && (maxBytes <= 0 || size < maxBytes); it.Next() {
+			size += int(it.Item().ValueSize())
 			e := &registryv1.FeedEntry{}
 			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
 				return err
@@ -57,10 +69,22 @@ func replicated(k string) bool {
 // SnapshotWrites streams the whole replicated state, from one consistent
 // view, in chunks of about chunk writes, and returns the index it reflects.
 func (r *Reader) SnapshotWrites(ctx context.Context, chunk int, fn func(writes []*registryv1.StateWrite) error) (uint64, error) {
+	return r.SnapshotWritesBounded(ctx, chunk, 0, fn)
+}
+
+// SnapshotWritesBounded is SnapshotWrites with chunks also cut once their
+// keys and values reach maxBytes (0: no byte bound), so a chunk's memory
+// does not grow with the size of the records. Values are not prefetched
+// beyond the next few: a snapshot stream holds about one chunk, not a
+// window of the whole state (the change feed's snapshots, api_watch.go).
+func (r *Reader) SnapshotWritesBounded(ctx context.Context, chunk, maxBytes int, fn func(writes []*registryv1.StateWrite) error) (uint64, error) {
 	return r.view(func(st *stage) error {
-		it := st.txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256})
+		it := st.txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 16})
 		defer it.Close()
-		var batch []*registryv1.StateWrite
+		var (
+			batch []*registryv1.StateWrite
+			size  int
+		)
 		for it.Rewind(); it.Valid(); it.Next() {
 			if !replicated(string(it.Item().Key())) {
 				continue
@@ -69,15 +93,17 @@ func (r *Reader) SnapshotWrites(ctx context.Context, chunk int, fn func(writes [
 			if err != nil {
 				return err
 			}
-			batch = append(batch, &registryv1.StateWrite{Key: it.Item().KeyCopy(nil), Value: v})
-			if len(batch) >= chunk {
+			k := it.Item().KeyCopy(nil)
+			batch = append(batch, &registryv1.StateWrite{Key: k, Value: v})
+			size += len(k) + len(v)
+			if len(batch) >= chunk || maxBytes > 0 && size >= maxBytes {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
 				if err := fn(batch); err != nil {
 					return err
 				}
-				batch = nil
+				batch, size = nil, 0
 			}
 		}
 		return fn(batch)

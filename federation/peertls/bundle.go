@@ -1,6 +1,7 @@
 package peertls
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,17 +37,127 @@ var ErrKeyPermissions = errors.New("private key file permissions are too open (w
 
 // Bundle is a node's verified TLS identity: the network's CA pool, the
 // node certificate and key, and the node id from the certificate. It is
-// immutable and safe for concurrent use.
+// safe for concurrent use.
+//
+// A Bundle read from files (Load) follows them: when the CA, certificate
+// or key file changes (checked at most every ReloadCheckInterval, on the
+// next handshake), it is read and checked again like Load, and new
+// handshakes (server and client side, Raft and HTTP) use the new
+// certificate and trust the new CA file; established connections keep
+// what they negotiated. A replacement that does not check out (a key that
+// does not match the certificate yet, a certificate for another node id,
+// one that does not verify against the CA file) is not used: the bundle
+// keeps its last good identity and ReloadError says why, until the files
+// are consistent again. A Bundle built from PEM data never changes.
 type Bundle struct {
-	roots  *x509.CertPool
-	cert   tls.Certificate
-	leaf   *x509.Certificate
-	nodeID string
+	cur    atomic.Pointer[identity]
+	nodeID string // fixed: a reload never changes it
+
+	files *Files // nil: built from PEM
+	mu    sync.Mutex
+	next  time.Time // next time the files are looked at
+	stamp string    // the files' sizes and modification times when read
+	err   error     // of the last reload attempt
 }
 
+// identity is one verified state of a Bundle.
+type identity struct {
+	roots *x509.CertPool
+	cert  tls.Certificate
+	leaf  *x509.Certificate
+}
+
+// ReloadCheckInterval bounds how often a Bundle from Load looks at its
+// files (one stat each).
+var ReloadCheckInterval = time.Second
+
 // Load reads the PEM files of f and checks them like FromPEM. It refuses a
-// key file that group or others may access.
+// key file that group or others may access. The Bundle follows the files
+// (see Bundle).
 func Load(f Files) (*Bundle, error) {
+	stamp, err := f.stamp()
+	if err != nil {
+		return nil, err
+	}
+	b, err := loadFiles(f)
+	if err != nil {
+		return nil, err
+	}
+	b.files, b.stamp, b.next = &f, stamp, time.Now().Add(ReloadCheckInterval)
+	return b, nil
+}
+
+// stamp summarises the files' sizes and modification times.
+func (f Files) stamp() (string, error) {
+	var sb strings.Builder
+	for _, p := range []string{f.CAFile, f.CertFile, f.KeyFile} {
+		st, err := os.Stat(p)
+		if err != nil {
+			return "", fmt.Errorf("peertls: %w", err)
+		}
+		fmt.Fprintf(&sb, "%d/%d;", st.Size(), st.ModTime().UnixNano())
+	}
+	return sb.String(), nil
+}
+
+// Reload reads the files of a Bundle from Load again now and, if they
+// check out, uses them for new handshakes. It returns why not (the bundle
+// then keeps its identity). A Bundle from PEM data has nothing to reload.
+func (b *Bundle) Reload() error {
+	if b.files == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.reloadLocked()
+}
+
+func (b *Bundle) reloadLocked() error {
+	b.next = time.Now().Add(ReloadCheckInterval)
+	stamp, err := b.files.stamp()
+	if err == nil {
+		var nb *Bundle
+		if nb, err = loadFiles(*b.files); err == nil {
+			if nb.nodeID != b.nodeID {
+				err = fmt.Errorf("peertls: new certificate names node %q, this node is %q: not used", nb.nodeID, b.nodeID)
+			} else {
+				b.cur.Store(nb.cur.Load())
+				b.stamp = stamp
+			}
+		}
+	}
+	b.err = err
+	return err
+}
+
+// ReloadError is why the files' latest change was not used (nil: the
+// bundle uses what the files hold, or it has no files).
+func (b *Bundle) ReloadError() error {
+	if b.files == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+// current returns the identity for a new handshake, first reading the
+// files again if they changed (at most every ReloadCheckInterval).
+func (b *Bundle) current() *identity {
+	if b.files != nil {
+		b.mu.Lock()
+		if time.Now().After(b.next) {
+			b.next = time.Now().Add(ReloadCheckInterval)
+			if stamp, err := b.files.stamp(); err != nil || stamp != b.stamp {
+				_ = b.reloadLocked()
+			}
+		}
+		b.mu.Unlock()
+	}
+	return b.cur.Load()
+}
+
+func loadFiles(f Files) (*Bundle, error) {
 	caPEM, err := os.ReadFile(f.CAFile)
 	if err != nil {
 		return nil, fmt.Errorf("peertls: read CA file: %w", err)
@@ -138,41 +251,56 @@ func fromPEM(caPEM, certPEM, keyPEM []byte, now time.Time) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("peertls: node certificate: %w", err)
 	}
-	return &Bundle{roots: roots, cert: cert, leaf: leaf, nodeID: id}, nil
+	b := &Bundle{nodeID: id}
+	b.cur.Store(&identity{roots: roots, cert: cert, leaf: leaf})
+	return b, nil
 }
 
 // NodeID returns the node id in the bundle's certificate.
 func (b *Bundle) NodeID() string { return b.nodeID }
 
-// Leaf returns the node certificate (e.g. for its NotAfter). Do not
-// modify it.
-func (b *Bundle) Leaf() *x509.Certificate { return b.leaf }
+// Leaf returns the node certificate (e.g. for its NotAfter): the current
+// one of a Bundle that follows its files. Do not modify it.
+func (b *Bundle) Leaf() *x509.Certificate { return b.current().leaf }
 
 // CertPool returns a copy of the pool of trusted CA certificates.
-func (b *Bundle) CertPool() *x509.CertPool { return b.roots.Clone() }
+func (b *Bundle) CertPool() *x509.CertPool { return b.current().roots.Clone() }
 
 // ServerConfig returns a TLS configuration for a node-to-node listener:
 // TLS 1.3, the node certificate, ALPN h2 and http/1.1, and mutual TLS:
 // a client must present a certificate that chains to the CA and names a
-// node (PeerNodeID). Each call returns a new Config the caller may modify.
+// node (PeerNodeID). Each call returns a new Config the caller may modify
+// (except GetConfigForClient): each handshake uses a copy of it with the
+// bundle's current certificate and CA pool.
 func (b *Bundle) ServerConfig() *tls.Config {
-	return &tls.Config{
+	id := b.current()
+	cfg := &tls.Config{
 		MinVersion:       tls.VersionTLS13,
-		Certificates:     []tls.Certificate{b.cert},
+		Certificates:     []tls.Certificate{id.cert},
 		ClientAuth:       tls.RequireAndVerifyClientCert,
-		ClientCAs:        b.roots,
+		ClientCAs:        id.roots,
 		NextProtos:       []string{"h2", "http/1.1"},
 		VerifyConnection: requireNodeID(nil),
 	}
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		id := b.current()
+		c := cfg.Clone()
+		c.GetConfigForClient = nil
+		c.Certificates, c.ClientCAs = []tls.Certificate{id.cert}, id.roots
+		return c, nil
+	}
+	return cfg
 }
 
 // ClientConfig returns a TLS configuration for connecting to another node:
 // TLS 1.3, the node certificate as client certificate, and verification
 // of the server's certificate against the CA for serverName (if empty,
 // the caller, e.g. net/http, fills it in from the address) and of its node
-// id. Each call returns a new Config the caller may modify.
+// id. Each call returns a new Config the caller may modify. The client
+// certificate is the bundle's current one at each handshake; the trusted
+// CAs are those of the call (HTTPTransport and the Raft stream layer ask
+// for a new Config per connection).
 func (b *Bundle) ClientConfig(serverName string) *tls.Config {
-	cert := b.cert
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		// Always present the node certificate, even if the server's list
@@ -180,9 +308,10 @@ func (b *Bundle) ClientConfig(serverName string) *tls.Config {
 		// "unknown certificate authority" rather than "certificate
 		// required".
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			cert := b.current().cert
 			return &cert, nil
 		},
-		RootCAs:          b.roots,
+		RootCAs:          b.current().roots,
 		ServerName:       serverName,
 		VerifyConnection: requireNodeID(nil),
 	}
@@ -196,11 +325,22 @@ func (b *Bundle) HTTPClient() *http.Client {
 	return &http.Client{Transport: b.HTTPTransport()}
 }
 
-// HTTPTransport is the transport of HTTPClient.
+// HTTPTransport is the transport of HTTPClient. Each new connection is
+// made with the bundle's current certificate and CA pool (ClientConfig).
 func (b *Bundle) HTTPTransport() *http.Transport {
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Transport{
-		DialContext:           d.DialContext,
+		DialContext: d.DialContext,
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			cfg := b.ClientConfig(host)
+			cfg.NextProtos = []string{"h2", "http/1.1"}
+			td := &tls.Dialer{NetDialer: d, Config: cfg}
+			return td.DialContext(ctx, network, addr)
+		},
 		TLSClientConfig:       b.ClientConfig(""),
 		ForceAttemptHTTP2:     true,
 		TLSHandshakeTimeout:   10 * time.Second,

@@ -90,6 +90,7 @@ type StreamLayer struct {
 	advertise net.Addr
 	server    *tls.Config
 	client    *tls.Config
+	bundle    *Bundle
 	opts      options
 
 	ctx    context.Context // cancelled by Close
@@ -130,7 +131,7 @@ func NewStreamLayer(ln net.Listener, advertise net.Addr, b *Bundle, opts ...Opti
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &StreamLayer{
-		ln: ln, advertise: advertise, server: server, client: client, opts: o,
+		ln: ln, advertise: advertise, server: server, client: client, bundle: b, opts: o,
 		ctx: ctx, cancel: cancel,
 		ready: make(chan net.Conn), done: make(chan struct{}), failed: make(chan struct{}),
 	}
@@ -226,6 +227,7 @@ func (s *StreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 		timeout = s.opts.handshakeTimeout
 	}
 	cfg := s.client.Clone()
+	cfg.RootCAs = s.bundle.current().roots // the CA file may have changed
 	cfg.ServerName = host
 	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	defer cancel()
