@@ -377,11 +377,13 @@ func serve(ctx context.Context, env *Env, cfg node.Config, sampleData bool) erro
 		return err
 	}
 	c := n.Config()
-	if sampleData && n.Resumed() {
-		// A restart: the data was loaded on the first start; checking it
-		// again needs a leader, which a restarted cluster elects only once
-		// enough voters run. Do it in the background, not before the node
-		// reports running (other voters may be waiting for this one).
+	if sampleData && n.Resumed() && !n.SoleVoter() {
+		// A restart in a cluster: the data was loaded on the first start;
+		// checking it again needs a leader, which a restarted cluster
+		// elects only once enough voters run. Do it in the background, not
+		// before the node reports running (other voters may be waiting for
+		// this one). A one-node network elects itself: it checks before it
+		// reports running, as on the first start.
 		log := c.Logger.With("node", c.NodeID)
 		go func() {
 			for delay := 2 * time.Second; ctx.Err() == nil; delay = min(2*delay, time.Minute) {

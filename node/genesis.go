@@ -85,7 +85,7 @@ func (n *Node) genesis(ctx context.Context) error {
 // has no operator yet (the node stopped between bootstrap and genesis),
 // genesis runs in the background on runCtx until it succeeds.
 func (n *Node) startGenesis(ctx, runCtx context.Context) error {
-	if !n.resumed || n.soleVoter() {
+	if !n.resumed || n.SoleVoter() {
 		return n.genesis(ctx)
 	}
 	if done, err := n.hasOperator(); err != nil || done {
@@ -119,9 +119,9 @@ func (n *Node) startGenesis(ctx, runCtx context.Context) error {
 // Start; always false on a member.
 func (n *Node) Resumed() bool { return n.resumed }
 
-// soleVoter reports whether this node is the only voter of its Raft
+// SoleVoter reports whether this node is the only voter of its Raft
 // configuration (a one-node network, which elects itself on a restart).
-func (n *Node) soleVoter() bool {
+func (n *Node) SoleVoter() bool {
 	f := n.raft.GetConfiguration()
 	if f.Error() != nil {
 		return false
