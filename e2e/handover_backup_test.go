@@ -10,9 +10,7 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/verbund/verbund/e2e/proc"
 	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
-	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
 )
 
 // TestHandoverBackupRestoreProcesses: a recipient node (München, B) backs
@@ -28,42 +26,8 @@ func TestHandoverBackupRestoreProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process-level test")
 	}
-	dirA, dirB := t.TempDir(), t.TempDir()
-	gossipA := freeAddr(t)
-	argsA := []string{"node", "--org", "verbund-operator", "--bootstrap", "--genesis", "--data-dir", dirA,
-		"--http-addr", freeAddr(t), "--raft-addr", freeAddr(t), "--gossip-addr", gossipA, "--log-level", "warn", "--rate-limits", "off",
-		"--audit-interval", "200ms"}
-	argsB := []string{"node", "--org", "091620000000", "--role", "member", "--data-dir", dirB,
-		"--http-addr", freeAddr(t), "--gossip-addr", freeAddr(t), "--join", gossipA, "--log-level", "warn", "--rate-limits", "off",
-		"--audit-interval", "200ms"}
-	a := start(t, argsA...)
-	b := start(t, argsB...)
-	waitHTTP(t, a.API)
-	dirBY := t.TempDir()
-	for _, args := range [][]string{
-		{"init", "--org", "land-09", "--kind", "state-agency", "--name", "Bayern", "--state", "09", "--data", dirBY},
-		{"org", "register", "land-09", "--keys-from", dirBY, "--kind", "state-agency", "--name", "Bayern", "--state", "09",
-			"--key", filepath.Join(dirA, "keys", "signing.jwk"), "--as", "verbund-operator", "--addr", a.API, "--timeout", "30s"},
-		{"org", "register", "091620000000", "--node", b.API, "--name", "München", "--kind", "municipality",
-			"--key", filepath.Join(dirBY, "keys", "signing.jwk"), "--as", "land-09", "--addr", a.API, "--timeout", "30s"},
-	} {
-		if out, err := run(t, args...); err != nil {
-			t.Fatalf("verbund %v: %v\n%s", args, err, out)
-		}
-	}
-	t.Setenv("VERBUND_CONFIG_DIR", t.TempDir())
-	waitHTTP(t, b.API)
-	tokens := map[string]string{}
-	for _, n := range []struct{ dir, api string }{{dirA, a.API}, {dirB, b.API}} {
-		tok, err := proc.Authorize(binary, n.dir, n.api)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tokens[n.api] = tok
-	}
-	client := func(api string) federationv1connect.HandoverServiceClient {
-		return federationv1connect.NewHandoverServiceClient(proc.BearerClient(tokens[api]), api)
-	}
+	n := startTwoOrgs(t, "--audit-interval", "200ms")
+	a, b, dirB, argsB, client := n.a, n.b, n.dirB, n.argsB, n.client
 	ctx := context.Background()
 	send := func(i int) string {
 		t.Helper()

@@ -34,43 +34,8 @@ func TestHandoversSurviveSIGKILL(t *testing.T) {
 		t.Skip("process-level crash test")
 	}
 	const total = 300
-	dirA, dirB := t.TempDir(), t.TempDir()
-	gossipA := freeAddr(t)
-	argsA := []string{"node", "--org", "verbund-operator", "--bootstrap", "--genesis", "--data-dir", dirA,
-		"--http-addr", freeAddr(t), "--raft-addr", freeAddr(t), "--gossip-addr", gossipA, "--log-level", "warn", "--rate-limits", "off"}
-	argsB := []string{"node", "--org", "091620000000", "--role", "member", "--data-dir", dirB,
-		"--http-addr", freeAddr(t), "--gossip-addr", freeAddr(t), "--join", gossipA, "--log-level", "warn", "--rate-limits", "off"}
-	a := start(t, argsA...)
-	b := start(t, argsB...)
-	waitHTTP(t, a.API)
-	// München's approver, Bayern's state agency, is registered by the
-	// operator; it registers München with the keys of B's node.
-	dirBY := t.TempDir()
-	for _, args := range [][]string{
-		{"init", "--org", "land-09", "--kind", "state-agency", "--name", "Bayern", "--state", "09", "--data", dirBY},
-		{"org", "register", "land-09", "--keys-from", dirBY, "--kind", "state-agency", "--name", "Bayern", "--state", "09",
-			"--key", filepath.Join(dirA, "keys", "signing.jwk"), "--as", "verbund-operator", "--addr", a.API, "--timeout", "30s"},
-		{"org", "register", "091620000000", "--node", b.API, "--name", "München", "--kind", "municipality",
-			"--key", filepath.Join(dirBY, "keys", "signing.jwk"), "--as", "land-09", "--addr", a.API, "--timeout", "30s"},
-	} {
-		if out, err := run(t, args...); err != nil {
-			t.Fatalf("verbund %v: %v\n%s", args, err, out)
-		}
-	}
-	// The case workers: a user with every role on each node.
-	t.Setenv("VERBUND_CONFIG_DIR", t.TempDir())
-	waitHTTP(t, b.API)
-	tokens := map[string]string{}
-	for _, n := range []struct{ dir, api string }{{dirA, a.API}, {dirB, b.API}} {
-		tok, err := proc.Authorize(binary, n.dir, n.api)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tokens[n.api] = tok
-	}
-	client := func(api string) federationv1connect.HandoverServiceClient {
-		return federationv1connect.NewHandoverServiceClient(proc.BearerClient(tokens[api]), api)
-	}
+	n := startTwoOrgs(t)
+	a, b, argsA, argsB, client := n.a, n.b, n.argsA, n.argsB, n.client
 	var mu sync.Mutex
 	procs := map[string]*proc.Process{"A": a, "B": b}
 	args := map[string][]string{"A": argsA, "B": argsB}
@@ -248,4 +213,58 @@ func TestHandoversSurviveSIGKILL(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// twoOrgs is the network of the handover process tests: A, the network
+// operator's genesis node, and B, München's member node, which Bavaria's
+// state agency (registered by the operator) registers with B's keys; on
+// each a case worker with every role is signed in.
+type twoOrgs struct {
+	a, b         *proc.Process
+	dirA, dirB   string
+	argsA, argsB []string // command lines, to restart a node as it was started
+	client       func(api string) federationv1connect.HandoverServiceClient
+}
+
+// startTwoOrgs starts the two nodes, with extra flags for both.
+func startTwoOrgs(t *testing.T, extra ...string) *twoOrgs {
+	t.Helper()
+	n := &twoOrgs{dirA: t.TempDir(), dirB: t.TempDir()}
+	gossipA := freeAddr(t)
+	n.argsA = append([]string{"node", "--org", "verbund-operator", "--bootstrap", "--genesis", "--data-dir", n.dirA,
+		"--http-addr", freeAddr(t), "--raft-addr", freeAddr(t), "--gossip-addr", gossipA, "--log-level", "warn", "--rate-limits", "off"}, extra...)
+	n.argsB = append([]string{"node", "--org", "091620000000", "--role", "member", "--data-dir", n.dirB,
+		"--http-addr", freeAddr(t), "--gossip-addr", freeAddr(t), "--join", gossipA, "--log-level", "warn", "--rate-limits", "off"}, extra...)
+	n.a = start(t, n.argsA...)
+	n.b = start(t, n.argsB...)
+	waitHTTP(t, n.a.API)
+	// München's approver, Bayern's state agency, is registered by the
+	// operator; it registers München with the keys of B's node.
+	dirBY := t.TempDir()
+	for _, args := range [][]string{
+		{"init", "--org", "land-09", "--kind", "state-agency", "--name", "Bayern", "--state", "09", "--data", dirBY},
+		{"org", "register", "land-09", "--keys-from", dirBY, "--kind", "state-agency", "--name", "Bayern", "--state", "09",
+			"--key", filepath.Join(n.dirA, "keys", "signing.jwk"), "--as", "verbund-operator", "--addr", n.a.API, "--timeout", "30s"},
+		{"org", "register", "091620000000", "--node", n.b.API, "--name", "München", "--kind", "municipality",
+			"--key", filepath.Join(dirBY, "keys", "signing.jwk"), "--as", "land-09", "--addr", n.a.API, "--timeout", "30s"},
+	} {
+		if out, err := run(t, args...); err != nil {
+			t.Fatalf("verbund %v: %v\n%s", args, err, out)
+		}
+	}
+	// The case workers: a user with every role on each node.
+	t.Setenv("VERBUND_CONFIG_DIR", t.TempDir())
+	waitHTTP(t, n.b.API)
+	tokens := map[string]string{}
+	for _, x := range []struct{ dir, api string }{{n.dirA, n.a.API}, {n.dirB, n.b.API}} {
+		tok, err := proc.Authorize(binary, x.dir, x.api)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[x.api] = tok
+	}
+	n.client = func(api string) federationv1connect.HandoverServiceClient {
+		return federationv1connect.NewHandoverServiceClient(proc.BearerClient(tokens[api]), api)
+	}
+	return n
 }

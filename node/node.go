@@ -26,6 +26,7 @@ import (
 	"github.com/verbund/verbund/federation/peertls"
 	"github.com/verbund/verbund/internal/badgercheck"
 	"github.com/verbund/verbund/internal/badgerlog"
+	"github.com/verbund/verbund/internal/storeformat"
 	"github.com/verbund/verbund/keys"
 	"github.com/verbund/verbund/node/auth"
 	"github.com/verbund/verbund/node/diskspace"
@@ -162,7 +163,11 @@ func (n *Node) openUsers() error {
 
 func (n *Node) openStorage() error {
 	if err := n.prepareStore(formatState, n.cfg.path("state")); err != nil {
-		return err
+		if errors.Is(err, storeformat.ErrTooNew) {
+			return err
+		}
+		// A damaged marker, or another store: the state is derived.
+		return fmt.Errorf("%w (the registry state is derived: move %s aside and restart to rebuild it from the Raft snapshot and log)", err, n.cfg.path("state"))
 	}
 	opts := badger.DefaultOptions(n.cfg.path("state")).
 		WithLogger(badgerlog.New(n.log, "badger")).

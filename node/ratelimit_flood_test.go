@@ -200,9 +200,15 @@ func TestRateLimitFlood(t *testing.T) {
 	if on.bad != 0 || rows[1].bad != 0 {
 		t.Errorf("flooders saw errors other than ResourceExhausted: %d with limits off, %d on", rows[1].bad, on.bad)
 	}
+	// The latency bound is asserted in the measurement run only
+	// (VERBUND_FLOOD_SECONDS set, on an otherwise quiet machine): the
+	// short run inside make test shares the machine with other packages'
+	// tests, and a p99 of 75 samples there is the slowest of them.
 	got, bound := pct(on.lat, 0.99), max(floodFactor*alone, floodFloor)
 	switch {
 	case got <= bound:
+	case os.Getenv("VERBUND_FLOOD_SECONDS") == "":
+		t.Logf("p99 under the flood with limits on %v, over %d × %v alone (floor %v): asserted only with VERBUND_FLOOD_SECONDS", got, floodFactor, alone, floodFloor)
 	case max(load0, load1) > 2*float64(runtime.NumCPU()):
 		t.Logf("p99 under the flood with limits on %v, over %d × %v alone (floor %v), but the machine is overloaded: not asserted", got, floodFactor, alone, floodFloor)
 	default:

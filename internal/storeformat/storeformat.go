@@ -71,16 +71,21 @@ func Read(dir, kind string) (uint32, bool, error) {
 	if err != nil {
 		return 0, false, fmt.Errorf("read store format marker: %w", err)
 	}
+	// A damaged marker of a store that is otherwise sound: the hint says
+	// how to write it again (the format is the one of the release that
+	// created or last migrated the store, see its release notes).
+	name := filepath.Join(dir, FileName)
+	hint := fmt.Sprintf("if %s is the %s store and only its marker is damaged, write the marker again: echo '%s %s N' > %s (N: the store's format, 1 until a release raises it)", dir, kind, magic, kind, name)
 	f := strings.Fields(string(b))
 	if len(f) != 3 || f[0] != magic {
-		return 0, false, fmt.Errorf("%w: %s holds %q, not a store format marker", ErrWrongStore, filepath.Join(dir, FileName), strings.TrimSpace(string(b)))
+		return 0, false, fmt.Errorf("%w: %s holds %q, not a store format marker; %s", ErrWrongStore, name, strings.TrimSpace(string(b)), hint)
 	}
 	if f[1] != kind {
-		return 0, false, fmt.Errorf("%w: %s is a %q store, expected %q", ErrWrongStore, dir, f[1], kind)
+		return 0, false, fmt.Errorf("%w: %s is a %q store, expected %q; %s", ErrWrongStore, dir, f[1], kind, hint)
 	}
 	v, err := strconv.ParseUint(f[2], 10, 32)
 	if err != nil || v == 0 {
-		return 0, false, fmt.Errorf("%w: %s: format %q", ErrWrongStore, filepath.Join(dir, FileName), f[2])
+		return 0, false, fmt.Errorf("%w: %s: format %q; %s", ErrWrongStore, name, f[2], hint)
 	}
 	return uint32(v), true, nil
 }
