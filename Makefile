@@ -14,8 +14,10 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: build
+# -buildvcs=auto stamps the git revision where there is one (verbund
+# version, and the version nodes gossip), whatever GOFLAGS says.
 build: ## build bin/verbund
-	$(GO) build -o $(BIN) ./cmd/verbund
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/verbund
 
 .PHONY: run
 run: build ## start a single node with the sample data (data in .verbund/dev)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +36,44 @@ import (
 )
 
 // Version is the node software version.
-var Version = "0.1.0-dev"
+var Version = buildVersion(release, readBuildInfo())
+
+// release is the version of this source tree.
+const release = "0.1.0-dev"
+
+// readBuildInfo is debug.ReadBuildInfo's answer (nil if there is none).
+func readBuildInfo() *debug.BuildInfo {
+	bi, _ := debug.ReadBuildInfo()
+	return bi
+}
+
+// buildVersion is the version a node reports: the release and, for a
+// binary built from a git checkout, its short source revision
+// ("0.1.0-dev+a982a7a", "+…-dirty" for uncommitted changes), so that
+// "verbund members" tells apart the nodes of a rolling upgrade.
+func buildVersion(release string, bi *debug.BuildInfo) string {
+	if bi == nil {
+		return release
+	}
+	var rev string
+	var dirty bool
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return release
+	}
+	v := release + "+" + rev[:min(7, len(rev))]
+	if dirty {
+		v += "-dirty"
+	}
+	return v
+}
 
 // Node is one running node. Create with New, then Start; Close stops it.
 type Node struct {
