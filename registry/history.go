@@ -344,11 +344,9 @@ func (r *Reader) History(org string, pageSize int, pageToken string) ([]*registr
 	if !ValidOrgID(org) {
 		return nil, "", 0, invalid("organisation id %q must be a 12-digit ARS or a slug", org)
 	}
-	if pageSize <= 0 {
-		pageSize = 100
-	}
-	if pageSize > 1000 {
-		return nil, "", 0, invalid("page_size %d exceeds 1000", pageSize)
+	var err error
+	if pageSize, err = checkPageSize(pageSize); err != nil {
+		return nil, "", 0, err
 	}
 	prefix := historyPrefix(org)
 	start := prefix

@@ -78,11 +78,9 @@ type OrgFilter struct {
 // ListOrganisations lists organisations in id order (name order with a name
 // prefix), filtered, one page at a time.
 func (r *Reader) ListOrganisations(f OrgFilter) ([]*registryv1.Organisation, string, uint64, error) {
-	if f.PageSize <= 0 {
-		f.PageSize = 100
-	}
-	if f.PageSize > 1000 {
-		return nil, "", 0, invalid("page_size %d exceeds 1000", f.PageSize)
+	var err error
+	if f.PageSize, err = checkPageSize(f.PageSize); err != nil {
+		return nil, "", 0, err
 	}
 	if f.StateCode != "" && !reState.MatchString(f.StateCode) {
 		return nil, "", 0, invalid("state code %q must be 2 digits", f.StateCode)
@@ -559,11 +557,9 @@ type AuthorisationFilter struct {
 // or grantee from their indexes (in authorisation id order), otherwise all
 // of them in id order.
 func (r *Reader) ListAuthorisations(f AuthorisationFilter) ([]*registryv1.Authorisation, string, uint64, error) {
-	if f.PageSize <= 0 {
-		f.PageSize = 100
-	}
-	if f.PageSize > 1000 {
-		return nil, "", 0, invalid("page_size %d exceeds 1000", f.PageSize)
+	var err error
+	if f.PageSize, err = checkPageSize(f.PageSize); err != nil {
+		return nil, "", 0, err
 	}
 	for _, id := range []string{f.GrantorID, f.GranteeID} {
 		if id != "" && !ValidOrgID(id) {
@@ -620,4 +616,16 @@ func (r *Reader) ListAuthorisations(f AuthorisationFilter) ([]*registryv1.Author
 		return nil
 	})
 	return out, next, idx, err
+}
+
+// checkPageSize applies the list queries' page size rule: 0 (or less) means
+// 100, more than 1000 is refused.
+func checkPageSize(n int) (int, error) {
+	switch {
+	case n <= 0:
+		return 100, nil
+	case n > 1000:
+		return 0, invalid("page_size %d exceeds 1000", n)
+	}
+	return n, nil
 }

@@ -27,11 +27,9 @@ type OfferingFilter struct {
 // an organisation's from its index, otherwise all of them (filtered by
 // area). The page token is the next key to read.
 func (r *Reader) ListOfferings(f OfferingFilter) ([]*registryv1.Offering, string, uint64, error) {
-	if f.PageSize <= 0 {
-		f.PageSize = 100
-	}
-	if f.PageSize > 1000 {
-		return nil, "", 0, invalid("page_size %d exceeds 1000", f.PageSize)
+	var err error
+	if f.PageSize, err = checkPageSize(f.PageSize); err != nil {
+		return nil, "", 0, err
 	}
 	if f.OrganisationID != "" && !ValidOrgID(f.OrganisationID) {
 		return nil, "", 0, invalid("organisation id %q must be a 12-digit ARS or a slug", f.OrganisationID)
