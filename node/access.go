@@ -163,10 +163,11 @@ var policy = map[string]rule{
 	// Handovers: other nodes deliver and read timelines (authenticated by
 	// the signatures in their tokens); everything else is the
 	// organisation's case-worker API, which makes this node sign.
-	federationv1connect.HandoverServiceDeliverHandoverProcedure: open,
-	federationv1connect.HandoverServiceDeliverEventProcedure:    open,
-	federationv1connect.HandoverServiceGetCaseTimelineProcedure: open,
-	service(federationv1connect.HandoverServiceName):            clerks,
+	federationv1connect.HandoverServiceDeliverHandoverProcedure:  open,
+	federationv1connect.HandoverServiceDeliverEventProcedure:     open,
+	federationv1connect.HandoverServiceGetCaseTimelineProcedure:  open,
+	federationv1connect.HandoverServiceGetHandoverStatsProcedure: open, // counts only, no case data
+	service(federationv1connect.HandoverServiceName):             clerks,
 
 	// Standard tools (grpcurl, grpc-health-probe, buf curl).
 	service(grpchealth.HealthV1ServiceName):        open,

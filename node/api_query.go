@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 
 	"connectrpc.com/connect"
 
@@ -174,4 +175,14 @@ func (a queryAPI) GetCommand(ctx context.Context, req *connect.Request[registryv
 		return nil, err
 	}
 	return connect.NewResponse(&registryv1.GetCommandResponse{SignedCommand: jws, Index: at, Read: a.n.readInfo(idx, lin)}), nil
+}
+
+// ListNextSteps is implemented with the registry's next-steps records (issue 10).
+func (queryAPI) ListNextSteps(context.Context, *connect.Request[registryv1.ListNextStepsRequest]) (*connect.Response[registryv1.ListNextStepsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("next steps are not implemented yet"))
+}
+
+// GetCoverage is implemented with the registry's coverage query (issue 10).
+func (queryAPI) GetCoverage(context.Context, *connect.Request[registryv1.GetCoverageRequest]) (*connect.Response[registryv1.GetCoverageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("coverage is not implemented yet"))
 }

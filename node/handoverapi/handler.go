@@ -163,3 +163,8 @@ func (a *server) VerifyAudit(ctx context.Context, _ *connect.Request[federationv
 	}
 	return connect.NewResponse(out), nil
 }
+
+// GetHandoverStats is implemented with the statistics store (issue 10).
+func (s *server) GetHandoverStats(context.Context, *connect.Request[federationv1.GetHandoverStatsRequest]) (*connect.Response[federationv1.GetHandoverStatsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("handover statistics are not implemented yet"))
+}

@@ -2820,6 +2820,265 @@ func (x *VerifyAuditResponse) GetError() string {
 	return ""
 }
 
+type GetHandoverStatsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only buckets starting at or after this time (0: the last 30 days).
+	SinceUnixMs   int64 `protobuf:"varint,1,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHandoverStatsRequest) Reset() {
+	*x = GetHandoverStatsRequest{}
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHandoverStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHandoverStatsRequest) ProtoMessage() {}
+
+func (x *GetHandoverStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHandoverStatsRequest.ProtoReflect.Descriptor instead.
+func (*GetHandoverStatsRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *GetHandoverStatsRequest) GetSinceUnixMs() int64 {
+	if x != nil {
+		return x.SinceUnixMs
+	}
+	return 0
+}
+
+// HandoverStatsBucket counts one hour of one organisation's handovers for
+// one service and counterpart, in one direction.
+type HandoverStatsBucket struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	StartUnixMs int64                  `protobuf:"varint,1,opt,name=start_unix_ms,json=startUnixMs,proto3" json:"start_unix_ms,omitempty"`
+	// Bucket length (3,600,000: one hour).
+	LengthMs       int64  `protobuf:"varint,2,opt,name=length_ms,json=lengthMs,proto3" json:"length_ms,omitempty"`
+	OrganisationId string `protobuf:"bytes,3,opt,name=organisation_id,json=organisationId,proto3" json:"organisation_id,omitempty"`
+	LeikaKey       string `protobuf:"bytes,4,opt,name=leika_key,json=leikaKey,proto3" json:"leika_key,omitempty"`
+	CounterpartId  string `protobuf:"bytes,5,opt,name=counterpart_id,json=counterpartId,proto3" json:"counterpart_id,omitempty"`
+	// true: cases this organisation received; false: cases it sent.
+	Incoming  bool   `protobuf:"varint,6,opt,name=incoming,proto3" json:"incoming,omitempty"`
+	Handovers uint32 `protobuf:"varint,7,opt,name=handovers,proto3" json:"handovers,omitempty"`
+	Accepted  uint32 `protobuf:"varint,8,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Rejected  uint32 `protobuf:"varint,9,opt,name=rejected,proto3" json:"rejected,omitempty"`
+	Completed uint32 `protobuf:"varint,10,opt,name=completed,proto3" json:"completed,omitempty"`
+	Forwarded uint32 `protobuf:"varint,11,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// Sum and count of the times from receipt to completion (or rejection),
+	// in milliseconds, of the cases decided in this bucket.
+	ProcessingMsSum uint64 `protobuf:"varint,12,opt,name=processing_ms_sum,json=processingMsSum,proto3" json:"processing_ms_sum,omitempty"`
+	ProcessingCount uint32 `protobuf:"varint,13,opt,name=processing_count,json=processingCount,proto3" json:"processing_count,omitempty"`
+	ProcessingMsMax uint64 `protobuf:"varint,14,opt,name=processing_ms_max,json=processingMsMax,proto3" json:"processing_ms_max,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *HandoverStatsBucket) Reset() {
+	*x = HandoverStatsBucket{}
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoverStatsBucket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoverStatsBucket) ProtoMessage() {}
+
+func (x *HandoverStatsBucket) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoverStatsBucket.ProtoReflect.Descriptor instead.
+func (*HandoverStatsBucket) Descriptor() ([]byte, []int) {
+	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *HandoverStatsBucket) GetStartUnixMs() int64 {
+	if x != nil {
+		return x.StartUnixMs
+	}
+	return 0
+}
+
+func (x *HandoverStatsBucket) GetLengthMs() int64 {
+	if x != nil {
+		return x.LengthMs
+	}
+	return 0
+}
+
+func (x *HandoverStatsBucket) GetOrganisationId() string {
+	if x != nil {
+		return x.OrganisationId
+	}
+	return ""
+}
+
+func (x *HandoverStatsBucket) GetLeikaKey() string {
+	if x != nil {
+		return x.LeikaKey
+	}
+	return ""
+}
+
+func (x *HandoverStatsBucket) GetCounterpartId() string {
+	if x != nil {
+		return x.CounterpartId
+	}
+	return ""
+}
+
+func (x *HandoverStatsBucket) GetIncoming() bool {
+	if x != nil {
+		return x.Incoming
+	}
+	return false
+}
+
+func (x *HandoverStatsBucket) GetHandovers() uint32 {
+	if x != nil {
+		return x.Handovers
+	}
+	return 0
+}
+
+func (x *HandoverStatsBucket) GetAccepted() uint32 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *HandoverStatsBucket) GetRejected() uint32 {
+	if x != nil {
+		return x.Rejected
+	}
+	return 0
+}
+
+func (x *HandoverStatsBucket) GetCompleted() uint32 {
+	if x != nil {
+		return x.Completed
+	}
+	return 0
+}
+
+func (x *HandoverStatsBucket) GetForwarded() uint32 {
+	if x != nil {
+		return x.Forwarded
+	}
+	return 0
+}
+
+func (x *HandoverStatsBucket) GetProcessingMsSum() uint64 {
+	if x != nil {
+		return x.ProcessingMsSum
+	}
+	return 0
+}
+
+func (x *HandoverStatsBucket) GetProcessingCount() uint32 {
+	if x != nil {
+		return x.ProcessingCount
+	}
+	return 0
+}
+
+func (x *HandoverStatsBucket) GetProcessingMsMax() uint64 {
+	if x != nil {
+		return x.ProcessingMsMax
+	}
+	return 0
+}
+
+type GetHandoverStatsResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Buckets           []*HandoverStatsBucket `protobuf:"bytes,1,rep,name=buckets,proto3" json:"buckets,omitempty"`
+	OrganisationId    string                 `protobuf:"bytes,2,opt,name=organisation_id,json=organisationId,proto3" json:"organisation_id,omitempty"`
+	GeneratedAtUnixMs int64                  `protobuf:"varint,3,opt,name=generated_at_unix_ms,json=generatedAtUnixMs,proto3" json:"generated_at_unix_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *GetHandoverStatsResponse) Reset() {
+	*x = GetHandoverStatsResponse{}
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHandoverStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHandoverStatsResponse) ProtoMessage() {}
+
+func (x *GetHandoverStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_federation_v1_handover_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHandoverStatsResponse.ProtoReflect.Descriptor instead.
+func (*GetHandoverStatsResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_federation_v1_handover_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *GetHandoverStatsResponse) GetBuckets() []*HandoverStatsBucket {
+	if x != nil {
+		return x.Buckets
+	}
+	return nil
+}
+
+func (x *GetHandoverStatsResponse) GetOrganisationId() string {
+	if x != nil {
+		return x.OrganisationId
+	}
+	return ""
+}
+
+func (x *GetHandoverStatsResponse) GetGeneratedAtUnixMs() int64 {
+	if x != nil {
+		return x.GeneratedAtUnixMs
+	}
+	return 0
+}
+
 var File_verbund_federation_v1_handover_proto protoreflect.FileDescriptor
 
 const file_verbund_federation_v1_handover_proto_rawDesc = "" +
@@ -3026,7 +3285,29 @@ const file_verbund_federation_v1_handover_proto_rawDesc = "" +
 	"\aentries\x18\x02 \x01(\x04R\aentries\x124\n" +
 	"\x04head\x18\x03 \x01(\v2 .verbund.federation.v1.AuditHeadR\x04head\x12>\n" +
 	"\tpublished\x18\x04 \x03(\v2 .verbund.federation.v1.AuditHeadR\tpublished\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error*\xa6\x01\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"=\n" +
+	"\x17GetHandoverStatsRequest\x12\"\n" +
+	"\rsince_unix_ms\x18\x01 \x01(\x03R\vsinceUnixMs\"\xf4\x03\n" +
+	"\x13HandoverStatsBucket\x12\"\n" +
+	"\rstart_unix_ms\x18\x01 \x01(\x03R\vstartUnixMs\x12\x1b\n" +
+	"\tlength_ms\x18\x02 \x01(\x03R\blengthMs\x12'\n" +
+	"\x0forganisation_id\x18\x03 \x01(\tR\x0eorganisationId\x12\x1b\n" +
+	"\tleika_key\x18\x04 \x01(\tR\bleikaKey\x12%\n" +
+	"\x0ecounterpart_id\x18\x05 \x01(\tR\rcounterpartId\x12\x1a\n" +
+	"\bincoming\x18\x06 \x01(\bR\bincoming\x12\x1c\n" +
+	"\thandovers\x18\a \x01(\rR\thandovers\x12\x1a\n" +
+	"\baccepted\x18\b \x01(\rR\baccepted\x12\x1a\n" +
+	"\brejected\x18\t \x01(\rR\brejected\x12\x1c\n" +
+	"\tcompleted\x18\n" +
+	" \x01(\rR\tcompleted\x12\x1c\n" +
+	"\tforwarded\x18\v \x01(\rR\tforwarded\x12*\n" +
+	"\x11processing_ms_sum\x18\f \x01(\x04R\x0fprocessingMsSum\x12)\n" +
+	"\x10processing_count\x18\r \x01(\rR\x0fprocessingCount\x12*\n" +
+	"\x11processing_ms_max\x18\x0e \x01(\x04R\x0fprocessingMsMax\"\xba\x01\n" +
+	"\x18GetHandoverStatsResponse\x12D\n" +
+	"\abuckets\x18\x01 \x03(\v2*.verbund.federation.v1.HandoverStatsBucketR\abuckets\x12'\n" +
+	"\x0forganisation_id\x18\x02 \x01(\tR\x0eorganisationId\x12/\n" +
+	"\x14generated_at_unix_ms\x18\x03 \x01(\x03R\x11generatedAtUnixMs*\xa6\x01\n" +
 	"\tCaseState\x12\x1a\n" +
 	"\x16CASE_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CASE_STATE_RECEIVED\x10\x01\x12\x17\n" +
@@ -3056,8 +3337,7 @@ const file_verbund_federation_v1_handover_proto_rawDesc = "" +
 	"\x1aTIMELINE_ITEM_KIND_RECEIPT\x10\x01\x12\x1c\n" +
 	"\x18TIMELINE_ITEM_KIND_EVENT\x10\x02\x12'\n" +
 	"#TIMELINE_ITEM_KIND_PENDING_HANDOVER\x10\x03\x12#\n" +
-	"\x1fTIMELINE_ITEM_KIND_ISSUED_EVENT\x10\x042\xfb\n" +
-	"\n" +
+	"\x1fTIMELINE_ITEM_KIND_ISSUED_EVENT\x10\x042\xf5\v\n" +
 	"\x0fHandoverService\x12g\n" +
 	"\fSendHandover\x12*.verbund.federation.v1.SendHandoverRequest\x1a+.verbund.federation.v1.SendHandoverResponse\x12u\n" +
 	"\x0fDeliverHandover\x12-.verbund.federation.v1.DeliverHandoverRequest\x1a..verbund.federation.v1.DeliverHandoverResponse\"\x03\x90\x02\x02\x12l\n" +
@@ -3073,7 +3353,8 @@ const file_verbund_federation_v1_handover_proto_rawDesc = "" +
 	"\tTrackCase\x12'.verbund.federation.v1.TrackCaseRequest\x1a(.verbund.federation.v1.TrackCaseResponse\"\x03\x90\x02\x01\x12u\n" +
 	"\x0fGetCaseTimeline\x12-.verbund.federation.v1.GetCaseTimelineRequest\x1a..verbund.federation.v1.GetCaseTimelineResponse\"\x03\x90\x02\x01\x12f\n" +
 	"\n" +
-	"ListOutbox\x12(.verbund.federation.v1.ListOutboxRequest\x1a).verbund.federation.v1.ListOutboxResponse\"\x03\x90\x02\x01\x12i\n" +
+	"ListOutbox\x12(.verbund.federation.v1.ListOutboxRequest\x1a).verbund.federation.v1.ListOutboxResponse\"\x03\x90\x02\x01\x12x\n" +
+	"\x10GetHandoverStats\x12..verbund.federation.v1.GetHandoverStatsRequest\x1a/.verbund.federation.v1.GetHandoverStatsResponse\"\x03\x90\x02\x01\x12i\n" +
 	"\vVerifyAudit\x12).verbund.federation.v1.VerifyAuditRequest\x1a*.verbund.federation.v1.VerifyAuditResponse\"\x03\x90\x02\x01B\xe9\x01\n" +
 	"\x19com.verbund.federation.v1B\rHandoverProtoP\x01ZGgithub.com/verbund/verbund/proto/gen/verbund/federation/v1;federationv1\xa2\x02\x03VFX\xaa\x02\x15Verbund.Federation.V1\xca\x02\x15Verbund\\Federation\\V1\xe2\x02!Verbund\\Federation\\V1\\GPBMetadata\xea\x02\x17Verbund::Federation::V1b\x06proto3"
 
@@ -3090,50 +3371,53 @@ func file_verbund_federation_v1_handover_proto_rawDescGZIP() []byte {
 }
 
 var file_verbund_federation_v1_handover_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_verbund_federation_v1_handover_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_verbund_federation_v1_handover_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_verbund_federation_v1_handover_proto_goTypes = []any{
-	(CaseState)(0),                  // 0: verbund.federation.v1.CaseState
-	(OutboxState)(0),                // 1: verbund.federation.v1.OutboxState
-	(OutboxKind)(0),                 // 2: verbund.federation.v1.OutboxKind
-	(EventType)(0),                  // 3: verbund.federation.v1.EventType
-	(TimelineItemKind)(0),           // 4: verbund.federation.v1.TimelineItemKind
-	(*Attachment)(nil),              // 5: verbund.federation.v1.Attachment
-	(*Hop)(nil),                     // 6: verbund.federation.v1.Hop
-	(*Problem)(nil),                 // 7: verbund.federation.v1.Problem
-	(*SendHandoverRequest)(nil),     // 8: verbund.federation.v1.SendHandoverRequest
-	(*SendHandoverResponse)(nil),    // 9: verbund.federation.v1.SendHandoverResponse
-	(*DeliverHandoverRequest)(nil),  // 10: verbund.federation.v1.DeliverHandoverRequest
-	(*DeliverHandoverResponse)(nil), // 11: verbund.federation.v1.DeliverHandoverResponse
-	(*DeliverEventRequest)(nil),     // 12: verbund.federation.v1.DeliverEventRequest
-	(*DeliverEventResponse)(nil),    // 13: verbund.federation.v1.DeliverEventResponse
-	(*CaseSummary)(nil),             // 14: verbund.federation.v1.CaseSummary
-	(*CaseEvent)(nil),               // 15: verbund.federation.v1.CaseEvent
-	(*Case)(nil),                    // 16: verbund.federation.v1.Case
-	(*ListInboxRequest)(nil),        // 17: verbund.federation.v1.ListInboxRequest
-	(*ListInboxResponse)(nil),       // 18: verbund.federation.v1.ListInboxResponse
-	(*GetCaseRequest)(nil),          // 19: verbund.federation.v1.GetCaseRequest
-	(*GetCaseResponse)(nil),         // 20: verbund.federation.v1.GetCaseResponse
-	(*AcceptCaseRequest)(nil),       // 21: verbund.federation.v1.AcceptCaseRequest
-	(*AcceptCaseResponse)(nil),      // 22: verbund.federation.v1.AcceptCaseResponse
-	(*RejectCaseRequest)(nil),       // 23: verbund.federation.v1.RejectCaseRequest
-	(*RejectCaseResponse)(nil),      // 24: verbund.federation.v1.RejectCaseResponse
-	(*CompleteCaseRequest)(nil),     // 25: verbund.federation.v1.CompleteCaseRequest
-	(*CompleteCaseResponse)(nil),    // 26: verbund.federation.v1.CompleteCaseResponse
-	(*ForwardCaseRequest)(nil),      // 27: verbund.federation.v1.ForwardCaseRequest
-	(*ForwardCaseResponse)(nil),     // 28: verbund.federation.v1.ForwardCaseResponse
-	(*TrackCaseRequest)(nil),        // 29: verbund.federation.v1.TrackCaseRequest
-	(*TimelineEntry)(nil),           // 30: verbund.federation.v1.TimelineEntry
-	(*TrackCaseResponse)(nil),       // 31: verbund.federation.v1.TrackCaseResponse
-	(*TimelineItem)(nil),            // 32: verbund.federation.v1.TimelineItem
-	(*RegistryMoment)(nil),          // 33: verbund.federation.v1.RegistryMoment
-	(*GetCaseTimelineRequest)(nil),  // 34: verbund.federation.v1.GetCaseTimelineRequest
-	(*GetCaseTimelineResponse)(nil), // 35: verbund.federation.v1.GetCaseTimelineResponse
-	(*OutboxEntry)(nil),             // 36: verbund.federation.v1.OutboxEntry
-	(*ListOutboxRequest)(nil),       // 37: verbund.federation.v1.ListOutboxRequest
-	(*ListOutboxResponse)(nil),      // 38: verbund.federation.v1.ListOutboxResponse
-	(*VerifyAuditRequest)(nil),      // 39: verbund.federation.v1.VerifyAuditRequest
-	(*AuditHead)(nil),               // 40: verbund.federation.v1.AuditHead
-	(*VerifyAuditResponse)(nil),     // 41: verbund.federation.v1.VerifyAuditResponse
+	(CaseState)(0),                   // 0: verbund.federation.v1.CaseState
+	(OutboxState)(0),                 // 1: verbund.federation.v1.OutboxState
+	(OutboxKind)(0),                  // 2: verbund.federation.v1.OutboxKind
+	(EventType)(0),                   // 3: verbund.federation.v1.EventType
+	(TimelineItemKind)(0),            // 4: verbund.federation.v1.TimelineItemKind
+	(*Attachment)(nil),               // 5: verbund.federation.v1.Attachment
+	(*Hop)(nil),                      // 6: verbund.federation.v1.Hop
+	(*Problem)(nil),                  // 7: verbund.federation.v1.Problem
+	(*SendHandoverRequest)(nil),      // 8: verbund.federation.v1.SendHandoverRequest
+	(*SendHandoverResponse)(nil),     // 9: verbund.federation.v1.SendHandoverResponse
+	(*DeliverHandoverRequest)(nil),   // 10: verbund.federation.v1.DeliverHandoverRequest
+	(*DeliverHandoverResponse)(nil),  // 11: verbund.federation.v1.DeliverHandoverResponse
+	(*DeliverEventRequest)(nil),      // 12: verbund.federation.v1.DeliverEventRequest
+	(*DeliverEventResponse)(nil),     // 13: verbund.federation.v1.DeliverEventResponse
+	(*CaseSummary)(nil),              // 14: verbund.federation.v1.CaseSummary
+	(*CaseEvent)(nil),                // 15: verbund.federation.v1.CaseEvent
+	(*Case)(nil),                     // 16: verbund.federation.v1.Case
+	(*ListInboxRequest)(nil),         // 17: verbund.federation.v1.ListInboxRequest
+	(*ListInboxResponse)(nil),        // 18: verbund.federation.v1.ListInboxResponse
+	(*GetCaseRequest)(nil),           // 19: verbund.federation.v1.GetCaseRequest
+	(*GetCaseResponse)(nil),          // 20: verbund.federation.v1.GetCaseResponse
+	(*AcceptCaseRequest)(nil),        // 21: verbund.federation.v1.AcceptCaseRequest
+	(*AcceptCaseResponse)(nil),       // 22: verbund.federation.v1.AcceptCaseResponse
+	(*RejectCaseRequest)(nil),        // 23: verbund.federation.v1.RejectCaseRequest
+	(*RejectCaseResponse)(nil),       // 24: verbund.federation.v1.RejectCaseResponse
+	(*CompleteCaseRequest)(nil),      // 25: verbund.federation.v1.CompleteCaseRequest
+	(*CompleteCaseResponse)(nil),     // 26: verbund.federation.v1.CompleteCaseResponse
+	(*ForwardCaseRequest)(nil),       // 27: verbund.federation.v1.ForwardCaseRequest
+	(*ForwardCaseResponse)(nil),      // 28: verbund.federation.v1.ForwardCaseResponse
+	(*TrackCaseRequest)(nil),         // 29: verbund.federation.v1.TrackCaseRequest
+	(*TimelineEntry)(nil),            // 30: verbund.federation.v1.TimelineEntry
+	(*TrackCaseResponse)(nil),        // 31: verbund.federation.v1.TrackCaseResponse
+	(*TimelineItem)(nil),             // 32: verbund.federation.v1.TimelineItem
+	(*RegistryMoment)(nil),           // 33: verbund.federation.v1.RegistryMoment
+	(*GetCaseTimelineRequest)(nil),   // 34: verbund.federation.v1.GetCaseTimelineRequest
+	(*GetCaseTimelineResponse)(nil),  // 35: verbund.federation.v1.GetCaseTimelineResponse
+	(*OutboxEntry)(nil),              // 36: verbund.federation.v1.OutboxEntry
+	(*ListOutboxRequest)(nil),        // 37: verbund.federation.v1.ListOutboxRequest
+	(*ListOutboxResponse)(nil),       // 38: verbund.federation.v1.ListOutboxResponse
+	(*VerifyAuditRequest)(nil),       // 39: verbund.federation.v1.VerifyAuditRequest
+	(*AuditHead)(nil),                // 40: verbund.federation.v1.AuditHead
+	(*VerifyAuditResponse)(nil),      // 41: verbund.federation.v1.VerifyAuditResponse
+	(*GetHandoverStatsRequest)(nil),  // 42: verbund.federation.v1.GetHandoverStatsRequest
+	(*HandoverStatsBucket)(nil),      // 43: verbund.federation.v1.HandoverStatsBucket
+	(*GetHandoverStatsResponse)(nil), // 44: verbund.federation.v1.GetHandoverStatsResponse
 }
 var file_verbund_federation_v1_handover_proto_depIdxs = []int32{
 	5,  // 0: verbund.federation.v1.SendHandoverRequest.attachments:type_name -> verbund.federation.v1.Attachment
@@ -3170,37 +3454,40 @@ var file_verbund_federation_v1_handover_proto_depIdxs = []int32{
 	36, // 31: verbund.federation.v1.ListOutboxResponse.entries:type_name -> verbund.federation.v1.OutboxEntry
 	40, // 32: verbund.federation.v1.VerifyAuditResponse.head:type_name -> verbund.federation.v1.AuditHead
 	40, // 33: verbund.federation.v1.VerifyAuditResponse.published:type_name -> verbund.federation.v1.AuditHead
-	8,  // 34: verbund.federation.v1.HandoverService.SendHandover:input_type -> verbund.federation.v1.SendHandoverRequest
-	10, // 35: verbund.federation.v1.HandoverService.DeliverHandover:input_type -> verbund.federation.v1.DeliverHandoverRequest
-	12, // 36: verbund.federation.v1.HandoverService.DeliverEvent:input_type -> verbund.federation.v1.DeliverEventRequest
-	17, // 37: verbund.federation.v1.HandoverService.ListInbox:input_type -> verbund.federation.v1.ListInboxRequest
-	19, // 38: verbund.federation.v1.HandoverService.GetCase:input_type -> verbund.federation.v1.GetCaseRequest
-	21, // 39: verbund.federation.v1.HandoverService.AcceptCase:input_type -> verbund.federation.v1.AcceptCaseRequest
-	23, // 40: verbund.federation.v1.HandoverService.RejectCase:input_type -> verbund.federation.v1.RejectCaseRequest
-	25, // 41: verbund.federation.v1.HandoverService.CompleteCase:input_type -> verbund.federation.v1.CompleteCaseRequest
-	27, // 42: verbund.federation.v1.HandoverService.ForwardCase:input_type -> verbund.federation.v1.ForwardCaseRequest
-	29, // 43: verbund.federation.v1.HandoverService.TrackCase:input_type -> verbund.federation.v1.TrackCaseRequest
-	34, // 44: verbund.federation.v1.HandoverService.GetCaseTimeline:input_type -> verbund.federation.v1.GetCaseTimelineRequest
-	37, // 45: verbund.federation.v1.HandoverService.ListOutbox:input_type -> verbund.federation.v1.ListOutboxRequest
-	39, // 46: verbund.federation.v1.HandoverService.VerifyAudit:input_type -> verbund.federation.v1.VerifyAuditRequest
-	9,  // 47: verbund.federation.v1.HandoverService.SendHandover:output_type -> verbund.federation.v1.SendHandoverResponse
-	11, // 48: verbund.federation.v1.HandoverService.DeliverHandover:output_type -> verbund.federation.v1.DeliverHandoverResponse
-	13, // 49: verbund.federation.v1.HandoverService.DeliverEvent:output_type -> verbund.federation.v1.DeliverEventResponse
-	18, // 50: verbund.federation.v1.HandoverService.ListInbox:output_type -> verbund.federation.v1.ListInboxResponse
-	20, // 51: verbund.federation.v1.HandoverService.GetCase:output_type -> verbund.federation.v1.GetCaseResponse
-	22, // 52: verbund.federation.v1.HandoverService.AcceptCase:output_type -> verbund.federation.v1.AcceptCaseResponse
-	24, // 53: verbund.federation.v1.HandoverService.RejectCase:output_type -> verbund.federation.v1.RejectCaseResponse
-	26, // 54: verbund.federation.v1.HandoverService.CompleteCase:output_type -> verbund.federation.v1.CompleteCaseResponse
-	28, // 55: verbund.federation.v1.HandoverService.ForwardCase:output_type -> verbund.federation.v1.ForwardCaseResponse
-	31, // 56: verbund.federation.v1.HandoverService.TrackCase:output_type -> verbund.federation.v1.TrackCaseResponse
-	35, // 57: verbund.federation.v1.HandoverService.GetCaseTimeline:output_type -> verbund.federation.v1.GetCaseTimelineResponse
-	38, // 58: verbund.federation.v1.HandoverService.ListOutbox:output_type -> verbund.federation.v1.ListOutboxResponse
-	41, // 59: verbund.federation.v1.HandoverService.VerifyAudit:output_type -> verbund.federation.v1.VerifyAuditResponse
-	47, // [47:60] is the sub-list for method output_type
-	34, // [34:47] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	43, // 34: verbund.federation.v1.GetHandoverStatsResponse.buckets:type_name -> verbund.federation.v1.HandoverStatsBucket
+	8,  // 35: verbund.federation.v1.HandoverService.SendHandover:input_type -> verbund.federation.v1.SendHandoverRequest
+	10, // 36: verbund.federation.v1.HandoverService.DeliverHandover:input_type -> verbund.federation.v1.DeliverHandoverRequest
+	12, // 37: verbund.federation.v1.HandoverService.DeliverEvent:input_type -> verbund.federation.v1.DeliverEventRequest
+	17, // 38: verbund.federation.v1.HandoverService.ListInbox:input_type -> verbund.federation.v1.ListInboxRequest
+	19, // 39: verbund.federation.v1.HandoverService.GetCase:input_type -> verbund.federation.v1.GetCaseRequest
+	21, // 40: verbund.federation.v1.HandoverService.AcceptCase:input_type -> verbund.federation.v1.AcceptCaseRequest
+	23, // 41: verbund.federation.v1.HandoverService.RejectCase:input_type -> verbund.federation.v1.RejectCaseRequest
+	25, // 42: verbund.federation.v1.HandoverService.CompleteCase:input_type -> verbund.federation.v1.CompleteCaseRequest
+	27, // 43: verbund.federation.v1.HandoverService.ForwardCase:input_type -> verbund.federation.v1.ForwardCaseRequest
+	29, // 44: verbund.federation.v1.HandoverService.TrackCase:input_type -> verbund.federation.v1.TrackCaseRequest
+	34, // 45: verbund.federation.v1.HandoverService.GetCaseTimeline:input_type -> verbund.federation.v1.GetCaseTimelineRequest
+	37, // 46: verbund.federation.v1.HandoverService.ListOutbox:input_type -> verbund.federation.v1.ListOutboxRequest
+	42, // 47: verbund.federation.v1.HandoverService.GetHandoverStats:input_type -> verbund.federation.v1.GetHandoverStatsRequest
+	39, // 48: verbund.federation.v1.HandoverService.VerifyAudit:input_type -> verbund.federation.v1.VerifyAuditRequest
+	9,  // 49: verbund.federation.v1.HandoverService.SendHandover:output_type -> verbund.federation.v1.SendHandoverResponse
+	11, // 50: verbund.federation.v1.HandoverService.DeliverHandover:output_type -> verbund.federation.v1.DeliverHandoverResponse
+	13, // 51: verbund.federation.v1.HandoverService.DeliverEvent:output_type -> verbund.federation.v1.DeliverEventResponse
+	18, // 52: verbund.federation.v1.HandoverService.ListInbox:output_type -> verbund.federation.v1.ListInboxResponse
+	20, // 53: verbund.federation.v1.HandoverService.GetCase:output_type -> verbund.federation.v1.GetCaseResponse
+	22, // 54: verbund.federation.v1.HandoverService.AcceptCase:output_type -> verbund.federation.v1.AcceptCaseResponse
+	24, // 55: verbund.federation.v1.HandoverService.RejectCase:output_type -> verbund.federation.v1.RejectCaseResponse
+	26, // 56: verbund.federation.v1.HandoverService.CompleteCase:output_type -> verbund.federation.v1.CompleteCaseResponse
+	28, // 57: verbund.federation.v1.HandoverService.ForwardCase:output_type -> verbund.federation.v1.ForwardCaseResponse
+	31, // 58: verbund.federation.v1.HandoverService.TrackCase:output_type -> verbund.federation.v1.TrackCaseResponse
+	35, // 59: verbund.federation.v1.HandoverService.GetCaseTimeline:output_type -> verbund.federation.v1.GetCaseTimelineResponse
+	38, // 60: verbund.federation.v1.HandoverService.ListOutbox:output_type -> verbund.federation.v1.ListOutboxResponse
+	44, // 61: verbund.federation.v1.HandoverService.GetHandoverStats:output_type -> verbund.federation.v1.GetHandoverStatsResponse
+	41, // 62: verbund.federation.v1.HandoverService.VerifyAudit:output_type -> verbund.federation.v1.VerifyAuditResponse
+	49, // [49:63] is the sub-list for method output_type
+	35, // [35:49] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_verbund_federation_v1_handover_proto_init() }
@@ -3214,7 +3501,7 @@ func file_verbund_federation_v1_handover_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbund_federation_v1_handover_proto_rawDesc), len(file_verbund_federation_v1_handover_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   37,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -211,6 +211,8 @@ type Mutation struct {
 	//	*Mutation_RecoverKeys
 	//	*Mutation_PutAuthorisation
 	//	*Mutation_WithdrawAuthorisation
+	//	*Mutation_PutNextSteps
+	//	*Mutation_DeleteNextSteps
 	Op            isMutation_Op `protobuf_oneof:"op"`
 	Precondition  *Precondition `protobuf:"bytes,10,opt,name=precondition,proto3" json:"precondition,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -344,6 +346,24 @@ func (x *Mutation) GetWithdrawAuthorisation() string {
 	return ""
 }
 
+func (x *Mutation) GetPutNextSteps() *NextSteps {
+	if x != nil {
+		if x, ok := x.Op.(*Mutation_PutNextSteps); ok {
+			return x.PutNextSteps
+		}
+	}
+	return nil
+}
+
+func (x *Mutation) GetDeleteNextSteps() string {
+	if x != nil {
+		if x, ok := x.Op.(*Mutation_DeleteNextSteps); ok {
+			return x.DeleteNextSteps
+		}
+	}
+	return ""
+}
+
 func (x *Mutation) GetPrecondition() *Precondition {
 	if x != nil {
 		return x.Precondition
@@ -407,6 +427,19 @@ type Mutation_WithdrawAuthorisation struct {
 	WithdrawAuthorisation string `protobuf:"bytes,11,opt,name=withdraw_authorisation,json=withdrawAuthorisation,proto3,oneof"`
 }
 
+type Mutation_PutNextSteps struct {
+	// Publishes (or replaces, by id) a "what comes next" relation: after
+	// the trigger service, in a life situation, the citizen will need the
+	// next services. By the network operator (nationwide, state_code
+	// empty) or the ACTIVE state agency of state_code.
+	PutNextSteps *NextSteps `protobuf:"bytes,12,opt,name=put_next_steps,json=putNextSteps,proto3,oneof"`
+}
+
+type Mutation_DeleteNextSteps struct {
+	// Withdraws a NextSteps record (its id), by its publisher.
+	DeleteNextSteps string `protobuf:"bytes,13,opt,name=delete_next_steps,json=deleteNextSteps,proto3,oneof"`
+}
+
 func (*Mutation_PutOrganisation) isMutation_Op() {}
 
 func (*Mutation_PutService) isMutation_Op() {}
@@ -426,6 +459,10 @@ func (*Mutation_RecoverKeys) isMutation_Op() {}
 func (*Mutation_PutAuthorisation) isMutation_Op() {}
 
 func (*Mutation_WithdrawAuthorisation) isMutation_Op() {}
+
+func (*Mutation_PutNextSteps) isMutation_Op() {}
+
+func (*Mutation_DeleteNextSteps) isMutation_Op() {}
 
 // ChangeOrganisationStatus moves an organisation between governance states
 // (see OrganisationStatus for the allowed moves). Only the organisation's
@@ -827,7 +864,7 @@ const file_verbund_registry_v1_command_proto_rawDesc = "" +
 	"\fPrecondition\x12\x1c\n" +
 	"\brevision\x18\x01 \x01(\x04H\x00R\brevision\x12\x18\n" +
 	"\x06absent\x18\x02 \x01(\bH\x00R\x06absentB\v\n" +
-	"\tcondition\"\x90\x06\n" +
+	"\tcondition\"\x86\a\n" +
 	"\bMutation\x12N\n" +
 	"\x10put_organisation\x18\x01 \x01(\v2!.verbund.registry.v1.OrganisationH\x00R\x0fputOrganisation\x12?\n" +
 	"\vput_service\x18\x02 \x01(\v2\x1c.verbund.registry.v1.ServiceH\x00R\n" +
@@ -839,7 +876,9 @@ const file_verbund_registry_v1_command_proto_rawDesc = "" +
 	"\rchange_status\x18\a \x01(\v2-.verbund.registry.v1.ChangeOrganisationStatusH\x00R\fchangeStatus\x12E\n" +
 	"\frecover_keys\x18\b \x01(\v2 .verbund.registry.v1.KeyRecoveryH\x00R\vrecoverKeys\x12Q\n" +
 	"\x11put_authorisation\x18\t \x01(\v2\".verbund.registry.v1.AuthorisationH\x00R\x10putAuthorisation\x127\n" +
-	"\x16withdraw_authorisation\x18\v \x01(\tH\x00R\x15withdrawAuthorisation\x12E\n" +
+	"\x16withdraw_authorisation\x18\v \x01(\tH\x00R\x15withdrawAuthorisation\x12F\n" +
+	"\x0eput_next_steps\x18\f \x01(\v2\x1e.verbund.registry.v1.NextStepsH\x00R\fputNextSteps\x12,\n" +
+	"\x11delete_next_steps\x18\r \x01(\tH\x00R\x0fdeleteNextSteps\x12E\n" +
 	"\fprecondition\x18\n" +
 	" \x01(\v2!.verbund.registry.v1.PreconditionR\fpreconditionB\x04\n" +
 	"\x02op\"\xbd\x01\n" +
@@ -901,8 +940,9 @@ var file_verbund_registry_v1_command_proto_goTypes = []any{
 	(*Service)(nil),                  // 9: verbund.registry.v1.Service
 	(*Offering)(nil),                 // 10: verbund.registry.v1.Offering
 	(*Authorisation)(nil),            // 11: verbund.registry.v1.Authorisation
-	(OrganisationStatus)(0),          // 12: verbund.registry.v1.OrganisationStatus
-	(*PublicKey)(nil),                // 13: verbund.registry.v1.PublicKey
+	(*NextSteps)(nil),                // 12: verbund.registry.v1.NextSteps
+	(OrganisationStatus)(0),          // 13: verbund.registry.v1.OrganisationStatus
+	(*PublicKey)(nil),                // 14: verbund.registry.v1.PublicKey
 }
 var file_verbund_registry_v1_command_proto_depIdxs = []int32{
 	2,  // 0: verbund.registry.v1.Command.mutations:type_name -> verbund.registry.v1.Mutation
@@ -914,14 +954,15 @@ var file_verbund_registry_v1_command_proto_depIdxs = []int32{
 	3,  // 6: verbund.registry.v1.Mutation.change_status:type_name -> verbund.registry.v1.ChangeOrganisationStatus
 	4,  // 7: verbund.registry.v1.Mutation.recover_keys:type_name -> verbund.registry.v1.KeyRecovery
 	11, // 8: verbund.registry.v1.Mutation.put_authorisation:type_name -> verbund.registry.v1.Authorisation
-	1,  // 9: verbund.registry.v1.Mutation.precondition:type_name -> verbund.registry.v1.Precondition
-	12, // 10: verbund.registry.v1.ChangeOrganisationStatus.status:type_name -> verbund.registry.v1.OrganisationStatus
-	13, // 11: verbund.registry.v1.KeyRecovery.keys:type_name -> verbund.registry.v1.PublicKey
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	12, // 9: verbund.registry.v1.Mutation.put_next_steps:type_name -> verbund.registry.v1.NextSteps
+	1,  // 10: verbund.registry.v1.Mutation.precondition:type_name -> verbund.registry.v1.Precondition
+	13, // 11: verbund.registry.v1.ChangeOrganisationStatus.status:type_name -> verbund.registry.v1.OrganisationStatus
+	14, // 12: verbund.registry.v1.KeyRecovery.keys:type_name -> verbund.registry.v1.PublicKey
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_verbund_registry_v1_command_proto_init() }
@@ -945,6 +986,8 @@ func file_verbund_registry_v1_command_proto_init() {
 		(*Mutation_RecoverKeys)(nil),
 		(*Mutation_PutAuthorisation)(nil),
 		(*Mutation_WithdrawAuthorisation)(nil),
+		(*Mutation_PutNextSteps)(nil),
+		(*Mutation_DeleteNextSteps)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

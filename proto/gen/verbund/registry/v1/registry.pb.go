@@ -974,8 +974,9 @@ type Address struct {
 	PostalCode string                 `protobuf:"bytes,3,opt,name=postal_code,json=postalCode,proto3" json:"postal_code,omitempty"`
 	City       string                 `protobuf:"bytes,4,opt,name=city,proto3" json:"city,omitempty"`
 	Location   *GeoPoint              `protobuf:"bytes,5,opt,name=location,proto3" json:"location,omitempty"`
-	// House number, apart from the street (XZuFi keeps them apart); at most
-	// 32 characters. Older records carry it inside street.
+	// House number, as XZuFi keeps it apart from the street; at most 32
+	// characters. street still ends with it ("Implerstraße 11") for readers
+	// that show street alone.
 	HouseNumber   string `protobuf:"bytes,6,opt,name=house_number,json=houseNumber,proto3" json:"house_number,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1751,6 +1752,124 @@ func (x *ReadInfo) GetStalenessMs() int64 {
 	return 0
 }
 
+// NextSteps is a "what comes next" relation, the data behind proactive
+// offers: once a case for trigger_leika_key reaches a municipality (someone
+// moved in, a child was born), the citizen will need next_leika_keys there.
+// Registry data, published like the catalogue.
+type NextSteps struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique id, [a-z0-9-]{1,64}.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The life situation the relation belongs to ("Umzug", "Geburt", ...).
+	LifeSituation string `protobuf:"bytes,2,opt,name=life_situation,json=lifeSituation,proto3" json:"life_situation,omitempty"`
+	// LeiKa key of the service whose case triggers the offer.
+	TriggerLeikaKey string `protobuf:"bytes,3,opt,name=trigger_leika_key,json=triggerLeikaKey,proto3" json:"trigger_leika_key,omitempty"`
+	// LeiKa keys of the services offered next, in order (1-20).
+	NextLeikaKeys []string `protobuf:"bytes,4,rep,name=next_leika_keys,json=nextLeikaKeys,proto3" json:"next_leika_keys,omitempty"`
+	// Two-digit state code this relation applies to; empty: nationwide.
+	StateCode string `protobuf:"bytes,5,opt,name=state_code,json=stateCode,proto3" json:"state_code,omitempty"`
+	// Short explanation shown with the offer (German, at most 500 characters).
+	Note            string `protobuf:"bytes,6,opt,name=note,proto3" json:"note,omitempty"`
+	Revision        uint64 `protobuf:"varint,20,opt,name=revision,proto3" json:"revision,omitempty"`
+	UpdatedAtUnixMs int64  `protobuf:"varint,21,opt,name=updated_at_unix_ms,json=updatedAtUnixMs,proto3" json:"updated_at_unix_ms,omitempty"`
+	UpdatedBy       string `protobuf:"bytes,22,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *NextSteps) Reset() {
+	*x = NextSteps{}
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NextSteps) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NextSteps) ProtoMessage() {}
+
+func (x *NextSteps) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_registry_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NextSteps.ProtoReflect.Descriptor instead.
+func (*NextSteps) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_registry_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *NextSteps) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *NextSteps) GetLifeSituation() string {
+	if x != nil {
+		return x.LifeSituation
+	}
+	return ""
+}
+
+func (x *NextSteps) GetTriggerLeikaKey() string {
+	if x != nil {
+		return x.TriggerLeikaKey
+	}
+	return ""
+}
+
+func (x *NextSteps) GetNextLeikaKeys() []string {
+	if x != nil {
+		return x.NextLeikaKeys
+	}
+	return nil
+}
+
+func (x *NextSteps) GetStateCode() string {
+	if x != nil {
+		return x.StateCode
+	}
+	return ""
+}
+
+func (x *NextSteps) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *NextSteps) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *NextSteps) GetUpdatedAtUnixMs() int64 {
+	if x != nil {
+		return x.UpdatedAtUnixMs
+	}
+	return 0
+}
+
+func (x *NextSteps) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
+}
+
 var File_verbund_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_verbund_registry_v1_registry_proto_rawDesc = "" +
@@ -1888,7 +2007,19 @@ const file_verbund_registry_v1_registry_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\"\n" +
 	"\flinearizable\x18\x02 \x01(\bR\flinearizable\x12\x17\n" +
 	"\anode_id\x18\x03 \x01(\tR\x06nodeId\x12!\n" +
-	"\fstaleness_ms\x18\x04 \x01(\x03R\vstalenessMs*\xc5\x02\n" +
+	"\fstaleness_ms\x18\x04 \x01(\x03R\vstalenessMs\"\xb1\x02\n" +
+	"\tNextSteps\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
+	"\x0elife_situation\x18\x02 \x01(\tR\rlifeSituation\x12*\n" +
+	"\x11trigger_leika_key\x18\x03 \x01(\tR\x0ftriggerLeikaKey\x12&\n" +
+	"\x0fnext_leika_keys\x18\x04 \x03(\tR\rnextLeikaKeys\x12\x1d\n" +
+	"\n" +
+	"state_code\x18\x05 \x01(\tR\tstateCode\x12\x12\n" +
+	"\x04note\x18\x06 \x01(\tR\x04note\x12\x1a\n" +
+	"\brevision\x18\x14 \x01(\x04R\brevision\x12+\n" +
+	"\x12updated_at_unix_ms\x18\x15 \x01(\x03R\x0fupdatedAtUnixMs\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\x16 \x01(\tR\tupdatedBy*\xc5\x02\n" +
 	"\x10OrganisationKind\x12!\n" +
 	"\x1dORGANISATION_KIND_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eORGANISATION_KIND_MUNICIPALITY\x10\x01\x12+\n" +
@@ -1941,7 +2072,7 @@ func file_verbund_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_verbund_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_verbund_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_verbund_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_verbund_registry_v1_registry_proto_goTypes = []any{
 	(OrganisationKind)(0),   // 0: verbund.registry.v1.OrganisationKind
 	(OrganisationStatus)(0), // 1: verbund.registry.v1.OrganisationStatus
@@ -1962,6 +2093,7 @@ var file_verbund_registry_v1_registry_proto_goTypes = []any{
 	(*Offering)(nil),        // 16: verbund.registry.v1.Offering
 	(*ReadOptions)(nil),     // 17: verbund.registry.v1.ReadOptions
 	(*ReadInfo)(nil),        // 18: verbund.registry.v1.ReadInfo
+	(*NextSteps)(nil),       // 19: verbund.registry.v1.NextSteps
 }
 var file_verbund_registry_v1_registry_proto_depIdxs = []int32{
 	2,  // 0: verbund.registry.v1.PublicKey.status:type_name -> verbund.registry.v1.KeyStatus
@@ -1997,7 +2129,7 @@ func file_verbund_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbund_registry_v1_registry_proto_rawDesc), len(file_verbund_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

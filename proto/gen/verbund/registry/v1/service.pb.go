@@ -293,9 +293,14 @@ type ListOrganisationsRequest struct {
 	// Organisations whose ARS starts with this prefix.
 	ArsPrefix string `protobuf:"bytes,4,opt,name=ars_prefix,json=arsPrefix,proto3" json:"ars_prefix,omitempty"`
 	// At most 1000; default 100.
-	PageSize      uint32       `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string       `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	Read          *ReadOptions `protobuf:"bytes,7,opt,name=read,proto3" json:"read,omitempty"`
+	PageSize  uint32       `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string       `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Read      *ReadOptions `protobuf:"bytes,7,opt,name=read,proto3" json:"read,omitempty"`
+	// Free text for choosing a place: a name (case-, accent- and
+	// umlaut-insensitive; every word must match the start of a word of the
+	// name) or a postcode prefix. Results are ranked (exact name first, then
+	// larger population) instead of ordered by id; page_token is not used.
+	Query         string `protobuf:"bytes,8,opt,name=query,proto3" json:"query,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -377,6 +382,13 @@ func (x *ListOrganisationsRequest) GetRead() *ReadOptions {
 		return x.Read
 	}
 	return nil
+}
+
+func (x *ListOrganisationsRequest) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
 }
 
 type ListOrganisationsResponse struct {
@@ -613,9 +625,12 @@ func (x *SearchServicesRequest) GetRead() *ReadOptions {
 }
 
 type ServiceHit struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Service       *Service               `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
-	Score         float64                `protobuf:"fixed64,2,opt,name=score,proto3" json:"score,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service *Service               `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Score   float64                `protobuf:"fixed64,2,opt,name=score,proto3" json:"score,omitempty"`
+	// Set when other hits share the service's name: what tells this one
+	// apart (for example the LeiKa "Verrichtungsdetail" or the key).
+	Distinction   string `protobuf:"bytes,3,opt,name=distinction,proto3" json:"distinction,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -664,12 +679,21 @@ func (x *ServiceHit) GetScore() float64 {
 	return 0
 }
 
+func (x *ServiceHit) GetDistinction() string {
+	if x != nil {
+		return x.Distinction
+	}
+	return ""
+}
+
 type SearchServicesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hits          []*ServiceHit          `protobuf:"bytes,1,rep,name=hits,proto3" json:"hits,omitempty"`
-	Read          *ReadInfo              `protobuf:"bytes,2,opt,name=read,proto3" json:"read,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Hits  []*ServiceHit          `protobuf:"bytes,1,rep,name=hits,proto3" json:"hits,omitempty"`
+	Read  *ReadInfo              `protobuf:"bytes,2,opt,name=read,proto3" json:"read,omitempty"`
+	// Set when the requested life situation is unknown: the valid ones.
+	ValidLifeSituations []*LifeSituation `protobuf:"bytes,3,rep,name=valid_life_situations,json=validLifeSituations,proto3" json:"valid_life_situations,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *SearchServicesResponse) Reset() {
@@ -712,6 +736,13 @@ func (x *SearchServicesResponse) GetHits() []*ServiceHit {
 func (x *SearchServicesResponse) GetRead() *ReadInfo {
 	if x != nil {
 		return x.Read
+	}
+	return nil
+}
+
+func (x *SearchServicesResponse) GetValidLifeSituations() []*LifeSituation {
+	if x != nil {
+		return x.ValidLifeSituations
 	}
 	return nil
 }
@@ -1959,6 +1990,376 @@ func (x *GetCommandResponse) GetRead() *ReadInfo {
 	return nil
 }
 
+type ListNextStepsRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	TriggerLeikaKey string                 `protobuf:"bytes,1,opt,name=trigger_leika_key,json=triggerLeikaKey,proto3" json:"trigger_leika_key,omitempty"`
+	// Optional: only relations of this life situation.
+	LifeSituation string `protobuf:"bytes,2,opt,name=life_situation,json=lifeSituation,proto3" json:"life_situation,omitempty"`
+	// Optional ARS of the municipality: adds the relations of its state.
+	Area          string       `protobuf:"bytes,3,opt,name=area,proto3" json:"area,omitempty"`
+	Read          *ReadOptions `protobuf:"bytes,4,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNextStepsRequest) Reset() {
+	*x = ListNextStepsRequest{}
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNextStepsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNextStepsRequest) ProtoMessage() {}
+
+func (x *ListNextStepsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNextStepsRequest.ProtoReflect.Descriptor instead.
+func (*ListNextStepsRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListNextStepsRequest) GetTriggerLeikaKey() string {
+	if x != nil {
+		return x.TriggerLeikaKey
+	}
+	return ""
+}
+
+func (x *ListNextStepsRequest) GetLifeSituation() string {
+	if x != nil {
+		return x.LifeSituation
+	}
+	return ""
+}
+
+func (x *ListNextStepsRequest) GetArea() string {
+	if x != nil {
+		return x.Area
+	}
+	return ""
+}
+
+func (x *ListNextStepsRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+type ListNextStepsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NextSteps     []*NextSteps           `protobuf:"bytes,1,rep,name=next_steps,json=nextSteps,proto3" json:"next_steps,omitempty"`
+	Read          *ReadInfo              `protobuf:"bytes,2,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNextStepsResponse) Reset() {
+	*x = ListNextStepsResponse{}
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNextStepsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNextStepsResponse) ProtoMessage() {}
+
+func (x *ListNextStepsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNextStepsResponse.ProtoReflect.Descriptor instead.
+func (*ListNextStepsResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ListNextStepsResponse) GetNextSteps() []*NextSteps {
+	if x != nil {
+		return x.NextSteps
+	}
+	return nil
+}
+
+func (x *ListNextStepsResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+type GetCoverageRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	LeikaKey string                 `protobuf:"bytes,1,opt,name=leika_key,json=leikaKey,proto3" json:"leika_key,omitempty"`
+	// Two-digit state code.
+	StateCode     string       `protobuf:"bytes,2,opt,name=state_code,json=stateCode,proto3" json:"state_code,omitempty"`
+	Read          *ReadOptions `protobuf:"bytes,3,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCoverageRequest) Reset() {
+	*x = GetCoverageRequest{}
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCoverageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCoverageRequest) ProtoMessage() {}
+
+func (x *GetCoverageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCoverageRequest.ProtoReflect.Descriptor instead.
+func (*GetCoverageRequest) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetCoverageRequest) GetLeikaKey() string {
+	if x != nil {
+		return x.LeikaKey
+	}
+	return ""
+}
+
+func (x *GetCoverageRequest) GetStateCode() string {
+	if x != nil {
+		return x.StateCode
+	}
+	return ""
+}
+
+func (x *GetCoverageRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+type CoverageRow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The municipality.
+	Ars      string    `protobuf:"bytes,1,opt,name=ars,proto3" json:"ars,omitempty"`
+	Name     string    `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Location *GeoPoint `protobuf:"bytes,3,opt,name=location,proto3" json:"location,omitempty"`
+	// The best provider; empty when nobody serves the municipality.
+	ProviderId   string        `protobuf:"bytes,4,opt,name=provider_id,json=providerId,proto3" json:"provider_id,omitempty"`
+	ProviderName string        `protobuf:"bytes,5,opt,name=provider_name,json=providerName,proto3" json:"provider_name,omitempty"`
+	Match        MatchKind     `protobuf:"varint,6,opt,name=match,proto3,enum=verbund.registry.v1.MatchKind" json:"match,omitempty"`
+	Channels     []ChannelKind `protobuf:"varint,7,rep,packed,name=channels,proto3,enum=verbund.registry.v1.ChannelKind" json:"channels,omitempty"`
+	// The provider offers an online channel.
+	Online        bool `protobuf:"varint,8,opt,name=online,proto3" json:"online,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CoverageRow) Reset() {
+	*x = CoverageRow{}
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CoverageRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CoverageRow) ProtoMessage() {}
+
+func (x *CoverageRow) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CoverageRow.ProtoReflect.Descriptor instead.
+func (*CoverageRow) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *CoverageRow) GetArs() string {
+	if x != nil {
+		return x.Ars
+	}
+	return ""
+}
+
+func (x *CoverageRow) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CoverageRow) GetLocation() *GeoPoint {
+	if x != nil {
+		return x.Location
+	}
+	return nil
+}
+
+func (x *CoverageRow) GetProviderId() string {
+	if x != nil {
+		return x.ProviderId
+	}
+	return ""
+}
+
+func (x *CoverageRow) GetProviderName() string {
+	if x != nil {
+		return x.ProviderName
+	}
+	return ""
+}
+
+func (x *CoverageRow) GetMatch() MatchKind {
+	if x != nil {
+		return x.Match
+	}
+	return MatchKind_MATCH_KIND_UNSPECIFIED
+}
+
+func (x *CoverageRow) GetChannels() []ChannelKind {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+func (x *CoverageRow) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+type GetCoverageResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Service        *Service               `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Rows           []*CoverageRow         `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
+	Municipalities uint32                 `protobuf:"varint,3,opt,name=municipalities,proto3" json:"municipalities,omitempty"`
+	Covered        uint32                 `protobuf:"varint,4,opt,name=covered,proto3" json:"covered,omitempty"`
+	Online         uint32                 `protobuf:"varint,5,opt,name=online,proto3" json:"online,omitempty"`
+	Read           *ReadInfo              `protobuf:"bytes,6,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GetCoverageResponse) Reset() {
+	*x = GetCoverageResponse{}
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCoverageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCoverageResponse) ProtoMessage() {}
+
+func (x *GetCoverageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_verbund_registry_v1_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCoverageResponse.ProtoReflect.Descriptor instead.
+func (*GetCoverageResponse) Descriptor() ([]byte, []int) {
+	return file_verbund_registry_v1_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GetCoverageResponse) GetService() *Service {
+	if x != nil {
+		return x.Service
+	}
+	return nil
+}
+
+func (x *GetCoverageResponse) GetRows() []*CoverageRow {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+func (x *GetCoverageResponse) GetMunicipalities() uint32 {
+	if x != nil {
+		return x.Municipalities
+	}
+	return 0
+}
+
+func (x *GetCoverageResponse) GetCovered() uint32 {
+	if x != nil {
+		return x.Covered
+	}
+	return 0
+}
+
+func (x *GetCoverageResponse) GetOnline() uint32 {
+	if x != nil {
+		return x.Online
+	}
+	return 0
+}
+
+func (x *GetCoverageResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
 var File_verbund_registry_v1_service_proto protoreflect.FileDescriptor
 
 const file_verbund_registry_v1_service_proto_rawDesc = "" +
@@ -1974,7 +2375,7 @@ const file_verbund_registry_v1_service_proto_rawDesc = "" +
 	"\x04read\x18\x02 \x01(\v2 .verbund.registry.v1.ReadOptionsR\x04read\"\x93\x01\n" +
 	"\x17GetOrganisationResponse\x12E\n" +
 	"\forganisation\x18\x01 \x01(\v2!.verbund.registry.v1.OrganisationR\forganisation\x121\n" +
-	"\x04read\x18\x02 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read\"\xa6\x02\n" +
+	"\x04read\x18\x02 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read\"\xbc\x02\n" +
 	"\x18ListOrganisationsRequest\x129\n" +
 	"\x04kind\x18\x01 \x01(\x0e2%.verbund.registry.v1.OrganisationKindR\x04kind\x12\x1d\n" +
 	"\n" +
@@ -1986,7 +2387,8 @@ const file_verbund_registry_v1_service_proto_rawDesc = "" +
 	"\tpage_size\x18\x05 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x06 \x01(\tR\tpageToken\x124\n" +
-	"\x04read\x18\a \x01(\v2 .verbund.registry.v1.ReadOptionsR\x04read\"\xbf\x01\n" +
+	"\x04read\x18\a \x01(\v2 .verbund.registry.v1.ReadOptionsR\x04read\x12\x14\n" +
+	"\x05query\x18\b \x01(\tR\x05query\"\xbf\x01\n" +
 	"\x19ListOrganisationsResponse\x12G\n" +
 	"\rorganisations\x18\x01 \x03(\v2!.verbund.registry.v1.OrganisationR\rorganisations\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x121\n" +
@@ -2001,14 +2403,16 @@ const file_verbund_registry_v1_service_proto_rawDesc = "" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12%\n" +
 	"\x0elife_situation\x18\x02 \x01(\tR\rlifeSituation\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\x124\n" +
-	"\x04read\x18\x04 \x01(\v2 .verbund.registry.v1.ReadOptionsR\x04read\"Z\n" +
+	"\x04read\x18\x04 \x01(\v2 .verbund.registry.v1.ReadOptionsR\x04read\"|\n" +
 	"\n" +
 	"ServiceHit\x126\n" +
 	"\aservice\x18\x01 \x01(\v2\x1c.verbund.registry.v1.ServiceR\aservice\x12\x14\n" +
-	"\x05score\x18\x02 \x01(\x01R\x05score\"\x80\x01\n" +
+	"\x05score\x18\x02 \x01(\x01R\x05score\x12 \n" +
+	"\vdistinction\x18\x03 \x01(\tR\vdistinction\"\xd8\x01\n" +
 	"\x16SearchServicesResponse\x123\n" +
 	"\x04hits\x18\x01 \x03(\v2\x1f.verbund.registry.v1.ServiceHitR\x04hits\x121\n" +
-	"\x04read\x18\x02 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read\"\xb8\x01\n" +
+	"\x04read\x18\x02 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read\x12V\n" +
+	"\x15valid_life_situations\x18\x03 \x03(\v2\".verbund.registry.v1.LifeSituationR\x13validLifeSituations\"\xb8\x01\n" +
 	"\x14FindProvidersRequest\x12\x1b\n" +
 	"\tleika_key\x18\x01 \x01(\tR\bleikaKey\x12\x12\n" +
 	"\x04area\x18\x02 \x01(\tR\x04area\x12\x14\n" +
@@ -2104,7 +2508,38 @@ const file_verbund_registry_v1_service_proto_rawDesc = "" +
 	"\x12GetCommandResponse\x12%\n" +
 	"\x0esigned_command\x18\x01 \x01(\tR\rsignedCommand\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x121\n" +
-	"\x04read\x18\x03 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read*\x91\x01\n" +
+	"\x04read\x18\x03 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read\"\xb3\x01\n" +
+	"\x14ListNextStepsRequest\x12*\n" +
+	"\x11trigger_leika_key\x18\x01 \x01(\tR\x0ftriggerLeikaKey\x12%\n" +
+	"\x0elife_situation\x18\x02 \x01(\tR\rlifeSituation\x12\x12\n" +
+	"\x04area\x18\x03 \x01(\tR\x04area\x124\n" +
+	"\x04read\x18\x04 \x01(\v2 .verbund.registry.v1.ReadOptionsR\x04read\"\x89\x01\n" +
+	"\x15ListNextStepsResponse\x12=\n" +
+	"\n" +
+	"next_steps\x18\x01 \x03(\v2\x1e.verbund.registry.v1.NextStepsR\tnextSteps\x121\n" +
+	"\x04read\x18\x02 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read\"\x86\x01\n" +
+	"\x12GetCoverageRequest\x12\x1b\n" +
+	"\tleika_key\x18\x01 \x01(\tR\bleikaKey\x12\x1d\n" +
+	"\n" +
+	"state_code\x18\x02 \x01(\tR\tstateCode\x124\n" +
+	"\x04read\x18\x03 \x01(\v2 .verbund.registry.v1.ReadOptionsR\x04read\"\xc0\x02\n" +
+	"\vCoverageRow\x12\x10\n" +
+	"\x03ars\x18\x01 \x01(\tR\x03ars\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x129\n" +
+	"\blocation\x18\x03 \x01(\v2\x1d.verbund.registry.v1.GeoPointR\blocation\x12\x1f\n" +
+	"\vprovider_id\x18\x04 \x01(\tR\n" +
+	"providerId\x12#\n" +
+	"\rprovider_name\x18\x05 \x01(\tR\fproviderName\x124\n" +
+	"\x05match\x18\x06 \x01(\x0e2\x1e.verbund.registry.v1.MatchKindR\x05match\x12<\n" +
+	"\bchannels\x18\a \x03(\x0e2 .verbund.registry.v1.ChannelKindR\bchannels\x12\x16\n" +
+	"\x06online\x18\b \x01(\bR\x06online\"\x90\x02\n" +
+	"\x13GetCoverageResponse\x126\n" +
+	"\aservice\x18\x01 \x01(\v2\x1c.verbund.registry.v1.ServiceR\aservice\x124\n" +
+	"\x04rows\x18\x02 \x03(\v2 .verbund.registry.v1.CoverageRowR\x04rows\x12&\n" +
+	"\x0emunicipalities\x18\x03 \x01(\rR\x0emunicipalities\x12\x18\n" +
+	"\acovered\x18\x04 \x01(\rR\acovered\x12\x16\n" +
+	"\x06online\x18\x05 \x01(\rR\x06online\x121\n" +
+	"\x04read\x18\x06 \x01(\v2\x1d.verbund.registry.v1.ReadInfoR\x04read*\x91\x01\n" +
 	"\tMatchKind\x12\x1a\n" +
 	"\x16MATCH_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bMATCH_KIND_OWN_MUNICIPALITY\x10\x01\x12\x18\n" +
@@ -2112,7 +2547,7 @@ const file_verbund_registry_v1_service_proto_rawDesc = "" +
 	"\x13MATCH_KIND_DISTRICT\x10\x03\x12\x14\n" +
 	"\x10MATCH_KIND_STATE\x10\x042f\n" +
 	"\x0ePublishService\x12T\n" +
-	"\aPublish\x12#.verbund.registry.v1.PublishRequest\x1a$.verbund.registry.v1.PublishResponse2\xcf\t\n" +
+	"\aPublish\x12#.verbund.registry.v1.PublishRequest\x1a$.verbund.registry.v1.PublishResponse2\xa3\v\n" +
 	"\fQueryService\x12q\n" +
 	"\x0fGetOrganisation\x12+.verbund.registry.v1.GetOrganisationRequest\x1a,.verbund.registry.v1.GetOrganisationResponse\"\x03\x90\x02\x01\x12w\n" +
 	"\x11ListOrganisations\x12-.verbund.registry.v1.ListOrganisationsRequest\x1a..verbund.registry.v1.ListOrganisationsResponse\"\x03\x90\x02\x01\x12b\n" +
@@ -2127,7 +2562,9 @@ const file_verbund_registry_v1_service_proto_rawDesc = "" +
 	"\n" +
 	"GetHistory\x12&.verbund.registry.v1.GetHistoryRequest\x1a'.verbund.registry.v1.GetHistoryResponse\"\x03\x90\x02\x01\x12b\n" +
 	"\n" +
-	"GetCommand\x12&.verbund.registry.v1.GetCommandRequest\x1a'.verbund.registry.v1.GetCommandResponse\"\x03\x90\x02\x01B\xda\x01\n" +
+	"GetCommand\x12&.verbund.registry.v1.GetCommandRequest\x1a'.verbund.registry.v1.GetCommandResponse\"\x03\x90\x02\x01\x12k\n" +
+	"\rListNextSteps\x12).verbund.registry.v1.ListNextStepsRequest\x1a*.verbund.registry.v1.ListNextStepsResponse\"\x03\x90\x02\x01\x12e\n" +
+	"\vGetCoverage\x12'.verbund.registry.v1.GetCoverageRequest\x1a(.verbund.registry.v1.GetCoverageResponse\"\x03\x90\x02\x01B\xda\x01\n" +
 	"\x17com.verbund.registry.v1B\fServiceProtoP\x01ZCgithub.com/verbund/verbund/proto/gen/verbund/registry/v1;registryv1\xa2\x02\x03VRX\xaa\x02\x13Verbund.Registry.V1\xca\x02\x13Verbund\\Registry\\V1\xe2\x02\x1fVerbund\\Registry\\V1\\GPBMetadata\xea\x02\x15Verbund::Registry::V1b\x06proto3"
 
 var (
@@ -2143,7 +2580,7 @@ func file_verbund_registry_v1_service_proto_rawDescGZIP() []byte {
 }
 
 var file_verbund_registry_v1_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_verbund_registry_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_verbund_registry_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_verbund_registry_v1_service_proto_goTypes = []any{
 	(MatchKind)(0),                     // 0: verbund.registry.v1.MatchKind
 	(*PublishRequest)(nil),             // 1: verbund.registry.v1.PublishRequest
@@ -2175,88 +2612,111 @@ var file_verbund_registry_v1_service_proto_goTypes = []any{
 	(*GetHistoryResponse)(nil),         // 27: verbund.registry.v1.GetHistoryResponse
 	(*GetCommandRequest)(nil),          // 28: verbund.registry.v1.GetCommandRequest
 	(*GetCommandResponse)(nil),         // 29: verbund.registry.v1.GetCommandResponse
-	(*CommandResult)(nil),              // 30: verbund.registry.v1.CommandResult
-	(*ReadOptions)(nil),                // 31: verbund.registry.v1.ReadOptions
-	(*Organisation)(nil),               // 32: verbund.registry.v1.Organisation
-	(*ReadInfo)(nil),                   // 33: verbund.registry.v1.ReadInfo
-	(OrganisationKind)(0),              // 34: verbund.registry.v1.OrganisationKind
-	(*Service)(nil),                    // 35: verbund.registry.v1.Service
-	(*Offering)(nil),                   // 36: verbund.registry.v1.Offering
-	(*Authorisation)(nil),              // 37: verbund.registry.v1.Authorisation
+	(*ListNextStepsRequest)(nil),       // 30: verbund.registry.v1.ListNextStepsRequest
+	(*ListNextStepsResponse)(nil),      // 31: verbund.registry.v1.ListNextStepsResponse
+	(*GetCoverageRequest)(nil),         // 32: verbund.registry.v1.GetCoverageRequest
+	(*CoverageRow)(nil),                // 33: verbund.registry.v1.CoverageRow
+	(*GetCoverageResponse)(nil),        // 34: verbund.registry.v1.GetCoverageResponse
+	(*CommandResult)(nil),              // 35: verbund.registry.v1.CommandResult
+	(*ReadOptions)(nil),                // 36: verbund.registry.v1.ReadOptions
+	(*Organisation)(nil),               // 37: verbund.registry.v1.Organisation
+	(*ReadInfo)(nil),                   // 38: verbund.registry.v1.ReadInfo
+	(OrganisationKind)(0),              // 39: verbund.registry.v1.OrganisationKind
+	(*Service)(nil),                    // 40: verbund.registry.v1.Service
+	(*Offering)(nil),                   // 41: verbund.registry.v1.Offering
+	(*Authorisation)(nil),              // 42: verbund.registry.v1.Authorisation
+	(*NextSteps)(nil),                  // 43: verbund.registry.v1.NextSteps
+	(*GeoPoint)(nil),                   // 44: verbund.registry.v1.GeoPoint
+	(ChannelKind)(0),                   // 45: verbund.registry.v1.ChannelKind
 }
 var file_verbund_registry_v1_service_proto_depIdxs = []int32{
-	30, // 0: verbund.registry.v1.PublishResponse.results:type_name -> verbund.registry.v1.CommandResult
-	31, // 1: verbund.registry.v1.GetOrganisationRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	32, // 2: verbund.registry.v1.GetOrganisationResponse.organisation:type_name -> verbund.registry.v1.Organisation
-	33, // 3: verbund.registry.v1.GetOrganisationResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	34, // 4: verbund.registry.v1.ListOrganisationsRequest.kind:type_name -> verbund.registry.v1.OrganisationKind
-	31, // 5: verbund.registry.v1.ListOrganisationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	32, // 6: verbund.registry.v1.ListOrganisationsResponse.organisations:type_name -> verbund.registry.v1.Organisation
-	33, // 7: verbund.registry.v1.ListOrganisationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	31, // 8: verbund.registry.v1.GetServiceRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	35, // 9: verbund.registry.v1.GetServiceResponse.service:type_name -> verbund.registry.v1.Service
-	33, // 10: verbund.registry.v1.GetServiceResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	31, // 11: verbund.registry.v1.SearchServicesRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	35, // 12: verbund.registry.v1.ServiceHit.service:type_name -> verbund.registry.v1.Service
+	35, // 0: verbund.registry.v1.PublishResponse.results:type_name -> verbund.registry.v1.CommandResult
+	36, // 1: verbund.registry.v1.GetOrganisationRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	37, // 2: verbund.registry.v1.GetOrganisationResponse.organisation:type_name -> verbund.registry.v1.Organisation
+	38, // 3: verbund.registry.v1.GetOrganisationResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	39, // 4: verbund.registry.v1.ListOrganisationsRequest.kind:type_name -> verbund.registry.v1.OrganisationKind
+	36, // 5: verbund.registry.v1.ListOrganisationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	37, // 6: verbund.registry.v1.ListOrganisationsResponse.organisations:type_name -> verbund.registry.v1.Organisation
+	38, // 7: verbund.registry.v1.ListOrganisationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	36, // 8: verbund.registry.v1.GetServiceRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	40, // 9: verbund.registry.v1.GetServiceResponse.service:type_name -> verbund.registry.v1.Service
+	38, // 10: verbund.registry.v1.GetServiceResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	36, // 11: verbund.registry.v1.SearchServicesRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	40, // 12: verbund.registry.v1.ServiceHit.service:type_name -> verbund.registry.v1.Service
 	10, // 13: verbund.registry.v1.SearchServicesResponse.hits:type_name -> verbund.registry.v1.ServiceHit
-	33, // 14: verbund.registry.v1.SearchServicesResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	31, // 15: verbund.registry.v1.FindProvidersRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	32, // 16: verbund.registry.v1.Provider.organisation:type_name -> verbund.registry.v1.Organisation
-	36, // 17: verbund.registry.v1.Provider.offering:type_name -> verbund.registry.v1.Offering
-	0,  // 18: verbund.registry.v1.Provider.match:type_name -> verbund.registry.v1.MatchKind
-	14, // 19: verbund.registry.v1.Provider.proof:type_name -> verbund.registry.v1.ProviderProof
-	37, // 20: verbund.registry.v1.ProviderProof.authorisation:type_name -> verbund.registry.v1.Authorisation
-	32, // 21: verbund.registry.v1.ProviderProof.signers:type_name -> verbund.registry.v1.Organisation
-	13, // 22: verbund.registry.v1.FindProvidersResponse.providers:type_name -> verbund.registry.v1.Provider
-	32, // 23: verbund.registry.v1.FindProvidersResponse.area_organisation:type_name -> verbund.registry.v1.Organisation
-	35, // 24: verbund.registry.v1.FindProvidersResponse.service:type_name -> verbund.registry.v1.Service
-	33, // 25: verbund.registry.v1.FindProvidersResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	31, // 26: verbund.registry.v1.GetOfferingRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	36, // 27: verbund.registry.v1.GetOfferingResponse.offering:type_name -> verbund.registry.v1.Offering
-	33, // 28: verbund.registry.v1.GetOfferingResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	31, // 29: verbund.registry.v1.ListOfferingsRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	36, // 30: verbund.registry.v1.ListOfferingsResponse.offerings:type_name -> verbund.registry.v1.Offering
-	33, // 31: verbund.registry.v1.ListOfferingsResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	31, // 32: verbund.registry.v1.ListLifeSituationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	21, // 33: verbund.registry.v1.ListLifeSituationsResponse.life_situations:type_name -> verbund.registry.v1.LifeSituation
-	33, // 34: verbund.registry.v1.ListLifeSituationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	31, // 35: verbund.registry.v1.ListAuthorisationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	37, // 36: verbund.registry.v1.ListAuthorisationsResponse.authorisations:type_name -> verbund.registry.v1.Authorisation
-	33, // 37: verbund.registry.v1.ListAuthorisationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	31, // 38: verbund.registry.v1.GetHistoryRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	26, // 39: verbund.registry.v1.GetHistoryResponse.entries:type_name -> verbund.registry.v1.HistoryEntry
-	33, // 40: verbund.registry.v1.GetHistoryResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	31, // 41: verbund.registry.v1.GetCommandRequest.read:type_name -> verbund.registry.v1.ReadOptions
-	33, // 42: verbund.registry.v1.GetCommandResponse.read:type_name -> verbund.registry.v1.ReadInfo
-	1,  // 43: verbund.registry.v1.PublishService.Publish:input_type -> verbund.registry.v1.PublishRequest
-	3,  // 44: verbund.registry.v1.QueryService.GetOrganisation:input_type -> verbund.registry.v1.GetOrganisationRequest
-	5,  // 45: verbund.registry.v1.QueryService.ListOrganisations:input_type -> verbund.registry.v1.ListOrganisationsRequest
-	7,  // 46: verbund.registry.v1.QueryService.GetService:input_type -> verbund.registry.v1.GetServiceRequest
-	9,  // 47: verbund.registry.v1.QueryService.SearchServices:input_type -> verbund.registry.v1.SearchServicesRequest
-	12, // 48: verbund.registry.v1.QueryService.FindProviders:input_type -> verbund.registry.v1.FindProvidersRequest
-	16, // 49: verbund.registry.v1.QueryService.GetOffering:input_type -> verbund.registry.v1.GetOfferingRequest
-	18, // 50: verbund.registry.v1.QueryService.ListOfferings:input_type -> verbund.registry.v1.ListOfferingsRequest
-	20, // 51: verbund.registry.v1.QueryService.ListLifeSituations:input_type -> verbund.registry.v1.ListLifeSituationsRequest
-	23, // 52: verbund.registry.v1.QueryService.ListAuthorisations:input_type -> verbund.registry.v1.ListAuthorisationsRequest
-	25, // 53: verbund.registry.v1.QueryService.GetHistory:input_type -> verbund.registry.v1.GetHistoryRequest
-	28, // 54: verbund.registry.v1.QueryService.GetCommand:input_type -> verbund.registry.v1.GetCommandRequest
-	2,  // 55: verbund.registry.v1.PublishService.Publish:output_type -> verbund.registry.v1.PublishResponse
-	4,  // 56: verbund.registry.v1.QueryService.GetOrganisation:output_type -> verbund.registry.v1.GetOrganisationResponse
-	6,  // 57: verbund.registry.v1.QueryService.ListOrganisations:output_type -> verbund.registry.v1.ListOrganisationsResponse
-	8,  // 58: verbund.registry.v1.QueryService.GetService:output_type -> verbund.registry.v1.GetServiceResponse
-	11, // 59: verbund.registry.v1.QueryService.SearchServices:output_type -> verbund.registry.v1.SearchServicesResponse
-	15, // 60: verbund.registry.v1.QueryService.FindProviders:output_type -> verbund.registry.v1.FindProvidersResponse
-	17, // 61: verbund.registry.v1.QueryService.GetOffering:output_type -> verbund.registry.v1.GetOfferingResponse
-	19, // 62: verbund.registry.v1.QueryService.ListOfferings:output_type -> verbund.registry.v1.ListOfferingsResponse
-	22, // 63: verbund.registry.v1.QueryService.ListLifeSituations:output_type -> verbund.registry.v1.ListLifeSituationsResponse
-	24, // 64: verbund.registry.v1.QueryService.ListAuthorisations:output_type -> verbund.registry.v1.ListAuthorisationsResponse
-	27, // 65: verbund.registry.v1.QueryService.GetHistory:output_type -> verbund.registry.v1.GetHistoryResponse
-	29, // 66: verbund.registry.v1.QueryService.GetCommand:output_type -> verbund.registry.v1.GetCommandResponse
-	55, // [55:67] is the sub-list for method output_type
-	43, // [43:55] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	38, // 14: verbund.registry.v1.SearchServicesResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	21, // 15: verbund.registry.v1.SearchServicesResponse.valid_life_situations:type_name -> verbund.registry.v1.LifeSituation
+	36, // 16: verbund.registry.v1.FindProvidersRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	37, // 17: verbund.registry.v1.Provider.organisation:type_name -> verbund.registry.v1.Organisation
+	41, // 18: verbund.registry.v1.Provider.offering:type_name -> verbund.registry.v1.Offering
+	0,  // 19: verbund.registry.v1.Provider.match:type_name -> verbund.registry.v1.MatchKind
+	14, // 20: verbund.registry.v1.Provider.proof:type_name -> verbund.registry.v1.ProviderProof
+	42, // 21: verbund.registry.v1.ProviderProof.authorisation:type_name -> verbund.registry.v1.Authorisation
+	37, // 22: verbund.registry.v1.ProviderProof.signers:type_name -> verbund.registry.v1.Organisation
+	13, // 23: verbund.registry.v1.FindProvidersResponse.providers:type_name -> verbund.registry.v1.Provider
+	37, // 24: verbund.registry.v1.FindProvidersResponse.area_organisation:type_name -> verbund.registry.v1.Organisation
+	40, // 25: verbund.registry.v1.FindProvidersResponse.service:type_name -> verbund.registry.v1.Service
+	38, // 26: verbund.registry.v1.FindProvidersResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	36, // 27: verbund.registry.v1.GetOfferingRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	41, // 28: verbund.registry.v1.GetOfferingResponse.offering:type_name -> verbund.registry.v1.Offering
+	38, // 29: verbund.registry.v1.GetOfferingResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	36, // 30: verbund.registry.v1.ListOfferingsRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	41, // 31: verbund.registry.v1.ListOfferingsResponse.offerings:type_name -> verbund.registry.v1.Offering
+	38, // 32: verbund.registry.v1.ListOfferingsResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	36, // 33: verbund.registry.v1.ListLifeSituationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	21, // 34: verbund.registry.v1.ListLifeSituationsResponse.life_situations:type_name -> verbund.registry.v1.LifeSituation
+	38, // 35: verbund.registry.v1.ListLifeSituationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	36, // 36: verbund.registry.v1.ListAuthorisationsRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	42, // 37: verbund.registry.v1.ListAuthorisationsResponse.authorisations:type_name -> verbund.registry.v1.Authorisation
+	38, // 38: verbund.registry.v1.ListAuthorisationsResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	36, // 39: verbund.registry.v1.GetHistoryRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	26, // 40: verbund.registry.v1.GetHistoryResponse.entries:type_name -> verbund.registry.v1.HistoryEntry
+	38, // 41: verbund.registry.v1.GetHistoryResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	36, // 42: verbund.registry.v1.GetCommandRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	38, // 43: verbund.registry.v1.GetCommandResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	36, // 44: verbund.registry.v1.ListNextStepsRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	43, // 45: verbund.registry.v1.ListNextStepsResponse.next_steps:type_name -> verbund.registry.v1.NextSteps
+	38, // 46: verbund.registry.v1.ListNextStepsResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	36, // 47: verbund.registry.v1.GetCoverageRequest.read:type_name -> verbund.registry.v1.ReadOptions
+	44, // 48: verbund.registry.v1.CoverageRow.location:type_name -> verbund.registry.v1.GeoPoint
+	0,  // 49: verbund.registry.v1.CoverageRow.match:type_name -> verbund.registry.v1.MatchKind
+	45, // 50: verbund.registry.v1.CoverageRow.channels:type_name -> verbund.registry.v1.ChannelKind
+	40, // 51: verbund.registry.v1.GetCoverageResponse.service:type_name -> verbund.registry.v1.Service
+	33, // 52: verbund.registry.v1.GetCoverageResponse.rows:type_name -> verbund.registry.v1.CoverageRow
+	38, // 53: verbund.registry.v1.GetCoverageResponse.read:type_name -> verbund.registry.v1.ReadInfo
+	1,  // 54: verbund.registry.v1.PublishService.Publish:input_type -> verbund.registry.v1.PublishRequest
+	3,  // 55: verbund.registry.v1.QueryService.GetOrganisation:input_type -> verbund.registry.v1.GetOrganisationRequest
+	5,  // 56: verbund.registry.v1.QueryService.ListOrganisations:input_type -> verbund.registry.v1.ListOrganisationsRequest
+	7,  // 57: verbund.registry.v1.QueryService.GetService:input_type -> verbund.registry.v1.GetServiceRequest
+	9,  // 58: verbund.registry.v1.QueryService.SearchServices:input_type -> verbund.registry.v1.SearchServicesRequest
+	12, // 59: verbund.registry.v1.QueryService.FindProviders:input_type -> verbund.registry.v1.FindProvidersRequest
+	16, // 60: verbund.registry.v1.QueryService.GetOffering:input_type -> verbund.registry.v1.GetOfferingRequest
+	18, // 61: verbund.registry.v1.QueryService.ListOfferings:input_type -> verbund.registry.v1.ListOfferingsRequest
+	20, // 62: verbund.registry.v1.QueryService.ListLifeSituations:input_type -> verbund.registry.v1.ListLifeSituationsRequest
+	23, // 63: verbund.registry.v1.QueryService.ListAuthorisations:input_type -> verbund.registry.v1.ListAuthorisationsRequest
+	25, // 64: verbund.registry.v1.QueryService.GetHistory:input_type -> verbund.registry.v1.GetHistoryRequest
+	28, // 65: verbund.registry.v1.QueryService.GetCommand:input_type -> verbund.registry.v1.GetCommandRequest
+	30, // 66: verbund.registry.v1.QueryService.ListNextSteps:input_type -> verbund.registry.v1.ListNextStepsRequest
+	32, // 67: verbund.registry.v1.QueryService.GetCoverage:input_type -> verbund.registry.v1.GetCoverageRequest
+	2,  // 68: verbund.registry.v1.PublishService.Publish:output_type -> verbund.registry.v1.PublishResponse
+	4,  // 69: verbund.registry.v1.QueryService.GetOrganisation:output_type -> verbund.registry.v1.GetOrganisationResponse
+	6,  // 70: verbund.registry.v1.QueryService.ListOrganisations:output_type -> verbund.registry.v1.ListOrganisationsResponse
+	8,  // 71: verbund.registry.v1.QueryService.GetService:output_type -> verbund.registry.v1.GetServiceResponse
+	11, // 72: verbund.registry.v1.QueryService.SearchServices:output_type -> verbund.registry.v1.SearchServicesResponse
+	15, // 73: verbund.registry.v1.QueryService.FindProviders:output_type -> verbund.registry.v1.FindProvidersResponse
+	17, // 74: verbund.registry.v1.QueryService.GetOffering:output_type -> verbund.registry.v1.GetOfferingResponse
+	19, // 75: verbund.registry.v1.QueryService.ListOfferings:output_type -> verbund.registry.v1.ListOfferingsResponse
+	22, // 76: verbund.registry.v1.QueryService.ListLifeSituations:output_type -> verbund.registry.v1.ListLifeSituationsResponse
+	24, // 77: verbund.registry.v1.QueryService.ListAuthorisations:output_type -> verbund.registry.v1.ListAuthorisationsResponse
+	27, // 78: verbund.registry.v1.QueryService.GetHistory:output_type -> verbund.registry.v1.GetHistoryResponse
+	29, // 79: verbund.registry.v1.QueryService.GetCommand:output_type -> verbund.registry.v1.GetCommandResponse
+	31, // 80: verbund.registry.v1.QueryService.ListNextSteps:output_type -> verbund.registry.v1.ListNextStepsResponse
+	34, // 81: verbund.registry.v1.QueryService.GetCoverage:output_type -> verbund.registry.v1.GetCoverageResponse
+	68, // [68:82] is the sub-list for method output_type
+	54, // [54:68] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_verbund_registry_v1_service_proto_init() }
@@ -2272,7 +2732,7 @@ func file_verbund_registry_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbund_registry_v1_service_proto_rawDesc), len(file_verbund_registry_v1_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

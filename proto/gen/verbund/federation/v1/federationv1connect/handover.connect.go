@@ -77,6 +77,9 @@ const (
 	// HandoverServiceListOutboxProcedure is the fully-qualified name of the HandoverService's
 	// ListOutbox RPC.
 	HandoverServiceListOutboxProcedure = "/verbund.federation.v1.HandoverService/ListOutbox"
+	// HandoverServiceGetHandoverStatsProcedure is the fully-qualified name of the HandoverService's
+	// GetHandoverStats RPC.
+	HandoverServiceGetHandoverStatsProcedure = "/verbund.federation.v1.HandoverService/GetHandoverStats"
 	// HandoverServiceVerifyAuditProcedure is the fully-qualified name of the HandoverService's
 	// VerifyAudit RPC.
 	HandoverServiceVerifyAuditProcedure = "/verbund.federation.v1.HandoverService/VerifyAudit"
@@ -122,6 +125,10 @@ type HandoverServiceClient interface {
 	ListOutbox(context.Context, *connect.Request[v1.ListOutboxRequest]) (*connect.Response[v1.ListOutboxResponse], error)
 	// Recomputes the hash-chained audit log and checks it against the heads
 	// published to the registry.
+	// Returns this node's time-bucketed handover statistics (counts and
+	// processing times per service and counterpart organisation; no case
+	// data). Public: the agency console gathers them from every node.
+	GetHandoverStats(context.Context, *connect.Request[v1.GetHandoverStatsRequest]) (*connect.Response[v1.GetHandoverStatsResponse], error)
 	VerifyAudit(context.Context, *connect.Request[v1.VerifyAuditRequest]) (*connect.Response[v1.VerifyAuditResponse], error)
 }
 
@@ -219,6 +226,13 @@ func NewHandoverServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		getHandoverStats: connect.NewClient[v1.GetHandoverStatsRequest, v1.GetHandoverStatsResponse](
+			httpClient,
+			baseURL+HandoverServiceGetHandoverStatsProcedure,
+			connect.WithSchema(handoverServiceMethods.ByName("GetHandoverStats")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 		verifyAudit: connect.NewClient[v1.VerifyAuditRequest, v1.VerifyAuditResponse](
 			httpClient,
 			baseURL+HandoverServiceVerifyAuditProcedure,
@@ -231,19 +245,20 @@ func NewHandoverServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 
 // handoverServiceClient implements HandoverServiceClient.
 type handoverServiceClient struct {
-	sendHandover    *connect.Client[v1.SendHandoverRequest, v1.SendHandoverResponse]
-	deliverHandover *connect.Client[v1.DeliverHandoverRequest, v1.DeliverHandoverResponse]
-	deliverEvent    *connect.Client[v1.DeliverEventRequest, v1.DeliverEventResponse]
-	listInbox       *connect.Client[v1.ListInboxRequest, v1.ListInboxResponse]
-	getCase         *connect.Client[v1.GetCaseRequest, v1.GetCaseResponse]
-	acceptCase      *connect.Client[v1.AcceptCaseRequest, v1.AcceptCaseResponse]
-	rejectCase      *connect.Client[v1.RejectCaseRequest, v1.RejectCaseResponse]
-	completeCase    *connect.Client[v1.CompleteCaseRequest, v1.CompleteCaseResponse]
-	forwardCase     *connect.Client[v1.ForwardCaseRequest, v1.ForwardCaseResponse]
-	trackCase       *connect.Client[v1.TrackCaseRequest, v1.TrackCaseResponse]
-	getCaseTimeline *connect.Client[v1.GetCaseTimelineRequest, v1.GetCaseTimelineResponse]
-	listOutbox      *connect.Client[v1.ListOutboxRequest, v1.ListOutboxResponse]
-	verifyAudit     *connect.Client[v1.VerifyAuditRequest, v1.VerifyAuditResponse]
+	sendHandover     *connect.Client[v1.SendHandoverRequest, v1.SendHandoverResponse]
+	deliverHandover  *connect.Client[v1.DeliverHandoverRequest, v1.DeliverHandoverResponse]
+	deliverEvent     *connect.Client[v1.DeliverEventRequest, v1.DeliverEventResponse]
+	listInbox        *connect.Client[v1.ListInboxRequest, v1.ListInboxResponse]
+	getCase          *connect.Client[v1.GetCaseRequest, v1.GetCaseResponse]
+	acceptCase       *connect.Client[v1.AcceptCaseRequest, v1.AcceptCaseResponse]
+	rejectCase       *connect.Client[v1.RejectCaseRequest, v1.RejectCaseResponse]
+	completeCase     *connect.Client[v1.CompleteCaseRequest, v1.CompleteCaseResponse]
+	forwardCase      *connect.Client[v1.ForwardCaseRequest, v1.ForwardCaseResponse]
+	trackCase        *connect.Client[v1.TrackCaseRequest, v1.TrackCaseResponse]
+	getCaseTimeline  *connect.Client[v1.GetCaseTimelineRequest, v1.GetCaseTimelineResponse]
+	listOutbox       *connect.Client[v1.ListOutboxRequest, v1.ListOutboxResponse]
+	getHandoverStats *connect.Client[v1.GetHandoverStatsRequest, v1.GetHandoverStatsResponse]
+	verifyAudit      *connect.Client[v1.VerifyAuditRequest, v1.VerifyAuditResponse]
 }
 
 // SendHandover calls verbund.federation.v1.HandoverService.SendHandover.
@@ -306,6 +321,11 @@ func (c *handoverServiceClient) ListOutbox(ctx context.Context, req *connect.Req
 	return c.listOutbox.CallUnary(ctx, req)
 }
 
+// GetHandoverStats calls verbund.federation.v1.HandoverService.GetHandoverStats.
+func (c *handoverServiceClient) GetHandoverStats(ctx context.Context, req *connect.Request[v1.GetHandoverStatsRequest]) (*connect.Response[v1.GetHandoverStatsResponse], error) {
+	return c.getHandoverStats.CallUnary(ctx, req)
+}
+
 // VerifyAudit calls verbund.federation.v1.HandoverService.VerifyAudit.
 func (c *handoverServiceClient) VerifyAudit(ctx context.Context, req *connect.Request[v1.VerifyAuditRequest]) (*connect.Response[v1.VerifyAuditResponse], error) {
 	return c.verifyAudit.CallUnary(ctx, req)
@@ -351,6 +371,10 @@ type HandoverServiceHandler interface {
 	ListOutbox(context.Context, *connect.Request[v1.ListOutboxRequest]) (*connect.Response[v1.ListOutboxResponse], error)
 	// Recomputes the hash-chained audit log and checks it against the heads
 	// published to the registry.
+	// Returns this node's time-bucketed handover statistics (counts and
+	// processing times per service and counterpart organisation; no case
+	// data). Public: the agency console gathers them from every node.
+	GetHandoverStats(context.Context, *connect.Request[v1.GetHandoverStatsRequest]) (*connect.Response[v1.GetHandoverStatsResponse], error)
 	VerifyAudit(context.Context, *connect.Request[v1.VerifyAuditRequest]) (*connect.Response[v1.VerifyAuditResponse], error)
 }
 
@@ -444,6 +468,13 @@ func NewHandoverServiceHandler(svc HandoverServiceHandler, opts ...connect.Handl
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	handoverServiceGetHandoverStatsHandler := connect.NewUnaryHandler(
+		HandoverServiceGetHandoverStatsProcedure,
+		svc.GetHandoverStats,
+		connect.WithSchema(handoverServiceMethods.ByName("GetHandoverStats")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	handoverServiceVerifyAuditHandler := connect.NewUnaryHandler(
 		HandoverServiceVerifyAuditProcedure,
 		svc.VerifyAudit,
@@ -477,6 +508,8 @@ func NewHandoverServiceHandler(svc HandoverServiceHandler, opts ...connect.Handl
 			handoverServiceGetCaseTimelineHandler.ServeHTTP(w, r)
 		case HandoverServiceListOutboxProcedure:
 			handoverServiceListOutboxHandler.ServeHTTP(w, r)
+		case HandoverServiceGetHandoverStatsProcedure:
+			handoverServiceGetHandoverStatsHandler.ServeHTTP(w, r)
 		case HandoverServiceVerifyAuditProcedure:
 			handoverServiceVerifyAuditHandler.ServeHTTP(w, r)
 		default:
@@ -534,6 +567,10 @@ func (UnimplementedHandoverServiceHandler) GetCaseTimeline(context.Context, *con
 
 func (UnimplementedHandoverServiceHandler) ListOutbox(context.Context, *connect.Request[v1.ListOutboxRequest]) (*connect.Response[v1.ListOutboxResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.federation.v1.HandoverService.ListOutbox is not implemented"))
+}
+
+func (UnimplementedHandoverServiceHandler) GetHandoverStats(context.Context, *connect.Request[v1.GetHandoverStatsRequest]) (*connect.Response[v1.GetHandoverStatsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.federation.v1.HandoverService.GetHandoverStats is not implemented"))
 }
 
 func (UnimplementedHandoverServiceHandler) VerifyAudit(context.Context, *connect.Request[v1.VerifyAuditRequest]) (*connect.Response[v1.VerifyAuditResponse], error) {

@@ -67,6 +67,12 @@ const (
 	QueryServiceGetHistoryProcedure = "/verbund.registry.v1.QueryService/GetHistory"
 	// QueryServiceGetCommandProcedure is the fully-qualified name of the QueryService's GetCommand RPC.
 	QueryServiceGetCommandProcedure = "/verbund.registry.v1.QueryService/GetCommand"
+	// QueryServiceListNextStepsProcedure is the fully-qualified name of the QueryService's
+	// ListNextSteps RPC.
+	QueryServiceListNextStepsProcedure = "/verbund.registry.v1.QueryService/ListNextSteps"
+	// QueryServiceGetCoverageProcedure is the fully-qualified name of the QueryService's GetCoverage
+	// RPC.
+	QueryServiceGetCoverageProcedure = "/verbund.registry.v1.QueryService/GetCoverage"
 )
 
 // PublishServiceClient is a client for the verbund.registry.v1.PublishService service.
@@ -160,6 +166,14 @@ type QueryServiceClient interface {
 	GetHistory(context.Context, *connect.Request[v1.GetHistoryRequest]) (*connect.Response[v1.GetHistoryResponse], error)
 	// An applied command as its issuer signed it, for offline verification.
 	GetCommand(context.Context, *connect.Request[v1.GetCommandRequest]) (*connect.Response[v1.GetCommandResponse], error)
+	// Returns the "what comes next" relations for a trigger service (and
+	// optionally a life situation), nationwide ones and those of the area's
+	// state, the state's first.
+	ListNextSteps(context.Context, *connect.Request[v1.ListNextStepsRequest]) (*connect.Response[v1.ListNextStepsResponse], error)
+	// Returns, for a service and a state, every municipality of the state
+	// with its best provider (as FindProviders ranks them) and channels;
+	// municipalities without one are listed with an empty provider.
+	GetCoverage(context.Context, *connect.Request[v1.GetCoverageRequest]) (*connect.Response[v1.GetCoverageResponse], error)
 }
 
 // NewQueryServiceClient constructs a client for the verbund.registry.v1.QueryService service. By
@@ -250,6 +264,20 @@ func NewQueryServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		listNextSteps: connect.NewClient[v1.ListNextStepsRequest, v1.ListNextStepsResponse](
+			httpClient,
+			baseURL+QueryServiceListNextStepsProcedure,
+			connect.WithSchema(queryServiceMethods.ByName("ListNextSteps")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		getCoverage: connect.NewClient[v1.GetCoverageRequest, v1.GetCoverageResponse](
+			httpClient,
+			baseURL+QueryServiceGetCoverageProcedure,
+			connect.WithSchema(queryServiceMethods.ByName("GetCoverage")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -266,6 +294,8 @@ type queryServiceClient struct {
 	listAuthorisations *connect.Client[v1.ListAuthorisationsRequest, v1.ListAuthorisationsResponse]
 	getHistory         *connect.Client[v1.GetHistoryRequest, v1.GetHistoryResponse]
 	getCommand         *connect.Client[v1.GetCommandRequest, v1.GetCommandResponse]
+	listNextSteps      *connect.Client[v1.ListNextStepsRequest, v1.ListNextStepsResponse]
+	getCoverage        *connect.Client[v1.GetCoverageRequest, v1.GetCoverageResponse]
 }
 
 // GetOrganisation calls verbund.registry.v1.QueryService.GetOrganisation.
@@ -323,6 +353,16 @@ func (c *queryServiceClient) GetCommand(ctx context.Context, req *connect.Reques
 	return c.getCommand.CallUnary(ctx, req)
 }
 
+// ListNextSteps calls verbund.registry.v1.QueryService.ListNextSteps.
+func (c *queryServiceClient) ListNextSteps(ctx context.Context, req *connect.Request[v1.ListNextStepsRequest]) (*connect.Response[v1.ListNextStepsResponse], error) {
+	return c.listNextSteps.CallUnary(ctx, req)
+}
+
+// GetCoverage calls verbund.registry.v1.QueryService.GetCoverage.
+func (c *queryServiceClient) GetCoverage(ctx context.Context, req *connect.Request[v1.GetCoverageRequest]) (*connect.Response[v1.GetCoverageResponse], error) {
+	return c.getCoverage.CallUnary(ctx, req)
+}
+
 // QueryServiceHandler is an implementation of the verbund.registry.v1.QueryService service.
 type QueryServiceHandler interface {
 	GetOrganisation(context.Context, *connect.Request[v1.GetOrganisationRequest]) (*connect.Response[v1.GetOrganisationResponse], error)
@@ -344,6 +384,14 @@ type QueryServiceHandler interface {
 	GetHistory(context.Context, *connect.Request[v1.GetHistoryRequest]) (*connect.Response[v1.GetHistoryResponse], error)
 	// An applied command as its issuer signed it, for offline verification.
 	GetCommand(context.Context, *connect.Request[v1.GetCommandRequest]) (*connect.Response[v1.GetCommandResponse], error)
+	// Returns the "what comes next" relations for a trigger service (and
+	// optionally a life situation), nationwide ones and those of the area's
+	// state, the state's first.
+	ListNextSteps(context.Context, *connect.Request[v1.ListNextStepsRequest]) (*connect.Response[v1.ListNextStepsResponse], error)
+	// Returns, for a service and a state, every municipality of the state
+	// with its best provider (as FindProviders ranks them) and channels;
+	// municipalities without one are listed with an empty provider.
+	GetCoverage(context.Context, *connect.Request[v1.GetCoverageRequest]) (*connect.Response[v1.GetCoverageResponse], error)
 }
 
 // NewQueryServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -430,6 +478,20 @@ func NewQueryServiceHandler(svc QueryServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	queryServiceListNextStepsHandler := connect.NewUnaryHandler(
+		QueryServiceListNextStepsProcedure,
+		svc.ListNextSteps,
+		connect.WithSchema(queryServiceMethods.ByName("ListNextSteps")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	queryServiceGetCoverageHandler := connect.NewUnaryHandler(
+		QueryServiceGetCoverageProcedure,
+		svc.GetCoverage,
+		connect.WithSchema(queryServiceMethods.ByName("GetCoverage")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/verbund.registry.v1.QueryService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case QueryServiceGetOrganisationProcedure:
@@ -454,6 +516,10 @@ func NewQueryServiceHandler(svc QueryServiceHandler, opts ...connect.HandlerOpti
 			queryServiceGetHistoryHandler.ServeHTTP(w, r)
 		case QueryServiceGetCommandProcedure:
 			queryServiceGetCommandHandler.ServeHTTP(w, r)
+		case QueryServiceListNextStepsProcedure:
+			queryServiceListNextStepsHandler.ServeHTTP(w, r)
+		case QueryServiceGetCoverageProcedure:
+			queryServiceGetCoverageHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -505,4 +571,12 @@ func (UnimplementedQueryServiceHandler) GetHistory(context.Context, *connect.Req
 
 func (UnimplementedQueryServiceHandler) GetCommand(context.Context, *connect.Request[v1.GetCommandRequest]) (*connect.Response[v1.GetCommandResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.registry.v1.QueryService.GetCommand is not implemented"))
+}
+
+func (UnimplementedQueryServiceHandler) ListNextSteps(context.Context, *connect.Request[v1.ListNextStepsRequest]) (*connect.Response[v1.ListNextStepsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.registry.v1.QueryService.ListNextSteps is not implemented"))
+}
+
+func (UnimplementedQueryServiceHandler) GetCoverage(context.Context, *connect.Request[v1.GetCoverageRequest]) (*connect.Response[v1.GetCoverageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("verbund.registry.v1.QueryService.GetCoverage is not implemented"))
 }
