@@ -173,7 +173,11 @@ var policy = map[string]rule{
 	service(grpchealth.HealthV1ServiceName):        open,
 	service(grpcreflect.ReflectV1ServiceName):      open,
 	service(grpcreflect.ReflectV1AlphaServiceName): open,
-	"/": open, // the index page
+	// The web pages (pages.go, node/web): "/" and the trees of
+	// web.Prefixes, on the public listener. A page reads and writes only
+	// through this API, as its visitor (their address, their session's
+	// token), so every row above still decides.
+	"/": publicOnly,
 
 	// Load balancers' health checks (health.go; not rate-limited).
 	"/healthz": open,
@@ -201,6 +205,9 @@ func ruleFor(path string) (rule, bool) {
 	}
 	if strings.HasPrefix(path, "/debug/pprof/") {
 		return policy["/debug/pprof/"], true
+	}
+	if isPagePath(path) {
+		return publicOnly, true
 	}
 	return rule{}, false
 }

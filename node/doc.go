@@ -13,6 +13,7 @@
 //	access.go        the listeners (public, peer, admin), who is calling (tokens, client
 //	                 and node certificates) and the access policy table
 //	routes.go        what each listener mounts
+//	pages.go         the web pages (node/web) on the public listener: paths, wiring
 //	api_publish.go   PublishService handler
 //	api_query.go     QueryService handler
 //	api_watch.go     WatchService handler (the change feed servers stream)
@@ -43,7 +44,7 @@
 //
 // Sub-packages: auth (the node's users, argon2id passwords, signed bearer
 // tokens, the caller's identity), connecterr (the one domain-error-to-Connect-code map),
-// handoverapi (the handover domain's Connect adapter, server and peer
+// web (the citizen portal, clerk inbox and agency console), handoverapi (the handover domain's Connect adapter, server and peer
 // client), raftlog (the Raft log and stable store; raftstore.go opens it,
 // refuses a log that lies and holds RecoverRaftLog), nodetest (an
 // in-process cluster harness with power cuts). Write admission itself (parse, pre-verify, dedupe) is the

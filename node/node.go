@@ -110,12 +110,15 @@ type Node struct {
 	peers    *peerClients
 	lastFeed atomic.Int64 // members: unix ms of the last change feed message
 
-	httpLn   net.Listener // public API
-	httpSrv  *http.Server
-	peerLn   net.Listener // mutual TLS, other nodes
-	peerSrv  *http.Server
-	adminLn  net.Listener // operators on this machine
-	adminSrv *http.Server
+	httpLn  net.Listener // public API
+	httpSrv *http.Server
+	// publicAPI is the public listener's guarded handler; the web pages
+	// call the API through it (pages.go).
+	publicAPI http.Handler
+	peerLn    net.Listener // mutual TLS, other nodes
+	peerSrv   *http.Server
+	adminLn   net.Listener // operators on this machine
+	adminSrv  *http.Server
 
 	readyTerm atomic.Uint64 // term in which a leader barrier completed
 	readyMu   sync.Mutex
@@ -430,10 +433,11 @@ func (n *Node) listen() error {
 // policy for that listener.
 func (n *Node) serveHTTP() {
 	api := n.routes()
+	n.publicAPI = n.guard(publicListener, api)
 	if n.cfg.PublicTLS != nil {
-		n.httpSrv = n.serve(n.httpLn, n.guard(publicListener, api), n.cfg.PublicTLS)
+		n.httpSrv = n.serve(n.httpLn, n.publicAPI, n.cfg.PublicTLS)
 	} else {
-		n.httpSrv = n.serve(n.httpLn, h2c.NewHandler(n.guard(publicListener, api), &http2.Server{}), nil)
+		n.httpSrv = n.serve(n.httpLn, h2c.NewHandler(n.publicAPI, &http2.Server{}), nil)
 	}
 	if n.peerLn != nil {
 		n.peerSrv = n.serve(n.peerLn, n.guard(peerListener, api), n.cfg.TLS.ServerConfig())

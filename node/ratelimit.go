@@ -206,9 +206,11 @@ func newRateLimiter(cfg RateLimits, m *metrics) *rateLimiter {
 // request is served. If the caller is over its budget (or too many queries
 // wait), admit writes the refusal (ResourceExhausted / 429 with
 // Retry-After) and returns ok false. A nil limiter (limits off) admits
-// everything.
+// everything. Health checks are not limited, nor are the pages' static
+// assets and the API calls a page makes in-process for a page view that
+// was admitted (pages.go).
 func (rl *rateLimiter) admit(l listener, id auth.Identity, w http.ResponseWriter, r *http.Request) (done func(), ok bool) {
-	if rl == nil || l == adminListener || isHealthPath(r.URL.Path) {
+	if rl == nil || l == adminListener || isHealthPath(r.URL.Path) || isPageAsset(r) {
 		return noop, true
 	}
 	var (

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"fmt"
 	"net/http"
 	"net/http/pprof"
 
@@ -10,6 +9,7 @@ import (
 	"connectrpc.com/grpcreflect"
 
 	"github.com/verbund/verbund/node/connecterr"
+	"github.com/verbund/verbund/node/web"
 	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
 	"github.com/verbund/verbund/proto/gen/verbund/node/v1/nodev1connect"
 	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
@@ -18,7 +18,7 @@ import (
 // routes builds the API handler served on the public and the peer
 // listener (each behind its access policy, access.go): one handler per
 // Connect service (which also speak gRPC and gRPC-Web; api_*.go), gRPC
-// health, server reflection and the index page.
+// health, server reflection and the web pages (pages.go).
 func (n *Node) routes() http.Handler {
 	mux := http.NewServeMux()
 	opts := []connect.HandlerOption{
@@ -47,7 +47,16 @@ func (n *Node) routes() http.Handler {
 	)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.HandleFunc("GET /{$}", n.indexPage)
+	pages, err := n.pagesHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.publicAPI.ServeHTTP(w, r) // set by serveHTTP before any request
+	}))
+	if err != nil {
+		panic(err) // the embedded templates are parsed by every test of node/web
+	}
+	mux.Handle("/{$}", pages) // pages.go
+	for _, p := range web.Prefixes {
+		mux.Handle(p, pages)
+	}
 	mux.HandleFunc("GET "+SnapshotPath, n.serveSnapshot)             // backup.go
 	mux.HandleFunc("GET "+HandoverBackupPath, n.serveHandoverBackup) // backup.go
 	mux.HandleFunc("GET /healthz", n.healthz)                        // health.go
@@ -66,10 +75,4 @@ func (n *Node) adminRoutes() http.Handler {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
-}
-
-func (n *Node) indexPage(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintf(w, "Verbund node %s (organisation %s), version %s\n\nConnect/gRPC/gRPC-Web API at %s\nServices: %s, %s, %s\nApplied Raft index: %d\n",
-		n.cfg.NodeID, n.cfg.OrgID, Version, n.APIURL(), registryv1connect.PublishServiceName, registryv1connect.QueryServiceName, nodev1connect.NodeServiceName, n.state.AppliedIndex())
 }

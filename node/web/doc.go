@@ -1,0 +1,21 @@
+// Package web holds the node's web pages: the citizen portal, the clerk's
+// inbox and the agency console, server-rendered in German with the KERN UX
+// design system (static/kern, copied from npm by scripts/web-assets.sh and
+// embedded), working without JavaScript where the flow allows it.
+//
+// The pages read and write only through the node's Connect API, called
+// in-process (inproc.go) with the visitor's source address and, for staff,
+// the bearer token of their session: the node's access policy and rate
+// limits apply to a page exactly as to the command line.
+//
+// One file per job:
+//
+//	server.go          Config, New, the handler: routes, security headers (CSP), errors
+//	render.go          templates (templates/*.html), the page frame
+//	csrf.go            CSRF tokens for every form (double submit, SameSite cookies)
+//	session.go         staff sessions: sign-in, the token cookie, who is signed in
+//	inproc.go          the in-process transport to the node's API and the clients
+//	static.go          embedded assets (KERN UX, fonts, our CSS and script)
+//	routes_citizen.go  the citizen portal and the legal pages
+//	routes_staff.go    the clerk's inbox and the agency console
+package web

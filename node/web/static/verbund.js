@@ -1,0 +1,2 @@
+// Verbund: light progressive enhancement. Every page works without it.
+"use strict";
