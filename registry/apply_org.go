@@ -159,6 +159,7 @@ func (a *applyCtx) writeOrg(old, n *registryv1.Organisation) error {
 			a.st.del(agsKey(old.GetAgs()))
 		}
 		a.st.del(orgNameKey(textsearch.Fold(old.GetName()), old.GetId()))
+		delPlaceKeys(a.st, old)
 		for _, pk := range old.GetKeys() {
 			a.st.del(kidKey(pk.GetKid()))
 		}
@@ -167,6 +168,7 @@ func (a *applyCtx) writeOrg(old, n *registryv1.Organisation) error {
 		a.st.set(agsKey(n.GetAgs()), []byte(n.GetId()))
 	}
 	a.st.set(orgNameKey(textsearch.Fold(n.GetName()), n.GetId()), nil)
+	setPlaceKeys(a.st, n)
 	for _, pk := range n.GetKeys() {
 		a.st.set(kidKey(pk.GetKid()), []byte(n.GetId()))
 	}

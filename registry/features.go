@@ -54,6 +54,9 @@ var (
 		"recover_keys":           1,
 		"put_authorisation":      1,
 		"withdraw_authorisation": 1,
+		// Level 2 (issue 10): "what comes next" relations as registry data.
+		"put_next_steps":    2,
+		"delete_next_steps": 2,
 	}
 )
 
@@ -101,7 +104,7 @@ func SupportedFeatureLevel() uint32 {
 
 // SetKindLevelForTest registers kind at level and returns a function that
 // restores the table. Only for tests that need a kind of a level above the
-// released ones (there is none yet); never call it in production code: every
+// released ones; never call it in production code: every
 // replica must use the same table.
 func SetKindLevelForTest(kind string, level uint32) (restore func()) {
 	levelsMu.Lock()

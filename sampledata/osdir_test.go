@@ -1,0 +1,5 @@
+package sampledata
+
+import "os"
+
+func osMkdirTemp() (string, error) { return os.MkdirTemp("", "verbund-sampledata-") }
