@@ -51,8 +51,7 @@ func (r *Reader) Coverage(leika, state string) (*Coverage, error) {
 		res.Service = svc
 		// The provider index of the service, by area prefix.
 		byArea := map[string][]string{}
-		pp := providerPrefix(leika, "")
-		scanKeys(st.txn, pp, func(rest []byte) bool {
+		scanKeys(st.txn, k(pProvider, leika, "/"), func(rest []byte) bool {
 			s := string(rest)
 			if i := strings.IndexByte(s, '/'); i >= 0 {
 				byArea[s[:i]] = append(byArea[s[:i]], s[i+1:])
