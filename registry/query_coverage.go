@@ -32,7 +32,9 @@ type Coverage struct {
 // Coverage answers "which municipalities of state have a provider for
 // service leika": every organisation of kind MUNICIPALITY with that state
 // code, in ARS order, with the provider FindProviders would rank first for
-// it. It reads the service's provider index once for all municipalities.
+// it (unincorporated areas without inhabitants are left out, see
+// uninhabitedArea). It reads the service's provider index once for all
+// municipalities.
 func (r *Reader) Coverage(leika, state string) (*Coverage, error) {
 	if !ValidLeiKa(leika) {
 		return nil, invalid("LeiKa key %q must match ^99\\d{12}$", leika)
@@ -70,7 +72,7 @@ func (r *Reader) Coverage(leika, state string) (*Coverage, error) {
 			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, o) }); err != nil {
 				return err
 			}
-			if o.GetKind() != kindMunicipality || o.GetStateCode() != state || !ValidARS(o.GetArs()) {
+			if o.GetKind() != kindMunicipality || o.GetStateCode() != state || !ValidARS(o.GetArs()) || uninhabitedArea(o) {
 				continue
 			}
 			row := CoverageRow{Municipality: o}
@@ -99,6 +101,16 @@ func (r *Reader) Coverage(leika, state string) (*Coverage, error) {
 	}
 	res.Index = idx
 	return res, nil
+}
+
+// uninhabitedArea reports whether o is an unincorporated area without
+// inhabitants (gemeindefreies Gebiet: a forest, lake or military training
+// area; its ARS has a 9 where the municipal association begins, and the
+// register gives it no population). The register lists 208 of them among
+// its 11,004 entries (174 in Bayern); nobody there needs a service, so
+// coverage leaves them out. Inhabited ones (Lohheide, Osterheide) stay.
+func uninhabitedArea(o *registryv1.Organisation) bool {
+	return o.GetPopulation() == 0 && len(o.GetArs()) == 12 && o.GetArs()[5] == '9'
 }
 
 // offersOnline reports whether an offering has an online channel.

@@ -174,6 +174,12 @@ func TestCoverage(t *testing.T) {
 	w := newWorld(t)
 	w.addMunicipality("091870126333", "Drittdorf", 47.95, 12.25)
 	w.addMunicipality("081110000000", "Stuttgart", 48.78, 9.18) // another state
+	// An uninhabited unincorporated area (gemeindefreies Gebiet) is left
+	// out; an inhabited one stays.
+	w.addMunicipality("091879101101", "Musterforst", 47.9, 12.1)
+	inhabited := w.addMunicipality("091879102102", "Musterbezirk, gemfr. Bezirk", 47.9, 12.1).clone()
+	inhabited.Population = 764
+	w.mustApply(w.signed(w.stateAgency("09"), mPutOrg(inhabited)))
 	own := w.addOffering(w.muni, leikaGewerbe, arsMuni)
 	w.addOffering(w.ssc, leikaGewerbe, arsMuni, arsMuni2)
 	c, err := w.r.Coverage(leikaGewerbe, "09")
@@ -196,10 +202,10 @@ func TestCoverage(t *testing.T) {
 		rows = append(rows, s)
 	}
 	sscOff := w.ssc.id() + ":" + leikaGewerbe
-	if want := []string{arsMuni + ":" + own.GetId(), "091870126222:" + sscOff, "091870126333:"}; !slices.Equal(rows, want) {
+	if want := []string{arsMuni + ":" + own.GetId(), "091870126222:" + sscOff, "091870126333:", "091879102102:"}; !slices.Equal(rows, want) {
 		t.Fatalf("rows %v, want %v", rows, want)
 	}
-	if c.Covered != 2 || len(c.Rows) != 3 {
+	if c.Covered != 2 || len(c.Rows) != 4 {
 		t.Fatalf("covered %d of %d", c.Covered, len(c.Rows))
 	}
 	if _, err := w.r.Coverage(leikaGewerbe, "9"); !errors.Is(err, ErrInvalidArgument) {

@@ -2,7 +2,7 @@ package sampledata
 
 import (
 	"context"
-	"slices"
+
 	"sort"
 	"sync"
 	"testing"
@@ -94,5 +94,3 @@ func ids(os []*registryv1.Organisation) []string {
 	}
 	return out
 }
-
-var _ = slices.Contains[[]string]
