@@ -253,9 +253,9 @@ func TestQueryCommands(t *testing.T) {
 		},
 		{
 			name:     "providers bad area",
-			args:     []string{"providers", "--service", "99115005000000", "--area", "0916"},
+			args:     []string{"providers", "--service", "99115005000000", "--area", "0916123"},
 			wantCode: 2,
-			stderr:   []string{`--area "0916": want a 12-digit ARS or an 8-digit AGS`},
+			stderr:   []string{`--area "0916123": want a 12-digit ARS, an 8-digit AGS, a postcode or a municipality's name`},
 		},
 		{
 			name:     "providers unknown service",

@@ -19,7 +19,7 @@ import (
 // The FSM keeps three indexes of every organisation (writeOrg): x/ow/
 // <word>\x00<id> for each folded word of its name (textsearch.Fold: case,
 // accents and umlauts folded, "Muenchen" = "München" = "munchen"),
-// x/pc/<postal code>\x00<id>, and x/oe/<main name>\x00<id> (placeName:
+// x/pc/<postal code>\x00<id>, and x/oe/<main name>\x00<id> (PlaceName:
 // the folded name before the register's designation) for exact matches.
 // The value of the first two, placeMeta, holds what the ranking needs
 // (kind, state, population), so a query ranks its candidates from the
@@ -50,10 +50,10 @@ func isPlaceRune(r rune) bool {
 	return ('a' <= r && r <= 'z') || ('0' <= r && r <= '9') || r >= 0x80
 }
 
-// placeName is the folded main name for exact matches: the name up to its
+// PlaceName is the folded main name for exact matches: the name up to its
 // first comma (the register appends the designation: "München,
 // Landeshauptstadt", "Aachen, Stadt"), its words joined by one space.
-func placeName(name string) string {
+func PlaceName(name string) string {
 	if i := strings.IndexByte(name, ','); i >= 0 {
 		name = name[:i]
 	}
@@ -62,7 +62,7 @@ func placeName(name string) string {
 
 func setPlaceKeys(st *stage, o *registryv1.Organisation) {
 	meta := placeMeta(o)
-	if n := placeName(o.GetName()); n != "" {
+	if n := PlaceName(o.GetName()); n != "" {
 		st.set(placeNameKey(n, o.GetId()), nil)
 	}
 	for _, w := range placeWords(o.GetName()) {
@@ -74,7 +74,7 @@ func setPlaceKeys(st *stage, o *registryv1.Organisation) {
 }
 
 func delPlaceKeys(st *stage, o *registryv1.Organisation) {
-	if n := placeName(o.GetName()); n != "" {
+	if n := PlaceName(o.GetName()); n != "" {
 		st.del(placeNameKey(n, o.GetId()))
 	}
 	for _, w := range placeWords(o.GetName()) {
@@ -164,7 +164,7 @@ func (r *Reader) SearchPlaces(query string, f OrgFilter) ([]*registryv1.Organisa
 			}
 		}
 		// Exact names: the main name (before the designation).
-		if n := placeName(query); !postcode && n != "" {
+		if n := PlaceName(query); !postcode && n != "" {
 			scanKeys(st.txn, placeNameKey(n, ""), func(rest []byte) bool {
 				if c := cands[string(rest)]; c != nil {
 					c.exact = true
