@@ -611,7 +611,7 @@ func TestVersion(t *testing.T) {
 		want []string
 		not  []string
 	}{
-		{name: "no build info", bi: nil, want: []string{"verbund 1.2.3 Go: " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH, "Feature level: 1"}, not: []string{"Revision", "Module"}},
+		{name: "no build info", bi: nil, want: []string{"verbund 1.2.3 Go: " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH, "Feature level: 2"}, not: []string{"Revision", "Module"}},
 		{
 			name: "git checkout",
 			bi: &debug.BuildInfo{GoVersion: "go1.99.1", Main: debug.Module{Path: "github.com/verbund/verbund", Version: "(devel)"}, Settings: []debug.BuildSetting{

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/binary"
+	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
 
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 	"github.com/verbund/verbund/registry/textsearch"
@@ -24,6 +26,29 @@ import (
 // The value of the first two, placeMeta, holds what the ranking needs
 // (kind, state, population), so a query ranks its candidates from the
 // index scans alone and loads only the records it returns.
+
+// PlaceIndexLevel is the cluster feature level that brings the place
+// index. Below it no replica writes the index (a replica of the previous
+// version would not, and every replica's state must be the same); the log
+// entry that raises the level builds it for every organisation stored
+// (buildPlaceIndex), and from then on writeOrg maintains it. SearchPlaces
+// refuses with ErrFeatureLevel below it.
+const PlaceIndexLevel uint32 = 2
+
+// buildPlaceIndex writes the place index of every stored organisation:
+// deterministic, a function of the state alone, in key order.
+func buildPlaceIndex(st *stage) error {
+	it := st.txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pOrg), PrefetchValues: true, PrefetchSize: 256})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		o := &registryv1.Organisation{}
+		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, o) }); err != nil {
+			return err
+		}
+		setPlaceKeys(st, o)
+	}
+	return nil
+}
 
 // placeMeta is the value of a place index key: kind (1 byte), state code
 // (2 bytes, "  " if none), population (8 bytes big-endian).
@@ -128,6 +153,11 @@ func (r *Reader) SearchPlaces(query string, f OrgFilter) ([]*registryv1.Organisa
 	postcode := len(words) == 1 && strings.Trim(words[0], "0123456789") == "" && len(words[0]) <= 5
 	var out []*registryv1.Organisation
 	idx, err := r.view(func(st *stage) error {
+		if level, err := featureLevel(st); err != nil {
+			return err
+		} else if level < PlaceIndexLevel {
+			return fmt.Errorf("%w: place search needs cluster feature level %d, the cluster is at %d (a server of an older version is still in the cluster)", ErrFeatureLevel, PlaceIndexLevel, level)
+		}
 		cands := map[string]*placeCand{}
 		scan := func(prefix []byte, round int) {
 			it := st.txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})

@@ -1,7 +1,9 @@
 package registry
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -34,6 +36,15 @@ func placeWorld(t *testing.T) *world {
 	add("091730112112", kindMunicipality, "Bad Tölz, St", "83646", 19155)
 	add("064360001001", kindMunicipality, "Bad Soden am Taunus, Stadt", "65812", 22855)
 	add("081110000000", kindMunicipality, "Stuttgart, Landeshauptstadt", "70173", 635911)
+	// Below level 2 there is no place index; the entry that raises the
+	// level builds it for the organisations stored so far.
+	if _, _, err := w.r.SearchPlaces("Augsburg", OrgFilter{}); !errors.Is(err, ErrFeatureLevel) {
+		t.Fatalf("place search at level 1: %v, want ErrFeatureLevel", err)
+	}
+	if n := len(keysWithPrefix(dumpState(t, w.db), pPlaceWord)); n != 0 {
+		t.Fatalf("%d place index keys at level 1", n)
+	}
+	w.applyLog(raiseLog(t, w.harness, PlaceIndexLevel))
 	return w
 }
 
@@ -95,11 +106,22 @@ func TestSearchPlacesFollowsChanges(t *testing.T) {
 	rec = proto.Clone(rec).(*registryv1.Organisation)
 	rec.Name, rec.PostalCode = "Neusäß, St", "86356"
 	w.mustApply(w.signed(w.stateAgency("09"), mPutOrg(rec)))
-	for q, want := range map[string]int{"gersthofen": 0, "neusass": 1, "86368": 0, "86356": 1} {
+	w.onboard(&registryv1.Organisation{Id: "097720130130", Kind: kindMunicipality, Name: "Gessertshausen", StateCode: "09", Ars: "097720130130", Ags: "09772130", PostalCode: "86459", Population: 4200})
+	for q, want := range map[string]int{"gersthofen": 0, "neusass": 1, "86368": 0, "86356": 1, "gessert": 1, "86459": 1} {
 		got, _, err := w.r.SearchPlaces(q, OrgFilter{})
 		if err != nil || len(got) != want {
 			t.Errorf("SearchPlaces(%q) = %d results, %v; want %d", q, len(got), err, want)
 		}
+	}
+	// Replicas that applied the same log (the backfill included) agree,
+	// and so does one restored from a snapshot.
+	w.fork()
+	dst := newHarness(t)
+	if err := dst.fsm.Restore(io.NopCloser(bytes.NewReader(takeSnapshot(t, w.fsm)))); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := dst.r.SearchPlaces("neusass", OrgFilter{}); err != nil || len(got) != 1 {
+		t.Fatalf("after restore: %v, %v", got, err)
 	}
 }
 
