@@ -259,19 +259,16 @@ func (r *Reader) Search(text, lifeSituation string, limit int) (*SearchResult, e
 	idx, err := r.view(func(st *stage) error {
 		var allowed map[string]bool
 		if lifeSituation != "" {
-			folded := textsearch.Fold(lifeSituation)
-			if ok, err := st.has(lifeNameKey(folded)); err != nil {
-				return err
-			} else if !ok {
+			allowed = map[string]bool{}
+			scanKeys(st.txn, lifePrefix(textsearch.Fold(lifeSituation)), func(rest []byte) bool {
+				allowed[string(rest)] = true
+				return true
+			})
+			if len(allowed) == 0 { // unknown, or no service left in it
 				var err error
 				res.ValidLifeSituations, err = lifeSituations(st)
 				return err
 			}
-			allowed = map[string]bool{}
-			scanKeys(st.txn, lifePrefix(folded), func(rest []byte) bool {
-				allowed[string(rest)] = true
-				return true
-			})
 		}
 		matches := map[string][]textsearch.TermMatch{}
 		if len(terms) == 0 {
