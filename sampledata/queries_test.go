@@ -2,6 +2,7 @@ package sampledata
 
 import (
 	"context"
+	"os"
 
 	"sort"
 	"sync"
@@ -23,7 +24,20 @@ var (
 	fullReader *registry.Reader
 	fullErr    error
 	fullDir    string
+	fullDB     *badger.DB
 )
+
+// TestMain removes the shared full registry after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if fullDB != nil {
+		_ = fullDB.Close()
+	}
+	if fullDir != "" {
+		_ = os.RemoveAll(fullDir)
+	}
+	os.Exit(code)
+}
 
 // fullRegistry imports the whole sample data once per test binary into a
 // registry FSM (genesis, feature level raised as a leader would) and
@@ -31,7 +45,7 @@ var (
 func fullRegistry(t *testing.T) *registry.Reader {
 	t.Helper()
 	fullOnce.Do(func() {
-		fullDir, fullErr = osMkdirTemp()
+		fullDir, fullErr = os.MkdirTemp("", "verbund-sampledata-")
 		if fullErr != nil {
 			return
 		}
@@ -40,6 +54,7 @@ func fullRegistry(t *testing.T) *registry.Reader {
 		if fullErr != nil {
 			return
 		}
+		fullDB = db
 		var fsm *registry.FSM
 		if fsm, fullErr = registry.NewFSM(db, registry.DefaultFSMConfig()); fullErr != nil {
 			return
