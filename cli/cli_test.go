@@ -253,9 +253,9 @@ func TestQueryCommands(t *testing.T) {
 		},
 		{
 			name:     "providers bad area",
-			args:     []string{"providers", "--service", "99115005000000", "--area", "0916"},
+			args:     []string{"providers", "--service", "99115005000000", "--area", "0916123"},
 			wantCode: 2,
-			stderr:   []string{`--area "0916": want a 12-digit ARS or an 8-digit AGS`},
+			stderr:   []string{`--area "0916123": want a 12-digit ARS, an 8-digit AGS, a postcode or a municipality's name`},
 		},
 		{
 			name:     "providers unknown service",
@@ -611,7 +611,7 @@ func TestVersion(t *testing.T) {
 		want []string
 		not  []string
 	}{
-		{name: "no build info", bi: nil, want: []string{"verbund 1.2.3 Go: " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH, "Feature level: 1"}, not: []string{"Revision", "Module"}},
+		{name: "no build info", bi: nil, want: []string{"verbund 1.2.3 Go: " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH, "Feature level: 2"}, not: []string{"Revision", "Module"}},
 		{
 			name: "git checkout",
 			bi: &debug.BuildInfo{GoVersion: "go1.99.1", Main: debug.Module{Path: "github.com/verbund/verbund", Version: "(devel)"}, Settings: []debug.BuildSetting{

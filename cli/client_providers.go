@@ -29,7 +29,7 @@ func offeringsCommand() Command {
 	})
 }
 
-const providersSynopsis = "providers --service LEIKA --area ARS|AGS [--verify] [flags]"
+const providersSynopsis = "providers --service LEIKA --area ARS|AGS|NAME|POSTCODE [--verify] [flags]"
 
 func providers(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet(providersSynopsis,
@@ -44,7 +44,7 @@ func providers(ctx context.Context, env *Env, args []string) error {
 	var verify bool
 	fs.BoolVar(&verify, "verify", false, "ask for and check each provider's proof of responsibility")
 	fs.StringVar(&service, "service", "", "14-digit LeiKa `key` of the service")
-	fs.StringVar(&area, "area", "", "the citizen's area: 12-digit `ARS` or 8-digit AGS")
+	fs.StringVar(&area, "area", "", "the citizen's municipality: 12-digit `ARS`, 8-digit AGS, name (\"Augsburg\") or postcode")
 	fs.UintVar(&limit, "limit", 0, "at most `n` providers (server default 10, at most 100)")
 	fs.check(func() error {
 		switch {
@@ -52,18 +52,18 @@ func providers(ctx context.Context, env *Env, args []string) error {
 			return fmt.Errorf("--service is required")
 		case !registry.ValidLeiKa(service):
 			return fmt.Errorf("--service %q: want a 14-digit LeiKa key starting with 99", service)
-		case area == "":
-			return fmt.Errorf("--area is required")
-		case !registry.ValidARS(area) && !registry.ValidAGS(area):
-			return fmt.Errorf("--area %q: want a 12-digit ARS or an 8-digit AGS", area)
 		}
-		return nil
+		return checkAreaFlag(area)
 	})
 	if _, err := fs.parse(env, args, 0, 0, ""); err != nil {
 		return err
 	}
 	ctx, cancel := o.context(ctx)
 	defer cancel()
+	area, err := resolveArea(ctx, o, area)
+	if err != nil {
+		return err
+	}
 	resp, err := o.query().FindProviders(ctx, connect.NewRequest(&registryv1.FindProvidersRequest{
 		LeikaKey: service, Area: area, Limit: uint32(min(limit, 1<<31)), Read: o.read(), IncludeProof: verify,
 	}))

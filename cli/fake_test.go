@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,7 @@ type fake struct {
 	index        uint64
 	reads        []*registryv1.ReadOptions // ReadOptions of every query, in order
 	listReqs     []*registryv1.ListOrganisationsRequest
+	areas        []string // FindProviders areas, in order
 }
 
 var (
@@ -179,6 +181,9 @@ func (f *fake) ListOrganisations(_ context.Context, req *connect.Request[registr
 	m := req.Msg
 	var match []*registryv1.Organisation
 	for _, o := range testOrgs {
+		if q := m.GetQuery(); q != "" && !fakePlaceMatch(o, q) {
+			continue
+		}
 		if (m.GetKind() == 0 || o.GetKind() == m.GetKind()) &&
 			(m.GetStateCode() == "" || o.GetStateCode() == m.GetStateCode()) &&
 			strings.HasPrefix(strings.ToLower(o.GetName()), strings.ToLower(m.GetNamePrefix())) &&
@@ -245,8 +250,27 @@ func containsFold(xs []string, s string) bool {
 	return false
 }
 
+// fakePlaceMatch is a simple stand-in for the registry's place search:
+// a postcode prefix, or every query word starts a word of the name
+// (lower-cased, no umlaut folding).
+func fakePlaceMatch(o *registryv1.Organisation, q string) bool {
+	if strings.Trim(q, "0123456789") == "" {
+		return strings.HasPrefix(o.GetPostalCode(), q)
+	}
+	words := strings.Fields(strings.ToLower(o.GetName()))
+	for _, w := range strings.Fields(strings.ToLower(q)) {
+		if !slices.ContainsFunc(words, func(n string) bool { return strings.HasPrefix(n, w) }) {
+			return false
+		}
+	}
+	return true
+}
+
 func (f *fake) FindProviders(_ context.Context, req *connect.Request[registryv1.FindProvidersRequest]) (*connect.Response[registryv1.FindProvidersResponse], error) {
 	ri := f.readInfo(req.Msg.GetRead())
+	f.mu.Lock()
+	f.areas = append(f.areas, req.Msg.GetArea())
+	f.mu.Unlock()
 	if req.Msg.GetLeikaKey() != "99115005000000" {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("service %s not found", req.Msg.GetLeikaKey()))
 	}

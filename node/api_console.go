@@ -35,7 +35,7 @@ func (n *Node) mutationRole(m *registryv1.Mutation) (nodev1.Role, error) {
 		}
 		return nodev1.Role_ROLE_APPROVER, nil
 	case *registryv1.Mutation_RequestJoin, *registryv1.Mutation_PutOffering, *registryv1.Mutation_DeleteOffering,
-		*registryv1.Mutation_PutService:
+		*registryv1.Mutation_PutService, *registryv1.Mutation_PutNextSteps, *registryv1.Mutation_DeleteNextSteps:
 		return nodev1.Role_ROLE_PUBLISHER, nil
 	case *registryv1.Mutation_ChangeStatus, *registryv1.Mutation_RecoverKeys, *registryv1.Mutation_PutAuthorisation,
 		*registryv1.Mutation_WithdrawAuthorisation:

@@ -2,7 +2,7 @@ package node
 
 import (
 	"context"
-	"errors"
+	"slices"
 
 	"connectrpc.com/connect"
 
@@ -37,10 +37,18 @@ func (a queryAPI) ListOrganisations(ctx context.Context, req *connect.Request[re
 		return nil, err
 	}
 	m := req.Msg
-	orgs, next, idx, err := a.n.reader.ListOrganisations(registry.OrgFilter{
+	f := registry.OrgFilter{
 		Kind: m.GetKind(), StateCode: m.GetStateCode(), NamePrefix: m.GetNamePrefix(),
 		ARSPrefix: m.GetArsPrefix(), PageSize: int(m.GetPageSize()), PageToken: m.GetPageToken(),
-	})
+	}
+	if m.GetQuery() != "" {
+		orgs, idx, err := a.n.reader.SearchPlaces(m.GetQuery(), f)
+		if err != nil {
+			return nil, err
+		}
+		return connect.NewResponse(&registryv1.ListOrganisationsResponse{Organisations: orgs, Read: a.n.readInfo(idx, lin)}), nil
+	}
+	orgs, next, idx, err := a.n.reader.ListOrganisations(f)
 	if err != nil {
 		return nil, err
 	}
@@ -64,13 +72,16 @@ func (a queryAPI) SearchServices(ctx context.Context, req *connect.Request[regis
 	if err != nil {
 		return nil, err
 	}
-	hits, idx, err := a.n.reader.SearchServices(req.Msg.GetText(), req.Msg.GetLifeSituation(), int(req.Msg.GetLimit()))
+	res, err := a.n.reader.Search(req.Msg.GetText(), req.Msg.GetLifeSituation(), int(req.Msg.GetLimit()))
 	if err != nil {
 		return nil, err
 	}
-	out := &registryv1.SearchServicesResponse{Read: a.n.readInfo(idx, lin)}
-	for _, h := range hits {
-		out.Hits = append(out.Hits, &registryv1.ServiceHit{Service: h.Service, Score: h.Score})
+	out := &registryv1.SearchServicesResponse{Read: a.n.readInfo(res.Index, lin)}
+	for _, h := range res.Hits {
+		out.Hits = append(out.Hits, &registryv1.ServiceHit{Service: h.Service, Score: h.Score, Distinction: h.Distinction})
+	}
+	for _, l := range res.ValidLifeSituations {
+		out.ValidLifeSituations = append(out.ValidLifeSituations, &registryv1.LifeSituation{Name: l.Name, ServiceCount: uint32(l.Services)})
 	}
 	return connect.NewResponse(out), nil
 }
@@ -177,12 +188,43 @@ func (a queryAPI) GetCommand(ctx context.Context, req *connect.Request[registryv
 	return connect.NewResponse(&registryv1.GetCommandResponse{SignedCommand: jws, Index: at, Read: a.n.readInfo(idx, lin)}), nil
 }
 
-// ListNextSteps is implemented with the registry's next-steps records (issue 10).
-func (queryAPI) ListNextSteps(context.Context, *connect.Request[registryv1.ListNextStepsRequest]) (*connect.Response[registryv1.ListNextStepsResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("next steps are not implemented yet"))
+func (a queryAPI) ListNextSteps(ctx context.Context, req *connect.Request[registryv1.ListNextStepsRequest]) (*connect.Response[registryv1.ListNextStepsResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	ns, idx, err := a.n.reader.ListNextSteps(req.Msg.GetTriggerLeikaKey(), req.Msg.GetLifeSituation(), req.Msg.GetArea())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&registryv1.ListNextStepsResponse{NextSteps: ns, Read: a.n.readInfo(idx, lin)}), nil
 }
 
-// GetCoverage is implemented with the registry's coverage query (issue 10).
-func (queryAPI) GetCoverage(context.Context, *connect.Request[registryv1.GetCoverageRequest]) (*connect.Response[registryv1.GetCoverageResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("coverage is not implemented yet"))
+func (a queryAPI) GetCoverage(ctx context.Context, req *connect.Request[registryv1.GetCoverageRequest]) (*connect.Response[registryv1.GetCoverageResponse], error) {
+	lin, err := a.n.readBarrier(ctx, req.Msg.GetRead())
+	if err != nil {
+		return nil, err
+	}
+	c, err := a.n.reader.Coverage(req.Msg.GetLeikaKey(), req.Msg.GetStateCode())
+	if err != nil {
+		return nil, err
+	}
+	out := &registryv1.GetCoverageResponse{
+		Service: c.Service, Municipalities: uint32(len(c.Rows)), Covered: uint32(c.Covered), Online: uint32(c.Online),
+		Read: a.n.readInfo(c.Index, lin),
+	}
+	out.Rows = make([]*registryv1.CoverageRow, 0, len(c.Rows))
+	for _, r := range c.Rows {
+		m := r.Municipality
+		row := &registryv1.CoverageRow{Ars: m.GetArs(), Name: m.GetName(), Location: m.GetLocation()}
+		if p := r.Best; p != nil {
+			row.ProviderId = p.GetOrganisation().GetId()
+			row.ProviderName = p.GetOrganisation().GetName()
+			row.Match = p.GetMatch()
+			row.Channels = registry.ChannelKinds(p.GetOffering())
+			row.Online = slices.Contains(row.Channels, registryv1.ChannelKind_CHANNEL_KIND_ONLINE)
+		}
+		out.Rows = append(out.Rows, row)
+	}
+	return connect.NewResponse(out), nil
 }

@@ -296,6 +296,11 @@ func TestNewMemberReceivesFullRegistry(t *testing.T) {
 	if n != 11004 {
 		t.Fatalf("member has %d municipalities, want 11004", n)
 	}
+	// The place index (feature level 2) came with the state.
+	if places, _, err := c.Nodes[i].Node().Reader().SearchPlaces("augsburg", registry.OrgFilter{Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY}); err != nil ||
+		len(places) == 0 || places[0].GetId() != "097610000000" {
+		t.Fatalf("member's place search for Augsburg: %v, %v", places, err)
+	}
 	p, err := c.Nodes[i].Node().Reader().FindProviders("99050012104000", "091620000000", 5)
 	if err != nil || len(p.Matches) == 0 {
 		t.Fatalf("member FindProviders: %v %v", p, err)

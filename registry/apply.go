@@ -117,6 +117,10 @@ func (a *applyCtx) apply(m *registryv1.Mutation) error {
 		return a.putAuthorisation(op.PutAuthorisation, m.GetPrecondition())
 	case *registryv1.Mutation_WithdrawAuthorisation:
 		return a.withdrawAuthorisation(op.WithdrawAuthorisation, m.GetPrecondition())
+	case *registryv1.Mutation_PutNextSteps:
+		return a.putNextSteps(op.PutNextSteps, m.GetPrecondition())
+	case *registryv1.Mutation_DeleteNextSteps:
+		return a.deleteNextSteps(op.DeleteNextSteps, m.GetPrecondition())
 	default:
 		return invalid("unknown mutation %T", op)
 	}

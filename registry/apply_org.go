@@ -154,11 +154,19 @@ func (a *applyCtx) writeOrg(old, n *registryv1.Organisation) error {
 		return nil
 	}
 	n.Revision, n.UpdatedAtUnixMs, n.UpdatedBy = a.nextRevision(), a.cmd.GetIssuedAtUnixMs(), a.cmd.GetIssuer()
+	level, err := featureLevel(a.st)
+	if err != nil {
+		return err
+	}
+	places := level >= PlaceIndexLevel
 	if exists {
 		if old.GetAgs() != "" {
 			a.st.del(agsKey(old.GetAgs()))
 		}
 		a.st.del(orgNameKey(textsearch.Fold(old.GetName()), old.GetId()))
+		if places {
+			delPlaceKeys(a.st, old)
+		}
 		for _, pk := range old.GetKeys() {
 			a.st.del(kidKey(pk.GetKid()))
 		}
@@ -167,6 +175,9 @@ func (a *applyCtx) writeOrg(old, n *registryv1.Organisation) error {
 		a.st.set(agsKey(n.GetAgs()), []byte(n.GetId()))
 	}
 	a.st.set(orgNameKey(textsearch.Fold(n.GetName()), n.GetId()), nil)
+	if places {
+		setPlaceKeys(a.st, n)
+	}
 	for _, pk := range n.GetKeys() {
 		a.st.set(kidKey(pk.GetKid()), []byte(n.GetId()))
 	}

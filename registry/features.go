@@ -54,6 +54,10 @@ var (
 		"recover_keys":           1,
 		"put_authorisation":      1,
 		"withdraw_authorisation": 1,
+		// Level 2 (issue 10): "what comes next" relations as registry data
+		// (and the place index, see PlaceIndexLevel).
+		"put_next_steps":    2,
+		"delete_next_steps": 2,
 	}
 )
 
@@ -101,7 +105,7 @@ func SupportedFeatureLevel() uint32 {
 
 // SetKindLevelForTest registers kind at level and returns a function that
 // restores the table. Only for tests that need a kind of a level above the
-// released ones (there is none yet); never call it in production code: every
+// released ones; never call it in production code: every
 // replica must use the same table.
 func SetKindLevelForTest(kind string, level uint32) (restore func()) {
 	levelsMu.Lock()
@@ -170,6 +174,11 @@ func (f *FSM) raiseFeatureLevel(st *stage, index uint64, level uint32) {
 		return
 	}
 	st.set([]byte(keyFeatureLevel), u64(uint64(level)))
+	if cur < PlaceIndexLevel && level >= PlaceIndexLevel {
+		if err := buildPlaceIndex(st); err != nil {
+			f.fatal(err)
+		}
+	}
 	f.log.Info("cluster feature level raised", "index", index, "from", cur, "to", level)
 }
 

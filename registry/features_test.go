@@ -31,8 +31,9 @@ func TestKindTableCoversEveryMutation(t *testing.T) {
 			t.Errorf("mutation kind %q has no feature level in kindLevels (every kind must name the level it needs)", name)
 		}
 	}
-	if got := SupportedFeatureLevel(); got != BaseFeatureLevel {
-		t.Fatalf("SupportedFeatureLevel = %d, want %d (no kind above level 1 is released)", got, BaseFeatureLevel)
+	// Level 2 brought put_next_steps and delete_next_steps (issue 10).
+	if got := SupportedFeatureLevel(); got != 2 {
+		t.Fatalf("SupportedFeatureLevel = %d, want 2 (the next-steps kinds are the highest released)", got)
 	}
 }
 

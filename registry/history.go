@@ -58,7 +58,7 @@ func recordCommand(before, after *stage, sc *SignedCommand, index uint64, revs [
 	if changed {
 		after.set(commandJWSKey(cmd.GetIssuer(), cmd.GetId()), append(u64(index), sc.Raw...))
 	}
-	h := historian{before: before, after: after}
+	h := historian{before: before, after: after, issuer: cmd.GetIssuer()}
 	for i, m := range cmd.GetMutations() {
 		var rev uint64
 		if i < len(revs) {
@@ -105,7 +105,10 @@ func recordCommand(before, after *stage, sc *SignedCommand, index uint64, revs [
 }
 
 // historian describes mutations from the states around a command.
-type historian struct{ before, after *stage }
+type historian struct {
+	before, after *stage
+	issuer        string
+}
 
 // org returns organisation id's record before and after the command.
 func (h historian) org(id string) (old, n *registryv1.Organisation, err error) {
@@ -221,6 +224,31 @@ func (h historian) describe(m *registryv1.Mutation) (*historyChange, error) {
 		}
 		s := fmt.Sprintf("withdrew authorisation %s: %s", old.GetId(), authorisationText(old))
 		return &historyChange{change: "authorisation_withdrawn", subject: old.GetId(), summary: s, orgs: authorisationOrgs(old)}, nil
+
+	case *registryv1.Mutation_PutNextSteps:
+		id := op.PutNextSteps.GetId()
+		n := &registryv1.NextSteps{}
+		if ok, err := h.after.getProto(nextStepsKey(id), n); err != nil || !ok {
+			return nil, err
+		}
+		existed, err := h.before.has(nextStepsKey(id))
+		if err != nil {
+			return nil, err
+		}
+		verb := "published"
+		if existed {
+			verb = "changed"
+		}
+		s := fmt.Sprintf("%s next steps %s", verb, nextStepsText(n))
+		return &historyChange{change: "next_steps", subject: id, summary: s, orgs: []string{n.GetUpdatedBy()}}, nil
+
+	case *registryv1.Mutation_DeleteNextSteps:
+		old := &registryv1.NextSteps{}
+		if ok, err := h.before.getProto(nextStepsKey(op.DeleteNextSteps), old); err != nil || !ok {
+			return nil, err
+		}
+		s := "withdrew next steps " + nextStepsText(old)
+		return &historyChange{change: "next_steps_withdrawn", subject: old.GetId(), summary: s, orgs: []string{old.GetUpdatedBy(), h.issuer}}, nil
 	}
 	return nil, nil
 }

@@ -22,6 +22,11 @@ import (
 //	x/ags/<ags>                    -> org id (municipality by AGS)
 //	x/kid/<kid>                    -> org id (every kid belongs to one organisation)
 //	x/on/<folded name>\x00<id>     organisations by name
+//	x/ow/<folded word>\x00<org id> -> placeMeta: organisations by each word of their name (place search)
+//	x/pc/<postal code>\x00<org id> -> placeMeta: organisations by postal code (place search)
+//	x/oe/<folded main name>\x00<org id> organisations by the name before its designation (place search)
+//	n/<next steps id>              NextSteps
+//	x/nt/<trigger leika>/<id>      next-steps records by trigger service
 //	x/oo/<org id>/<offering id>    offerings of an organisation
 //	x/pa/<leika>/<area>/<offering> provider lookup: offerings by service and area prefix
 //	x/st/<term>/<leika>            -> field mask: full-text search over services
@@ -52,6 +57,11 @@ const (
 	pKID            = "x/kid/"
 	pOrgName        = "x/on/"
 	pOrgOffers      = "x/oo/"
+	pPlaceWord      = "x/ow/"
+	pPlaceCode      = "x/pc/"
+	pPlaceName      = "x/oe/"
+	pNextSteps      = "n/"
+	pNextTrigger    = "x/nt/"
 	pProvider       = "x/pa/"
 	pSearch         = "x/st/"
 	pLife           = "x/ls/"
@@ -104,6 +114,15 @@ func authGrantorKey(grantor, id string) []byte { return k(pAuthGrantor, grantor,
 func offerAuthKey(off, area string) []byte     { return k(pOfferAuth, off, "/", area) }
 func authDepKey(auth, off, area string) []byte { return k(pAuthDep, auth, "/", off, "/", area) }
 func authDepPrefix(auth string) []byte         { return k(pAuthDep, auth, "/") }
+
+func placeWordKey(word, id string) []byte { return k(pPlaceWord, word, "\x00", id) }
+func placeCodeKey(code, id string) []byte { return k(pPlaceCode, code, "\x00", id) }
+func placeNameKey(name, id string) []byte { return k(pPlaceName, name, "\x00", id) }
+func nextStepsKey(id string) []byte       { return k(pNextSteps, id) }
+func nextTriggerKey(leika, id string) []byte {
+	return k(pNextTrigger, leika, "/", id)
+}
+func nextTriggerPrefix(leika string) []byte { return k(pNextTrigger, leika, "/") }
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 

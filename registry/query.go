@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/proto"
@@ -203,29 +204,56 @@ func (r *Reader) AuditHead(org string) (*registryv1.AuditHead, uint64, error) {
 type ServiceHit struct {
 	Service *registryv1.Service
 	Score   float64
+	// Distinction is set when other hits share the service's name: what
+	// tells this one apart (see distinguish).
+	Distinction string
 }
 
-// SearchServices runs a German full-text search over the catalogue: each
-// query term is looked up as a prefix of the stored terms, so inflections
-// and compounds match ("anmelden" finds "Anmeldung", "hund" "Hundesteuer").
-// With a life situation, only services tagged with it are returned (and an
-// empty text lists them all).
+// SearchResult is the answer to Search.
+type SearchResult struct {
+	Hits []ServiceHit
+	// ValidLifeSituations is set (and Hits empty) when the requested life
+	// situation is unknown.
+	ValidLifeSituations []LifeSituation
+	Index               uint64
+}
+
+// SearchServices is Search without the list of valid life situations.
 func (r *Reader) SearchServices(text, lifeSituation string, limit int) ([]ServiceHit, uint64, error) {
+	res, err := r.Search(text, lifeSituation, limit)
+	if err != nil {
+		return nil, res.Index, err
+	}
+	return res.Hits, res.Index, nil
+}
+
+// Search runs a German full-text search over the catalogue: each query
+// term is looked up as a prefix of the stored terms, so inflections and
+// compounds match ("anmelden" finds "Anmeldung", "hund" "Hundesteuer").
+// Every query term must match (several words narrow the result: "Kfz
+// zulassen" needs both), and with several terms at least one must match
+// the name, keywords or life situations, not only the description. With a life situation (case- and
+// umlaut-insensitive), only services tagged with it are returned, and an
+// empty text lists them all; an unknown life situation returns no hits and
+// the valid ones. Hits that share a name carry a Distinction.
+func (r *Reader) Search(text, lifeSituation string, limit int) (*SearchResult, error) {
+	res := &SearchResult{}
 	if limit <= 0 {
 		limit = 20
 	}
 	if limit > 200 {
-		return nil, 0, invalid("limit %d exceeds 200", limit)
+		return res, invalid("limit %d exceeds 200", limit)
 	}
 	if len(text) > 1000 || len(lifeSituation) > 200 {
-		return nil, 0, fmt.Errorf("%w: query text too long", ErrTooLarge)
+		return res, fmt.Errorf("%w: query text too long", ErrTooLarge)
 	}
 	terms := textsearch.QueryTerms(text)
 	if len(terms) > 16 {
 		terms = terms[:16]
 	}
+	lifeSituation = strings.TrimSpace(lifeSituation)
 	if len(terms) == 0 && lifeSituation == "" {
-		return nil, 0, invalid("give a search text or a life situation")
+		return res, invalid("give a search text or a life situation")
 	}
 	var hits []ServiceHit
 	idx, err := r.view(func(st *stage) error {
@@ -236,6 +264,11 @@ func (r *Reader) SearchServices(text, lifeSituation string, limit int) ([]Servic
 				allowed[string(rest)] = true
 				return true
 			})
+			if len(allowed) == 0 { // unknown, or no service left in it
+				var err error
+				res.ValidLifeSituations, err = lifeSituations(st)
+				return err
+			}
 		}
 		matches := map[string][]textsearch.TermMatch{}
 		if len(terms) == 0 {
@@ -254,6 +287,14 @@ func (r *Reader) SearchServices(text, lifeSituation string, limit int) ([]Servic
 				if allowed != nil && !allowed[leika] {
 					continue
 				}
+				m := matches[leika]
+				if m == nil {
+					if i > 0 {
+						continue // missed an earlier term: cannot match all
+					}
+					m = make([]textsearch.TermMatch, len(terms))
+					matches[leika] = m
+				}
 				var fields textsearch.Fields
 				_ = it.Item().Value(func(v []byte) error {
 					if len(v) == 1 {
@@ -261,18 +302,27 @@ func (r *Reader) SearchServices(text, lifeSituation string, limit int) ([]Servic
 					}
 					return nil
 				})
-				m := matches[leika]
-				if m == nil {
-					m = make([]textsearch.TermMatch, len(terms))
-					matches[leika] = m
-				}
 				m[i].Add(q, term, fields)
 			}
 			it.Close()
 		}
+	docs:
 		for leika, m := range matches {
 			score := 1.0
 			if len(terms) > 0 {
+				outside := false // some term matched beyond the description
+				for _, tm := range m {
+					if !tm.Matched() {
+						continue docs // every term must match
+					}
+					outside = outside || (tm.Exact|tm.Prefix)&^textsearch.FieldDescription != 0
+				}
+				if len(terms) > 1 && !outside {
+					// Several words that all occur only in the running
+					// text: the service merely mentions them ("Wohnsitz
+					// abmelden" names the "Kfz-Zulassungsbehörde").
+					continue
+				}
 				score = textsearch.Score(m)
 			}
 			if score <= 0 {
@@ -296,9 +346,80 @@ func (r *Reader) SearchServices(text, lifeSituation string, limit int) ([]Servic
 			}
 			hits[i].Service = s
 		}
+		distinguish(hits)
 		return nil
 	})
-	return hits, idx, err
+	res.Hits, res.Index = hits, idx
+	return res, err
+}
+
+// maxDistinction bounds a distinction taken from a description.
+const maxDistinction = 120
+
+// distinguish sets Distinction on hits that share a (folded) name with
+// another hit: the keywords only some of the group carry (what the
+// catalogue says about this variant), else the start of its description
+// if the descriptions differ, else, as a last resort, the LeiKa key (the
+// catalogue has nothing else that tells them apart).
+func distinguish(hits []ServiceHit) {
+	groups := map[string][]int{}
+	for i, h := range hits {
+		n := textsearch.Fold(h.Service.GetName())
+		groups[n] = append(groups[n], i)
+	}
+	for _, g := range groups {
+		if len(g) < 2 {
+			continue
+		}
+		// How many members of the group carry each keyword.
+		count := map[string]int{}
+		for _, i := range g {
+			seen := map[string]bool{}
+			for _, kw := range hits[i].Service.GetKeywords() {
+				if f := textsearch.Fold(kw); !seen[f] {
+					seen[f] = true
+					count[f]++
+				}
+			}
+		}
+		descs := map[string]int{}
+		for _, i := range g {
+			descs[textsearch.Fold(hits[i].Service.GetDescription())]++
+		}
+		for _, i := range g {
+			s := hits[i].Service
+			var own []string
+			for _, kw := range s.GetKeywords() {
+				if count[textsearch.Fold(kw)] < len(g) && len(own) < 3 && !slices.Contains(own, kw) {
+					own = append(own, kw)
+				}
+			}
+			switch {
+			case len(own) > 0:
+				hits[i].Distinction = "Stichworte: " + strings.Join(own, ", ")
+			case descs[textsearch.Fold(s.GetDescription())] == 1 && s.GetDescription() != "":
+				hits[i].Distinction = clip(s.GetDescription(), maxDistinction)
+			default:
+				hits[i].Distinction = "LeiKa-Schlüssel " + s.GetLeikaKey()
+			}
+		}
+	}
+}
+
+// clip cuts s to at most n bytes at a word boundary, marking the cut.
+func clip(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) <= n {
+		return s
+	}
+	cut := strings.LastIndexByte(s[:n], ' ')
+	if cut <= 0 {
+		cut = n
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+	}
+	return s[:cut] + " …"
 }
 
 // scanKeys calls fn with the remainder of every key under prefix.
@@ -321,24 +442,30 @@ type LifeSituation struct {
 // LifeSituations lists the life situations in use.
 func (r *Reader) LifeSituations() ([]LifeSituation, uint64, error) {
 	var out []LifeSituation
-	idx, err := r.view(func(st *stage) error {
-		it := st.txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pLifeName)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			folded := string(it.Item().Key()[len(pLifeName):])
-			name, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			n := 0
-			scanKeys(st.txn, lifePrefix(folded), func([]byte) bool { n++; return true })
-			if n > 0 {
-				out = append(out, LifeSituation{Name: string(name), Services: n})
-			}
-		}
-		return nil
+	idx, err := r.view(func(st *stage) (err error) {
+		out, err = lifeSituations(st)
+		return err
 	})
 	return out, idx, err
+}
+
+func lifeSituations(st *stage) ([]LifeSituation, error) {
+	var out []LifeSituation
+	it := st.txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pLifeName)})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		folded := string(it.Item().Key()[len(pLifeName):])
+		name, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		scanKeys(st.txn, lifePrefix(folded), func([]byte) bool { n++; return true })
+		if n > 0 {
+			out = append(out, LifeSituation{Name: string(name), Services: n})
+		}
+	}
+	return out, nil
 }
 
 // Providers is the answer to FindProviders.
@@ -420,45 +547,18 @@ func (r *Reader) findProviders(leika, area string, limit int, withProof bool) (*
 			res.Area = home
 		}
 		orgs := map[string]*registryv1.Organisation{}
-		seen := map[string]bool{}
-		for _, lvl := range areaLevels {
-			prefix := ars[:lvl]
+		idsAt := func(prefix string) []string {
 			var ids []string
 			scanKeys(st.txn, providerPrefix(leika, prefix), func(rest []byte) bool {
 				ids = append(ids, string(rest))
 				return len(ids) < 1000
 			})
-			for _, id := range ids {
-				if seen[id] {
-					continue
-				}
-				seen[id] = true
-				off := &registryv1.Offering{}
-				if ok, err := st.getProto(offeringKey(id), off); err != nil {
-					return err
-				} else if !ok {
-					continue
-				}
-				org, ok := orgs[off.GetOrganisationId()]
-				if !ok {
-					org = &registryv1.Organisation{}
-					if found, err := st.getProto(orgKey(off.GetOrganisationId()), org); err != nil {
-						return err
-					} else if !found {
-						org = nil
-					}
-					orgs[off.GetOrganisationId()] = org
-				}
-				if org == nil || org.GetStatus() == registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED ||
-					org.GetStatus() == registryv1.OrganisationStatus_ORGANISATION_STATUS_RETIRED {
-					continue
-				}
-				p := &registryv1.Provider{Organisation: org, Offering: off, MatchedArea: prefix, Match: matchKind(org, ars, lvl)}
-				if res.Area != nil {
-					p.DistanceKm = distanceKm(res.Area.GetLocation(), org.GetLocation())
-				}
-				res.Matches = append(res.Matches, p)
-			}
+			return ids
+		}
+		var err error
+		res.Matches, err = providerCandidates(st, ars, res.Area, idsAt, map[string]*registryv1.Offering{}, orgs)
+		if err != nil {
+			return err
 		}
 		slices.SortStableFunc(res.Matches, compareProviders)
 		if len(res.Matches) > limit {
@@ -480,6 +580,58 @@ func (r *Reader) findProviders(leika, area string, limit int, withProof bool) (*
 		}
 	}
 	return res, nil
+}
+
+// providerCandidates collects the providers for the municipality ars (its
+// record home, nil if unknown), unsorted: idsAt returns the offering ids
+// of the provider index at an area prefix; offs and orgs cache records
+// across calls (nil entries: missing).
+func providerCandidates(st *stage, ars string, home *registryv1.Organisation, idsAt func(prefix string) []string,
+	offs map[string]*registryv1.Offering, orgs map[string]*registryv1.Organisation) ([]*registryv1.Provider, error) {
+	var out []*registryv1.Provider
+	seen := map[string]bool{}
+	for _, lvl := range areaLevels {
+		prefix := ars[:lvl]
+		for _, id := range idsAt(prefix) {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			off, ok := offs[id]
+			if !ok {
+				off = &registryv1.Offering{}
+				if found, err := st.getProto(offeringKey(id), off); err != nil {
+					return nil, err
+				} else if !found {
+					off = nil
+				}
+				offs[id] = off
+			}
+			if off == nil {
+				continue
+			}
+			org, ok := orgs[off.GetOrganisationId()]
+			if !ok {
+				org = &registryv1.Organisation{}
+				if found, err := st.getProto(orgKey(off.GetOrganisationId()), org); err != nil {
+					return nil, err
+				} else if !found {
+					org = nil
+				}
+				orgs[off.GetOrganisationId()] = org
+			}
+			if org == nil || org.GetStatus() == registryv1.OrganisationStatus_ORGANISATION_STATUS_SUSPENDED ||
+				org.GetStatus() == registryv1.OrganisationStatus_ORGANISATION_STATUS_RETIRED {
+				continue
+			}
+			p := &registryv1.Provider{Organisation: org, Offering: off, MatchedArea: prefix, Match: matchKind(org, ars, lvl)}
+			if home != nil {
+				p.DistanceKm = distanceKm(home.GetLocation(), org.GetLocation())
+			}
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 func matchKind(org *registryv1.Organisation, ars string, level int) registryv1.MatchKind {

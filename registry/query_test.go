@@ -270,7 +270,7 @@ func TestSearchServices(t *testing.T) {
 		wantErr  error
 	}{
 		{name: "anmelden finds Gewerbe-Anmeldung", text: "anmelden", contains: []string{leikaGewerbe, leikaHund}},
-		{name: "two terms rank the better match first", text: "Gewerbe anmelden", want: []string{leikaGewerbe, leikaHund}},
+		{name: "several words narrow the result (every word must match)", text: "Gewerbe anmelden", want: []string{leikaGewerbe}},
 		{name: "hyphenated and closed spelling", text: "Gewerbeanmeldung", want: []string{leikaGewerbe}},
 		{name: "umzug by keyword and life situation", text: "umzug", want: []string{leikaNachsende, leikaUmmelden}},
 		{name: "life situation filter", life: "Umzug", want: []string{leikaUmmelden}},

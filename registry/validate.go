@@ -174,6 +174,13 @@ func ValidateMutation(m *registryv1.Mutation) error {
 			return invalid("authorisation id %q is invalid", op.WithdrawAuthorisation)
 		}
 		return nil
+	case *registryv1.Mutation_PutNextSteps:
+		return ValidateNextSteps(op.PutNextSteps)
+	case *registryv1.Mutation_DeleteNextSteps:
+		if !reNextStepsID.MatchString(op.DeleteNextSteps) {
+			return invalid("next steps id %q must be 1-64 characters of [a-z0-9-]", op.DeleteNextSteps)
+		}
+		return nil
 	case nil:
 		return invalid("mutation has no operation")
 	default:

@@ -89,6 +89,7 @@ const (
 	PhaseOfferings      = "offerings"
 	PhaseDelegation     = "delegation"
 	PhaseDelegatedOffer = "delegated-offerings"
+	PhaseNextSteps      = "next-steps"
 )
 
 // PhaseSummary counts one phase. Records = Applied + Duplicates.
@@ -139,6 +140,10 @@ const (
 	defaultBackoff   = 250 * time.Millisecond
 	maxBackoff       = 5 * time.Second
 	maxTries         = 5
+	// featureLevelWait bounds how long a command refused with
+	// feature_level is retried (the leader raises the level within a
+	// reconcile interval of the last server's upgrade).
+	featureLevelWait = 30 * time.Second
 	maxBatchBytes    = 256 << 10
 	// commandIDScheme is hashed into every command id; change it only to
 	// force a complete re-import.
@@ -384,6 +389,7 @@ func plan(opt Options) ([]*phase, error) {
 	if err != nil {
 		return nil, err
 	}
+	services = append(services, CatalogueAdditions()...)
 	// The state agencies, registered by the operator with their keys:
 	// registration by the responsible office, ACTIVE at once.
 	for _, s := range states {
@@ -486,6 +492,13 @@ func plan(opt Options) ([]*phase, error) {
 	for i, s := range services {
 		svcMuts[i] = &registryv1.Mutation{Op: &registryv1.Mutation_PutService{PutService: s}}
 	}
+	var nextMuts []*registryv1.Mutation
+	for _, n := range DefaultNextSteps() {
+		if err := registry.ValidateNextSteps(n); err != nil {
+			return nil, fmt.Errorf("sampledata: %w", err)
+		}
+		nextMuts = append(nextMuts, &registryv1.Mutation{Op: &registryv1.Mutation_PutNextSteps{PutNextSteps: n}})
+	}
 	offMuts := make([]*registryv1.Mutation, len(offerings))
 	for i, o := range offerings {
 		offMuts[i] = &registryv1.Mutation{Op: &registryv1.Mutation_PutOffering{PutOffering: o}}
@@ -567,6 +580,7 @@ func plan(opt Options) ([]*phase, error) {
 		{PhaseDelegatedOffer, []group{{signer{SSCID, signers[SSCID]}, []*registryv1.Mutation{
 			{Op: &registryv1.Mutation_PutOffering{PutOffering: sscOffer}},
 		}}}, ownKey(SSCID, signers[SSCID].KeyID), false},
+		{PhaseNextSteps, []group{{op, nextMuts}}, nil, false},
 	}
 	phases := make([]*phase, 0, len(specs))
 	for _, s := range specs {
@@ -606,7 +620,10 @@ func plan(opt Options) ([]*phase, error) {
 //   - a synthetic shared service centre, registered by Bayern's agency,
 //     and Bayern's authorisation on behalf of Unterhaching (which has not
 //     joined) for one service, which the centre then offers there: a
-//     delegated provider in FindProviders.
+//     delegated provider in FindProviders;
+//   - the default "what comes next" relations (DefaultNextSteps), by the
+//     operator. They need cluster feature level 2: a command refused with
+//     feature_level is retried for up to 30 s while the leader raises it.
 //
 // Command ids are derived from the content, so Import is idempotent and
 // resumable: after a crash, a re-run resubmits the same commands and the
@@ -805,6 +822,7 @@ func (im *importer) publish(ctx context.Context, ph *phase, b *batch) (dup bool,
 		return fail("", fmt.Errorf("sign: %w", err))
 	}
 	delay := im.opt.RetryBackoff
+	featureDeadline := time.Now().Add(featureLevelWait)
 	for try := 1; ; try++ {
 		if err := ctx.Err(); err != nil {
 			return fail("", context.Cause(ctx))
@@ -816,6 +834,17 @@ func (im *importer) publish(ctx context.Context, ph *phase, b *batch) (dup bool,
 				return fail("", fmt.Errorf("publish returned %d results for 1 command", len(rs)))
 			}
 			r := rs[0]
+			if r.GetErrorCode() == registry.CodeFeatureLevel && time.Now().Before(featureDeadline) {
+				// Refused, not applied: the cluster has not raised its
+				// feature level yet (its leader does so within a
+				// reconcile interval once every server supports it).
+				try--
+				if err := sleepCtx(ctx, delay); err != nil {
+					return fail("", fmt.Errorf("%w (waiting for the cluster feature level: %s)", err, r.GetErrorMessage()))
+				}
+				delay = min(2*delay, time.Second)
+				continue
+			}
 			if r.GetErrorCode() != "" {
 				return fail(r.GetErrorCode(), registry.ErrorFromCode(r.GetErrorCode(), r.GetErrorMessage()))
 			}
@@ -838,5 +867,17 @@ func (im *importer) publish(ctx context.Context, ph *phase, b *batch) (dup bool,
 		case <-t.C:
 		}
 		delay = min(2*delay, maxBackoff)
+	}
+}
+
+// sleepCtx waits d or until ctx is done (then its cause).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
 	}
 }

@@ -233,6 +233,11 @@ func (f *fakeNode) apply(raw string, call int) *registryv1.CommandResult {
 			if o.GetOrganisationId() != cmd.GetIssuer() {
 				f.t.Errorf("offering %s of %s signed by %s", o.GetId(), o.GetOrganisationId(), cmd.GetIssuer())
 			}
+		case *registryv1.Mutation_PutNextSteps:
+			rec = "next/" + op.PutNextSteps.GetId()
+			if !isOp {
+				f.t.Errorf("next steps %s signed by %s", op.PutNextSteps.GetId(), cmd.GetIssuer())
+			}
 		default:
 			f.t.Errorf("unexpected mutation %T", op)
 		}
@@ -261,6 +266,12 @@ func expectedRecords(t *testing.T) map[string]bool {
 	}
 	for _, o := range offerings {
 		want["off/"+o.GetId()] = true
+	}
+	for _, s := range CatalogueAdditions() {
+		want["svc/"+s.GetLeikaKey()] = true
+	}
+	for _, n := range DefaultNextSteps() {
+		want["next/"+n.GetId()] = true
 	}
 	return want
 }

@@ -53,7 +53,9 @@ var lifeSituationRules = []lifeSituationRule{
 	},
 	{
 		// Dog tax and dog registration; Munich's export has no such
-		// LeiKa service, only a veterinary certificate for travelling pets.
+		// LeiKa service, only a veterinary certificate for travelling pets
+		// (without a key): the sample catalogue adds "Hundesteuer
+		// Anmeldung" (CatalogueAdditions), which this rule tags.
 		Situation: "Hund",
 		Words:     []string{"hund"},
 	},

@@ -41,6 +41,23 @@ func (p *fsmPublisher) Publish(ctx context.Context, signed []string) (*registryv
 	return &registryv1.PublishResponse{Results: res.Results, Index: res.Index}, nil
 }
 
+// raiseFeatureLevel applies the log entry a leader proposes once every
+// server supports level.
+func (p *fsmPublisher) raiseFeatureLevel(t testing.TB, level uint32) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	data, err := registry.RaiseFeatureLevelEntry(level, time.Now().UnixMilli())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.index++
+	p.fsm.Apply(&raft.Log{Index: p.index, Type: raft.LogCommand, Data: data})
+	if l, err := p.fsm.FeatureLevel(); err != nil || l != level {
+		t.Fatalf("feature level %d, %v; want %d", l, err, level)
+	}
+}
+
 // TestImportIntoRegistryFSM runs the import against the registry's real
 // state machine: its governance rules, signature checks and idempotency
 // accept everything once and answer duplicates on a re-run; Munich is
@@ -79,6 +96,8 @@ func TestImportIntoRegistryFSM(t *testing.T) {
 		t.Fatalf("genesis: %v %v", resp, err)
 	}
 
+	p.raiseFeatureLevel(t, registry.SupportedFeatureLevel())
+
 	opt := testOptions(nil)
 	sum, err := Import(context.Background(), p, opt)
 	if err != nil {
@@ -86,8 +105,9 @@ func TestImportIntoRegistryFSM(t *testing.T) {
 	}
 	// States, districts, associations, the municipalities but Munich,
 	// Munich's join and approval, services, Munich's offerings, the
-	// centre and its authorisation, the centre's offering.
-	if sum.Applied != sum.Records || sum.Records != 16+294+1210+11003+1+1+111+135+2+1 {
+	// centre and its authorisation, the centre's offering, the catalogue
+	// additions and the default next steps.
+	if sum.Applied != sum.Records || sum.Records != 16+294+1210+11003+1+1+111+135+2+1+len(CatalogueAdditions())+len(DefaultNextSteps()) {
 		t.Errorf("first import: %+v", sum)
 	}
 	r := registry.NewReader(db)

@@ -178,6 +178,9 @@ func (s *Service) putEvent(t *tx, rec *inboxRecord, ev envelope.Event, token str
 	if err := t.setJSON(key(pInbox, rec.HandoverID), rec); err != nil {
 		return err
 	}
+	if err := t.countDecision(ms(ev.IssuedAt), rec.Leika, rec.From, true, ev.Type, rec.ReceivedAt); err != nil {
+		return err
+	}
 	out := outboxRecord{
 		ID: ev.ID, Kind: kindEvent, To: ev.Audience, Digest: digest, State: statePending, CreatedAt: ms(ev.IssuedAt),
 		HandoverID: ev.HandoverID, EventType: string(ev.Type), ForwardedTo: ev.ForwardedTo,

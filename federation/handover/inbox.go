@@ -79,6 +79,9 @@ func (s *Service) DeliverHandover(ctx context.Context, token string) (string, er
 		if c.TrackingCode != "" {
 			t.set(trackKey(c.TrackingCode, c.ID), []byte("in"))
 		}
+		if err := t.count(rec.ReceivedAt, rec.Leika, rec.From, true, func(c *statsCounters) { c.Handovers++ }); err != nil {
+			return err
+		}
 		t.audit(AuditHandoverReceived, c.ID, digest, c.Issuer)
 		result = receipt
 		return nil
@@ -155,6 +158,13 @@ func (s *Service) DeliverEvent(ctx context.Context, token string) (string, error
 		}
 		t.set(key(pHandoverEv, ev.HandoverID, ev.ID), nil)
 		if err := s.putSeen(t, ev.ID, seen); err != nil {
+			return err
+		}
+		delivered := out.DeliveredAt
+		if delivered == 0 {
+			delivered = out.CreatedAt // the event overtook our receipt
+		}
+		if err := t.countDecision(rec.ReceivedAt, out.Leika, out.To, false, ev.Type, delivered); err != nil {
 			return err
 		}
 		t.audit(AuditEventReceived, ev.ID, digest, ev.Issuer)

@@ -99,7 +99,7 @@ func (s *Service) sealAndStore(ctx context.Context, claims envelope.Claims, idem
 	digest := hex.EncodeToString(d[:])
 	rec := outboxRecord{
 		ID: claims.ID, Kind: kindHandover, To: claims.Audience, Digest: digest, State: statePending,
-		CreatedAt: ms(s.now()), TrackingCode: claims.TrackingCode, CaseID: claims.CaseID,
+		CreatedAt: ms(s.now()), TrackingCode: claims.TrackingCode, CaseID: claims.CaseID, Leika: claims.ServiceKey,
 	}
 	res := sendResult{HandoverID: claims.ID, TrackingCode: claims.TrackingCode, CaseID: claims.CaseID, Digest: digest}
 	created := false
@@ -127,6 +127,9 @@ func (s *Service) sealAndStore(ctx context.Context, claims envelope.Claims, idem
 			return err
 		}
 		t.set(trackKey(claims.TrackingCode, claims.ID), []byte("out"))
+		if err := t.count(rec.CreatedAt, rec.Leika, rec.To, false, func(c *statsCounters) { c.Handovers++ }); err != nil {
+			return err
+		}
 		if idem != "" {
 			if err := t.setJSON(key(pRequest, idem), res); err != nil {
 				return err

@@ -54,6 +54,8 @@ type outboxRecord struct {
 	ForwardedTo  string `json:"forwarded_to,omitempty"`
 	TrackingCode string `json:"tracking_code,omitempty"`
 	CaseID       string `json:"case_id,omitempty"`
+	// Leika is the service of a handover (for its statistics).
+	Leika string `json:"leika,omitempty"`
 	// ReceiptIndex is the registry index recorded when the receipt was
 	// verified and accepted (with DeliveredAt: the moment to verify it at).
 	ReceiptIndex uint64 `json:"receipt_index,omitempty"`

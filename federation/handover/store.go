@@ -31,6 +31,7 @@ import (
 //	ho/a/<seq>              AuditEntry (seq: 8 bytes big endian)
 //	ho/ap/<seq>             publishedHead: audit heads published to the registry
 //	ho/cs                   commit sequence: write batches committed (highwater.go)
+//	ho/st/<bucket>/<leika>/<counterpart>/<in|out>  statsCounters: hourly handover statistics (statsstore.go)
 //
 // <seq> is 8 bytes big endian.
 const (

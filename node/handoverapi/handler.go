@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -164,7 +165,14 @@ func (a *server) VerifyAudit(ctx context.Context, _ *connect.Request[federationv
 	return connect.NewResponse(out), nil
 }
 
-// GetHandoverStats is implemented with the statistics store (issue 10).
-func (s *server) GetHandoverStats(context.Context, *connect.Request[federationv1.GetHandoverStatsRequest]) (*connect.Response[federationv1.GetHandoverStatsResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("handover statistics are not implemented yet"))
+// GetHandoverStats returns this node's hourly handover statistics since
+// since_unix_ms (0: the last 30 days).
+func (a *server) GetHandoverStats(ctx context.Context, req *connect.Request[federationv1.GetHandoverStatsRequest]) (*connect.Response[federationv1.GetHandoverStatsResponse], error) {
+	var since time.Time
+	if ms := req.Msg.GetSinceUnixMs(); ms > 0 {
+		since = time.UnixMilli(ms)
+	} else if ms < 0 {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("since_unix_ms must not be negative"))
+	}
+	return wrap(a.s.GetHandoverStats(ctx, since))
 }
