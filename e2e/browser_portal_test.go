@@ -1,12 +1,14 @@
 package e2e
 
 import (
-	"context"
-	"net/http"
+	"cmp"
 	"connectrpc.com/connect"
+	"context"
+	"fmt"
 	federationv1 "github.com/verbund/verbund/proto/gen/verbund/federation/v1"
 	"github.com/verbund/verbund/proto/gen/verbund/federation/v1/federationv1connect"
-	"fmt"
+	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -195,7 +197,8 @@ func TestBrowserPortal(t *testing.T) {
 		}
 		p.visit(t, "/info/barrierefreiheit")
 		p.typeText(t, "#nachricht", "Der Kontrast im Kopf ist zu schwach.")
-		p.clickNav(t, `form.vb-form button[type=submit]`)
+		tabTo(t, p, "feedback-senden", 5)
+		p.enter(t)
 		if !strings.Contains(p.text(t, "main"), "Vielen Dank für Ihre Rückmeldung") {
 			t.Fatalf("feedback not thanked:\n%s", p.text(t, "main"))
 		}
@@ -217,14 +220,20 @@ func TestBrowserPortal(t *testing.T) {
 	})
 
 	t.Run("first screen under 200 ms", func(t *testing.T) {
-		// Warm: the static assets are cached (max-age), as for anyone's
-		// second page; the first visit of the run is reported as well.
-		for _, path := range []string{"/", "/portal/suche?q=Gewerbe+anmelden", "/portal/lebenslagen/Umzug", "/portal/leistung/" + leikaGewerbe, "/portal/ort?q=Augsburg"} {
-			p.visit(t, path)
-			tm := p.timing(t)
-			t.Logf("%-40s %v", path, tm)
-			if tm.ResponseStart > float64(firstScreenBound.Milliseconds()) || tm.FirstPaint == 0 || tm.FirstPaint > float64(firstScreenBound.Milliseconds()) {
-				t.Errorf("%s: first screen not within %v: %v", path, firstScreenBound, tm)
+		// Warm, as for anyone's second page: the static assets are cached
+		// (max-age). Each page is loaded three times; the median counts
+		// (the machine running the test is shared).
+		bound := float64(firstScreenBound.Milliseconds())
+		for _, path := range []string{"/", "/portal/ort?q=Augsburg", "/portal/lebenslagen/Umzug", "/portal/suche?q=Gewerbe+anmelden", "/portal/leistung/" + leikaGewerbe, "/info/barrierefreiheit"} {
+			var runs []navTiming
+			for range 3 {
+				p.visit(t, path)
+				runs = append(runs, p.timing(t))
+			}
+			tm := medianTiming(runs)
+			t.Logf("%-36s median of 3: %v", path, tm)
+			if tm.ResponseStart > bound || tm.FirstPaint == 0 || tm.FirstPaint > bound {
+				t.Errorf("%s: first screen not within %v: %v (runs %v)", path, firstScreenBound, tm, runs)
 			}
 		}
 	})
@@ -279,4 +288,11 @@ func choosePlace(t *testing.T, p *page, ars, next string) {
 	if got := p.path(t); got != next {
 		t.Fatalf("after choosing %s: at %s, want %s", ars, got, next)
 	}
+}
+
+// medianTiming is the run with the median first contentful paint.
+func medianTiming(runs []navTiming) navTiming {
+	sorted := append([]navTiming(nil), runs...)
+	slices.SortFunc(sorted, func(a, b navTiming) int { return cmp.Compare(a.FirstPaint, b.FirstPaint) })
+	return sorted[len(sorted)/2]
 }

@@ -96,7 +96,7 @@ func (s *Server) searchPage(w http.ResponseWriter, r *http.Request) {
 	}
 	title := "Leistungen suchen"
 	if d.Query != "" {
-		res, err := s.api.query.SearchServices(citizenCtx(r), connect.NewRequest(&registryv1.SearchServicesRequest{Text: d.Query, Limit: 30}))
+		res, err := s.api.query.SearchServices(citizenCtx(r), connect.NewRequest(&registryv1.SearchServicesRequest{Text: d.Query, Limit: 20}))
 		if err != nil {
 			s.fail(w, r, http.StatusBadGateway, "Die Suche ist gerade nicht möglich. Bitte versuchen Sie es gleich noch einmal.", err)
 			return

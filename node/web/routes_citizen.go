@@ -21,6 +21,7 @@ var citizenFuncs = template.FuncMap{
 	"address":     addressText,
 	"eventName":   eventName,
 	"telHref":     func(s string) string { return "tel:" + strings.Map(telRune, s) },
+	"short":       func(s string) string { return clip(s, 220) },
 }
 
 // citizenRoutes mounts the citizen portal: "/" and /portal/..., and the
