@@ -485,10 +485,10 @@ func axeCheck(t *testing.T, p *page) []axeViolation {
 	return vs
 }
 
-// screenshot writes the current viewport to docs/screenshots/name.png.
+// screenshot writes the whole page (PNG) to docs/screenshots/name.png.
 func screenshot(t *testing.T, p *page, name string) {
 	t.Helper()
-	png := get(t, p, "screenshot", chromedp.FullScreenshot(90))
+	png := get(t, p, "screenshot", chromedp.FullScreenshot(100))
 	if err := os.MkdirAll(screenshotDir, 0o755); err != nil {
 		t.Fatal(err)
 	}

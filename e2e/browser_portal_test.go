@@ -128,8 +128,8 @@ func TestBrowserPortal(t *testing.T) {
 	})
 
 	t.Run("service page", func(t *testing.T) {
-		// Augsburg (chosen above): nobody registered; say so, 115.
-		p.visit(t, "/portal/leistung/"+leikaGewerbe)
+		// Augsburg: nobody registered; say so, 115.
+		choosePlace(t, p, arsAugsburg, "/portal/leistung/"+leikaGewerbe)
 		main := p.text(t, "main")
 		for _, want := range []string{"Für Augsburg ist noch keine Stelle eingetragen", "115", "Bayern"} {
 			if !strings.Contains(main, want) {

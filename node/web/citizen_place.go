@@ -70,7 +70,7 @@ func (s *Server) searchPlaces(r *http.Request, q string, limit int) ([]*Place, e
 	ctx := citizenCtx(r)
 	res, err := s.api.query.ListOrganisations(ctx, connect.NewRequest(&registryv1.ListOrganisationsRequest{
 		Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY, Query: q, PageSize: uint32(limit)}))
-	if apiCode(err) == connect.CodeUnimplemented || (err == nil && queryIgnored(res.Msg, q)) {
+	if apiCode(err) == connect.CodeUnimplemented || (err == nil && queryIgnored(res.Msg)) {
 		res, err = s.placesByPrefix(r, q)
 	}
 	if err != nil {
@@ -86,19 +86,10 @@ func (s *Server) searchPlaces(r *http.Request, q string, limit int) ([]*Place, e
 }
 
 // queryIgnored reports whether a node answered ListOrganisations without
-// knowing the query field (it pages by id instead; a query answer has no
-// next page) and nothing in the answer matches q.
-func queryIgnored(res *registryv1.ListOrganisationsResponse, q string) bool {
-	if res.GetNextPageToken() == "" {
-		return false
-	}
-	lq := strings.ToLower(q)
-	for _, o := range res.GetOrganisations() {
-		if strings.HasPrefix(strings.ToLower(o.GetName()), lq) || strings.HasPrefix(o.GetPostalCode(), q) || o.GetId() == q {
-			return false
-		}
-	}
-	return true
+// knowing the query field: it pages by id then, while an answer to a
+// query has no next page.
+func queryIgnored(res *registryv1.ListOrganisationsResponse) bool {
+	return res.GetNextPageToken() != ""
 }
 
 // placesByPrefix is the fallback of searchPlaces: a name prefix (a
