@@ -31,8 +31,12 @@ cluster: build ## start 3 voters + 2 members on loopback (mTLS, sample data), or
 cluster-stop: ## stop the nodes of `make cluster` (by their PID files); fails naming any node that would not stop
 	@scripts/cluster.sh stop
 
+.PHONY: web-deps
+web-deps: ## npm ci in node/web when node_modules is absent (axe-core and KERN UX for the browser tests)
+	@if [ ! -d node/web/node_modules ]; then cd node/web && npm ci --no-audit --no-fund; fi
+
 .PHONY: test
-test: breaking-if-history ## run every test (race detector on the concurrent packages)
+test: web-deps breaking-if-history ## run every test (race detector on the concurrent packages)
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 12m ./...
 	$(GO) test -race -count=1 -timeout 12m ./registry/... ./federation/... ./node/... ./internal/... ./keys/...
