@@ -17,5 +17,9 @@
 //	inproc.go          the in-process transport to the node's API and the clients
 //	static.go          embedded assets (KERN UX, fonts, our CSS and script)
 //	routes_citizen.go  the citizen portal and the legal pages
-//	routes_staff.go    the clerk's inbox and the agency console
+//	routes_staff.go    staff sign-in and the staff area's routes
+//	staff_inbox.go     the clerk's inbox: cases, one case and its actions, offers, outbox
+//	staff_console.go   the agency console: coverage (+ CSV), network, handover statistics
+//	staff_draw.go      the console's SVG: coverage map (projection, marks), bar and line charts
+//	staff_table.go     tables sorted by query parameters; CSV for German Excel
 package web

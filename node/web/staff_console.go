@@ -680,7 +680,9 @@ func (s *Server) statsPage(w http.ResponseWriter, r *http.Request, u *User) {
 	var dir []*federationv1.HandoverStatsBucket
 	svcs, orgs := map[string]bool{}, map[string]bool{}
 	for _, b := range all {
-		if b.GetIncoming() != (d.Direction == "eingang") {
+		// A node may answer with more than asked for (since is a
+		// lower bound it may round): the period is cut here.
+		if b.GetIncoming() != (d.Direction == "eingang") || b.GetStartUnixMs() < since.UnixMilli() {
 			continue
 		}
 		dir = append(dir, b)

@@ -525,23 +525,23 @@ func jwsHeader(compact string) (signedHeader, bool) {
 
 type caseView struct {
 	ID, CaseID, Tracking, Service, LeikaKey, Reason, Status string
-	State                                                  federationv1.CaseState
-	Received, Updated                                      int64
-	Sender                                                 string
-	SenderID                                               string
-	Signature                                              signedHeader
-	Signed, Receipt                                        bool
-	Envelope                                               string
-	Deadline                                               string
-	Fields                                                 []field
-	Attachments                                            []attachmentView
-	History                                                []historyView
-	Previous                                               []hopView
-	ForwardedTo                                            string
+	State                                                   federationv1.CaseState
+	Received, Updated                                       int64
+	Sender                                                  string
+	SenderID                                                string
+	Signature                                               signedHeader
+	Signed, Receipt                                         bool
+	Envelope                                                string
+	Deadline                                                string
+	Fields                                                  []field
+	Attachments                                             []attachmentView
+	History                                                 []historyView
+	Previous                                                []hopView
+	ForwardedTo                                             string
 }
 
 type attachmentView struct {
-	N                         int
+	N                          int
 	Name, MediaType, SHA, Size string
 }
 
@@ -560,9 +560,9 @@ type hopView struct {
 }
 
 type nextStepView struct {
-	Service  string
-	LeikaKey string
-	Note     string
+	Service   string
+	LeikaKey  string
+	Note      string
 	Situation string
 	Providers []providerView
 	Problem   string
@@ -584,12 +584,12 @@ type caseData struct {
 	CanAccept, CanReject, CanForward, CanComplete bool
 	ProblemTypes                                  []struct{ Type, Title string }
 	// Forwarding: the search and its results.
-	Search       string
-	Candidates   []*registryv1.Organisation
-	SearchDone   bool
+	Search        string
+	Candidates    []*registryv1.Organisation
+	SearchDone    bool
 	SearchProblem string
-	NextSteps    []nextStepView
-	NextProblem  string
+	NextSteps     []nextStepView
+	NextProblem   string
 	// Form values kept after a failed action.
 	Form map[string]string
 }
