@@ -258,7 +258,7 @@ func TestCasePageShowsSenderDataHistoryAndOffers(t *testing.T) {
 		"Augsburg", "geprüft", "aug-sig-1", "EdDSA", // verified sender
 		"<dt class=\"kern-description-list-item__key\">antragsteller</dt>", "Erika Mustermann", "Moritz", // data as a definition list
 		"Meldeschein.pdf", "/amt/fall/h-1/anhang/1", // attachments
-		"Eingegangen, Empfang quittiert",                                                 // history
+		"Eingegangen, Empfang quittiert",                                                        // history
 		`action="/amt/fall/h-1/annehmen"`, `action="/amt/fall/h-1/ablehnen"`, "Nicht zuständig", // actions
 		"Nächste Schritte", "Hundesteuer anmelden", "Wer mit Hund zuzieht", "https://stadt.muenchen.de/hund", "089 233-00", // offers
 	} {
