@@ -189,7 +189,11 @@ func TestBrowserStaff(t *testing.T) {
 		marks := evalJS[int](t, p, `document.querySelectorAll("svg.vb-map .vb-mark[class*=vb-mark--]").length - 3`) // minus the legend
 		rows := evalJS[int](t, p, `document.querySelectorAll("#coverage-table tbody tr").length`)
 		gaps := evalJS[int](t, p, `+document.getElementById("fig-gaps").textContent`)
-		if municipalities < 100 || rows != municipalities || marks > municipalities || marks < municipalities*9/10 {
+		// The table is paged (100 a page); the caption names the range.
+		if got := p.text(t, "#coverage-caption"); !strings.Contains(got, fmt.Sprintf("Gemeinden 1 bis 100 von %d", municipalities)) {
+			t.Errorf("caption %q", got)
+		}
+		if municipalities < 100 || rows != min(municipalities, 100) || marks > municipalities || marks < municipalities*9/10 {
 			t.Errorf("Bayern: %d municipalities, %d table rows, %d map marks", municipalities, rows, marks)
 		}
 		if gapMarks := evalJS[int](t, p, `document.querySelectorAll("svg.vb-map path.vb-mark--gap").length - 1`); gaps > 0 && gapMarks == 0 {

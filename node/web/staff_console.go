@@ -105,8 +105,16 @@ type coverageResult struct {
 	Unlocated                       int
 	Headers                         []sortHeader
 	Rows                            []coverageRow
-	Shown                           int
+	// Shown is the number of rows (all pages); the table shows From..To
+	// of them, page Page of Pages (coveragePageSize a page: a state has
+	// up to 2,056 municipalities); Prev and Next link the neighbours.
+	Shown, From, To, Page, Pages int
+	Prev, Next                   string
 }
+
+// coveragePageSize is how many municipalities one page of the table
+// lists (the map and the CSV have them all).
+const coveragePageSize = 100
 
 // coverage asks the registry for the coverage of q's leistung and land;
 // it returns nil and no error when the form is not complete.
@@ -212,7 +220,27 @@ func (s *Server) coveragePage(w http.ResponseWriter, r *http.Request, u *User) {
 		if d.OnlyGaps {
 			rows = slices.DeleteFunc(rows, func(r coverageRow) bool { return r.Class != "gap" })
 		}
-		cr.Rows, cr.Shown = rows, len(rows)
+		cr.Shown = len(rows)
+		cr.Pages = (len(rows) + coveragePageSize - 1) / coveragePageSize
+		cr.Page, _ = strconv.Atoi(q.Get("seite"))
+		cr.Page = min(max(cr.Page, 1), max(cr.Pages, 1))
+		from := (cr.Page - 1) * coveragePageSize
+		cr.Rows = rows[from:min(from+coveragePageSize, len(rows))]
+		cr.From, cr.To = from+1, from+len(cr.Rows)
+		pageLink := func(n int) string {
+			v := url.Values{}
+			for k, vs := range q {
+				v[k] = vs
+			}
+			v.Set("seite", strconv.Itoa(n))
+			return "/amt/konsole/abdeckung?" + v.Encode()
+		}
+		if cr.Page > 1 {
+			cr.Prev = pageLink(cr.Page - 1)
+		}
+		if cr.Page < cr.Pages {
+			cr.Next = pageLink(cr.Page + 1)
+		}
 		cr.Headers = sortHeaders("/amt/konsole/abdeckung", q, spec, [2]string{"gemeinde", "Gemeinde"}, [2]string{"ars", "Regionalschlüssel"},
 			[2]string{"stand", "Stand"}, [2]string{"anbieter", "Anbieter"}, [2]string{"wege", "Zugangswege"})
 		d.Result = cr
@@ -553,19 +581,19 @@ func (a *statsAgg) add(b *federationv1.HandoverStatsBucket) {
 	a.ProcMax = max(a.ProcMax, b.GetProcessingMsMax())
 }
 
-// MeanHours is the mean processing time in hours; ok false when no case
-// was decided.
-func (a statsAgg) MeanHours() (float64, bool) {
+// MeanMs is the mean processing time in milliseconds; ok false when no
+// case was decided.
+func (a statsAgg) MeanMs() (float64, bool) {
 	if a.ProcCount == 0 {
 		return 0, false
 	}
-	return float64(a.ProcSum) / float64(a.ProcCount) / 3.6e6, true
+	return float64(a.ProcSum) / float64(a.ProcCount), true
 }
 
-// Mean is MeanHours for a table cell.
+// Mean is MeanMs for a table cell.
 func (a statsAgg) Mean() string {
-	if h, ok := a.MeanHours(); ok {
-		return formatNumber(h) + " h"
+	if ms, ok := a.MeanMs(); ok {
+		return shortDuration(ms)
 	}
 	return "–"
 }
@@ -575,7 +603,33 @@ func (a statsAgg) Max() string {
 	if a.ProcCount == 0 {
 		return "–"
 	}
-	return formatNumber(float64(a.ProcMax)/3.6e6) + " h"
+	return shortDuration(float64(a.ProcMax))
+}
+
+// timeUnit is a unit for processing times: its name and length in ms.
+type timeUnit struct {
+	Name, Short string
+	Ms          float64
+}
+
+var timeUnits = []timeUnit{{"Sekunden", "s", 1e3}, {"Minuten", "min", 6e4}, {"Stunden", "h", 3.6e6}, {"Tage", "d", 8.64e7}}
+
+// unitFor is the largest unit in which ms is at least 1 (seconds at least).
+func unitFor(ms float64) timeUnit {
+	u := timeUnits[0]
+	for _, c := range timeUnits {
+		if ms >= c.Ms {
+			u = c
+		}
+	}
+	return u
+}
+
+// shortDuration writes a processing time in its own unit: "45 s",
+// "12,5 min", "3 h", "2,5 d".
+func shortDuration(ms float64) string {
+	u := unitFor(ms)
+	return formatNumber(ms/u.Ms) + " " + u.Short
 }
 
 // statsByDay sums buckets per calendar day (Berlin) from the day of since
@@ -635,6 +689,7 @@ type statsData struct {
 	PerService, PerOrg                      []statsAgg
 	Total                                   statsAgg
 	CountChart, TimeChart                   template.HTML
+	TimeUnit                                string
 	Problem                                 string
 }
 
@@ -666,14 +721,15 @@ func (s *Server) statsPage(w http.ResponseWriter, r *http.Request, u *User) {
 	sinceDay := now.In(berlin).AddDate(0, 0, -(days - 1))
 	since := time.Date(sinceDay.Year(), sinceDay.Month(), sinceDay.Day(), 0, 0, 0, 0, berlin)
 	all, sources := s.gatherStats(r.Context(), res.Msg.GetMembers(), since.UnixMilli())
-	d.Sources = sources
-	for _, src := range sources {
+	nm := s.names(r.Context())
+	for i := range sources {
+		sources[i].Org = nm.orgName(sources[i].Org)
 		d.Asked++
-		if src.OK {
+		if sources[i].OK {
 			d.Answered++
 		}
 	}
-	nm := s.names(r.Context())
+	d.Sources = sources
 	// Filters: direction always (each handover is counted by its sender
 	// and its recipient), service and organisation if chosen; the
 	// choice lists come from the buckets of the chosen direction.
@@ -703,13 +759,21 @@ func (s *Server) statsPage(w http.ResponseWriter, r *http.Request, u *User) {
 	d.PerOrg = statsBy(sel, (*federationv1.HandoverStatsBucket).GetOrganisationId, nm.orgName)
 	counts := make([]chartPoint, len(d.PerDay))
 	times := make([]chartPoint, len(d.PerDay))
+	longest := 0.0
+	for _, a := range d.PerDay {
+		if ms, ok := a.MeanMs(); ok {
+			longest = max(longest, ms)
+		}
+	}
+	unit := unitFor(longest) // one unit for the whole line
 	for i, a := range d.PerDay {
 		counts[i] = chartPoint{Label: a.Label, Value: float64(a.Handovers)}
-		h, ok := a.MeanHours()
-		times[i] = chartPoint{Label: a.Label, Value: h, Missing: !ok}
+		ms, ok := a.MeanMs()
+		times[i] = chartPoint{Label: a.Label, Value: ms / unit.Ms, Missing: !ok}
 	}
+	d.TimeUnit = unit.Name
 	d.CountChart = barChartSVG(counts, "Übergaben je Tag (Balkendiagramm; die Zahlen stehen in der Tabelle daneben)", "Fälle")
-	d.TimeChart = lineChartSVG(times, "Mittlere Bearbeitungszeit je Tag in Stunden (Liniendiagramm; die Zahlen stehen in der Tabelle daneben)", "Stunden")
+	d.TimeChart = lineChartSVG(times, "Mittlere Bearbeitungszeit je Tag in "+unit.Name+" (Liniendiagramm; die Zahlen stehen in der Tabelle daneben)", unit.Name)
 	if d.Answered == 0 {
 		d.Problem = "Kein Knoten hat Statistiken geliefert."
 		for _, src := range sources {

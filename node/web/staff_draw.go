@@ -167,7 +167,7 @@ const (
 	chartLeft, chartRight      = 56.0, 12.0
 	chartTop, chartBottom      = 12.0, 40.0
 	chartPlotW, chartPlotH     = chartW - chartLeft - chartRight, chartH - chartTop - chartBottom
-	chartTicks             int = 4
+	chartTicks             int = 5 // 1, 2, 5 and 10 split into round steps
 )
 
 // scaleY maps a value to the plot's y coordinate for an axis from 0 to max.
@@ -208,7 +208,8 @@ func barChartSVG(pts []chartPoint, title, unit string) template.HTML {
 	for _, p := range pts {
 		max = math.Max(max, p.Value)
 	}
-	max = niceMax(max)
+	// Counts: at least 5, so that the ticks are whole numbers.
+	max = math.Max(niceMax(max), 5)
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg class="vb-chart" viewBox="0 0 %.0f %.0f" role="img" aria-label="%s" xmlns="http://www.w3.org/2000/svg">`, chartW, chartH, template.HTMLEscapeString(title))
 	axes(&b, pts, max, unit)

@@ -559,11 +559,16 @@ type hopView struct {
 	At       int64
 }
 
+// nextGroup is one "what comes next" relation: its life situation and
+// note, and the services it offers.
+type nextGroup struct {
+	Situation, Note string
+	Services        []nextStepView
+}
+
 type nextStepView struct {
 	Service   string
 	LeikaKey  string
-	Note      string
-	Situation string
 	Providers []providerView
 	Problem   string
 }
@@ -588,7 +593,7 @@ type caseData struct {
 	Candidates    []*registryv1.Organisation
 	SearchDone    bool
 	SearchProblem string
-	NextSteps     []nextStepView
+	NextSteps     []nextGroup
 	NextProblem   string
 	// Form values kept after a failed action.
 	Form map[string]string
@@ -695,7 +700,7 @@ const nextStepsMax = 8
 // services that come next (ListNextSteps, with this municipality's
 // state's relations) and who provides each to a citizen of this
 // municipality (FindProviders for its ARS, the best three).
-func (s *Server) nextSteps(ctx context.Context, nm *names, key string) ([]nextStepView, string) {
+func (s *Server) nextSteps(ctx context.Context, nm *names, key string) ([]nextGroup, string) {
 	if key == "" {
 		return nil, ""
 	}
@@ -708,15 +713,18 @@ func (s *Server) nextSteps(ctx context.Context, nm *names, key string) ([]nextSt
 		}
 		return nil, "Die nächsten Schritte konnten nicht geladen werden: " + apiMessage(err)
 	}
-	var out []nextStepView
+	var out []nextGroup
 	seen := map[string]bool{}
+	shown := 0
 	for _, ns := range res.Msg.GetNextSteps() {
+		g := nextGroup{Situation: ns.GetLifeSituation(), Note: ns.GetNote()}
 		for _, next := range ns.GetNextLeikaKeys() {
-			if seen[next] || len(out) >= nextStepsMax {
+			if seen[next] || shown >= nextStepsMax {
 				continue
 			}
 			seen[next] = true
-			v := nextStepView{LeikaKey: next, Service: nm.service(next), Note: ns.GetNote(), Situation: ns.GetLifeSituation()}
+			shown++
+			v := nextStepView{LeikaKey: next, Service: nm.service(next)}
 			if area == "" {
 				v.Problem = "Diese Organisation hat keinen Regionalschlüssel; Anbieter vor Ort können nicht bestimmt werden."
 			} else if pr, err := s.api.query.FindProviders(ctx, connect.NewRequest(&registryv1.FindProvidersRequest{LeikaKey: next, Area: area, Limit: 3})); err != nil {
@@ -739,7 +747,10 @@ func (s *Server) nextSteps(ctx context.Context, nm *names, key string) ([]nextSt
 					v.Providers = append(v.Providers, pv)
 				}
 			}
-			out = append(out, v)
+			g.Services = append(g.Services, v)
+		}
+		if len(g.Services) > 0 {
+			out = append(out, g)
 		}
 	}
 	return out, ""

@@ -82,7 +82,7 @@ func sortHeaders(path string, q url.Values, cur sortSpec, cols ...[2]string) []s
 	for _, c := range cols {
 		v := url.Values{}
 		for k, vs := range q {
-			if k != "sort" && k != "richtung" {
+			if k != "sort" && k != "richtung" && k != "seite" { // a new order starts on page 1
 				v[k] = vs
 			}
 		}

@@ -2,6 +2,7 @@ package web
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -460,6 +461,24 @@ func TestCoveragePageMapTableAndCSV(t *testing.T) {
 	if !strings.Contains(rec.Body.String(), "097610000000;Augsburg;angeboten;SSC Schwaben;beauftragte Stelle;Vor Ort;nein;48.37000;10.90000") {
 		t.Errorf("csv row: %q", rec.Body.String())
 	}
+	// A long table is paged (the map and the CSV keep every row).
+	for i := 0; i < 150; i++ {
+		f.coverage.Rows = append(f.coverage.Rows, &registryv1.CoverageRow{Ars: fmt.Sprintf("0999%08d", i), Name: fmt.Sprintf("Dorf %03d", i)})
+	}
+	_, body = c.get("/amt/konsole/abdeckung?leistung=99050012104000&land=09&sort=gemeinde&richtung=auf")
+	if n := strings.Count(body, `<tr class="kern-table__row"><td`); n != 100 || !strings.Contains(body, "Gemeinden 1 bis 100 von 153") ||
+		!strings.Contains(body, `href="/amt/konsole/abdeckung?land=09&amp;leistung=99050012104000&amp;richtung=auf&amp;seite=2&amp;sort=gemeinde"`) {
+		t.Errorf("page 1: %d rows", n)
+	}
+	_, body = c.get("/amt/konsole/abdeckung?leistung=99050012104000&land=09&sort=gemeinde&richtung=auf&seite=2")
+	if n := strings.Count(body, `<tr class="kern-table__row"><td`); n != 53 || !strings.Contains(body, "Seite 2 von 2") || !strings.Contains(body, ">Nürnberg<") {
+		t.Errorf("page 2: %d rows", n)
+	}
+	if rec := c.do("GET", "/amt/konsole/abdeckung.csv?leistung=99050012104000&land=09", nil); strings.Count(rec.Body.String(), "\r\n") != 154 {
+		t.Errorf("csv of a paged table: %d lines, want all 153 and the header", strings.Count(rec.Body.String(), "\r\n"))
+	}
+	f.coverage = coverageFixture()
+
 	// A name instead of a key: the officer chooses the service.
 	_, body = c.get("/amt/konsole/abdeckung?leistung=Gewerbe&land=09")
 	if !strings.Contains(body, `href="/amt/konsole/abdeckung?leistung=99050012104000&amp;land=09"`) {
@@ -550,7 +569,7 @@ func TestHandoverStatsGatheredFromEveryNode(t *testing.T) {
 		t.Fatalf("stats: %d\n%s", code, body)
 	}
 	for _, want := range []string{"3 von 4 Knoten haben geantwortet", `id="fig-handovers">6<`, `<svg class="vb-chart"`, "vb-chart__bar", "vb-chart__line",
-		"Wohnsitz anmelden", "Gewerbe anmelden", "München", "Augsburg", "3 h", "4 h", "n-gone (land-09): <span class=\"vb-error-text\">antwortet nicht",
+		"Wohnsitz anmelden", "Gewerbe anmelden", "München", "Augsburg", "3 h", "4 h", "n-gone (Bayern): <span class=\"vb-error-text\">antwortet nicht",
 		"schon von einem anderen Knoten gezählt"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("stats page lacks %q", want)
