@@ -160,11 +160,17 @@ func coverageRows(res *registryv1.GetCoverageResponse, q url.Values) ([]coverage
 	return rows, spec
 }
 
+// percent is part of whole in per cent with one decimal; a share that
+// is not zero never shows as 0 ("unter 0,1").
 func percent(part, whole uint32) string {
 	if whole == 0 {
 		return "0"
 	}
-	return formatNumber(float64(part) * 100 / float64(whole))
+	p := float64(part) * 100 / float64(whole)
+	if part > 0 && p < 0.05 {
+		return "unter 0,1"
+	}
+	return formatNumber(p)
 }
 
 func (s *Server) coveragePage(w http.ResponseWriter, r *http.Request, u *User) {

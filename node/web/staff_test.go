@@ -190,6 +190,9 @@ func TestCaseFieldsKeepStructureAndOrder(t *testing.T) {
 	if len(fs[2].Items) != 2 || fs[2].Items[1].Value != "2" || fs[3].Value != "nein" {
 		t.Errorf("array or bool: %+v %+v", fs[2], fs[3])
 	}
+	if percent(1, 2056) != "unter 0,1" || percent(2, 3) != "66,7" || percent(0, 5) != "0" {
+		t.Errorf("percent: %q %q %q", percent(1, 2056), percent(2, 3), percent(0, 5))
+	}
 	if got := caseFields("not json"); len(got) != 1 || got[0].Value != "not json" {
 		t.Errorf("invalid JSON: %+v", got)
 	}
