@@ -339,6 +339,16 @@ func TestCaseActionsRedirectWithNotice(t *testing.T) {
 	if !strings.Contains(body, "Begründung: Unterlagen oder Angaben unvollständig: Es fehlt der Meldeschein.") {
 		t.Error("history lacks the rejection with its problem")
 	}
+	// An accepted case is completed.
+	rec = c.post("/amt/fall/h-2/abschliessen", nil)
+	if rec.Code != http.StatusSeeOther || !strings.HasSuffix(rec.Header().Get("Location"), "hinweis=erledigt") || f.cases["h-2"].GetSummary().GetState() != federationv1.CaseState_CASE_STATE_COMPLETED {
+		t.Fatalf("complete: %d %q", rec.Code, rec.Header().Get("Location"))
+	}
+	_, body = c.get("/amt/fall/h-2")
+	if !strings.Contains(body, "es gibt nichts mehr zu tun") || strings.Contains(body, `action="/amt/fall/h-2/`) {
+		t.Error("a completed case still offers actions")
+	}
+	f.cases["h-2"].Summary.State = federationv1.CaseState_CASE_STATE_ACCEPTED
 	// Without the CSRF token nothing happens.
 	req := httptest.NewRequest("POST", "/amt/fall/h-2/abschliessen", strings.NewReader("csrf=x"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
