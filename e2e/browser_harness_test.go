@@ -233,6 +233,9 @@ func get[T any](t *testing.T, p *page, what string, a chromedp.Action[T]) T {
 	defer cancel()
 	v, err := chromedp.Run(ctx, a)
 	if err != nil {
+		if len(what) > 200 {
+			what = what[:200] + "…"
+		}
 		t.Fatalf("browser: %s: %v", what, err)
 	}
 	return v
@@ -258,19 +261,29 @@ func (p *page) visit(t *testing.T, path string) {
 	if strings.HasPrefix(path, "/") {
 		u = p.base + path
 	}
-	p.run(t, "visit "+u, chromedp.Navigate(u), chromedp.WaitReady(chromedp.CSS("body")))
+	p.run(t, "visit "+u, chromedp.Navigate(u))
+	p.waitLoaded(t)
 }
 
-// click clicks the first element matching the CSS selector sel.
+// The element helpers work through JavaScript and input events rather
+// than chromedp's DOM queries, which lose track of the document after a
+// navigation to another origin (another node's pages).
+
+// click clicks (a real mouse event) the first element matching the CSS
+// selector sel, once it is visible.
 func (p *page) click(t *testing.T, sel string) {
 	t.Helper()
-	p.run(t, "click "+sel, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+	p.waitVisible(t, sel)
+	xy := evalJS[[]float64](t, p, fmt.Sprintf(`(() => { const e = document.querySelector(%q); e.scrollIntoView({block: "center"}); const r = e.getBoundingClientRect(); return [r.left + r.width/2, r.top + r.height/2]; })()`, sel))
+	p.run(t, "click "+sel, chromedp.MouseClickXY(xy[0], xy[1]))
 }
 
 // typeText focuses sel and types s as key events.
 func (p *page) typeText(t *testing.T, sel, s string) {
 	t.Helper()
-	p.run(t, "type into "+sel, chromedp.Focus(chromedp.CSS(sel)), chromedp.SendKeys(chromedp.CSS(sel), s))
+	p.waitVisible(t, sel)
+	evalJS[bool](t, p, fmt.Sprintf(`(() => { document.querySelector(%q).focus(); return true; })()`, sel))
+	p.press(t, s)
 }
 
 // press sends keys (kb.Tab, kb.Enter, kb.ArrowDown, kb.Escape, or text) to
@@ -288,11 +301,47 @@ func (p *page) tab(t *testing.T, n int) {
 	}
 }
 
-// enter presses Enter and waits for the page that may follow to load.
+// enter presses Enter and waits for the page it leads to.
 func (p *page) enter(t *testing.T) {
 	t.Helper()
-	p.press(t, kb.Enter)
-	p.waitLoaded(t)
+	p.navigates(t, func() { p.press(t, kb.Enter) })
+}
+
+// clickNav clicks sel and waits for the page it leads to.
+func (p *page) clickNav(t *testing.T, sel string) {
+	t.Helper()
+	p.navigates(t, func() { p.click(t, sel) })
+}
+
+// clickLink clicks the link whose text is text and waits for its page.
+func (p *page) clickLink(t *testing.T, text string) {
+	t.Helper()
+	p.navigates(t, func() {
+		if !evalJS[bool](t, p, fmt.Sprintf(`(() => { const a = [...document.querySelectorAll("a")].find(a => a.textContent.trim() === %q); if (a) { a.focus(); a.click(); } return !!a; })()`, text)) {
+			t.Fatalf("no link %q on %s", text, p.path(t))
+		}
+	})
+}
+
+// navigates runs action, which must lead to a new document, and waits
+// until that document has loaded.
+func (p *page) navigates(t *testing.T, action func()) {
+	t.Helper()
+	evalJS[bool](t, p, `window.__vbOld = true`)
+	action()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(p.ctx, 2*time.Second)
+		gone, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__vbOld !== true && document.readyState === "complete"`))
+		cancel()
+		if err == nil && gone {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("browser: no new page loaded after the action (still at %s)", p.path(t))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // waitLoaded waits until the document is complete.
@@ -316,13 +365,23 @@ func (p *page) waitLoaded(t *testing.T) {
 // waitVisible waits until sel is visible.
 func (p *page) waitVisible(t *testing.T, sel string) {
 	t.Helper()
-	p.run(t, "wait for "+sel, chromedp.WaitVisible(chromedp.CSS(sel)))
+	js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (!e) return false; const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0 && getComputedStyle(e).visibility !== "hidden"; })()`, sel)
+	deadline := time.Now().Add(10 * time.Second)
+	for !evalJS[bool](t, p, js) {
+		if time.Now().After(deadline) {
+			t.Fatalf("browser: %s not visible on %s", sel, p.path(t))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // text returns the text of the first element matching sel.
 func (p *page) text(t *testing.T, sel string) string {
 	t.Helper()
-	return get(t, p, "text of "+sel, chromedp.Text(chromedp.CSS(sel)))
+	if !p.exists(t, sel) {
+		t.Fatalf("browser: no %s on %s: %.500s", sel, evalJS[string](t, p, "location.href"), evalJS[string](t, p, "document.documentElement.outerHTML"))
+	}
+	return evalJS[string](t, p, fmt.Sprintf(`document.querySelector(%q).innerText`, sel))
 }
 
 // exists reports whether an element matches sel now.
@@ -426,10 +485,10 @@ func axeCheck(t *testing.T, p *page) []axeViolation {
 	return vs
 }
 
-// screenshot writes the current viewport to docs/screenshots/name.png.
+// screenshot writes the whole page (PNG) to docs/screenshots/name.png.
 func screenshot(t *testing.T, p *page, name string) {
 	t.Helper()
-	png := get(t, p, "screenshot", chromedp.FullScreenshot(90))
+	png := get(t, p, "screenshot", chromedp.FullScreenshot(100))
 	if err := os.MkdirAll(screenshotDir, 0o755); err != nil {
 		t.Fatal(err)
 	}

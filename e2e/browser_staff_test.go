@@ -25,15 +25,13 @@ import (
 	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
 )
 
-const (
-	leikaUmzug   = "99115005000000" // Wohnsitz anmelden (life situation Umzug)
-	leikaGewerbe = "99050012104000" // Gewerbe anmelden
-)
+// The cases use browser_portal_test.go's leikaAnmeldung (a move) and
+// leikaGewerbe.
 
 func TestBrowserStaff(t *testing.T) {
 	n := startPortalNet(t)
 	pw := n.user(t, n.B.API, n.DirB, "sachbearbeiterin", nodev1.Role_ROLE_CLERK)
-	tcAccept := n.caseTo(t, munichARS, leikaUmzug, "Umzug nach München")
+	tcAccept := n.caseTo(t, munichARS, leikaAnmeldung, "Umzug nach München")
 	tcReject := n.caseTo(t, munichARS, leikaGewerbe, "Gewerbe in München")
 	serviceName := func(key string) string {
 		q := registryv1connect.NewQueryServiceClient(proc.BearerClient(""), n.B.API)
@@ -65,7 +63,7 @@ func TestBrowserStaff(t *testing.T) {
 		if len(rows) != 2 {
 			t.Fatalf("inbox rows: %q, want the 2 cases", rows)
 		}
-		for _, c := range []struct{ tc, service string }{{tcAccept, serviceName(leikaUmzug)}, {tcReject, serviceName(leikaGewerbe)}} {
+		for _, c := range []struct{ tc, service string }{{tcAccept, serviceName(leikaAnmeldung)}, {tcReject, serviceName(leikaGewerbe)}} {
 			row := rowWith(rows, c.tc)
 			if row == "" || !strings.Contains(row, c.service) || !strings.Contains(row, "Verbund-Betreiber") || !strings.Contains(row, "Neu eingegangen") {
 				t.Errorf("inbox row of %s: %q, want service %q, sender Verbund-Betreiber, state Neu eingegangen", c.tc, row, c.service)

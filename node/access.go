@@ -163,9 +163,13 @@ var policy = map[string]rule{
 	// Handovers: other nodes deliver and read timelines (authenticated by
 	// the signatures in their tokens); everything else is the
 	// organisation's case-worker API, which makes this node sign.
-	federationv1connect.HandoverServiceDeliverHandoverProcedure:  open,
-	federationv1connect.HandoverServiceDeliverEventProcedure:     open,
-	federationv1connect.HandoverServiceGetCaseTimelineProcedure:  open,
+	federationv1connect.HandoverServiceDeliverHandoverProcedure: open,
+	federationv1connect.HandoverServiceDeliverEventProcedure:    open,
+	federationv1connect.HandoverServiceGetCaseTimelineProcedure: open,
+	// The citizen's tracking page: the code is the secret; a node asks
+	// others only for a code it holds itself, and the page limits guesses
+	// per address (node/web) besides the query budget.
+	federationv1connect.HandoverServiceTrackCaseProcedure:        publicOnly,
 	federationv1connect.HandoverServiceGetHandoverStatsProcedure: open, // counts only, no case data
 	service(federationv1connect.HandoverServiceName):             clerks,
 

@@ -176,6 +176,11 @@ func TestHappyPath(t *testing.T) {
 			t.Fatal(err)
 		}
 		ents := tr.Msg.Entries
+		// The service is known where the case was received (C), not at
+		// the sender (A).
+		if wantLeika := map[*node]string{c: leika}[n]; tr.Msg.LeikaKey != wantLeika {
+			t.Errorf("timeline from %s: leika_key %q, want %q", n.org, tr.Msg.LeikaKey, wantLeika)
+		}
 		if len(ents) != len(want) || len(tr.Msg.UnreachableOrganisationIds) != 0 || len(tr.Msg.OrganisationIds) != 3 {
 			t.Fatalf("timeline from %s: %v", n.org, tr.Msg)
 		}

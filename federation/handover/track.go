@@ -181,7 +181,7 @@ func (s *Service) TrackCase(ctx context.Context, req *federationv1.TrackCaseRequ
 	if len(local) == 0 {
 		return nil, fmt.Errorf("%w: no case with tracking code %q here", ErrNotFound, code)
 	}
-	res := &federationv1.TrackCaseResponse{TrackingCode: code}
+	res := &federationv1.TrackCaseResponse{TrackingCode: code, LeikaKey: s.receivedLeika(code)}
 	seen := map[string]bool{s.cfg.OrgID: true}
 	res.OrganisationIds = append(res.OrganisationIds, s.cfg.OrgID)
 	var all []*federationv1.TimelineItem
@@ -394,4 +394,29 @@ func verifyReceiptItem(ctx context.Context, r envelope.KeyResolver, it *federati
 		return nil, fmt.Errorf("receipt is for handover %q, not %q", rc.HandoverID, it.GetHandoverId())
 	}
 	return rc, nil
+}
+
+// receivedLeika returns the LeiKa key of the newest case with tracking
+// code this organisation received ("" if it received none).
+func (s *Service) receivedLeika(code string) string {
+	var leika string
+	var at int64
+	_ = s.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = trackPrefix(code)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.ValidForPrefix(opts.Prefix); it.Next() {
+			role, err := it.Item().ValueCopy(nil)
+			if err != nil || string(role) != "in" {
+				continue
+			}
+			var rec inboxRecord
+			if ok, err := getJSON(txn, key(pInbox, string(it.Item().Key()[len(opts.Prefix):])), &rec); err == nil && ok && rec.ReceivedAt >= at {
+				leika, at = rec.Leika, rec.ReceivedAt
+			}
+		}
+		return nil
+	})
+	return leika
 }

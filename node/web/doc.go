@@ -16,7 +16,12 @@
 //	session.go         staff sessions: sign-in, the token cookie, who is signed in
 //	inproc.go          the in-process transport to the node's API and the clients
 //	static.go          embedded assets (KERN UX, fonts, our CSS and script)
-//	routes_citizen.go  the citizen portal and the legal pages
+//	routes_citizen.go  the citizen portal's routes, the start page, template functions
+//	citizen_place.go   the place chooser: /portal/ort, orte.json, the verbund_ort cookie
+//	citizen_services.go life situations, search, the service page (who delivers it where)
+//	citizen_track.go   case tracking with the proactive offers (ListNextSteps)
+//	citizen_format.go  German names and texts of channels, fees, addresses, events
+//	citizen_info.go    /info/: Impressum, Datenschutz, Barrierefreiheit (feedback), Leichte Sprache, Gebärdensprache
 //	routes_staff.go    staff sign-in and the staff area's routes
 //	staff_inbox.go     the clerk's inbox: cases, one case and its actions, offers, outbox
 //	staff_console.go   the agency console: coverage (+ CSV), network, handover statistics

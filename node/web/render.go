@@ -29,6 +29,9 @@ type Page struct {
 	User *User
 	// Notice and Error are shown above the content (role=status / alert).
 	Notice, Error string
+	// Place is the citizen's chosen municipality (cookie verbund_ort),
+	// shown on every portal page with a link to change it; nil: none.
+	Place *Place
 	// Data is the page's own data.
 	Data any
 }

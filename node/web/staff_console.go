@@ -6,7 +6,6 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,7 +61,7 @@ func stateName(code string) string {
 	return code
 }
 
-var leikaRE = regexp.MustCompile(`^99\d{12}$`)
+// leikaRE (a LeiKa key) is citizen_services.go's.
 
 // coverageRow is one municipality of the coverage table.
 type coverageRow struct {

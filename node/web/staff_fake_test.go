@@ -20,11 +20,11 @@ import (
 	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
 )
 
-// fakeAPI is a node API with fixed data for the staff pages' tests: the
+// staffAPI is a node API with fixed data for the staff pages' tests: the
 // real Connect handlers (so the pages' clients, codes and messages are
 // exercised) over in-memory answers. Fields set to a Connect error make
 // that call fail.
-type fakeAPI struct {
+type staffAPI struct {
 	federationv1connect.UnimplementedHandoverServiceHandler
 	registryv1connect.UnimplementedQueryServiceHandler
 	nodev1connect.UnimplementedAuthServiceHandler
@@ -54,7 +54,7 @@ type fakeAPI struct {
 	actionCalls int
 }
 
-func (f *fakeAPI) handler() http.Handler {
+func (f *staffAPI) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(federationv1connect.NewHandoverServiceHandler(f))
 	mux.Handle(registryv1connect.NewQueryServiceHandler(f))
@@ -64,9 +64,9 @@ func (f *fakeAPI) handler() http.Handler {
 	return mux
 }
 
-func newFakeAPI() *fakeAPI {
+func newStaffAPI() *staffAPI {
 	now := time.Date(2026, 12, 4, 10, 0, 0, 0, berlin)
-	f := &fakeAPI{
+	f := &staffAPI{
 		cases: map[string]*federationv1.Case{},
 		orgs: map[string]*registryv1.Organisation{
 			"091620000000": {Id: "091620000000", Name: "München", Ars: "091620000000", StateCode: "09"},
@@ -109,14 +109,14 @@ func newFakeAPI() *fakeAPI {
 	return f
 }
 
-func (f *fakeAPI) WhoAmI(ctx context.Context, req *connect.Request[nodev1.WhoAmIRequest]) (*connect.Response[nodev1.WhoAmIResponse], error) {
+func (f *staffAPI) WhoAmI(ctx context.Context, req *connect.Request[nodev1.WhoAmIRequest]) (*connect.Response[nodev1.WhoAmIResponse], error) {
 	if req.Header().Get("Authorization") != "Bearer tok-clerk" {
 		return nil, connect.NewError(connect.CodeUnauthenticated, nil)
 	}
 	return connect.NewResponse(&nodev1.WhoAmIResponse{User: &nodev1.User{Username: "clerk", Roles: []nodev1.Role{nodev1.Role_ROLE_CLERK}}, OrganisationId: "091620000000"}), nil
 }
 
-func (f *fakeAPI) ListInbox(ctx context.Context, req *connect.Request[federationv1.ListInboxRequest]) (*connect.Response[federationv1.ListInboxResponse], error) {
+func (f *staffAPI) ListInbox(ctx context.Context, req *connect.Request[federationv1.ListInboxRequest]) (*connect.Response[federationv1.ListInboxResponse], error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.listState = req.Msg.GetState()
@@ -130,7 +130,7 @@ func (f *fakeAPI) ListInbox(ctx context.Context, req *connect.Request[federation
 	return connect.NewResponse(out), nil
 }
 
-func (f *fakeAPI) GetCase(ctx context.Context, req *connect.Request[federationv1.GetCaseRequest]) (*connect.Response[federationv1.GetCaseResponse], error) {
+func (f *staffAPI) GetCase(ctx context.Context, req *connect.Request[federationv1.GetCaseRequest]) (*connect.Response[federationv1.GetCaseResponse], error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, ok := f.cases[req.Msg.GetHandoverId()]
@@ -140,7 +140,7 @@ func (f *fakeAPI) GetCase(ctx context.Context, req *connect.Request[federationv1
 	return connect.NewResponse(&federationv1.GetCaseResponse{Case: c}), nil
 }
 
-func (f *fakeAPI) setState(id string, st federationv1.CaseState, ev *federationv1.CaseEvent) error {
+func (f *staffAPI) setState(id string, st federationv1.CaseState, ev *federationv1.CaseEvent) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.actionCalls++
@@ -158,7 +158,7 @@ func (f *fakeAPI) setState(id string, st federationv1.CaseState, ev *federationv
 	return nil
 }
 
-func (f *fakeAPI) AcceptCase(ctx context.Context, req *connect.Request[federationv1.AcceptCaseRequest]) (*connect.Response[federationv1.AcceptCaseResponse], error) {
+func (f *staffAPI) AcceptCase(ctx context.Context, req *connect.Request[federationv1.AcceptCaseRequest]) (*connect.Response[federationv1.AcceptCaseResponse], error) {
 	f.accepted = append(f.accepted, req.Msg.GetHandoverId())
 	if err := f.setState(req.Msg.GetHandoverId(), federationv1.CaseState_CASE_STATE_ACCEPTED, &federationv1.CaseEvent{Type: federationv1.EventType_EVENT_TYPE_ACCEPTED}); err != nil {
 		return nil, err
@@ -166,7 +166,7 @@ func (f *fakeAPI) AcceptCase(ctx context.Context, req *connect.Request[federatio
 	return connect.NewResponse(&federationv1.AcceptCaseResponse{}), nil
 }
 
-func (f *fakeAPI) RejectCase(ctx context.Context, req *connect.Request[federationv1.RejectCaseRequest]) (*connect.Response[federationv1.RejectCaseResponse], error) {
+func (f *staffAPI) RejectCase(ctx context.Context, req *connect.Request[federationv1.RejectCaseRequest]) (*connect.Response[federationv1.RejectCaseResponse], error) {
 	f.rejected = req.Msg
 	if err := f.setState(req.Msg.GetHandoverId(), federationv1.CaseState_CASE_STATE_REJECTED, &federationv1.CaseEvent{Type: federationv1.EventType_EVENT_TYPE_REJECTED, Problem: req.Msg.GetProblem()}); err != nil {
 		return nil, err
@@ -174,7 +174,7 @@ func (f *fakeAPI) RejectCase(ctx context.Context, req *connect.Request[federatio
 	return connect.NewResponse(&federationv1.RejectCaseResponse{}), nil
 }
 
-func (f *fakeAPI) ForwardCase(ctx context.Context, req *connect.Request[federationv1.ForwardCaseRequest]) (*connect.Response[federationv1.ForwardCaseResponse], error) {
+func (f *staffAPI) ForwardCase(ctx context.Context, req *connect.Request[federationv1.ForwardCaseRequest]) (*connect.Response[federationv1.ForwardCaseResponse], error) {
 	f.forwarded = req.Msg
 	if err := f.setState(req.Msg.GetHandoverId(), federationv1.CaseState_CASE_STATE_FORWARDED, &federationv1.CaseEvent{Type: federationv1.EventType_EVENT_TYPE_FORWARDED, ForwardedTo: req.Msg.GetRecipientOrganisationId()}); err != nil {
 		return nil, err
@@ -182,25 +182,25 @@ func (f *fakeAPI) ForwardCase(ctx context.Context, req *connect.Request[federati
 	return connect.NewResponse(&federationv1.ForwardCaseResponse{}), nil
 }
 
-func (f *fakeAPI) CompleteCase(ctx context.Context, req *connect.Request[federationv1.CompleteCaseRequest]) (*connect.Response[federationv1.CompleteCaseResponse], error) {
+func (f *staffAPI) CompleteCase(ctx context.Context, req *connect.Request[federationv1.CompleteCaseRequest]) (*connect.Response[federationv1.CompleteCaseResponse], error) {
 	if err := f.setState(req.Msg.GetHandoverId(), federationv1.CaseState_CASE_STATE_COMPLETED, &federationv1.CaseEvent{Type: federationv1.EventType_EVENT_TYPE_COMPLETED}); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&federationv1.CompleteCaseResponse{}), nil
 }
 
-func (f *fakeAPI) ListOutbox(ctx context.Context, req *connect.Request[federationv1.ListOutboxRequest]) (*connect.Response[federationv1.ListOutboxResponse], error) {
+func (f *staffAPI) ListOutbox(ctx context.Context, req *connect.Request[federationv1.ListOutboxRequest]) (*connect.Response[federationv1.ListOutboxResponse], error) {
 	return connect.NewResponse(&federationv1.ListOutboxResponse{Entries: f.outbox}), nil
 }
 
-func (f *fakeAPI) GetHandoverStats(ctx context.Context, req *connect.Request[federationv1.GetHandoverStatsRequest]) (*connect.Response[federationv1.GetHandoverStatsResponse], error) {
+func (f *staffAPI) GetHandoverStats(ctx context.Context, req *connect.Request[federationv1.GetHandoverStatsRequest]) (*connect.Response[federationv1.GetHandoverStatsResponse], error) {
 	if f.statsErr != nil {
 		return nil, f.statsErr
 	}
 	return connect.NewResponse(f.stats), nil
 }
 
-func (f *fakeAPI) GetOrganisation(ctx context.Context, req *connect.Request[registryv1.GetOrganisationRequest]) (*connect.Response[registryv1.GetOrganisationResponse], error) {
+func (f *staffAPI) GetOrganisation(ctx context.Context, req *connect.Request[registryv1.GetOrganisationRequest]) (*connect.Response[registryv1.GetOrganisationResponse], error) {
 	o, ok := f.orgs[req.Msg.GetId()]
 	if !ok {
 		return nil, connect.NewError(connect.CodeNotFound, nil)
@@ -208,7 +208,7 @@ func (f *fakeAPI) GetOrganisation(ctx context.Context, req *connect.Request[regi
 	return connect.NewResponse(&registryv1.GetOrganisationResponse{Organisation: o}), nil
 }
 
-func (f *fakeAPI) GetService(ctx context.Context, req *connect.Request[registryv1.GetServiceRequest]) (*connect.Response[registryv1.GetServiceResponse], error) {
+func (f *staffAPI) GetService(ctx context.Context, req *connect.Request[registryv1.GetServiceRequest]) (*connect.Response[registryv1.GetServiceResponse], error) {
 	s, ok := f.services[req.Msg.GetLeikaKey()]
 	if !ok {
 		return nil, connect.NewError(connect.CodeNotFound, nil)
@@ -216,7 +216,7 @@ func (f *fakeAPI) GetService(ctx context.Context, req *connect.Request[registryv
 	return connect.NewResponse(&registryv1.GetServiceResponse{Service: s}), nil
 }
 
-func (f *fakeAPI) ListOrganisations(ctx context.Context, req *connect.Request[registryv1.ListOrganisationsRequest]) (*connect.Response[registryv1.ListOrganisationsResponse], error) {
+func (f *staffAPI) ListOrganisations(ctx context.Context, req *connect.Request[registryv1.ListOrganisationsRequest]) (*connect.Response[registryv1.ListOrganisationsResponse], error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if req.Msg.GetQuery() != "" {
@@ -238,7 +238,7 @@ func (f *fakeAPI) ListOrganisations(ctx context.Context, req *connect.Request[re
 	return connect.NewResponse(out), nil
 }
 
-func (f *fakeAPI) ListNextSteps(ctx context.Context, req *connect.Request[registryv1.ListNextStepsRequest]) (*connect.Response[registryv1.ListNextStepsResponse], error) {
+func (f *staffAPI) ListNextSteps(ctx context.Context, req *connect.Request[registryv1.ListNextStepsRequest]) (*connect.Response[registryv1.ListNextStepsResponse], error) {
 	if f.nextErr != nil {
 		return nil, f.nextErr
 	}
@@ -251,7 +251,7 @@ func (f *fakeAPI) ListNextSteps(ctx context.Context, req *connect.Request[regist
 	return connect.NewResponse(out), nil
 }
 
-func (f *fakeAPI) FindProviders(ctx context.Context, req *connect.Request[registryv1.FindProvidersRequest]) (*connect.Response[registryv1.FindProvidersResponse], error) {
+func (f *staffAPI) FindProviders(ctx context.Context, req *connect.Request[registryv1.FindProvidersRequest]) (*connect.Response[registryv1.FindProvidersResponse], error) {
 	if req.Msg.GetArea() != "091620000000" {
 		return nil, connect.NewError(connect.CodeInvalidArgument, nil)
 	}
@@ -264,7 +264,7 @@ func (f *fakeAPI) FindProviders(ctx context.Context, req *connect.Request[regist
 	}}}), nil
 }
 
-func (f *fakeAPI) SearchServices(ctx context.Context, req *connect.Request[registryv1.SearchServicesRequest]) (*connect.Response[registryv1.SearchServicesResponse], error) {
+func (f *staffAPI) SearchServices(ctx context.Context, req *connect.Request[registryv1.SearchServicesRequest]) (*connect.Response[registryv1.SearchServicesResponse], error) {
 	out := &registryv1.SearchServicesResponse{}
 	for _, s := range f.services {
 		if strings.Contains(strings.ToLower(s.GetName()), strings.ToLower(req.Msg.GetText())) {
@@ -274,18 +274,18 @@ func (f *fakeAPI) SearchServices(ctx context.Context, req *connect.Request[regis
 	return connect.NewResponse(out), nil
 }
 
-func (f *fakeAPI) GetCoverage(ctx context.Context, req *connect.Request[registryv1.GetCoverageRequest]) (*connect.Response[registryv1.GetCoverageResponse], error) {
+func (f *staffAPI) GetCoverage(ctx context.Context, req *connect.Request[registryv1.GetCoverageRequest]) (*connect.Response[registryv1.GetCoverageResponse], error) {
 	if f.coverageErr != nil {
 		return nil, f.coverageErr
 	}
 	return connect.NewResponse(f.coverage), nil
 }
 
-func (f *fakeAPI) ListMembers(ctx context.Context, req *connect.Request[nodev1.ListMembersRequest]) (*connect.Response[nodev1.ListMembersResponse], error) {
+func (f *staffAPI) ListMembers(ctx context.Context, req *connect.Request[nodev1.ListMembersRequest]) (*connect.Response[nodev1.ListMembersResponse], error) {
 	return connect.NewResponse(&nodev1.ListMembersResponse{Members: f.members}), nil
 }
 
-func (f *fakeAPI) GetStatus(ctx context.Context, req *connect.Request[nodev1.GetStatusRequest]) (*connect.Response[nodev1.GetStatusResponse], error) {
+func (f *staffAPI) GetStatus(ctx context.Context, req *connect.Request[nodev1.GetStatusRequest]) (*connect.Response[nodev1.GetStatusResponse], error) {
 	return connect.NewResponse(f.status), nil
 }
 
@@ -297,7 +297,7 @@ type staffClient struct {
 	csrf string
 }
 
-func newStaffClient(t *testing.T, f *fakeAPI) (*staffClient, *Server) {
+func newStaffClient(t *testing.T, f *staffAPI) (*staffClient, *Server) {
 	t.Helper()
 	s, err := New(Config{API: f.handler(), OrgID: "091620000000", NodeID: "n-muc",
 		Now: func() time.Time { return time.Date(2026, 12, 4, 10, 0, 0, 0, berlin) }})

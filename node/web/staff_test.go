@@ -210,7 +210,7 @@ func TestCaseFieldsKeepStructureAndOrder(t *testing.T) {
 // name, the deadline from the case data (overdue marked), the status
 // filter passed to the API, sorting by sender.
 func TestInboxListsCasesWithNamesDeadlineAndFilter(t *testing.T) {
-	f := newFakeAPI()
+	f := newStaffAPI()
 	c, _ := newStaffClient(t, f)
 	code, body := c.get("/amt/posteingang")
 	if code != 200 {
@@ -241,7 +241,7 @@ func TestInboxListsCasesWithNamesDeadlineAndFilter(t *testing.T) {
 // TestInboxNeedsSignIn: without a session the inbox redirects to the
 // sign-in page and returns there afterwards.
 func TestInboxNeedsSignIn(t *testing.T) {
-	f := newFakeAPI()
+	f := newStaffAPI()
 	_, s := newStaffClient(t, f)
 	rec := httptest.NewRecorder()
 	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/amt/posteingang", nil))
@@ -252,7 +252,7 @@ func TestInboxNeedsSignIn(t *testing.T) {
 
 // TestCasePageShowsSenderDataHistoryAndOffers.
 func TestCasePageShowsSenderDataHistoryAndOffers(t *testing.T) {
-	f := newFakeAPI()
+	f := newStaffAPI()
 	c, _ := newStaffClient(t, f)
 	code, body := c.get("/amt/fall/h-1")
 	if code != 200 {
@@ -301,7 +301,7 @@ func TestCasePageShowsSenderDataHistoryAndOffers(t *testing.T) {
 // redirect back (PRG) with a notice; a reject needs a problem type and a
 // detail, and without them the API is not called.
 func TestCaseActionsRedirectWithNotice(t *testing.T) {
-	f := newFakeAPI()
+	f := newStaffAPI()
 	c, _ := newStaffClient(t, f)
 	rec := c.post("/amt/fall/h-1/annehmen", nil)
 	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/amt/fall/h-1?hinweis=angenommen" {
@@ -363,7 +363,7 @@ func TestCaseActionsRedirectWithNotice(t *testing.T) {
 // TestCaseActionErrorsInGerman: a refusal of the API (wrong state,
 // missing role) is shown in German with the case, not as a redirect.
 func TestCaseActionErrorsInGerman(t *testing.T) {
-	f := newFakeAPI()
+	f := newStaffAPI()
 	c, _ := newStaffClient(t, f)
 	f.actionErr = connect.NewError(connect.CodeFailedPrecondition, errors.New("handover: case state does not allow this"))
 	rec := c.post("/amt/fall/h-1/annehmen", nil)
@@ -381,7 +381,7 @@ func TestCaseActionErrorsInGerman(t *testing.T) {
 // search and falls back to the name prefix where the registry lacks it;
 // the chosen organisation's id goes to ForwardCase.
 func TestForwardFindsRecipientByName(t *testing.T) {
-	f := newFakeAPI()
+	f := newStaffAPI()
 	c, _ := newStaffClient(t, f)
 	_, body := c.get("/amt/fall/h-1?empfaenger=Augs")
 	if len(f.orgQueries) != 1 || !strings.Contains(body, `value="097610000000"`) || strings.Contains(body, `id="to-1"`) {
@@ -406,7 +406,7 @@ func TestForwardFindsRecipientByName(t *testing.T) {
 // error and when the next attempt comes; failed ones their reason;
 // delivered ones the receipt time.
 func TestOutboxExplainsUndelivered(t *testing.T) {
-	f := newFakeAPI()
+	f := newStaffAPI()
 	c, _ := newStaffClient(t, f)
 	code, body := c.get("/amt/postausgang")
 	if code != 200 {
@@ -438,7 +438,7 @@ func coverageFixture() *registryv1.GetCoverageResponse {
 
 // TestCoveragePageMapTableAndCSV.
 func TestCoveragePageMapTableAndCSV(t *testing.T) {
-	f := newFakeAPI()
+	f := newStaffAPI()
 	f.coverage = coverageFixture()
 	c, _ := newStaffClient(t, f)
 	code, body := c.get("/amt/konsole/abdeckung?leistung=99050012104000&land=09")
@@ -507,7 +507,7 @@ func TestCoveragePageMapTableAndCSV(t *testing.T) {
 
 // remoteNode serves a NodeService and HandoverService over loopback
 // HTTP: another member of the network.
-func remoteNode(t *testing.T, f *fakeAPI) string {
+func remoteNode(t *testing.T, f *staffAPI) string {
 	t.Helper()
 	mux := http.NewServeMux()
 	mux.Handle(nodev1connect.NewNodeServiceHandler(f))
@@ -522,10 +522,10 @@ func remoteNode(t *testing.T, f *fakeAPI) string {
 // node that does not answer, and expiring keys.
 func TestNetworkPage(t *testing.T) {
 	now := time.Date(2026, 12, 4, 10, 0, 0, 0, berlin)
-	f := newFakeAPI()
+	f := newStaffAPI()
 	f.status = &nodev1.GetStatusResponse{NodeId: "n-muc", RaftState: "Member", AppliedIndex: 95, Stats: map[string]string{"staleness_ms": "1500"},
 		ExpiryWarnings: []*nodev1.ExpiryWarning{{What: "node_certificate", Id: "CN=n-muc", NotAfterUnixMs: now.Add(-48 * time.Hour).UnixMilli()}}}
-	leader := newFakeAPI()
+	leader := newStaffAPI()
 	leader.status = &nodev1.GetStatusResponse{NodeId: "n-op", RaftState: "Leader", AppliedIndex: 100, CommitIndex: 100,
 		ExpiryWarnings: []*nodev1.ExpiryWarning{{What: "signing_key", Id: "op-sig-1", NotAfterUnixMs: now.Add(10 * 24 * time.Hour).UnixMilli()}}}
 	f.members = []*nodev1.Member{
@@ -557,13 +557,13 @@ func TestNetworkPage(t *testing.T) {
 func TestHandoverStatsGatheredFromEveryNode(t *testing.T) {
 	now := time.Date(2026, 12, 4, 10, 0, 0, 0, berlin)
 	day := func(d int) int64 { return now.AddDate(0, 0, -d).Truncate(time.Hour).UnixMilli() }
-	f := newFakeAPI()
+	f := newStaffAPI()
 	f.stats = &federationv1.GetHandoverStatsResponse{OrganisationId: "091620000000", Buckets: []*federationv1.HandoverStatsBucket{
 		{StartUnixMs: day(1), OrganisationId: "091620000000", LeikaKey: "99115005000000", CounterpartId: "097610000000", Incoming: true, Handovers: 4, Accepted: 3, Completed: 2,
 			ProcessingMsSum: uint64(2 * 3 * time.Hour / time.Millisecond), ProcessingCount: 2, ProcessingMsMax: uint64(4 * time.Hour / time.Millisecond)},
 		{StartUnixMs: day(1), OrganisationId: "091620000000", LeikaKey: "99115005000000", CounterpartId: "097610000000", Incoming: false, Handovers: 9},
 	}}
-	other := newFakeAPI()
+	other := newStaffAPI()
 	other.stats = &federationv1.GetHandoverStatsResponse{OrganisationId: "097610000000", Buckets: []*federationv1.HandoverStatsBucket{
 		{StartUnixMs: day(0), OrganisationId: "097610000000", LeikaKey: "99050012104000", CounterpartId: "091620000000", Incoming: true, Handovers: 2, Rejected: 1,
 			ProcessingMsSum: uint64(time.Hour / time.Millisecond), ProcessingCount: 1, ProcessingMsMax: uint64(time.Hour / time.Millisecond)},

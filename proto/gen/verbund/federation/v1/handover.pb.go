@@ -2032,8 +2032,13 @@ type TrackCaseResponse struct {
 	OrganisationIds []string `protobuf:"bytes,3,rep,name=organisation_ids,json=organisationIds,proto3" json:"organisation_ids,omitempty"`
 	// Organisations on the path that could not be asked.
 	UnreachableOrganisationIds []string `protobuf:"bytes,4,rep,name=unreachable_organisation_ids,json=unreachableOrganisationIds,proto3" json:"unreachable_organisation_ids,omitempty"`
-	unknownFields              protoimpl.UnknownFields
-	sizeCache                  protoimpl.SizeCache
+	// LeiKa key of the case's service, when the answering node received the
+	// case (its inbox holds the handover's claims); empty otherwise. The
+	// citizen portal offers the next services of the case's life situation
+	// with it (proactive offers).
+	LeikaKey      string `protobuf:"bytes,5,opt,name=leika_key,json=leikaKey,proto3" json:"leika_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TrackCaseResponse) Reset() {
@@ -2092,6 +2097,13 @@ func (x *TrackCaseResponse) GetUnreachableOrganisationIds() []string {
 		return x.UnreachableOrganisationIds
 	}
 	return nil
+}
+
+func (x *TrackCaseResponse) GetLeikaKey() string {
+	if x != nil {
+		return x.LeikaKey
+	}
+	return ""
 }
 
 // TimelineItem is what one organisation holds about a case. Only
@@ -3218,12 +3230,13 @@ const file_verbund_federation_v1_handover_proto_rawDesc = "" +
 	" \x01(\v2\x1e.verbund.federation.v1.ProblemR\aproblem\x12!\n" +
 	"\fforwarded_to\x18\v \x01(\tR\vforwardedTo\x12-\n" +
 	"\x12verification_error\x18\f \x01(\tR\x11verificationError\x12A\n" +
-	"\brecorded\x18\r \x01(\v2%.verbund.federation.v1.RegistryMomentR\brecorded\"\xe5\x01\n" +
+	"\brecorded\x18\r \x01(\v2%.verbund.federation.v1.RegistryMomentR\brecorded\"\x82\x02\n" +
 	"\x11TrackCaseResponse\x12#\n" +
 	"\rtracking_code\x18\x01 \x01(\tR\ftrackingCode\x12>\n" +
 	"\aentries\x18\x02 \x03(\v2$.verbund.federation.v1.TimelineEntryR\aentries\x12)\n" +
 	"\x10organisation_ids\x18\x03 \x03(\tR\x0forganisationIds\x12@\n" +
-	"\x1cunreachable_organisation_ids\x18\x04 \x03(\tR\x1aunreachableOrganisationIds\"\xed\x03\n" +
+	"\x1cunreachable_organisation_ids\x18\x04 \x03(\tR\x1aunreachableOrganisationIds\x12\x1b\n" +
+	"\tleika_key\x18\x05 \x01(\tR\bleikaKey\"\xed\x03\n" +
 	"\fTimelineItem\x12;\n" +
 	"\x04kind\x18\x01 \x01(\x0e2'.verbund.federation.v1.TimelineItemKindR\x04kind\x12!\n" +
 	"\fsigned_token\x18\x02 \x01(\tR\vsignedToken\x12\x1f\n" +
