@@ -22,5 +22,9 @@
 //	citizen_track.go   case tracking with the proactive offers (ListNextSteps)
 //	citizen_format.go  German names and texts of channels, fees, addresses, events
 //	citizen_info.go    /info/: Impressum, Datenschutz, Barrierefreiheit (feedback), Leichte Sprache, Gebärdensprache
-//	routes_staff.go    the clerk's inbox and the agency console
+//	routes_staff.go    staff sign-in and the staff area's routes
+//	staff_inbox.go     the clerk's inbox: cases, one case and its actions, offers, outbox
+//	staff_console.go   the agency console: coverage (+ CSV), network, handover statistics
+//	staff_draw.go      the console's SVG: coverage map (projection, marks), bar and line charts
+//	staff_table.go     tables sorted by query parameters; CSV for German Excel
 package web

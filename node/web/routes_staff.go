@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"errors"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -11,7 +12,23 @@ import (
 )
 
 // staffFuncs are the staff pages' template functions.
-var staffFuncs = template.FuncMap{}
+var staffFuncs = template.FuncMap{
+	// dict builds a map from key, value pairs (a sub-template's data).
+	"dict": func(kv ...any) (map[string]any, error) {
+		if len(kv)%2 != 0 {
+			return nil, errors.New("dict: odd number of arguments")
+		}
+		m := make(map[string]any, len(kv)/2)
+		for i := 0; i < len(kv); i += 2 {
+			k, ok := kv[i].(string)
+			if !ok {
+				return nil, errors.New("dict: key is not a string")
+			}
+			m[k] = kv[i+1]
+		}
+		return m, nil
+	},
+}
 
 // staffRoutes mounts the clerk's inbox and the agency console under /amt/.
 func (s *Server) staffRoutes(mux *http.ServeMux) {
@@ -19,6 +36,8 @@ func (s *Server) staffRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /amt/anmelden", s.postOnly(s.signInPost))
 	mux.HandleFunc("POST /amt/abmelden", s.postOnly(s.signOutPost))
 	mux.HandleFunc("GET /amt/{$}", s.staffOnly(s.staffHome))
+	s.inboxRoutes(mux)   // staff_inbox.go
+	s.consoleRoutes(mux) // staff_console.go
 }
 
 type signInData struct {
