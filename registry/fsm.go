@@ -66,6 +66,7 @@ type FSM struct {
 	appliedC chan struct{} // closed when applied advances
 
 	verified verifyCache
+	parsed   parsedCache // commands this node's admission parsed, for ApplyBatch
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)
@@ -90,6 +91,7 @@ func NewFSM(db *badger.DB, cfg FSMConfig) (*FSM, error) {
 	}
 	f := &FSM{db: db, cfg: cfg, log: cfg.Logger, appliedC: make(chan struct{})}
 	f.verified.init(1 << 16)
+	f.parsed.init(1 << 15)
 	applied, err := NewReader(db).view(func(*stage) error { return nil })
 	if err != nil {
 		return nil, fmt.Errorf("read applied index: %w", err)
@@ -171,7 +173,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		entries[i] = e
 		for _, raw := range e.GetSignedCommands() {
 			p := &pending{at: keys.Moment{Index: l.Index, UnixMs: e.GetProposedAtUnixMs()}}
-			p.sc, p.err = ParseCommand(raw)
+			p.sc, p.err = f.parseCommandOnce(raw)
 			perLog[i] = append(perLog[i], p)
 			all = append(all, p)
 		}
