@@ -44,7 +44,7 @@ func runSynth(ctx context.Context, env *Env, args []string) error {
 	fs.IntVar(&offerings, "offerings", synth.DefaultOfferings, "municipal offerings in total")
 	fs.Uint64Var(&seed, "seed", 1, "seed of keys, choices and command ids")
 	fs.IntVar(&perCommand, "per-command", 100, "offerings (mutations) per signed command")
-	fs.IntVar(&perRequest, "per-request", 1000, "commands per Publish request (also cut at 8 MiB)")
+	fs.IntVar(&perRequest, "per-request", 1000, "commands per Publish request (also cut at 1 MiB)")
 	fs.IntVar(&parallel, "parallel", 2, "requests in flight")
 	fs.BoolVar(&quiet, "quiet", false, "no progress lines")
 	fs.check(func() error {

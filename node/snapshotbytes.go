@@ -81,7 +81,10 @@ func (n *Node) snapshotBytesLoop(ctx context.Context) {
 		trailing := min(max(n.cfg.TrailingLogBytes/avg, minTrailingLogs), n.cfg.TrailingLogs)
 		start := time.Now()
 		err := n.snapshotWithTrailing(trailing)
-		base = n.logBytes.Load()
+		// What was appended while the snapshot was written counts
+		// towards the next one (a long snapshot under a bulk load is
+		// followed by the next at once if the threshold passed again).
+		base = appended
 		lastSnap = n.latestSnapshotIndex()
 		switch {
 		case err == nil:

@@ -532,7 +532,9 @@ type Publisher = sampledata.Publisher
 type LoadOptions struct {
 	// CommandsPerRequest (default 1,000, at most
 	// registry.MaxCommandsPerRequest); requests are also cut at
-	// MaxRequestBytes (default 8 MiB, below the node's 16 MiB limit).
+	// MaxRequestBytes (default 1 MiB: a request is one Raft log entry and
+	// one badger transaction on every server; 8 MiB entries overflowed a
+	// transaction and raised the node's memory).
 	CommandsPerRequest int
 	MaxRequestBytes    int
 	// Parallel requests in flight within a phase (default 2).
@@ -560,7 +562,7 @@ func Load(ctx context.Context, p Publisher, cfg Config, opt LoadOptions) (Progre
 	}
 	opt.CommandsPerRequest = min(opt.CommandsPerRequest, registry.MaxCommandsPerRequest)
 	if opt.MaxRequestBytes <= 0 {
-		opt.MaxRequestBytes = 8 << 20
+		opt.MaxRequestBytes = 1 << 20
 	}
 	if opt.Parallel <= 0 {
 		opt.Parallel = 2
