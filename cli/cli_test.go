@@ -514,7 +514,7 @@ func TestUsage(t *testing.T) {
 // every command answers -h with its usage.
 func TestCommandTable(t *testing.T) {
 	want := []string{"audit", "authorise", "case", "certs", "cluster", "dev", "export", "handover", "history", "import", "inbox", "init", "join", "keys", "login", "members",
-		"node", "offerings", "org", "orgs", "providers", "publish", "recover", "services", "snapshot", "status", "track", "users", "version", "watch"}
+		"node", "offerings", "org", "orgs", "providers", "publish", "recover", "services", "snapshot", "status", "synth", "track", "users", "version", "watch"}
 	var got []string
 	for _, c := range commands {
 		got = append(got, c.Name)

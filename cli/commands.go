@@ -35,6 +35,7 @@ var commands = []Command{
 	devCommand(),     // server_node.go
 	certsCommand(),   // server_certs.go
 	importCommand(),  // server_import.go
+	synthCommand(),   // client_synth.go
 	exportCommand(),  // server_import_catalogue.go
 	recoverCommand(), // server_recover.go
 

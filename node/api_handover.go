@@ -3,6 +3,8 @@ package node
 import (
 	"net/http"
 
+	"connectrpc.com/connect"
+
 	"github.com/verbund/verbund/node/handoverapi"
 )
 
@@ -11,5 +13,5 @@ import (
 // (handover.go). Which procedures other nodes may call, and which only case
 // workers on this machine, is in access.go.
 func (n *Node) handoverAPI() (string, http.Handler) {
-	return handoverapi.NewHandler(n.handover)
+	return handoverapi.NewHandler(n.handover, connect.WithCompressMinBytes(CompressMinBytes))
 }

@@ -118,6 +118,14 @@ type Config struct {
 	SnapshotInterval   time.Duration
 	TrailingLogs       uint64
 
+	// SnapshotThresholdBytes: the node also takes a Raft snapshot once
+	// this many bytes of entries were appended to its log since the last
+	// one (default 256 MiB; Raft itself counts only entries), leaving about
+	// TrailingLogBytes (default 64 MiB, at most TrailingLogs entries) of
+	// log behind. See snapshotbytes.go.
+	SnapshotThresholdBytes uint64
+	TrailingLogBytes       uint64
+
 	FSM    registry.FSMConfig
 	Writer registry.WriterConfig
 
@@ -219,6 +227,10 @@ func DefaultConfig() Config {
 		ReconcileInterval:  time.Second,
 		ReadTimeout:        5 * time.Second,
 		DiskReserveBytes:   DefaultDiskReserve,
+
+		// Raft snapshots by log bytes (snapshotbytes.go).
+		SnapshotThresholdBytes: 256 << 20,
+		TrailingLogBytes:       64 << 20,
 
 		// Rate limits and expiry warnings (ratelimit.go, expiry.go).
 		RateLimits:          DefaultRateLimits(),
@@ -448,6 +460,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TrailingLogs == 0 {
 		c.TrailingLogs = d.TrailingLogs
+	}
+	if c.SnapshotThresholdBytes == 0 {
+		c.SnapshotThresholdBytes = d.SnapshotThresholdBytes
+	}
+	if c.TrailingLogBytes == 0 {
+		c.TrailingLogBytes = d.TrailingLogBytes
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = d.MaxRequestBytes

@@ -57,6 +57,10 @@ type peerClient struct {
 	handover handoverapi.Peer
 }
 
+// peerClientOpts: the node's clients of other nodes compress nothing
+// small (see CompressMinBytes).
+var peerClientOpts = []connect.ClientOption{connect.WithCompressMinBytes(CompressMinBytes)}
+
 func newPeerClients(hc *http.Client) *peerClients {
 	return &peerClients{hc: hc, m: map[string]*peerClient{}}
 }
@@ -67,10 +71,10 @@ func (p *peerClients) get(base string) *peerClient {
 	c, ok := p.m[base]
 	if !ok {
 		c = &peerClient{
-			publish:  registryv1connect.NewPublishServiceClient(p.hc, base),
-			cluster:  nodev1connect.NewClusterServiceClient(p.hc, base),
-			watch:    registryv1connect.NewWatchServiceClient(p.hc, base),
-			handover: handoverapi.Peer{Client: federationv1connect.NewHandoverServiceClient(p.hc, base)},
+			publish:  registryv1connect.NewPublishServiceClient(p.hc, base, peerClientOpts...),
+			cluster:  nodev1connect.NewClusterServiceClient(p.hc, base, peerClientOpts...),
+			watch:    registryv1connect.NewWatchServiceClient(p.hc, base, peerClientOpts...),
+			handover: handoverapi.Peer{Client: federationv1connect.NewHandoverServiceClient(p.hc, base, peerClientOpts...)},
 		}
 		p.m[base] = c
 	}

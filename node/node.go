@@ -86,6 +86,8 @@ type Node struct {
 	db        *badger.DB
 	logStore  *raftlog.Store        // the Raft log and stable store (term, vote)
 	logs      raft.LogStore         // logStore behind a cache of recent entries
+	logBytes  atomic.Uint64         // bytes of entries appended to the log (snapshotbytes.go)
+	logBytesC chan struct{}         // signalled after each append
 	snaps     *checkedSnapshotStore // raft.FileSnapshotStore with checksummed meta.json
 	trans     *raft.NetworkTransport
 	raft      *raft.Raft
@@ -288,9 +290,10 @@ func (n *Node) Start(ctx context.Context) error {
 		if err := n.startRaft(); err != nil {
 			return err
 		}
-		n.wg.Add(2)
+		n.wg.Add(3)
 		go func() { defer n.wg.Done(); n.writer.Run(runCtx) }()
 		go func() { defer n.wg.Done(); n.watchLeadership(runCtx) }()
+		go func() { defer n.wg.Done(); n.snapshotBytesLoop(runCtx) }()
 	}
 	if err := n.listen(); err != nil {
 		return err
@@ -380,7 +383,9 @@ func (n *Node) startRaft() error {
 			n.log.Info("bootstrapped a new one-voter cluster")
 		}
 	}
-	if n.raft, err = raft.NewRaft(rc, timedFSM{n.fsm, n.metrics.applySeconds}, guardLogs(n.logs, n.disk), n.logStore, n.snaps, trans); err != nil {
+	n.logBytesC = make(chan struct{}, 1)
+	logs := countedLogs{LogStore: guardLogs(n.logs, n.disk), n: &n.logBytes, notify: n.logBytesC} // snapshotbytes.go
+	if n.raft, err = raft.NewRaft(rc, timedFSM{n.fsm, n.metrics.applySeconds}, logs, n.logStore, n.snaps, trans); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	wcfg := n.cfg.Writer

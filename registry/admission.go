@@ -120,6 +120,7 @@ func (a *Admission) Publish(ctx context.Context, signed []string) ([]*registryv1
 		}
 		submit = append(submit, sc)
 		pos = append(pos, i)
+		a.fsm.parsed.put(sc) // parsed once: the FSM takes it when it applies the entry
 	}
 	var index uint64
 	if len(submit) > 0 {

@@ -226,7 +226,9 @@ func genesisKey(cmd *registryv1.Command, kid string) (*registryv1.PublicKey, err
 	return nil, fmt.Errorf("%w: issuer %s is not registered", ErrUnknownKey, cmd.GetIssuer())
 }
 
-func parseKey(pk *registryv1.PublicKey) (jose.JSONWebKey, error) {
+func parseKey(pk *registryv1.PublicKey) (jose.JSONWebKey, error) { return parsedKeys.get(pk) }
+
+func parseKeyUncached(pk *registryv1.PublicKey) (jose.JSONWebKey, error) {
 	k, err := keys.ParsePublic(pk)
 	if err != nil {
 		return k, fmt.Errorf("%w: %v", ErrUnknownKey, err)

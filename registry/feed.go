@@ -63,7 +63,7 @@ func (r *Reader) FeedAfterBounded(after uint64, max, maxBytes int) (entries []*r
 // replicated reports whether a state key is part of what replicas copy:
 // everything but the feed itself, dedupe bookkeeping and the index markers.
 func replicated(k string) bool {
-	return !(strings.HasPrefix(k, pFeed) || strings.HasPrefix(k, pCmd) || strings.HasPrefix(k, pCmdExpiry) || k == keyApplied || k == keyFeedStart)
+	return !(strings.HasPrefix(k, pFeed) || strings.HasPrefix(k, pCmd) || strings.HasPrefix(k, pCmdExpiry) || k == keyApplied || k == keyFeedStart || k == keyFeedBytes)
 }
 
 // SnapshotWrites streams the whole replicated state, from one consistent

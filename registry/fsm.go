@@ -40,11 +40,16 @@ type FSMConfig struct {
 	// FeedRetention is how many log indexes of change feed the state keeps
 	// (older watchers get a snapshot first). Part of the deterministic state.
 	FeedRetention uint64
+	// FeedRetentionBytes also bounds the change feed by the encoded bytes
+	// of its entries (0: no bound; default 64 MiB): bulk entries of 1,000
+	// commands made 100,000 entries a second copy of a national registry.
+	// Part of the deterministic state.
+	FeedRetentionBytes uint64
 }
 
 // DefaultFSMConfig returns the production settings.
 func DefaultFSMConfig() FSMConfig {
-	return FSMConfig{ReplayWindow: 24 * time.Hour, MaxClockSkew: 5 * time.Minute, FeedRetention: 100000}
+	return FSMConfig{ReplayWindow: 24 * time.Hour, MaxClockSkew: 5 * time.Minute, FeedRetention: 100000, FeedRetentionBytes: 64 << 20}
 }
 
 // FSM is the registry state machine. It implements raft.BatchingFSM: Raft
@@ -66,6 +71,7 @@ type FSM struct {
 	appliedC chan struct{} // closed when applied advances
 
 	verified verifyCache
+	parsed   parsedCache // commands this node's admission parsed, for ApplyBatch
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)
@@ -90,6 +96,7 @@ func NewFSM(db *badger.DB, cfg FSMConfig) (*FSM, error) {
 	}
 	f := &FSM{db: db, cfg: cfg, log: cfg.Logger, appliedC: make(chan struct{})}
 	f.verified.init(1 << 16)
+	f.parsed.init(1 << 15)
 	applied, err := NewReader(db).view(func(*stage) error { return nil })
 	if err != nil {
 		return nil, fmt.Errorf("read applied index: %w", err)
@@ -171,7 +178,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		entries[i] = e
 		for _, raw := range e.GetSignedCommands() {
 			p := &pending{at: keys.Moment{Index: l.Index, UnixMs: e.GetProposedAtUnixMs()}}
-			p.sc, p.err = ParseCommand(raw)
+			p.sc, p.err = f.parseCommandOnce(raw)
 			perLog[i] = append(perLog[i], p)
 			all = append(all, p)
 		}
@@ -555,9 +562,20 @@ func (f *FSM) LookupResult(issuer, id string) (*registryv1.CommandResult, error)
 	return res, nil
 }
 
+// keyFeedBytes holds the encoded bytes of the change feed entries the
+// state retains (feed bookkeeping: not replicated through the feed). A
+// state from before it existed starts counting at 0 (and never below).
+const keyFeedBytes = "m/feedbytes"
+
+// maxFeedDrops bounds the feed entries one log entry drops, so that one
+// apply never does unbounded work; the rest go with the next entries.
+const maxFeedDrops = 1000
+
 // recordFeed stores the state writes of the log entry at index as a change
 // feed entry (dedupe bookkeeping left out), and drops feed entries that fell
-// out of the retention. Deterministic: it depends on the index only.
+// out of the retention: older than FeedRetention indexes, or beyond
+// FeedRetentionBytes of encoded entries (the newest entry always stays).
+// Deterministic: it depends on the index and the state only.
 func (f *FSM) recordFeed(ls *stage, index uint64) error {
 	e := &registryv1.FeedEntry{Index: index}
 	for _, k := range ls.order {
@@ -567,39 +585,60 @@ func (f *FSM) recordFeed(ls *stage, index uint64) error {
 		v := ls.writes[k]
 		e.Writes = append(e.Writes, &registryv1.StateWrite{Key: []byte(k), Value: v, Delete: v == nil})
 	}
+	total, err := ls.getIndex(keyFeedBytes)
+	if err != nil {
+		return err
+	}
 	if len(e.Writes) > 0 {
-		if err := ls.setProto(feedKey(index), e); err != nil {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(e)
+		if err != nil {
 			return err
 		}
+		ls.set(feedKey(index), b)
+		total += uint64(len(b))
+		defer func() { ls.set([]byte(keyFeedBytes), u64(total)) }()
 	}
-	if index <= f.cfg.FeedRetention {
-		return nil
+	var cutoff uint64 // entries below it are dropped by count
+	if index > f.cfg.FeedRetention {
+		cutoff = index - f.cfg.FeedRetention
 	}
-	cutoff := index - f.cfg.FeedRetention
+	overBytes := f.cfg.FeedRetentionBytes > 0 && total > f.cfg.FeedRetentionBytes
 	start, err := ls.getIndex(keyFeedStart)
 	if err != nil {
 		return err
 	}
-	if start >= cutoff {
+	if start >= cutoff && !overBytes {
 		return nil
 	}
 	it := ls.txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pFeed)})
 	defer it.Close()
 	n := 0
-	newStart := cutoff
+	newStart := start
 	for it.Rewind(); it.Valid(); it.Next() {
-		key := it.Item().KeyCopy(nil)
-		idx := binary.BigEndian.Uint64(key[len(pFeed):])
-		if idx >= cutoff {
+		idx := binary.BigEndian.Uint64(it.Item().Key()[len(pFeed):])
+		if idx >= index || idx >= cutoff && !(f.cfg.FeedRetentionBytes > 0 && total > f.cfg.FeedRetentionBytes) {
 			break
 		}
-		if n == 1000 {
-			newStart = idx - 1 // continue with the next entry
+		if n == maxFeedDrops {
 			break
 		}
-		ls.del(key)
+		var size int
+		if err := it.Item().Value(func(v []byte) error { size = len(v); return nil }); err != nil {
+			return err
+		}
+		ls.del(it.Item().KeyCopy(nil))
+		total -= min(total, uint64(size))
+		newStart = idx // a reader after newStart misses nothing
 		n++
 	}
-	ls.set([]byte(keyFeedStart), u64(newStart))
+	if n < maxFeedDrops {
+		newStart = max(newStart, cutoff) // all below the cutoff are gone
+	}
+	if newStart != start {
+		ls.set([]byte(keyFeedStart), u64(newStart))
+	}
+	if n > 0 && len(e.Writes) == 0 {
+		ls.set([]byte(keyFeedBytes), u64(total))
+	}
 	return nil
 }

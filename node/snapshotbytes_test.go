@@ -1,0 +1,61 @@
+package node
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
+)
+
+// TestSnapshotByLogBytes: with Raft's entry threshold out of reach, the
+// node snapshots once SnapshotThresholdBytes of log were appended, and the
+// log keeps about TrailingLogBytes (at least minTrailingLogs entries)
+// behind: the log stays bounded in bytes.
+func TestSnapshotByLogBytes(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.SnapshotThreshold = 1 << 30 // never by entries
+	cfg.SnapshotThresholdBytes = 64 << 10
+	cfg.TrailingLogBytes = 16 << 10
+	n := startNode(t, cfg)
+	key := n.SigningKey()
+	name := strings.Repeat("n", 200)
+	const commands = 80
+	var entryBytes int
+	for i := 0; i < commands; i++ {
+		var muts []*registryv1.Mutation
+		for j := 0; j < 20; j++ {
+			muts = append(muts, &registryv1.Mutation{Op: &registryv1.Mutation_PutOrganisation{PutOrganisation: &registryv1.Organisation{
+				Id: fmt.Sprintf("ssc-%d-%d", i, j), Kind: registryv1.OrganisationKind_ORGANISATION_KIND_SHARED_SERVICE_CENTRE, Name: name,
+			}}})
+		}
+		jws := sign(t, key, "test-operator", muts...)
+		entryBytes = len(jws)
+		res, _, err := n.Publish(t.Context(), []string{jws})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res[0].GetErrorCode() != "" {
+			t.Fatal(res[0].GetErrorMessage())
+		}
+	}
+	// One entry per command (sequential): commands entries of entryBytes.
+	maxKept := uint64(cfg.SnapshotThresholdBytes)/uint64(entryBytes) + minTrailingLogs + 8
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		first, _ := n.logStore.FirstIndex()
+		last, _ := n.logStore.LastIndex()
+		snap := n.latestSnapshotIndex()
+		// Once the last snapshot is done, the configured TrailingLogs is back.
+		trailing := n.raft.ReloadableConfig().TrailingLogs
+		if snap > 0 && last-first+1 <= maxKept && trailing == cfg.TrailingLogs {
+			t.Logf("log %d..%d (%d entries of about %d bytes kept, at most %d), snapshot at %d", first, last, last-first+1, entryBytes, maxKept, snap)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("log %d..%d: %d entries of about %d bytes kept (want at most %d), latest snapshot at %d, TrailingLogs %d", first, last, last-first+1, entryBytes, maxKept, snap, trailing)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

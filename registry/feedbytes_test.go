@@ -1,0 +1,85 @@
+package registry
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"testing"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
+)
+
+// TestFeedBoundedByBytes: with FeedRetentionBytes set, the change feed
+// keeps at most that many bytes of encoded entries (plus the newest), far
+// fewer than FeedRetention entries; readers from before its start are told
+// to take a snapshot, readers from its start get every later entry; a
+// replica applying the same log one entry at a time holds the same state.
+func TestFeedBoundedByBytes(t *testing.T) {
+	h := newHarness(t)
+	cfg := testFSMConfig()
+	cfg.FeedRetentionBytes = 8 << 10
+	f, err := NewFSM(h.db, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.fsm = f
+	op := h.genesis()
+	name := strings.Repeat("n", 250)
+	var largest int
+	for i := 0; i < 120; i++ {
+		h.mustApply(h.signed(op, mPutOrg(&registryv1.Organisation{Id: fmt.Sprintf("ssc-%d", i),
+			Kind: registryv1.OrganisationKind_ORGANISATION_KIND_SHARED_SERVICE_CENTRE, Name: name})))
+	}
+	var total, count int
+	var first uint64
+	if err := h.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pFeed), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if first == 0 {
+				first = binary.BigEndian.Uint64(it.Item().Key()[len(pFeed):])
+			}
+			total += len(v)
+			largest = max(largest, len(v))
+			count++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	applied := h.fsm.AppliedIndex()
+	t.Logf("feed holds %d entries, %d bytes (largest %d), from index %d; applied %d", count, total, largest, first, applied)
+	if total > int(cfg.FeedRetentionBytes)+largest {
+		t.Fatalf("feed holds %d bytes, bound %d", total, cfg.FeedRetentionBytes)
+	}
+	if count >= 100 {
+		t.Fatalf("feed holds %d entries: not bounded by bytes", count)
+	}
+	r := NewReader(h.db)
+	if _, _, ok, err := r.FeedAfter(0, 10); err != nil || ok {
+		t.Fatalf("feed after 0: ok %v, %v; want a snapshot first", ok, err)
+	}
+	got, _, ok, err := r.FeedAfter(first-1, 1000)
+	if err != nil || !ok {
+		t.Fatalf("feed after %d: ok %v, %v", first-1, ok, err)
+	}
+	if len(got) != count || got[len(got)-1].GetIndex() != applied {
+		t.Fatalf("feed after %d: %d entries up to %d, want %d up to %d", first-1, len(got), got[len(got)-1].GetIndex(), count, applied)
+	}
+	// A replica with the same configuration applying the same log one
+	// entry at a time holds the same state, feed included.
+	g := newHarness(t)
+	if g.fsm, err = NewFSM(g.db, cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range h.logs {
+		g.fsm.Apply(l)
+	}
+	requireSameState(t, dumpState(t, h.db), dumpState(t, g.db))
+}
