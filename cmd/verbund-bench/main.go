@@ -27,7 +27,7 @@ func main() {
 func run() error {
 	var (
 		smoke    = flag.Bool("smoke", false, "every row for about -duration (default 1s), fewer client counts, small gossip run; fail on any error or missing number")
-		duration = flag.Duration("duration", 0, "time per row and side (default 8s, 1s with -smoke)")
+		duration = flag.Duration("duration", 0, "time per row and side (default 10s, 1s with -smoke)")
 		out      = flag.String("out", "bench/results", "directory for results.md and the SVG plots (-smoke: a temporary directory unless set)")
 		bin      = flag.String("bin", "bin/verbund", "the verbund binary built from this checkout")
 		etcdBin  = flag.String("etcd", "/usr/bin/etcd", "etcd server binary (Debian's etcd-server)")
@@ -44,7 +44,7 @@ func run() error {
 		}
 	})
 	if *duration == 0 {
-		*duration = 8 * time.Second
+		*duration = 10 * time.Second
 		if *smoke {
 			*duration = time.Second
 		}
