@@ -91,7 +91,8 @@ func TestSVGIsXML(t *testing.T) {
 		t.Fatalf("throughput plot series: %+v", tp.Series)
 	}
 	tp.Title = `Throughput <Verbund & "etcd">` // must be escaped
-	for _, p := range []Plot{tp, lat, {Title: "empty"}} {
+	onePoint := Plot{Title: "one point", Series: []Series{{Name: "x", Colour: "red", X: []float64{16}, Y: []float64{5}}}}
+	for _, p := range []Plot{tp, lat, {Title: "empty"}, onePoint} {
 		var b strings.Builder
 		if err := p.WriteSVG(&b); err != nil {
 			t.Fatal(err)
