@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"errors"
+	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +28,15 @@ const RequestTimeout = 30 * time.Second
 // the machine's CPU use. Workers start no request after d; requests under
 // way then finish (each bounded by RequestTimeout) and count.
 func Run(ctx context.Context, clients int, d time.Duration, op Op) Result {
+	return RunWith(ctx, clients, d, nil, op)
+}
+
+// RunWith is Run that also measures the CPU time of the processes pids
+// (the cluster's) and of this process (the load generator) during the
+// run: Result.ProcCPU.
+func RunWith(ctx context.Context, clients int, d time.Duration, pids []int, op Op) Result {
+	pids = append(slices.Clone(pids), os.Getpid())
+	p0 := procTicks(pids)
 	var (
 		ops, calls, errs atomic.Int64
 		firstErr         atomic.Value
@@ -67,6 +78,7 @@ func Run(ctx context.Context, clients int, d time.Duration, op Op) Result {
 	wg.Wait()
 	elapsed := time.Since(start)
 	cpu1, _ := readCPU()
+	p1 := procTicks(pids)
 	var all []time.Duration
 	for _, l := range lats {
 		all = append(all, l...)
@@ -82,5 +94,7 @@ func Run(ctx context.Context, clients int, d time.Duration, op Op) Result {
 	if cpuOK {
 		r.CPU = cpuPercent(cpu0, cpu1, runtime.NumCPU())
 	}
+	r.ProcCPU = time.Duration(p1-p0) * time.Second / clockTicks
+	r.ProcCPUOK = p0 > 0
 	return r
 }

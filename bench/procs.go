@@ -145,6 +145,15 @@ func StartEtcd(ctx context.Context, bin, dir string) (*Etcd, error) {
 	}
 }
 
+// PIDs are the members' process ids.
+func (e *Etcd) PIDs() []int {
+	var out []int
+	for _, c := range e.cmds {
+		out = append(out, c.Process.Pid)
+	}
+	return out
+}
+
 // Client returns a client of all members (the caller closes it).
 func (e *Etcd) Client(eps ...string) (*clientv3.Client, error) {
 	if len(eps) == 0 {
@@ -256,6 +265,21 @@ func StartVerbund(ctx context.Context, root, bin, dir, nodeFlags string, progres
 		v.Stop()
 		return nil, ctx.Err()
 	}
+}
+
+// PIDs are the nodes' process ids (from the script's PID files).
+func (v *Verbund) PIDs() []int {
+	var out []int
+	for i := 1; i <= 5; i++ {
+		b, err := os.ReadFile(filepath.Join(v.Dir, fmt.Sprintf("n%d.pid", i)))
+		if err != nil {
+			continue
+		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // Stop stops every node (scripts/cluster.sh stop, by PID files) and the

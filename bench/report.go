@@ -24,13 +24,27 @@ func cell(r *Result, prefix string) string {
 		s = prefix + " " + s
 	}
 	s += fmt.Sprintf(", p50 %s, p99 %s", FormatDuration(r.P50), FormatDuration(r.P99))
-	if r.CPU >= 0 {
-		s += fmt.Sprintf(", CPU %.0f%%", r.CPU)
+	if c := cpuText(*r); c != "?" {
+		s += ", CPU " + c
 	}
 	if r.Errors > 0 {
 		s += fmt.Sprintf(", **%d errors**", r.Errors)
 	}
 	return s
+}
+
+// cpuText is "148% (machine 190%)": the CPU of the cluster's processes
+// and the load generator, and of the whole machine, in % of one core.
+func cpuText(r Result) string {
+	switch p := r.ProcPercent(); {
+	case p >= 0 && r.CPU >= 0:
+		return fmt.Sprintf("%.0f%% (machine %.0f%%)", p, r.CPU)
+	case p >= 0:
+		return fmt.Sprintf("%.0f%%", p)
+	case r.CPU >= 0:
+		return fmt.Sprintf("machine %.0f%%", r.CPU)
+	}
+	return "?"
 }
 
 // WriteMarkdown writes the report as Markdown.
@@ -45,8 +59,9 @@ func WriteMarkdown(w io.Writer, rep *Report, m Machine) error {
 		m.CPU, m.Cores, m.Go, m.Etcd, m.Revision, m.LoadAvg)
 	p("One closed-loop Go load generator for both (go.etcd.io/etcd/client/v3 for etcd, Connect over HTTP/2 for Verbund); "+
 		"commands are signed before the clock starts; each write is about 1 KiB (etcd: 1,024-byte values; Verbund: one "+
-		"offering of about 1 KiB). Rates are operations per second; p50/p99 are per request; CPU is the whole machine's "+
-		"busy time during the row (100%% = one core, %d%% = all).\n\n", 100*m.Cores)
+		"offering of about 1 KiB). Rates are operations per second; p50/p99 are per request; CPU is the CPU time of the "+
+		"cluster's processes and the load generator during the row, and in brackets the whole machine's busy time from /proc/stat "+
+		"(other work on the machine counts there), both in %% of one core (%d%% = all cores).\n\n", 100*m.Cores)
 	p("| work | clients | Verbund | etcd | ratio | signature bound |\n|---|---|---|---|---|---|\n")
 	for _, r := range rep.Rows {
 		clients := fmt.Sprint(r.Clients)
@@ -68,7 +83,7 @@ func WriteMarkdown(w io.Writer, rep *Report, m Machine) error {
 	p("\n## Bounds computed in this run\n\n")
 	p("Single-core costs, measured as the paths do them: verify one signed command (parse + Ed25519) %s; "+
 		"seal a handover (sign + encrypt) %s; open it (decrypt + verify) %s; sign the receipt %s; verify the receipt %s. "+
-		"Null RPC (health check over Connect, client and server together, from the machine's CPU time in its row): %s.\n\n",
+		"Null RPC (health check over Connect: CPU time of the nodes and the load generator in its row over the calls made): %s.\n\n",
 		us(c.VerifyCommand), us(c.Seal), us(c.Open), us(c.SignReceipt), us(c.VerifyReceipt), us(rep.NullRPCCPU))
 	p("- **Signature-check bound for writes** = cores / (verifications per write × cost of one) = %d / (%d × %s) = **%s**. "+
 		"Verifications per write: the leader's admission check before proposing plus the state machine of each of the 3 voters "+

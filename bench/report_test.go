@@ -11,7 +11,8 @@ import (
 
 func testReport() *Report {
 	res := func(rate float64, p50, p99 time.Duration) *Result {
-		return &Result{Ops: int64(rate * 10), Calls: int64(rate * 10), Elapsed: 10 * time.Second, P50: p50, P99: p99, CPU: 148}
+		return &Result{Ops: int64(rate * 10), Calls: int64(rate * 10), Elapsed: 10 * time.Second, P50: p50, P99: p99, CPU: 190,
+			ProcCPU: 14800 * time.Millisecond, ProcCPUOK: true}
 	}
 	return &Report{
 		Started: time.Date(2026, 12, 4, 23, 0, 0, 0, time.UTC), Elapsed: 5 * time.Minute, Verifiers: 4,
@@ -41,10 +42,10 @@ func TestMarkdownTable(t *testing.T) {
 	md := b.String()
 	for _, want := range []string{
 		"| work | clients | Verbund | etcd | ratio | signature bound |",
-		"| signed offering publish, to the leader | 16 | 960/s, p50 10 ms, p99 36 ms, CPU 148% | put 3,441/s, p50 3.0 ms, p99 11 ms, CPU 148% | 0.28 | 0.19 of 5,000/s |",
-		"| signed offering publish, to the leader | 256 | 1,240/s, p50 100 ms, p99 581 ms, CPU 148% | put 7,218/s, p50 20 ms, p99 81 ms, CPU 148% | 0.17 | 0.25 of 5,000/s |",
-		"| health check (null RPC) | 16 | 8,730/s, p50 1.0 ms, p99 4.0 ms, CPU 148% |  |  |  |",
-		"| handovers end to end | 16 | 1,367/s, p50 10 ms, p99 30 ms, CPU 148% | crypto+RPC bound ≈ 3,300/s | 0.41 |  |",
+		"| signed offering publish, to the leader | 16 | 960/s, p50 10 ms, p99 36 ms, CPU 148% (machine 190%) | put 3,441/s, p50 3.0 ms, p99 11 ms, CPU 148% (machine 190%) | 0.28 | 0.19 of 5,000/s |",
+		"| signed offering publish, to the leader | 256 | 1,240/s, p50 100 ms, p99 581 ms, CPU 148% (machine 190%) | put 7,218/s, p50 20 ms, p99 81 ms, CPU 148% (machine 190%) | 0.17 | 0.25 of 5,000/s |",
+		"| health check (null RPC) | 16 | 8,730/s, p50 1.0 ms, p99 4.0 ms, CPU 148% (machine 190%) |  |  |  |",
+		"| handovers end to end | 16 | 1,367/s, p50 10 ms, p99 30 ms, CPU 148% (machine 190%) | crypto+RPC bound ≈ 3,300/s | 0.41 |  |",
 		"Test CPU, 2 cores; go1.26.8; etcd 3.4.23", "abc1234", "`make bench`", "0.1 0.2 0.3",
 		"= 2 / (4 × 100.0 µs) = **5,000/s**",
 		"| 11,000 |",

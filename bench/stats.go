@@ -42,6 +42,56 @@ type Result struct {
 	// CPU is the machine's busy time during the run as a percentage of one
 	// core (200 = both cores of a 2-core machine busy); -1 if unknown.
 	CPU float64
+	// ProcCPU is the CPU time (user + system) the cluster's processes and
+	// the load generator used during the run; valid if ProcCPUOK. On a
+	// machine shared with other work it is the cleaner figure.
+	ProcCPU   time.Duration
+	ProcCPUOK bool
+}
+
+// ProcPercent is ProcCPU as a percentage of one core over the run.
+func (r Result) ProcPercent() float64 {
+	if !r.ProcCPUOK || r.Elapsed <= 0 {
+		return -1
+	}
+	return r.ProcCPU.Seconds() / r.Elapsed.Seconds() * 100
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on Linux).
+const clockTicks = 100
+
+// procTicks sums utime + stime of the processes (their threads included;
+// exited children not), 0 if none can be read.
+func procTicks(pids []int) int64 {
+	var sum int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		sum += parseProcStat(string(b))
+	}
+	return sum
+}
+
+// parseProcStat returns utime + stime (fields 14 and 15) of a
+// /proc/<pid>/stat line; the command name (field 2) may hold spaces and
+// parentheses, so fields are counted from its closing parenthesis.
+func parseProcStat(s string) int64 {
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 { // state is field 3: f[0]; utime f[11], stime f[12]
+		return 0
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return u + st
 }
 
 // Rate is the throughput in operations per second.

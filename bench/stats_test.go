@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -71,6 +72,24 @@ func TestCPU(t *testing.T) {
 	}
 	if _, ok := parseCPU([]byte("intr 1 2 3\n")); ok {
 		t.Error("parseCPU accepted a file without a cpu line")
+	}
+}
+
+func TestParseProcStat(t *testing.T) {
+	// A command name with spaces and parentheses; utime 1234, stime 56.
+	line := "4242 (my (odd) cmd) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 56 0 0 20 0 8 0 12345 1000000 250 18446744073709551615"
+	if got := parseProcStat(line); got != 1290 {
+		t.Errorf("parseProcStat = %d, want 1290", got)
+	}
+	if got := parseProcStat("garbage"); got != 0 {
+		t.Errorf("parseProcStat(garbage) = %d", got)
+	}
+	// This process burns CPU: its ticks grow.
+	a := procTicks([]int{os.Getpid()})
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+	}
+	if b := procTicks([]int{os.Getpid()}); b <= a {
+		t.Errorf("own CPU ticks %d -> %d after 300 ms of work", a, b)
 	}
 }
 

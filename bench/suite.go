@@ -90,12 +90,8 @@ func (c *Config) logf(format string, args ...any) {
 
 // progressLine prints one finished measurement.
 func (c *Config) progress(side, work string, r Result) {
-	cpu := "?"
-	if r.CPU >= 0 {
-		cpu = fmt.Sprintf("%.0f%%", r.CPU)
-	}
-	c.logf("  %-8s %-46s %4d clients: %10s  p50 %-8s p99 %-8s CPU %-5s errors %d%s", side, work, r.Clients,
-		FormatRate(r.Rate()), FormatDuration(r.P50), FormatDuration(r.P99), cpu, r.Errors, firstErr(r))
+	c.logf("  %-8s %-46s %4d clients: %10s  p50 %-8s p99 %-8s CPU %s errors %d%s", side, work, r.Clients,
+		FormatRate(r.Rate()), FormatDuration(r.P50), FormatDuration(r.P99), cpuText(r), r.Errors, firstErr(r))
 }
 
 func firstErr(r Result) string {
@@ -211,6 +207,7 @@ func runEtcd(ctx context.Context, cfg *Config, e *Etcd) (map[key]Result, error) 
 		return nil, err
 	}
 	defer all.Close()
+	pids := e.PIDs()
 	// The leader's endpoint: writes go there, as Verbund's do.
 	leaderEP := e.Endpoints[0]
 	for _, ep := range e.Endpoints {
@@ -227,7 +224,7 @@ func runEtcd(ctx context.Context, cfg *Config, e *Etcd) (map[key]Result, error) 
 	val := strings.Repeat("v", 1024)
 	var seq atomic.Int64
 	for _, n := range cfg.writeClients() {
-		r := Run(ctx, n, cfg.Duration, func(ctx context.Context, _ int) (int, error) {
+		r := RunWith(ctx, n, cfg.Duration, pids, func(ctx context.Context, _ int) (int, error) {
 			_, err := lc.Put(ctx, fmt.Sprintf("bench/put/%d", seq.Add(1)), val)
 			return 1, err
 		})
@@ -236,7 +233,7 @@ func runEtcd(ctx context.Context, cfg *Config, e *Etcd) (map[key]Result, error) 
 	}
 	// Bulk: 1,000-operation transactions (--max-txn-ops 1000).
 	var txns atomic.Int64
-	r := Run(ctx, 1, 10*cfg.Duration, func(ctx context.Context, _ int) (int, error) {
+	r := RunWith(ctx, 1, 10*cfg.Duration, pids, func(ctx context.Context, _ int) (int, error) {
 		t := txns.Add(1)
 		if t > int64(cfg.bulkRequests()) {
 			return 0, ErrExhausted
@@ -266,11 +263,11 @@ func runEtcd(ctx context.Context, cfg *Config, e *Etcd) (map[key]Result, error) 
 		}
 	}
 	for _, n := range cfg.readClients() {
-		r := Run(ctx, n, cfg.Duration, get(clientv3.WithSerializable()))
+		r := RunWith(ctx, n, cfg.Duration, pids, get(clientv3.WithSerializable()))
 		cfg.progress("etcd", "serializable get", r)
 		out[key{wLocal, n}] = r
 	}
-	r = Run(ctx, 16, cfg.Duration, get())
+	r = RunWith(ctx, 16, cfg.Duration, pids, get())
 	cfg.progress("etcd", "linearizable get", r)
 	out[key{wLinear, 16}] = r
 	return out, ctx.Err()
@@ -280,6 +277,7 @@ func runEtcd(ctx context.Context, cfg *Config, e *Etcd) (map[key]Result, error) 
 // the handover bound (stored in rep).
 func runVerbund(ctx context.Context, cfg *Config, v *Verbund, rep *Report) (map[key]Result, error) {
 	out := map[key]Result{}
+	pids := v.PIDs()
 	voters := v.API[:3]
 	plain := h2cClient("")
 	li, err := leaderIndex(ctx, plain, voters)
@@ -303,7 +301,7 @@ func runVerbund(ctx context.Context, cfg *Config, v *Verbund, rep *Report) (map[
 		}
 		clients := makeClients(api, n, registryv1connect.NewPublishServiceClient)
 		var next atomic.Int64
-		r := Run(ctx, n, cfg.Duration, func(ctx context.Context, w int) (int, error) {
+		r := RunWith(ctx, n, cfg.Duration, pids, func(ctx context.Context, w int) (int, error) {
 			i := next.Add(1) - 1
 			if i >= int64(len(cmds)) {
 				return 0, ErrExhausted
@@ -329,7 +327,7 @@ func runVerbund(ctx context.Context, cfg *Config, v *Verbund, rep *Report) (map[
 	}
 	pc := registryv1connect.NewPublishServiceClient(plain, leader)
 	var reqs atomic.Int64
-	r := Run(ctx, 1, 10*cfg.Duration, func(ctx context.Context, _ int) (int, error) {
+	r := RunWith(ctx, 1, 10*cfg.Duration, pids, func(ctx context.Context, _ int) (int, error) {
 		i := int(reqs.Add(1) - 1)
 		if i >= cfg.bulkRequests() {
 			return 0, ErrExhausted
@@ -373,14 +371,14 @@ func runVerbund(ctx context.Context, cfg *Config, v *Verbund, rep *Report) (map[
 		}
 	}
 	for _, n := range cfg.readClients() {
-		r := Run(ctx, n, cfg.Duration, find(registryv1.Consistency_CONSISTENCY_LOCAL, false, n))
+		r := RunWith(ctx, n, cfg.Duration, pids, find(registryv1.Consistency_CONSISTENCY_LOCAL, false, n))
 		cfg.progress("Verbund", wLocal, r)
 		out[key{wLocal, n}] = r
 	}
-	r = Run(ctx, 16, cfg.Duration, find(registryv1.Consistency_CONSISTENCY_LINEARIZABLE, false, 16))
+	r = RunWith(ctx, 16, cfg.Duration, pids, find(registryv1.Consistency_CONSISTENCY_LINEARIZABLE, false, 16))
 	cfg.progress("Verbund", wLinear, r)
 	out[key{wLinear, 16}] = r
-	r = Run(ctx, 16, cfg.Duration, find(registryv1.Consistency_CONSISTENCY_LOCAL, true, 16))
+	r = RunWith(ctx, 16, cfg.Duration, pids, find(registryv1.Consistency_CONSISTENCY_LOCAL, true, 16))
 	cfg.progress("Verbund", wProof, r)
 	out[key{wProof, 16}] = r
 
@@ -389,14 +387,14 @@ func runVerbund(ctx context.Context, cfg *Config, v *Verbund, rep *Report) (map[
 	for w := range hcs {
 		hcs[w] = healthClient(sharedClient(w), leader)
 	}
-	r = Run(ctx, 16, cfg.Duration, func(ctx context.Context, w int) (int, error) {
+	r = RunWith(ctx, 16, cfg.Duration, pids, func(ctx context.Context, w int) (int, error) {
 		_, err := hcs[w].CallUnary(ctx, connect.NewRequest(&healthv1.HealthCheckRequest{}))
 		return 1, err
 	})
 	cfg.progress("Verbund", wHealth, r)
 	out[key{wHealth, 16}] = r
-	if r.Calls > 0 && r.CPU > 0 {
-		rep.NullRPCCPU = time.Duration(r.CPU / 100 * r.Elapsed.Seconds() / float64(r.Calls) * float64(time.Second))
+	if r.Calls > 0 && r.ProcCPUOK {
+		rep.NullRPCCPU = r.ProcCPU / time.Duration(r.Calls)
 	}
 	cores := float64(runtime.NumCPU())
 	perHandover := rep.Crypto.Handover() + 2*rep.NullRPCCPU
@@ -430,8 +428,9 @@ func runHandovers(ctx context.Context, cfg *Config, v *Verbund) (Result, error) 
 		hcs[w] = federationv1connect.NewHandoverServiceClient(h2cClient(tok), api)
 	}
 	var seq atomic.Int64
+	pids := v.PIDs()
 	start := time.Now()
-	r := Run(ctx, 16, cfg.Duration, func(ctx context.Context, w int) (int, error) {
+	r := RunWith(ctx, 16, cfg.Duration, pids, func(ctx context.Context, w int) (int, error) {
 		i := seq.Add(1)
 		_, err := hcs[w].SendHandover(ctx, connect.NewRequest(&federationv1.SendHandoverRequest{
 			RecipientOrganisationId: augsburg, CaseJson: caseJSON(int(i)), Reason: "Umzug nach Augsburg", LeikaKey: leikaCase,
