@@ -171,15 +171,25 @@ func MeasureGossip(ctx context.Context, n int, window time.Duration) (GossipResu
 		}
 		ms = append(ms, g)
 	}
+	// allSee reports whether every member sees want members alive; a
+	// member found seeing them is not asked again during the same wait
+	// (Alive decodes every member's meta: asking all members every few
+	// milliseconds would starve the gossip being measured).
+	var seen []bool
 	allSee := func(want int) bool {
-		for _, g := range ms {
+		for i, g := range ms {
+			if seen[i] {
+				continue
+			}
 			if len(g.m.Alive()) < want {
 				return false
 			}
+			seen[i] = true
 		}
 		return true
 	}
 	wait := func(want int, limit time.Duration) error {
+		seen = make([]bool, len(ms))
 		deadline := time.Now().Add(limit)
 		for !allSee(want) {
 			if time.Now().After(deadline) {
@@ -269,9 +279,13 @@ func suspicion(n int) (lo, hi time.Duration) {
 // side of one: 2 syncs, each sending the full state of n entries both
 // ways, counted once per side).
 func GossipModelBytes(n int) float64 {
-	probes := float64(probeBytes) / lanProbeInterval.Seconds()
-	pp := 2 * float64(n*pushPullEntry) / pushPullInterval(n).Seconds()
+	probes, pp := gossipModelParts(n)
 	return probes + pp
+}
+
+// gossipModelParts splits GossipModelBytes into probes and push/pull.
+func gossipModelParts(n int) (probes, pushPull float64) {
+	return float64(probeBytes) / lanProbeInterval.Seconds(), 2 * float64(n*pushPullEntry) / pushPullInterval(n).Seconds()
 }
 
 // GossipModelConverge is the epidemic estimate of a join's dissemination:

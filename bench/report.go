@@ -127,10 +127,14 @@ func writeGossip(b *strings.Builder, rep *Report) {
 		"AES-256-GCM keyring, cluster label), all in this one process on 127.0.0.1. Convergence: from a new member's Join " +
 		"(through the last member, not the seed) until every member sees it alive. Bytes: everything each member sends " +
 		"(UDP packets and TCP stream writes) in a quiet window without joins, per member and second.\n\n")
-	p("| members | join reaches all | bytes sent per member (measured) | model |\n|---|---|---|---|\n")
+	p("| members | join reaches all | bytes sent per member (measured) | model: probes + push/pull = total | push/pull interval |\n|---|---|---|---|---|\n")
 	for _, g := range rep.Gossip {
-		p("| %s | %s | %s over %s | %s |\n", Thousands(int64(g.Members)), FormatDuration(g.Converge), bytesRate(g.BytesPerNode), g.Window, bytesRate(g.ModelBytes))
+		probes, pp := gossipModelParts(g.Members)
+		p("| %s | %s | %s over %s | %s + %s = %s | %s |\n", Thousands(int64(g.Members)), FormatDuration(g.Converge), bytesRate(g.BytesPerNode), g.Window,
+			bytesRate(probes), bytesRate(pp), bytesRate(g.ModelBytes), pushPullInterval(g.Members))
 	}
+	p("\nA measuring window shorter than the push/pull interval catches few of the full-state syncs: the measured bytes mostly " +
+		"check the model's probe part, and the push/pull part is the model's average.\n")
 	if len(rep.GossipModel) > 0 {
 		p("\nExtrapolated with memberlist's own model (the formulas of its util.go and its LAN defaults):\n\n")
 		p("| members | join reaches all (fit a + b·ln n) | epidemic model | bytes per member | push/pull interval | suspicion timeout |\n|---|---|---|---|---|---|\n")

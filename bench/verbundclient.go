@@ -62,7 +62,7 @@ const (
 	munich    = "091620000000"
 	augsburg  = "097610000000"
 	leikaRead = "99050012104000" // a service with providers in the sample data
-	leikaPub  = "99050012104000"
+	leikaPub  = "99115005000000" // not the read rows' service: writes do not grow their answers
 	leikaCase = "99115005000000"
 )
 
