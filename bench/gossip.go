@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	mrand "math/rand/v2"
 	"net"
 	"sync/atomic"
 	"time"
@@ -137,17 +138,24 @@ func startMember(i int, key []byte, seed string) (*gossipMember, error) {
 		return nil, err
 	}
 	if seed != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := g.m.Join(ctx, []string{seed}); err != nil {
-			g.m.Shutdown()
-			return nil, err
+		// A join is one TCP state exchange; on a loaded machine it can
+		// time out: try three times.
+		var err error
+		for range 3 {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			_, err = g.m.Join(ctx, []string{seed})
+			cancel()
+			if err == nil {
+				return g, nil
+			}
 		}
+		_ = g.m.Shutdown()
+		return nil, err
 	}
 	return g, nil
 }
 
-// MeasureGossip starts n members (the first is everyone's seed), waits
+// MeasureGossip starts n members (each joining through a random earlier one), waits
 // until all see all, measures the bytes each sends in a quiet window and
 // then the time one more member's join takes to reach everyone.
 func MeasureGossip(ctx context.Context, n int, window time.Duration) (GossipResult, error) {
@@ -161,9 +169,11 @@ func MeasureGossip(ctx context.Context, n int, window time.Duration) (GossipResu
 		}
 	}()
 	for i := range n {
+		// Each joins through a random member already started (one seed
+		// for all would make it the hot spot of every state exchange).
 		seed := ""
 		if i > 0 {
-			seed = ms[0].addr
+			seed = ms[mrand.IntN(len(ms))].addr
 		}
 		g, err := startMember(i, key, seed)
 		if err != nil {
