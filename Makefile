@@ -61,9 +61,28 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	  done; \
 	done
 
-.PHONY: bench
-bench: ## run the benchmarks
+.PHONY: bench-go
+bench-go: ## run the Go benchmarks (go test -bench, in-process)
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+# Debian's etcd-server (3.4) for the side-by-side benchmark: installed with
+# apt-get when missing (directly as root, else with sudo).
+ETCD ?= /usr/bin/etcd
+.PHONY: etcd-server
+etcd-server:
+	@if [ ! -x "$(ETCD)" ]; then \
+	  echo "installing Debian's etcd-server (for the benchmark)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq etcd-server >/dev/null; \
+	fi
+
+.PHONY: bench
+bench: build etcd-server ## Verbund vs etcd side by side on loopback (3 nodes each) + gossip at scale; writes bench/results/ (about 10 minutes)
+	$(GO) run ./cmd/verbund-bench -etcd $(ETCD) -out bench/results
+
+.PHONY: bench-smoke
+bench-smoke: build etcd-server ## every benchmark row for about a second against both clusters; fails on any error (under a minute)
+	$(GO) run ./cmd/verbund-bench -etcd $(ETCD) -smoke
 
 .PHONY: lint
 lint: tools breaking ## go vet, gofmt, buf lint, buf breaking

@@ -83,8 +83,24 @@ var rules = []rule{
 	{
 		name: "the command line imports only node, registry (signing), keys, federation/envelope (limits), " +
 			"federation/peertls (certificates), proto and sampledata",
-		from:    under("cli", "cmd"),
+		from:    func(p string) bool { return under("cli", "cmd")(p) && !under("cmd/verbund-bench")(p) },
 		allowed: only("cli", "node", "registry", "keys", "federation/envelope", "federation/peertls", "proto", "sampledata"),
+	},
+	{
+		name:    "the benchmark's command imports only the benchmark",
+		from:    under("cmd/verbund-bench"),
+		allowed: only("bench"),
+	},
+	{
+		name:    "only the benchmark's command imports the benchmark",
+		from:    not(under("bench", "cmd/verbund-bench")),
+		allowed: never("bench"),
+	},
+	{
+		name: "the benchmark drives nodes from outside: it imports only registry (signing), keys, " +
+			"federation/envelope and federation/membership (crypto and gossip costs) and proto",
+		from:    under("bench"),
+		allowed: only("bench", "registry", "keys", "federation/envelope", "federation/membership", "proto"),
 	},
 	{
 		name:    "only cmd imports the command line",
@@ -214,9 +230,15 @@ func TestDependencyRulesCatch(t *testing.T) {
 		{path: "sampledata", imports: []string{"registry", "keys", "sampledata/internal/dldb", "federation/envelope"}},
 		{path: "keys", imports: []string{"proto/gen/verbund/registry/v1", "registry"}},
 		{path: "proto/gen/verbund/node/v1", imports: []string{"proto/gen/verbund/registry/v1", "keys"}},
+		{path: "cmd/verbund-bench", imports: []string{"bench", "cli"}},
+		{path: "bench", imports: []string{"registry", "keys", "federation/envelope", "federation/membership", "proto/gen/verbund/registry/v1", "node"}},
+		{path: "e2e", imports: []string{"bench"}},
 	}
 	want := []string{
+		"bench imports node",
 		"cli imports federation/handover",
+		"cmd/verbund-bench imports cli",
+		"e2e imports bench",
 		"federation/handover imports node",
 		"federation/membership imports registry",
 		"keys imports registry",
