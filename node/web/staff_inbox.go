@@ -732,7 +732,14 @@ func (s *Server) nextSteps(ctx context.Context, nm *names, key string) ([]nextGr
 			} else {
 				for _, p := range pr.Msg.GetProviders() {
 					pv := providerView{Name: p.GetOrganisation().GetName(), Match: matchLabel(p.GetMatch())}
+					// One entry per kind of channel (the first: an
+					// offer beside a case, not the full service page).
+					kinds := map[registryv1.ChannelKind]bool{}
 					for _, ch := range p.GetOffering().GetChannels() {
+						if kinds[ch.GetKind()] {
+							continue
+						}
+						kinds[ch.GetKind()] = true
 						cv := channelView{Label: channelLabel(ch.GetKind()), URL: safeURL(ch.GetUrl())}
 						switch {
 						case ch.GetPhone() != "":

@@ -270,6 +270,9 @@ func TestCasePageShowsSenderDataHistoryAndOffers(t *testing.T) {
 			t.Errorf("case page lacks %q", want)
 		}
 	}
+	if strings.Contains(body, "089 999-99") {
+		t.Error("a second channel of the same kind is listed beside the case")
+	}
 	if strings.Contains(body, `{"antragsteller"`) {
 		t.Error("case data shown as raw JSON")
 	}
