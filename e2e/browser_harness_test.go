@@ -8,17 +8,22 @@ package e2e
 //
 // API (kept stable for the other browser test files):
 //
-//	n := startPortalNet(t)          // A: operator + sample data, serves the pages; B: München's node
-//	p := newBrowser(t, n.URL)       // one tab, 1280x900; p.phone(t) / p.desktop(t) switch the viewport
-//	p.visit(t, "/portal/suche?q=x") // navigate and wait for the load event
+//	n := startPortalNet(t)          // A: operator + sample data, serves the pages (n.URL); B: München's node (n.B.API)
+//	p := newBrowser(t, n.URL)       // one tab, 1280x900; p.phone(t) / p.desktop(t) switch to 375 px and back
+//	p.visit(t, "/portal/suche?q=x") // navigate (a path on n.URL, or a full URL) and wait for the load
 //	p.click(t, sel); p.typeText(t, sel, "x"); p.press(t, kb.Tab) / p.tab(t, n) / p.enter(t)
-//	p.text(t, sel); p.exists(t, sel); p.focused(t); p.path(t); p.eval(t, js, &out)
+//	p.clickNav(t, sel); p.clickLink(t, "Linktext") // click and wait for the next page
+//	p.text(t, sel); p.exists(t, sel); p.waitVisible(t, sel); p.focused(t); p.path(t)
+//	evalJS[T](t, p, js); p.fetchStatus(t, path)
 //	axeCheck(t, p)                  // fails on serious or critical violations
 //	screenshot(t, p, "name")        // docs/screenshots/name.png
-//	p.timing(t)                     // navigation timing of the last visit
-//	n.caseTo(t, recipient, leika)   // a handover from A to recipient, delivered; returns the tracking code
-//	n.user(t, n.B, dirB, name, roles...) // a staff user with a known password
+//	p.timing(t)                     // navigation timing of the current page
+//	n.caseTo(t, munichARS, leika, reason) // a handover from A to München (B), delivered; its tracking code
+//	n.user(t, n.B.API, n.DirB, "name", nodev1.Role_ROLE_CLERK) // a staff user on B; returns the password
+//	n.handover(api)                 // a case-worker client (every role) of A or B
 //
+// The element helpers use JavaScript and input events, not chromedp's DOM
+// queries (those lose the document after a navigation to another origin).
 // A missing browser or axe-core fails the test with what to install;
 // nothing is skipped.
 

@@ -221,17 +221,17 @@ func TestBrowserPortal(t *testing.T) {
 
 	t.Run("first screen under 200 ms", func(t *testing.T) {
 		// Warm, as for anyone's second page: the static assets are cached
-		// (max-age). Each page is loaded three times; the median counts
+		// (max-age). Each page is loaded five times; the median counts
 		// (the machine running the test is shared).
 		bound := float64(firstScreenBound.Milliseconds())
 		for _, path := range []string{"/", "/portal/ort?q=Augsburg", "/portal/lebenslagen/Umzug", "/portal/suche?q=Gewerbe+anmelden", "/portal/leistung/" + leikaGewerbe, "/info/barrierefreiheit"} {
 			var runs []navTiming
-			for range 3 {
+			for range 5 {
 				p.visit(t, path)
 				runs = append(runs, p.timing(t))
 			}
 			tm := medianTiming(runs)
-			t.Logf("%-36s median of 3: %v", path, tm)
+			t.Logf("%-36s median of 5: %v", path, tm)
 			if tm.ResponseStart > bound || tm.FirstPaint == 0 || tm.FirstPaint > bound {
 				t.Errorf("%s: first screen not within %v: %v (runs %v)", path, firstScreenBound, tm, runs)
 			}

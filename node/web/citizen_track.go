@@ -155,7 +155,8 @@ func statusText(st trackStep) string {
 // offers returns the next services of the case's life situation in the
 // municipality ars, each with its providers there: ListNextSteps, or, on
 // a node that does not answer it yet, the other services of the trigger
-// service's first life situation. At most maxOffers FindProviders calls.
+// service's first life situation. Each offer shows the best provider
+// there; at most maxOffers FindProviders calls.
 func (s *Server) offers(ctx context.Context, trigger, ars string) (string, []offer) {
 	var keys []string
 	notes := map[string]string{}
@@ -198,7 +199,7 @@ func (s *Server) offers(ctx context.Context, trigger, ars string) (string, []off
 		if len(out) == maxOffers {
 			break
 		}
-		res, err := s.api.query.FindProviders(ctx, connect.NewRequest(&registryv1.FindProvidersRequest{LeikaKey: k, Area: ars, Limit: 2}))
+		res, err := s.api.query.FindProviders(ctx, connect.NewRequest(&registryv1.FindProvidersRequest{LeikaKey: k, Area: ars, Limit: 1}))
 		if err != nil || res.Msg.GetService() == nil {
 			continue
 		}

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"html/template"
 	"net/http"
 	"strings"
@@ -22,6 +23,12 @@ var citizenFuncs = template.FuncMap{
 	"eventName":   eventName,
 	"telHref":     func(s string) string { return "tel:" + strings.Map(telRune, s) },
 	"short":       func(s string) string { return clip(s, 220) },
+	"services": func(n uint32) string {
+		if n == 1 {
+			return "1 Leistung"
+		}
+		return fmt.Sprintf("%d Leistungen", n)
+	},
 }
 
 // citizenRoutes mounts the citizen portal: "/" and /portal/..., and the
