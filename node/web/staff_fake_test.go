@@ -260,6 +260,7 @@ func (f *staffAPI) FindProviders(ctx context.Context, req *connect.Request[regis
 		Offering: &registryv1.Offering{Channels: []*registryv1.Channel{
 			{Kind: registryv1.ChannelKind_CHANNEL_KIND_ONLINE, Url: "https://stadt.muenchen.de/hund"},
 			{Kind: registryv1.ChannelKind_CHANNEL_KIND_PHONE, Phone: "089 233-00", Url: "javascript:alert(1)"},
+			{Kind: registryv1.ChannelKind_CHANNEL_KIND_PHONE, Phone: "089 999-99"}, // a second phone: not repeated
 		}},
 	}}}), nil
 }

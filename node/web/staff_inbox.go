@@ -34,8 +34,22 @@ func (s *Server) inboxRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /amt/posteingang", s.staffOnly(s.inboxPage))
 	mux.HandleFunc("GET /amt/fall/{id}", s.staffOnly(s.casePage))
 	mux.HandleFunc("GET /amt/fall/{id}/anhang/{n}", s.staffOnly(s.attachment))
-	mux.HandleFunc("POST /amt/fall/{id}/{action}", s.postOnly(s.staffOnly(s.caseAction)))
+	mux.HandleFunc("POST /amt/fall/{id}/{action}", s.postOnly(s.staffForm(s.caseAction)))
 	mux.HandleFunc("GET /amt/postausgang", s.staffOnly(s.outboxPage))
+}
+
+// staffForm is staffOnly for a case's forms: a POST whose session has
+// expired goes to the sign-in page and from there back to the case (not
+// to the form's address, which only takes POSTs); nothing is done.
+func (s *Server) staffForm(h func(w http.ResponseWriter, r *http.Request, u *User)) http.HandlerFunc {
+	staff := s.staffOnly(h)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.currentUser(r) == nil {
+			http.Redirect(w, r, "/amt/anmelden?weiter="+urlQueryEscape("/amt/fall/"+url.PathEscape(r.PathValue("id"))), http.StatusSeeOther)
+			return
+		}
+		staff(w, r)
+	}
 }
 
 // caseStates are the inbox filter's values, in the order offered.
@@ -732,7 +746,14 @@ func (s *Server) nextSteps(ctx context.Context, nm *names, key string) ([]nextGr
 			} else {
 				for _, p := range pr.Msg.GetProviders() {
 					pv := providerView{Name: p.GetOrganisation().GetName(), Match: matchLabel(p.GetMatch())}
+					// One entry per kind of channel (the first: an
+					// offer beside a case, not the full service page).
+					kinds := map[registryv1.ChannelKind]bool{}
 					for _, ch := range p.GetOffering().GetChannels() {
+						if kinds[ch.GetKind()] {
+							continue
+						}
+						kinds[ch.GetKind()] = true
 						cv := channelView{Label: channelLabel(ch.GetKind()), URL: safeURL(ch.GetUrl())}
 						switch {
 						case ch.GetPhone() != "":

@@ -248,6 +248,17 @@ func TestInboxNeedsSignIn(t *testing.T) {
 	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/amt/anmelden?weiter=%2Famt%2Fposteingang" {
 		t.Fatalf("without session: %d %q", rec.Code, rec.Header().Get("Location"))
 	}
+	// A form sent after the session expired: back to the case after
+	// signing in, and nothing done.
+	req := httptest.NewRequest("POST", "/amt/fall/h-1/annehmen", strings.NewReader("csrf="+strings.Repeat("c", 43)))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(&http.Cookie{Name: csrfCookie, Value: strings.Repeat("c", 43)})
+	req.AddCookie(&http.Cookie{Name: sessionCookie, Value: "expired"})
+	rec = httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/amt/anmelden?weiter=%2Famt%2Ffall%2Fh-1" || len(f.accepted) != 0 {
+		t.Fatalf("form without a valid session: %d %q, accepted %v", rec.Code, rec.Header().Get("Location"), f.accepted)
+	}
 }
 
 // TestCasePageShowsSenderDataHistoryAndOffers.
@@ -269,6 +280,9 @@ func TestCasePageShowsSenderDataHistoryAndOffers(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("case page lacks %q", want)
 		}
+	}
+	if strings.Contains(body, "089 999-99") {
+		t.Error("a second channel of the same kind is listed beside the case")
 	}
 	if strings.Contains(body, `{"antragsteller"`) {
 		t.Error("case data shown as raw JSON")
