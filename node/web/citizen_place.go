@@ -3,7 +3,6 @@ package web
 import (
 	"encoding/json"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -60,19 +59,29 @@ func (s *Server) place(r *http.Request) *Place {
 }
 
 // searchPlaces finds municipalities by name or postcode, best first, at
-// most limit. It uses ListOrganisations.query; while a node does not
-// answer it (Unimplemented), it falls back to a name prefix ranked here.
+// most limit (ListOrganisations.query ranks them); a 12-digit ARS is
+// looked up directly.
 func (s *Server) searchPlaces(r *http.Request, q string, limit int) ([]*Place, error) {
 	q = strings.TrimSpace(q)
 	if q == "" {
 		return nil, nil
 	}
 	ctx := citizenCtx(r)
+	if validARS(q) {
+		res, err := s.api.query.GetOrganisation(ctx, connect.NewRequest(&registryv1.GetOrganisationRequest{Id: q}))
+		if apiCode(err) == connect.CodeNotFound {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if o := res.Msg.GetOrganisation(); o.GetKind() == registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY {
+			return []*Place{placeOf(o)}, nil
+		}
+		return nil, nil
+	}
 	res, err := s.api.query.ListOrganisations(ctx, connect.NewRequest(&registryv1.ListOrganisationsRequest{
 		Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY, Query: q, PageSize: uint32(limit)}))
-	if apiCode(err) == connect.CodeUnimplemented || (err == nil && queryIgnored(res.Msg)) {
-		res, err = s.placesByPrefix(r, q)
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -83,50 +92,6 @@ func (s *Server) searchPlaces(r *http.Request, q string, limit int) ([]*Place, e
 		}
 	}
 	return out, nil
-}
-
-// queryIgnored reports whether a node answered ListOrganisations without
-// knowing the query field: it pages by id then, while an answer to a
-// query has no next page.
-func queryIgnored(res *registryv1.ListOrganisationsResponse) bool {
-	return res.GetNextPageToken() != ""
-}
-
-// placesByPrefix is the fallback of searchPlaces: a name prefix (a
-// 12-digit ARS is looked up), exact names first, then larger population.
-func (s *Server) placesByPrefix(r *http.Request, q string) (*connect.Response[registryv1.ListOrganisationsResponse], error) {
-	ctx := citizenCtx(r)
-	if validARS(q) {
-		res, err := s.api.query.GetOrganisation(ctx, connect.NewRequest(&registryv1.GetOrganisationRequest{Id: q}))
-		if err != nil {
-			return connect.NewResponse(&registryv1.ListOrganisationsResponse{}), nil
-		}
-		return connect.NewResponse(&registryv1.ListOrganisationsResponse{Organisations: []*registryv1.Organisation{res.Msg.GetOrganisation()}}), nil
-	}
-	res, err := s.api.query.ListOrganisations(ctx, connect.NewRequest(&registryv1.ListOrganisationsRequest{
-		Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY, NamePrefix: q, PageSize: 200}))
-	if err != nil {
-		return nil, err
-	}
-	lq := strings.ToLower(q)
-	slices.SortStableFunc(res.Msg.Organisations, func(a, b *registryv1.Organisation) int {
-		ea, eb := exactName(a.GetName(), lq), exactName(b.GetName(), lq)
-		if ea != eb {
-			if ea {
-				return -1
-			}
-			return 1
-		}
-		return int(b.GetPopulation() - a.GetPopulation())
-	})
-	return res, nil
-}
-
-// exactName: the name is q, perhaps followed by a qualifier ("München,
-// Landeshauptstadt").
-func exactName(name, lq string) bool {
-	n := strings.ToLower(name)
-	return n == lq || strings.HasPrefix(n, lq+",") || strings.HasPrefix(n, lq+" (")
 }
 
 // placeData is /portal/ort's.

@@ -176,16 +176,6 @@ func TestPlaceCookie(t *testing.T) {
 	}
 }
 
-// TestPlaceSearchFallsBackToPrefix: a node that ignores the query field
-// (it pages by id) is asked by name prefix instead.
-func TestPlaceSearchFallsBackToPrefix(t *testing.T) {
-	s, _ := newFakePortal(t, 10)
-	body := get(s, "/portal/orte.json?q=Augsburg").Body.String()
-	if !strings.HasPrefix(body, `[{"ars":"097610000000","name":"Augsburg"`) || strings.Contains(body, "Flensburg") {
-		t.Fatalf("orte.json?q=Augsburg = %s", body)
-	}
-}
-
 // TestServicePageWithoutProvider: nobody registered for the place: the
 // page says so, names the state and the 115, with a bounded number of API
 // calls.
