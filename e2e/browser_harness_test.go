@@ -494,6 +494,9 @@ func axeCheck(t *testing.T, p *page) []axeViolation {
 func screenshot(t *testing.T, p *page, name string) {
 	t.Helper()
 	png := get(t, p, "screenshot", chromedp.FullScreenshot(100))
+	if len(png) < 1000 || string(png[1:4]) != "PNG" {
+		t.Fatalf("screenshot %s: %d bytes, not a PNG image (a page too tall to capture?)", name, len(png))
+	}
 	if err := os.MkdirAll(screenshotDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
