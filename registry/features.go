@@ -207,3 +207,7 @@ func (r *Reader) FeatureLevel() (uint32, error) {
 func RaiseFeatureLevelEntry(level uint32, proposedAtUnixMs int64) ([]byte, error) {
 	return proto.Marshal(&registryv1.LogEntry{RaiseFeatureLevel: level, ProposedAtUnixMs: proposedAtUnixMs})
 }
+
+// FeedBytesLevel is the cluster feature level from which the change feed
+// is also bounded by bytes (FSMConfig.FeedRetentionBytes).
+const FeedBytesLevel uint32 = 2

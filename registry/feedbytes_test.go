@@ -16,6 +16,8 @@ import (
 // fewer than FeedRetention entries; readers from before its start are told
 // to take a snapshot, readers from its start get every later entry; a
 // replica applying the same log one entry at a time holds the same state.
+// Below feature level 2 the bound is off (a previous version's replica
+// would keep more), TestFeedByteBoundNeedsLevel2.
 func TestFeedBoundedByBytes(t *testing.T) {
 	h := newHarness(t)
 	cfg := testFSMConfig()
@@ -26,6 +28,10 @@ func TestFeedBoundedByBytes(t *testing.T) {
 	}
 	h.fsm = f
 	op := h.genesis()
+	// The byte bound holds from feature level 2 (FeedBytesLevel).
+	raise := raiseLog(t, h, FeedBytesLevel)
+	h.fsm.Apply(raise)
+	h.logs = append(h.logs, raise)
 	name := strings.Repeat("n", 250)
 	var largest int
 	for i := 0; i < 120; i++ {
@@ -82,4 +88,26 @@ func TestFeedBoundedByBytes(t *testing.T) {
 		g.fsm.Apply(l)
 	}
 	requireSameState(t, dumpState(t, h.db), dumpState(t, g.db))
+}
+
+// TestFeedByteBoundNeedsLevel2: below FeedBytesLevel the feed is bounded
+// by entries only, as a server of the previous version bounds it.
+func TestFeedByteBoundNeedsLevel2(t *testing.T) {
+	h := newHarness(t)
+	cfg := testFSMConfig()
+	cfg.FeedRetentionBytes = 8 << 10
+	f, err := NewFSM(h.db, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.fsm = f
+	op := h.genesis()
+	name := strings.Repeat("n", 250)
+	for i := 0; i < 60; i++ {
+		h.mustApply(h.signed(op, mPutOrg(&registryv1.Organisation{Id: fmt.Sprintf("ssc-%d", i),
+			Kind: registryv1.OrganisationKind_ORGANISATION_KIND_SHARED_SERVICE_CENTRE, Name: name})))
+	}
+	if _, _, ok, err := NewReader(h.db).FeedAfter(0, 1000); err != nil || !ok {
+		t.Fatalf("feed after 0 at level 1: ok %v, %v; want every entry kept (bounded by entries only)", ok, err)
+	}
 }

@@ -602,7 +602,15 @@ func (f *FSM) recordFeed(ls *stage, index uint64) error {
 	if index > f.cfg.FeedRetention {
 		cutoff = index - f.cfg.FeedRetention
 	}
-	overBytes := f.cfg.FeedRetentionBytes > 0 && total > f.cfg.FeedRetentionBytes
+	// The byte bound came with feature level 2: below it a server of the
+	// previous version, which does not know it, may still apply the same
+	// entries, and every replica must keep the same feed.
+	level, err := featureLevel(ls)
+	if err != nil {
+		return err
+	}
+	byteBound := f.cfg.FeedRetentionBytes > 0 && level >= FeedBytesLevel
+	overBytes := byteBound && total > f.cfg.FeedRetentionBytes
 	start, err := ls.getIndex(keyFeedStart)
 	if err != nil {
 		return err
@@ -616,7 +624,7 @@ func (f *FSM) recordFeed(ls *stage, index uint64) error {
 	newStart := start
 	for it.Rewind(); it.Valid(); it.Next() {
 		idx := binary.BigEndian.Uint64(it.Item().Key()[len(pFeed):])
-		if idx >= index || idx >= cutoff && !(f.cfg.FeedRetentionBytes > 0 && total > f.cfg.FeedRetentionBytes) {
+		if idx >= index || idx >= cutoff && !(byteBound && total > f.cfg.FeedRetentionBytes) {
 			break
 		}
 		if n == maxFeedDrops {
