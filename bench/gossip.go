@@ -9,6 +9,7 @@ import (
 	"math"
 	mrand "math/rand/v2"
 	"net"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -180,30 +181,37 @@ func MeasureGossip(ctx context.Context, n int, window time.Duration) (GossipResu
 			return res, fmt.Errorf("gossip member %d: %w", i, err)
 		}
 		ms = append(ms, g)
+		time.Sleep(5 * time.Millisecond) // pace the joins' broadcasts
 	}
-	// allSee reports whether every member sees want members alive; a
-	// member found seeing them is not asked again during the same wait
-	// (Alive decodes every member's meta: asking all members every few
+	// allKnow reports whether every member knows want members (in any
+	// state: on a loaded machine some are always briefly suspect). A
+	// member found knowing them is not asked again during the same wait
+	// (Members decodes every member's meta: asking all members every few
 	// milliseconds would starve the gossip being measured).
 	var seen []bool
-	allSee := func(want int) bool {
+	check := func(ok func(g *gossipMember) bool) bool {
 		for i, g := range ms {
-			if seen[i] {
-				continue
+			if !seen[i] {
+				if !ok(g) {
+					return false
+				}
+				seen[i] = true
 			}
-			if len(g.m.Alive()) < want {
-				return false
-			}
-			seen[i] = true
 		}
 		return true
 	}
-	wait := func(want int, limit time.Duration) error {
+	wait := func(what string, limit time.Duration, ok func(g *gossipMember) bool) error {
 		seen = make([]bool, len(ms))
 		deadline := time.Now().Add(limit)
-		for !allSee(want) {
+		for !check(ok) {
 			if time.Now().After(deadline) {
-				return fmt.Errorf("%d members did not all see %d alive within %s", len(ms), want, limit)
+				done := 0
+				for _, s := range seen {
+					if s {
+						done++
+					}
+				}
+				return fmt.Errorf("after %s only %d of %d members %s", limit, done, len(ms), what)
 			}
 			if err := ctx.Err(); err != nil {
 				return err
@@ -212,7 +220,24 @@ func MeasureGossip(ctx context.Context, n int, window time.Duration) (GossipResu
 		}
 		return nil
 	}
-	if err := wait(n, 2*time.Minute); err != nil {
+	// Settle: n joins in a burst overflow the broadcast queues, and
+	// memberlist leaves what gossip missed to the push/pull syncs (every
+	// 30 s and more). A member that does not know everyone after a few
+	// seconds syncs with the first member at once (a Join is a push/pull).
+	knowsAll := func(g *gossipMember) bool { return len(g.m.Members()) >= n }
+	for range 20 {
+		if err := wait(fmt.Sprintf("knew all %d", n), 3*time.Second, knowsAll); err == nil {
+			break
+		}
+		for i, g := range ms[1:] {
+			if !seen[i+1] && !knowsAll(g) {
+				jctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+				_, _ = g.m.Join(jctx, []string{ms[0].addr})
+				cancel()
+			}
+		}
+	}
+	if err := wait(fmt.Sprintf("knew all %d", n), time.Minute, knowsAll); err != nil {
 		return res, err
 	}
 	// Quiet window: let the joins' broadcasts drain first.
@@ -241,7 +266,10 @@ func MeasureGossip(ctx context.Context, n int, window time.Duration) (GossipResu
 		return res, err
 	}
 	ms = append(ms, g)
-	if err := wait(n+1, time.Minute); err != nil {
+	name := g.m.Local().Name
+	if err := wait("saw the new member alive", time.Minute, func(g *gossipMember) bool {
+		return slices.ContainsFunc(g.m.Alive(), func(m membership.Member) bool { return m.Name == name })
+	}); err != nil {
 		return res, err
 	}
 	res.Converge = time.Since(t1)
