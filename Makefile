@@ -36,10 +36,11 @@ web-deps: ## npm ci in node/web when node_modules is absent (axe-core and KERN U
 	@if [ ! -d node/web/node_modules ]; then cd node/web && npm ci --no-audit --no-fund; fi
 
 .PHONY: test
-test: web-deps breaking-if-history ## run every test (race detector on the concurrent packages)
+test: web-deps breaking-if-history ## run every test (race detector on the concurrent packages), the browser tests and the benchmark's smoke run
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 12m ./...
 	$(GO) test -race -count=1 -timeout 12m ./registry/... ./federation/... ./node/... ./internal/... ./keys/...
+	$(MAKE) bench-smoke
 
 .PHONY: soak
 soak: ## long fault runs: Jepsen-style with power cuts, clock jumps, process pauses/kills, corruption, power loss; disk-full on a real tmpfs (root) (VERBUND_SOAK_SEEDS, VERBUND_SOAK_DURATION)
