@@ -30,9 +30,11 @@ import (
 //
 //	VERBUND_BENCH_CPUPROFILE=$PWD/cpu.out go test -run '^$' -bench ClusterPublish -benchtime 5000x ./node
 //
-// (the profile covers the timed part only).
+// (the profile covers the timed part only). VERBUND_BENCH_TLS=1 runs Raft
+// and node-to-node calls over mutual TLS; VERBUND_BENCH_FOLLOWER=1 sends
+// the writes to a follower, which forwards them.
 func BenchmarkClusterPublish(b *testing.B) {
-	c := nodetest.Start(b, nodetest.Options{Voters: 3})
+	c := nodetest.Start(b, nodetest.Options{Voters: 3, TLS: os.Getenv("VERBUND_BENCH_TLS") != ""})
 	l := c.WaitLeader(10 * time.Second)
 	keyDir := b.TempDir()
 	if _, err := sampledata.Import(context.Background(), benchPublisher{l.Node()}, sampledata.Options{
@@ -62,6 +64,10 @@ func BenchmarkClusterPublish(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(cmds[0])), "bytes/cmd")
 	p := c.Publish(l.Index)
+	if os.Getenv("VERBUND_BENCH_FOLLOWER") != "" {
+		// The same writes sent to a follower, which forwards them.
+		p = c.Publish((l.Index + 1) % len(c.Nodes))
+	}
 	const clients = 16
 	var next atomic.Int64
 	lat := make([][]time.Duration, clients)
