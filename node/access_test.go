@@ -386,6 +386,7 @@ func TestAdminListener(t *testing.T) {
 // rule and nothing is published.
 func TestConsoleRoles(t *testing.T) {
 	n := startNode(t, testConfig(t, t.TempDir()))
+	waitFeatureLevel(t, n) // the test compares applied indexes
 	ctx := context.Background()
 	client := func(tok string) nodev1connect.ConsoleServiceClient {
 		return nodev1connect.NewConsoleServiceClient(&http.Client{Transport: bearerRT{tok: tok, inner: h2cClient().Transport}}, n.APIURL())

@@ -79,6 +79,25 @@ func startNode(t *testing.T, cfg Config) *Node {
 	return n
 }
 
+// waitFeatureLevel waits until the leader has raised the cluster's
+// feature level to what this build supports: the raise is a log entry
+// the leader proposes in the background after start, so a test that
+// asserts "nothing was applied" must let it land first.
+func waitFeatureLevel(t *testing.T, n *Node) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l, err := n.FSM().FeatureLevel()
+		if err == nil && l >= registry.SupportedFeatureLevel() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("feature level %d (%v), want %d within 10s", l, err, registry.SupportedFeatureLevel())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // h2cClient speaks HTTP/2 without TLS, as gRPC needs.
 func h2cClient() *http.Client {
 	return &http.Client{Transport: &http2.Transport{
@@ -134,6 +153,7 @@ const (
 // Munich's offering of it.
 func newFixture(t *testing.T, opts ...connect.ClientOption) *fixture {
 	n := startNode(t, testConfig(t, t.TempDir()))
+	waitFeatureLevel(t, n) // the tests compare applied indexes
 	f := &fixture{n: n}
 	var err error
 	f.munich, err = keys.GenerateSigning("munich-sig-1")
