@@ -10,6 +10,8 @@ import (
 
 // German names and texts of the registry's values, for the templates.
 
+// channelName is the German name of a channel kind, on the citizens'
+// pages and the staff's alike.
 func channelName(k registryv1.ChannelKind) string {
 	switch k {
 	case registryv1.ChannelKind_CHANNEL_KIND_ONLINE:

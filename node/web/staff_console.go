@@ -137,7 +137,7 @@ func coverageRows(res *registryv1.GetCoverageResponse, q url.Values) ([]coverage
 		class, label, rank := coverageClass(r)
 		var ch []string
 		for _, k := range r.GetChannels() {
-			ch = append(ch, channelLabel(k))
+			ch = append(ch, channelName(k))
 		}
 		rows = append(rows, coverageRow{ARS: r.GetArs(), Name: r.GetName(), Provider: r.GetProviderName(), Match: matchLabel(r.GetMatch()),
 			Channels: strings.Join(ch, ", "), Lat: r.GetLocation().GetLat(), Lon: r.GetLocation().GetLon(), Class: class, ClassLabel: label, rank: rank})

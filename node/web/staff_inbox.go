@@ -102,28 +102,6 @@ func outboxStateLabel(st federationv1.OutboxState) string {
 	return "Unbekannt"
 }
 
-func channelLabel(k registryv1.ChannelKind) string {
-	switch k {
-	case registryv1.ChannelKind_CHANNEL_KIND_ONLINE:
-		return "Online"
-	case registryv1.ChannelKind_CHANNEL_KIND_APPOINTMENT:
-		return "Termin"
-	case registryv1.ChannelKind_CHANNEL_KIND_IN_PERSON:
-		return "Vor Ort"
-	case registryv1.ChannelKind_CHANNEL_KIND_PHONE:
-		return "Telefon"
-	case registryv1.ChannelKind_CHANNEL_KIND_CHAT:
-		return "Chat"
-	case registryv1.ChannelKind_CHANNEL_KIND_VIDEO:
-		return "Video"
-	case registryv1.ChannelKind_CHANNEL_KIND_POSTAL:
-		return "Post"
-	case registryv1.ChannelKind_CHANNEL_KIND_EMAIL:
-		return "E-Mail"
-	}
-	return "Sonstiger Weg"
-}
-
 func matchLabel(m registryv1.MatchKind) string {
 	switch m {
 	case registryv1.MatchKind_MATCH_KIND_OWN_MUNICIPALITY:
@@ -754,7 +732,7 @@ func (s *Server) nextSteps(ctx context.Context, nm *names, key string) ([]nextGr
 							continue
 						}
 						kinds[ch.GetKind()] = true
-						cv := channelView{Label: channelLabel(ch.GetKind()), URL: safeURL(ch.GetUrl())}
+						cv := channelView{Label: channelName(ch.GetKind()), URL: safeURL(ch.GetUrl())}
 						switch {
 						case ch.GetPhone() != "":
 							cv.Detail = ch.GetPhone()
