@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -174,19 +176,20 @@ func (e *Etcd) Stop() {
 // members, mutual TLS between nodes, default durability) started by
 // StartVerbund.
 type Verbund struct {
-	Dir  string
-	API  []string // public API of n1..n5
-	Bin  string
-	root string
-	off  int
-	env  []string
-	cmd  *exec.Cmd
-	done chan struct{}
+	Dir   string
+	API   []string // public API of n1..n5
+	Admin []string // admin listener of n1..n5 (pprof, /metrics)
+	Bin   string
+	root  string
+	off   int
+	env   []string
+	cmd   *exec.Cmd
+	done  chan struct{}
 }
 
 // clusterPorts are the ports of scripts/cluster.sh's table, before the
 // offset.
-var clusterPorts = []int{18081, 18082, 18083, 18084, 18085, 17001, 17002, 17003,
+var clusterPorts = []int{18081, 18082, 18083, 18084, 18085, 18091, 18092, 18093, 18094, 18095, 17001, 17002, 17003,
 	17101, 17102, 17103, 17104, 17105, 17201, 17202, 17203, 17204, 17205}
 
 // StartVerbund runs scripts/cluster.sh (in root, the checkout) with its
@@ -217,6 +220,7 @@ func StartVerbund(ctx context.Context, root, bin, dir, nodeFlags string, progres
 	v.env = append(os.Environ(), "CLUSTER_DIR="+dir, "PORT_OFFSET="+strconv.Itoa(off), "NODE_FLAGS="+nodeFlags, "BIN="+bin)
 	for i := range 5 {
 		v.API = append(v.API, fmt.Sprintf("http://127.0.0.1:%d", 18081+i+off))
+		v.Admin = append(v.Admin, fmt.Sprintf("http://127.0.0.1:%d", 18091+i+off))
 	}
 	pr, pw := io.Pipe()
 	v.cmd = exec.Command(filepath.Join(root, "scripts", "cluster.sh"))
@@ -289,4 +293,48 @@ func (v *Verbund) Stop() {
 	stop.Dir, stop.Env = v.root, v.env
 	_ = stop.Run()
 	stopProcess(v.cmd, v.done, 45*time.Second)
+}
+
+// profile starts CPU profiles of the named nodes (admin listener base
+// URLs) for the row tagged tag, if cfg.ProfileDir is set; the returned
+// func waits for them and logs what failed. A profile lasts the row's
+// duration less a second (at least one second), from the row's start.
+func (cfg *Config) profile(ctx context.Context, tag string, admins map[string]string) (wait func()) {
+	if cfg.ProfileDir == "" {
+		return func() {}
+	}
+	secs := max(1, int(cfg.Duration/time.Second)-1)
+	var wg sync.WaitGroup
+	for name, base := range admins {
+		wg.Go(func() {
+			path := filepath.Join(cfg.ProfileDir, tag+"-"+name+".pprof")
+			if err := fetchProfile(ctx, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), path); err != nil {
+				cfg.logf("profile %s of the %s: %v", tag, name, err)
+			}
+		})
+	}
+	return wg.Wait
+}
+
+func fetchProfile(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, res.Status)
+	}
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }

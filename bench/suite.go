@@ -34,6 +34,10 @@ type Config struct {
 	// MaxWriteRate x Duration (a row ends early when they run out).
 	MaxWriteRate int
 	Log          io.Writer // progress lines
+	// ProfileDir, if set, receives CPU profiles of the leader and of the
+	// follower taken from their admin listeners during each Verbund write
+	// row (<row tag>-<leader|follower>.pprof).
+	ProfileDir string
 }
 
 // Row is one line of the table.
@@ -301,6 +305,7 @@ func runVerbund(ctx context.Context, cfg *Config, v *Verbund, rep *Report) (map[
 		}
 		clients := makeClients(api, n, registryv1connect.NewPublishServiceClient)
 		var next atomic.Int64
+		wait := cfg.profile(ctx, tag, map[string]string{"leader": v.Admin[li], "follower": v.Admin[(li+1)%3]})
 		r := RunWith(ctx, n, cfg.Duration, pids, func(ctx context.Context, w int) (int, error) {
 			i := next.Add(1) - 1
 			if i >= int64(len(cmds)) {
@@ -308,6 +313,7 @@ func runVerbund(ctx context.Context, cfg *Config, v *Verbund, rep *Report) (map[
 			}
 			return 1, publishOne(ctx, clients[w], cmds[i:i+1])
 		})
+		wait()
 		cfg.progress("Verbund", work, r)
 		out[keyOf(work, n)] = r
 		return nil

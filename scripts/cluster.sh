@@ -81,12 +81,13 @@ export VERBUND_GOSSIP_KEY=$(cat "$DIR/gossip.key")
 # Ports are the table's plus PORT_OFFSET (tests run a second cluster).
 OFF=${PORT_OFFSET:-0}
 
-#      id   role    org             http  raft  gossip peer  kind          name
-NODES="n1   voter   verbund-operator 18081 17001 17101 17201 network-operator Verbund-local-network-operator
-n2   voter   091620000000     18082 17002 17102 17202 municipality  München
-n3   voter   097610000000     18083 17003 17103 17203 municipality  Augsburg
-n4   member  095640000000     18084 0     17104 17204 municipality  Nürnberg
-n5   member  091840000000     18085 0     17105 17205 district      Landkreis-München"
+# admin: each node's admin listener (pprof and Prometheus /metrics).
+#      id   role    org             http  raft  gossip peer  admin kind          name
+NODES="n1   voter   verbund-operator 18081 17001 17101 17201 18091 network-operator Verbund-local-network-operator
+n2   voter   091620000000     18082 17002 17102 17202 18092 municipality  München
+n3   voter   097610000000     18083 17003 17103 17203 18093 municipality  Augsburg
+n4   member  095640000000     18084 0     17104 17204 18094 municipality  Nürnberg
+n5   member  091840000000     18085 0     17105 17205 18095 district      Landkreis-München"
 
 started=() # node ids this run started (Ctrl-C stops these)
 stop() {
@@ -118,8 +119,8 @@ wait_running() {
 }
 
 [ $resume = 1 ] && echo "resuming the local network from $DIR"
-while read -r id role org http raft gossip peer kind name; do
-  http=$((http+OFF)); gossip=$((gossip+OFF)); peer=$((peer+OFF)); [ "$raft" != 0 ] && raft=$((raft+OFF))
+while read -r id role org http raft gossip peer admin kind name; do
+  http=$((http+OFF)); gossip=$((gossip+OFF)); peer=$((peer+OFF)); admin=$((admin+OFF)); [ "$raft" != 0 ] && raft=$((raft+OFF))
   # Each organisation's data dir: its keys and config (verbund init keeps
   # existing keys on a restart). The operator's also gets its offline
   # recovery key (in a real network: moved offline at once).
@@ -131,7 +132,7 @@ while read -r id role org http raft gossip peer kind name; do
   fi
   args=(node --node-id "$id" --org "$org" --role "$role" --data-dir "$DIR/$id"
         --http-addr "127.0.0.1:$http" --gossip-addr "127.0.0.1:$gossip" --peer-addr "127.0.0.1:$peer"
-        --tls-ca "$DIR/pki/ca.pem" --tls-cert "$DIR/pki/$id.pem" --tls-key "$DIR/pki/$id-key.pem"
+        --admin-addr "127.0.0.1:$admin" --tls-ca "$DIR/pki/ca.pem" --tls-cert "$DIR/pki/$id.pem" --tls-key "$DIR/pki/$id-key.pem"
         --gossip-label verbund-local --dead-server-grace 1m --audit-interval 10s --log-level warn)
   [ "$raft" != 0 ] && args+=(--raft-addr "127.0.0.1:$raft")
   # NODE_FLAGS: extra flags for every node (e.g. "--rate-limits off" for
@@ -167,7 +168,7 @@ API="http://127.0.0.1:$((18081+OFF))"
 BY=(--key "$DIR/n1/keys/sample/land-09.jwk" --as land-09 --addr "$API" --timeout 30s)
 gov() { "$BIN" "$@" >> "$DIR/governance.log" 2>&1 || { echo "verbund $1 $2 failed:"; tail -20 "$DIR/governance.log"; exit 1; }; }
 status_of() { "$BIN" orgs get "$1" --addr "$API" --linearizable | awk -F': *' '/^Status:/ {print $2}'; }
-while read -r id role org http raft gossip peer kind name; do
+while read -r id role org http raft gossip peer admin kind name; do
   [ "$id" = n1 ] && continue
   if [ "$org" = 091620000000 ]; then
     # Munich joined in the sample data (with a key of the operator's
@@ -192,11 +193,11 @@ echo "Verbund local network is running (data in $DIR, logs in $DIR/<node>.log):"
 echo
 # Which node leads, as each node sees it (members follow the servers).
 state_of() { "$BIN" status --addr "$1" --timeout 3s 2>/dev/null | awk -F': *' '/^Raft state:/ {print $2}'; }
-printf "  %-4s %-7s %-9s %-18s %-24s %s\n" NODE ROLE RAFT ORG API PID
-while read -r id role org http raft gossip peer kind name; do
+printf "  %-4s %-7s %-9s %-18s %-24s %-17s %s\n" NODE ROLE RAFT ORG API ADMIN PID
+while read -r id role org http raft gossip peer admin kind name; do
   api="http://127.0.0.1:$((http+OFF))"
   st=$(state_of "$api"); [ -n "$st" ] || st="-"
-  printf "  %-4s %-7s %-9s %-18s %-24s %s\n" "$id" "$role" "$st" "$org" "$api" "$(node_pid "$id")"
+  printf "  %-4s %-7s %-9s %-18s %-24s %-17s %s\n" "$id" "$role" "$st" "$org" "$api" "127.0.0.1:$((admin+OFF))" "$(node_pid "$id")"
 done <<< "$NODES"
 echo
 echo "Try:"
@@ -205,6 +206,7 @@ echo "  $BIN providers --addr http://127.0.0.1:$((18085+OFF)) --service 99050012
 echo "  $BIN providers --addr http://127.0.0.1:$((18083+OFF)) --service 99050012104000 --area 091840148148 --verify"
 echo "  $BIN history 097610000000 --addr http://127.0.0.1:$((18082+OFF))"
 echo "  $BIN watch --addr http://127.0.0.1:$((18082+OFF))"
+echo "  curl -s http://127.0.0.1:$((18092+OFF))/metrics | grep ^verbund_   # metrics (and /debug/pprof/) on a node's admin listener"
 echo "  kill <PID of the leader>   # the others elect a new leader within seconds"
 echo
 if [ ${#started[@]} -eq 0 ]; then

@@ -36,6 +36,7 @@ func run() error {
 		maxRate  = flag.Int("max-write-rate", 6000, "commands pre-signed per second of a write row")
 		keep     = flag.Bool("keep", false, "keep the clusters' data directory")
 		suite    = flag.Bool("suite", true, "run the Verbund vs etcd rows (false: gossip only, nothing written)")
+		profiles = flag.String("profiles", "", "directory for CPU profiles of the Verbund leader and follower during each write row (go tool pprof FILE)")
 	)
 	flag.Parse()
 	outSet := false
@@ -75,7 +76,7 @@ func run() error {
 	defer stop()
 	load := bench.LoadAvg()
 	cfg := bench.Config{Root: root, Bin: absBin, EtcdBin: *etcdBin, Dir: dir, Duration: *duration, Smoke: *smoke,
-		MaxWriteRate: *maxRate, Log: os.Stdout}
+		MaxWriteRate: *maxRate, Log: os.Stdout, ProfileDir: *profiles}
 	fmt.Printf("verbund-bench: %s per row and side, load average %s, scratch dir %s\n", *duration, load, dir)
 	rep := &bench.Report{Started: time.Now()}
 	if *suite {

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -230,15 +231,31 @@ func Run(bin string, timeout time.Duration, args ...string) (string, error) {
 	return string(out), err
 }
 
-// FreeAddr returns a loopback address with a port that was free a moment
-// ago.
+// FreeAddr returns a loopback address whose port was free for TCP and UDP
+// a moment ago (gossip binds both). The port is drawn from 10000–16999:
+// below Linux's ephemeral range (32768–60999), from which the kernel also
+// picks the local ports of outgoing connections and of port-0 listeners
+// (other tests, the nodes' own connections), so no such port takes it
+// between this check and the process binding it; and below the ports of
+// scripts/cluster.sh (17001 and up, shifted up by the benchmark).
 func FreeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	const lo, n = 10000, 7000
+	start := rand.IntN(n)
+	for i := range n {
+		addr := fmt.Sprintf("127.0.0.1:%d", lo+(start+i)%n)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		return addr, nil
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return "", errors.New("no free loopback port in 10000-16999")
 }
 
 // WaitHTTP waits until url answers any HTTP response.

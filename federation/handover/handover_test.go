@@ -258,7 +258,9 @@ func TestHappyPath(t *testing.T) {
 func waitPublished(t testing.TB, reg *registry, n *node) {
 	t.Helper()
 	waitFor(t, 10*time.Second, "audit head of "+n.org, func() bool {
-		head := n.s().Stats().AuditHead
+		// The stored head, not Stats' copy: that is set just after the
+		// commit, so an entry committed a moment ago may not be in it yet.
+		head := storedHead(t, n.s())
 		seq, hash, err := auditFor{reg, n.org}.PublishedAuditHead(context.Background(), n.org)
 		return err == nil && seq == head.Seq && hash == head.Hash
 	})
