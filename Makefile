@@ -81,6 +81,14 @@ etcd-server:
 bench: build etcd-server ## Verbund vs etcd side by side on loopback (3 nodes each) + gossip at scale; writes bench/results/ (about 10 minutes)
 	$(GO) run ./cmd/verbund-bench -etcd $(ETCD) -out bench/results
 
+# The national load into 3 voters (bench/results/national.md). The default
+# is issue 12's 5 million offerings; NATIONAL_OFFERINGS=1000000 for a
+# shorter run.
+NATIONAL_OFFERINGS ?= 5000000
+.PHONY: bench-national
+bench-national: build ## the synthesised national data set into 3 voters: load time, memory, disk, snapshots, queries, a new member's catch-up (NATIONAL_OFFERINGS)
+	$(GO) run ./cmd/verbund-bench -suite=false -gossip "" -national $(NATIONAL_OFFERINGS) -out bench/results
+
 .PHONY: bench-smoke
 bench-smoke: build etcd-server ## every benchmark row for about a second against both clusters; fails on any error (under a minute)
 	$(GO) run ./cmd/verbund-bench -etcd $(ETCD) -smoke

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -197,7 +198,7 @@ var clusterPorts = []int{18081, 18082, 18083, 18084, 18085, 18091, 18092, 18093,
 // a port offset at which every port of the script's table is free; it
 // returns once the script reports the network running (governance steps
 // done). progress receives the script's output.
-func StartVerbund(ctx context.Context, root, bin, dir, nodeFlags string, progress io.Writer) (*Verbund, error) {
+func StartVerbund(ctx context.Context, root, bin, dir, nodeFlags string, progress io.Writer, env ...string) (*Verbund, error) {
 	off := -1
 	for try := range 200 {
 		o := 1000 * (3 + (int(time.Now().UnixNano()/1000)+try)%40)
@@ -218,17 +219,40 @@ func StartVerbund(ctx context.Context, root, bin, dir, nodeFlags string, progres
 	}
 	v := &Verbund{Dir: dir, Bin: bin, root: root, off: off, done: make(chan struct{})}
 	v.env = append(os.Environ(), "CLUSTER_DIR="+dir, "PORT_OFFSET="+strconv.Itoa(off), "NODE_FLAGS="+nodeFlags, "BIN="+bin)
+	v.env = append(v.env, env...)
 	for i := range 5 {
 		v.API = append(v.API, fmt.Sprintf("http://127.0.0.1:%d", 18081+i+off))
 		v.Admin = append(v.Admin, fmt.Sprintf("http://127.0.0.1:%d", 18091+i+off))
 	}
+	if err := v.start(ctx, progress); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// AddNodes runs scripts/cluster.sh once more for the nodes ids (e.g. "n4")
+// of the same network (its data dir, ports and flags, env on top) and
+// returns once it reports them running; Stop stops them too.
+func (v *Verbund) AddNodes(ctx context.Context, ids string, progress io.Writer, env ...string) (*Verbund, error) {
+	w := &Verbund{Dir: v.Dir, API: v.API, Admin: v.Admin, Bin: v.Bin, root: v.root, off: v.off, done: make(chan struct{})}
+	w.env = append(append(slices.Clone(v.env), env...), "NODES_ONLY="+ids)
+	if err := w.start(ctx, progress); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// start runs scripts/cluster.sh with v's environment and waits until it
+// reports the network running.
+func (v *Verbund) start(ctx context.Context, progress io.Writer) error {
+	dir, root := v.Dir, v.root
 	pr, pw := io.Pipe()
 	v.cmd = exec.Command(filepath.Join(root, "scripts", "cluster.sh"))
 	v.cmd.Dir, v.cmd.Env = root, v.env
 	v.cmd.Stdout, v.cmd.Stderr = pw, pw
 	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := v.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start scripts/cluster.sh: %w", err)
+		return fmt.Errorf("start scripts/cluster.sh: %w", err)
 	}
 	exited := make(chan error, 1)
 	go func() { err := v.cmd.Wait(); pw.Close(); exited <- err; close(v.done) }()
@@ -258,16 +282,16 @@ func StartVerbund(ctx context.Context, root, bin, dir, nodeFlags string, progres
 	}()
 	select {
 	case <-ready:
-		return v, nil
+		return nil
 	case err := <-exited:
 		v.Stop()
-		return nil, fmt.Errorf("scripts/cluster.sh exited before the network ran (%v); logs in %s", err, dir)
+		return fmt.Errorf("scripts/cluster.sh exited before the network ran (%v); logs in %s", err, dir)
 	case <-time.After(4 * time.Minute):
 		v.Stop()
-		return nil, fmt.Errorf("scripts/cluster.sh: no running network within 4 minutes; logs in %s", dir)
+		return fmt.Errorf("scripts/cluster.sh: no running network within 4 minutes; logs in %s", dir)
 	case <-ctx.Done():
 		v.Stop()
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 //	verbund_registry_applied_index                     the index the registry state reflects
 //	verbund_raft_commit_index, _last_log_index, _term, _is_leader   (servers)
 //	verbund_raft_apply_seconds                         time the registry FSM takes per applied batch (servers)
+//	verbund_raft_snapshots_written_total, verbund_raft_snapshot_last_{index,bytes,seconds}   snapshots this process wrote (servers)
 //	verbund_write_queue_depth                          proposals waiting for the writer (servers)
 //	verbund_feed_staleness_seconds                     time since the source of this node's state was heard from
 //	verbund_handover_*                                 the handover service's counters and outbox queue
@@ -104,11 +105,15 @@ var (
 	descStale     = prometheus.NewDesc("verbund_feed_staleness_seconds", "Seconds since this node last heard from the source of its state (0 on the leader; -0.001: never).", nil, nil)
 	descHOPending = prometheus.NewDesc("verbund_handover_outbox_pending", "Handovers and events waiting in the outbox for delivery.", nil, nil)
 	descHOCount   = prometheus.NewDesc("verbund_handover_total", "Handover service counters by event.", []string{"event"}, nil)
+	descSnapCount = prometheus.NewDesc("verbund_raft_snapshots_written_total", "Raft snapshots this process wrote (servers).", nil, nil)
+	descSnapIndex = prometheus.NewDesc("verbund_raft_snapshot_last_index", "Raft index of the last snapshot this process wrote.", nil, nil)
+	descSnapBytes = prometheus.NewDesc("verbund_raft_snapshot_last_bytes", "Size of the last snapshot this process wrote (the state machine's stream).", nil, nil)
+	descSnapSecs  = prometheus.NewDesc("verbund_raft_snapshot_last_seconds", "Time the last snapshot took, from its start to its files synced.", nil, nil)
 	descHOReject  = prometheus.NewDesc("verbund_handover_rejected_total", "Refused handover and event deliveries (including failed signature checks) by reason.", []string{"reason"}, nil)
 )
 
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descTracked, descExpiry, descApplied, descCommit, descLastLog, descTerm, descLeader, descQueue, descStale, descHOPending, descHOCount, descHOReject} {
+	for _, d := range []*prometheus.Desc{descTracked, descExpiry, descApplied, descCommit, descLastLog, descTerm, descLeader, descQueue, descStale, descHOPending, descHOCount, descHOReject, descSnapCount, descSnapIndex, descSnapBytes, descSnapSecs} {
 		ch <- d
 	}
 }
@@ -125,6 +130,15 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	now := n.cfg.Clock()
 	for _, it := range n.expiryItems() {
 		gauge(descExpiry, it.notAfter.Sub(now).Seconds(), it.what, it.id)
+	}
+	if n.snaps != nil {
+		w := n.snaps.written()
+		counter(descSnapCount, w.count)
+		if w.count > 0 {
+			gauge(descSnapIndex, float64(w.index))
+			gauge(descSnapBytes, float64(w.bytes))
+			gauge(descSnapSecs, w.seconds)
+		}
 	}
 	if n.state != nil {
 		gauge(descApplied, float64(n.state.AppliedIndex()))

@@ -79,6 +79,18 @@ func TestMetrics(t *testing.T) {
 	if !strings.Contains(body, `what="signing_key"`) {
 		t.Errorf("retiring signing key not exported:\n%s", grep(body, "verbund_expiry"))
 	}
+	// A Raft snapshot is counted with its index, size and time.
+	if metricValue(t, body, "verbund_raft_snapshots_written_total") != 0 {
+		t.Errorf("a snapshot counted before any was taken:\n%s", grep(body, "verbund_raft_snapshot"))
+	}
+	if err := n.raft.Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	_, body = scrape(t, n.AdminURL()+"/metrics")
+	if metricValue(t, body, "verbund_raft_snapshots_written_total") != 1 || metricValue(t, body, "verbund_raft_snapshot_last_bytes") <= 0 ||
+		metricValue(t, body, "verbund_raft_snapshot_last_index") < float64(before) || metricValue(t, body, "verbund_raft_snapshot_last_seconds") <= 0 {
+		t.Errorf("snapshot not exported:\n%s", grep(body, "verbund_raft_snapshot"))
+	}
 	if code, _ := scrape(t, n.APIURL()+"/metrics"); code != http.StatusForbidden && code != http.StatusNotFound {
 		t.Errorf("/metrics on the public listener: HTTP %d", code)
 	}

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -55,6 +57,26 @@ type checkedSnapshotStore struct {
 	inner *raft.FileSnapshotStore
 	dir   string // base/snapshots
 	log   *slog.Logger
+
+	mu   sync.Mutex
+	last snapshotWritten // the last snapshot written (metrics)
+}
+
+// snapshotWritten describes a snapshot this process wrote: its index, its
+// size, and the time from Create to the sink's Close (the state machine
+// streaming its state, the fsyncs, the checksum).
+type snapshotWritten struct {
+	count   uint64
+	index   uint64
+	bytes   int64
+	seconds float64
+}
+
+// written returns the last snapshot written and how many were.
+func (s *checkedSnapshotStore) written() snapshotWritten {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
 }
 
 var _ raft.SnapshotStore = (*checkedSnapshotStore)(nil)
@@ -72,7 +94,7 @@ func (s *checkedSnapshotStore) Create(version raft.SnapshotVersion, index, term 
 	if err != nil {
 		return nil, err
 	}
-	return &checkedSnapshotSink{SnapshotSink: sink, dir: filepath.Join(s.dir, sink.ID())}, nil
+	return &checkedSnapshotSink{SnapshotSink: sink, dir: filepath.Join(s.dir, sink.ID()), store: s, index: index, start: time.Now()}, nil
 }
 
 // List verifies every snapshot directory, then lists as the inner store.
@@ -154,6 +176,17 @@ type checkedSnapshotSink struct {
 	raft.SnapshotSink
 	dir    string // the snapshot's final directory
 	closed bool
+
+	store *checkedSnapshotStore
+	index uint64
+	start time.Time
+	bytes int64
+}
+
+func (k *checkedSnapshotSink) Write(p []byte) (int, error) {
+	n, err := k.SnapshotSink.Write(p)
+	k.bytes += int64(n)
+	return n, err
 }
 
 // Close closes the inner sink (which writes meta.json, moves the snapshot
@@ -176,6 +209,13 @@ func (k *checkedSnapshotSink) Close() error {
 	}
 	if err := writeFileSynced(filepath.Join(k.dir, snapshotSumFile), sumLine(meta)); err != nil {
 		return fmt.Errorf("snapshot checksum: %w", err)
+	}
+	if s := k.store; s != nil {
+		secs := time.Since(k.start).Seconds()
+		s.mu.Lock()
+		s.last = snapshotWritten{count: s.last.count + 1, index: k.index, bytes: k.bytes, seconds: secs}
+		s.mu.Unlock()
+		s.log.Info("raft snapshot written", "index", k.index, "bytes", k.bytes, "seconds", secs)
 	}
 	return nil
 }

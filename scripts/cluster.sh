@@ -8,6 +8,12 @@
 # comparing their keys' fingerprint; Munich, which joined in the sample
 # data, is re-registered by Bayern's agency with its node's keys. Ctrl-C (or
 # `make cluster-stop` from another shell) stops every process it started.
+#
+# For measurements (make bench-national): SAMPLE_DATA=0 starts the
+# operator's node without the sample data and skips the governance steps
+# (they need the sample data's Bayern agency; a load such as `verbund synth`
+# brings its own organisations), and NODES_ONLY="n1 n2 n3" starts only the
+# listed nodes (run again with NODES_ONLY=n4 to add a member later).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin/verbund}
@@ -119,7 +125,10 @@ wait_running() {
 }
 
 [ $resume = 1 ] && echo "resuming the local network from $DIR"
+SAMPLE_DATA=${SAMPLE_DATA:-1}
+only() { [ -z "${NODES_ONLY:-}" ] || [[ " $NODES_ONLY " == *" $1 "* ]]; }
 while read -r id role org http raft gossip peer admin kind name; do
+  only "$id" || continue
   http=$((http+OFF)); gossip=$((gossip+OFF)); peer=$((peer+OFF)); admin=$((admin+OFF)); [ "$raft" != 0 ] && raft=$((raft+OFF))
   # Each organisation's data dir: its keys and config (verbund init keeps
   # existing keys on a restart). The operator's also gets its offline
@@ -140,7 +149,8 @@ while read -r id role org http raft gossip peer admin kind name; do
   # shellcheck disable=SC2206
   [ -n "${NODE_FLAGS:-}" ] && args+=(${NODE_FLAGS})
   if [ "$id" = n1 ]; then
-    args+=(--bootstrap --genesis --sample-data --org-name "Verbund local network operator")
+    args+=(--bootstrap --genesis --org-name "Verbund local network operator")
+    [ "$SAMPLE_DATA" = 0 ] || args+=(--sample-data)
     # The operator's node is the only one that bootstraps.
   else
     args+=(--join "127.0.0.1:$((17101+OFF))")
@@ -169,7 +179,9 @@ BY=(--key "$DIR/n1/keys/sample/land-09.jwk" --as land-09 --addr "$API" --timeout
 gov() { "$BIN" "$@" >> "$DIR/governance.log" 2>&1 || { echo "verbund $1 $2 failed:"; tail -20 "$DIR/governance.log"; exit 1; }; }
 status_of() { "$BIN" orgs get "$1" --addr "$API" --linearizable | awk -F': *' '/^Status:/ {print $2}'; }
 while read -r id role org http raft gossip peer admin kind name; do
+  [ "$SAMPLE_DATA" = 0 ] && break # no Bayern agency to approve anyone
   [ "$id" = n1 ] && continue
+  only "$id" || continue
   if [ "$org" = 091620000000 ]; then
     # Munich joined in the sample data (with a key of the operator's
     # demo); its node takes over: Bayern registers it with the node's keys
@@ -195,6 +207,7 @@ echo
 state_of() { "$BIN" status --addr "$1" --timeout 3s 2>/dev/null | awk -F': *' '/^Raft state:/ {print $2}'; }
 printf "  %-4s %-7s %-9s %-18s %-24s %-17s %s\n" NODE ROLE RAFT ORG API ADMIN PID
 while read -r id role org http raft gossip peer admin kind name; do
+  only "$id" || continue
   api="http://127.0.0.1:$((http+OFF))"
   st=$(state_of "$api"); [ -n "$st" ] || st="-"
   printf "  %-4s %-7s %-9s %-18s %-24s %-17s %s\n" "$id" "$role" "$st" "$org" "$api" "127.0.0.1:$((admin+OFF))" "$(node_pid "$id")"

@@ -36,6 +36,7 @@ func run() error {
 		maxRate  = flag.Int("max-write-rate", 6000, "commands pre-signed per second of a write row")
 		keep     = flag.Bool("keep", false, "keep the clusters' data directory")
 		suite    = flag.Bool("suite", true, "run the Verbund vs etcd rows (false: gossip only, nothing written)")
+		national = flag.Int("national", 0, "also load this many synthesised offerings into 3 fresh voters and measure memory, disk, snapshots, queries and a new member's catch-up (make bench-national; writes national.md)")
 		profiles = flag.String("profiles", "", "directory for CPU profiles of the Verbund leader and follower during each write row (go tool pprof FILE)")
 	)
 	flag.Parse()
@@ -111,6 +112,34 @@ func run() error {
 		for _, n := range []int{1000, 11000} {
 			rep.GossipModel = append(rep.GossipModel, bench.Project(rep.Gossip, n))
 		}
+	}
+	if *national > 0 {
+		res, err := bench.RunNational(ctx, bench.NationalConfig{Root: root, Bin: absBin, Dir: dir, Offerings: *national,
+			QueryDuration: *duration, Log: os.Stdout, ProfileDir: *profiles})
+		if err != nil {
+			return fmt.Errorf("national load: %w", err)
+		}
+		m := bench.DescribeMachine(root, "", fmt.Sprintf("make bench-national NATIONAL_OFFERINGS=%d", *national))
+		m.LoadAvg = load
+		nout := *out
+		if *smoke && !outSet {
+			nout = filepath.Join(dir, "results")
+		}
+		if err := os.MkdirAll(nout, 0o755); err != nil {
+			return err
+		}
+		f, err := os.Create(filepath.Join(nout, "national.md"))
+		if err != nil {
+			return err
+		}
+		if err := bench.WriteNationalMarkdown(f, res, m, m.Command); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		fmt.Printf("national results in %s\n", filepath.Join(nout, "national.md"))
 	}
 	rep.Elapsed = time.Since(rep.Started)
 	if !*suite {
