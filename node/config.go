@@ -125,6 +125,18 @@ type Config struct {
 	// log behind. See snapshotbytes.go.
 	SnapshotThresholdBytes uint64
 	TrailingLogBytes       uint64
+	// SnapshotLogRatio raises that threshold with the state: a snapshot
+	// by log bytes waits for at least this share of the last snapshot's
+	// size (default 0.5). Each snapshot writes the whole state, so with a
+	// fixed threshold a growing registry paid a full copy per 256 MiB
+	// appended (quadratic in its size: a bulk load of the national data set
+	// spent most of its time writing snapshots); with the ratio, snapshots
+	// cost at most 1/ratio times what was appended, and the log stays
+	// below about ratio times the state. Negative: the fixed threshold only.
+	SnapshotLogRatio float64
+	// SnapshotRetain is how many Raft snapshots stay on disk (default 2:
+	// the newest, and one to fall back to if it is damaged).
+	SnapshotRetain int
 
 	FSM    registry.FSMConfig
 	Writer registry.WriterConfig
@@ -231,6 +243,8 @@ func DefaultConfig() Config {
 		// Raft snapshots by log bytes (snapshotbytes.go).
 		SnapshotThresholdBytes: 256 << 20,
 		TrailingLogBytes:       64 << 20,
+		SnapshotLogRatio:       0.5,
+		SnapshotRetain:         2,
 
 		// Rate limits and expiry warnings (ratelimit.go, expiry.go).
 		RateLimits:          DefaultRateLimits(),
@@ -464,6 +478,12 @@ func (c Config) withDefaults() Config {
 	if c.SnapshotThresholdBytes == 0 {
 		c.SnapshotThresholdBytes = d.SnapshotThresholdBytes
 	}
+	if c.SnapshotLogRatio == 0 {
+		c.SnapshotLogRatio = d.SnapshotLogRatio
+	}
+	if c.SnapshotRetain == 0 {
+		c.SnapshotRetain = d.SnapshotRetain
+	}
 	if c.TrailingLogBytes == 0 {
 		c.TrailingLogBytes = d.TrailingLogBytes
 	}
@@ -506,6 +526,9 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir is required"))
+	}
+	if c.SnapshotRetain < 1 {
+		errs = append(errs, fmt.Errorf("snapshot retain %d: at least 1 Raft snapshot must be kept", c.SnapshotRetain))
 	}
 	for name, a := range map[string]string{"http addr": c.HTTPAddr, "raft addr": c.RaftAddr, "raft advertise": c.RaftAdvertise} {
 		if _, _, err := net.SplitHostPort(a); err != nil {

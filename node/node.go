@@ -244,7 +244,7 @@ func (n *Node) openStorage() error {
 	if err := n.openRaftLog(); err != nil {
 		return err
 	}
-	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.path("raft"), 3, n.hclog("snapshot"))
+	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.path("raft"), n.cfg.SnapshotRetain, n.hclog("snapshot"))
 	if err != nil {
 		return fmt.Errorf("open snapshot store: %w", err)
 	}

@@ -57,7 +57,7 @@ func (n *Node) snapshotBytesLoop(ctx context.Context) {
 		return
 	}
 	var base uint64 // n.logBytes at the last snapshot
-	lastSnap := n.latestSnapshotIndex()
+	lastSnap, lastSize := n.latestSnapshot()
 	for {
 		select {
 		case <-ctx.Done():
@@ -65,12 +65,12 @@ func (n *Node) snapshotBytesLoop(ctx context.Context) {
 		case <-n.logBytesC:
 		}
 		appended := n.logBytes.Load()
-		if appended-base < threshold {
+		if appended-base < n.snapshotThreshold(lastSize) {
 			continue
 		}
-		if idx := n.latestSnapshotIndex(); idx != lastSnap {
+		if idx, size := n.latestSnapshot(); idx != lastSnap {
 			// Raft took one by entry count meanwhile: count from here.
-			lastSnap, base = idx, appended
+			lastSnap, lastSize, base = idx, size, appended
 			continue
 		}
 		entries := n.raft.LastIndex() - lastSnap
@@ -85,10 +85,10 @@ func (n *Node) snapshotBytesLoop(ctx context.Context) {
 		// towards the next one (a long snapshot under a bulk load is
 		// followed by the next at once if the threshold passed again).
 		base = appended
-		lastSnap = n.latestSnapshotIndex()
+		lastSnap, lastSize = n.latestSnapshot()
 		switch {
 		case err == nil:
-			n.log.Info("raft snapshot by log bytes", "appended_bytes", appended, "threshold_bytes", threshold,
+			n.log.Info("raft snapshot by log bytes", "appended_bytes", appended, "threshold_bytes", n.snapshotThreshold(lastSize),
 				"index", lastSnap, "trailing_logs", trailing, "took", time.Since(start).Round(time.Millisecond))
 		case errors.Is(err, raft.ErrNothingNewToSnapshot):
 		default:
@@ -118,11 +118,29 @@ func (n *Node) snapshotWithTrailing(trailing uint64) error {
 	return n.raft.Snapshot().Error()
 }
 
+// snapshotThreshold is the log bytes after which the next snapshot is
+// taken: SnapshotThresholdBytes, or SnapshotLogRatio times the size of the
+// last snapshot (lastSize) if that is more.
+func (n *Node) snapshotThreshold(lastSize int64) uint64 {
+	t := n.cfg.SnapshotThresholdBytes
+	if r := n.cfg.SnapshotLogRatio; r > 0 && lastSize > 0 {
+		t = max(t, uint64(r*float64(lastSize)))
+	}
+	return t
+}
+
 // latestSnapshotIndex is the index of the newest snapshot on disk (0 if none).
 func (n *Node) latestSnapshotIndex() uint64 {
+	idx, _ := n.latestSnapshot()
+	return idx
+}
+
+// latestSnapshot is the index and size of the newest snapshot on disk (0, 0
+// if none).
+func (n *Node) latestSnapshot() (index uint64, size int64) {
 	s, err := n.snaps.List()
 	if err != nil || len(s) == 0 {
-		return 0
+		return 0, 0
 	}
-	return s[0].Index
+	return s[0].Index, s[0].Size
 }
