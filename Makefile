@@ -90,8 +90,8 @@ bench-national: build ## the synthesised national data set into 3 voters: load t
 	$(GO) run ./cmd/verbund-bench -suite=false -gossip "" -national $(NATIONAL_OFFERINGS) -out bench/results
 
 .PHONY: bench-smoke
-bench-smoke: build etcd-server ## every benchmark row for about a second against both clusters; fails on any error (under a minute)
-	$(GO) run ./cmd/verbund-bench -etcd $(ETCD) -smoke
+bench-smoke: build etcd-server ## every benchmark row for about a second against both clusters, and a small national load (2 offerings per municipality) into 3 voters; fails on any error (about 2 minutes)
+	$(GO) run ./cmd/verbund-bench -etcd $(ETCD) -smoke -national 22008
 
 .PHONY: lint
 lint: tools breaking ## go vet, gofmt, buf lint, buf breaking

@@ -119,6 +119,10 @@ func run() error {
 		if err != nil {
 			return fmt.Errorf("national load: %w", err)
 		}
+		if *smoke && (!res.Query.OK() || res.QueryHits < 0.99) {
+			return fmt.Errorf("national load: FindProviders after the load: %d answers, %d errors (%s), %.0f %% with a provider",
+				res.Query.Calls, res.Query.Errors, res.Query.FirstError, 100*res.QueryHits)
+		}
 		m := bench.DescribeMachine(root, "", fmt.Sprintf("make bench-national NATIONAL_OFFERINGS=%d", *national))
 		m.LoadAvg = load
 		nout := *out
