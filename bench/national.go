@@ -25,7 +25,6 @@ import (
 	"github.com/verbund/verbund/proto/gen/verbund/node/v1/nodev1connect"
 	registryv1 "github.com/verbund/verbund/proto/gen/verbund/registry/v1"
 	"github.com/verbund/verbund/proto/gen/verbund/registry/v1/registryv1connect"
-	"github.com/verbund/verbund/sampledata"
 )
 
 // NationalConfig configures RunNational.
@@ -154,18 +153,12 @@ func RunNational(ctx context.Context, cfg NationalConfig) (*NationalResult, erro
 	}
 
 	// FindProviders at this size: a random municipality and one of the
-	// first services every municipality offers (the generator's templates
-	// in order), local reads at the two followers.
-	ms, err := sampledata.Municipalities()
+	// services the first municipality offers (the generator gives every
+	// municipality the same services), local reads at the two followers.
+	ms, services, err := nationalQuestions(ctx, hc, voters[li])
 	if err != nil {
 		return nil, err
 	}
-	_, tmpl, err := sampledata.MunichServices()
-	if err != nil {
-		return nil, err
-	}
-	per := max(1, cfg.Offerings/len(ms))
-	services := tmpl[:min(20, per, len(tmpl))]
 	followers := []string{voters[(li+1)%3], voters[(li+2)%3]}
 	const clients = 16
 	cs := make([]registryv1connect.QueryServiceClient, clients)
@@ -178,7 +171,7 @@ func RunNational(ctx context.Context, cfg NationalConfig) (*NationalResult, erro
 	res.Query = RunWith(ctx, clients, cfg.QueryDuration, pids, func(ctx context.Context, w int) (int, error) {
 		m := ms[rand.IntN(len(ms))]
 		s := services[rand.IntN(len(services))]
-		r, err := cs[w].FindProviders(ctx, connect.NewRequest(&registryv1.FindProvidersRequest{LeikaKey: s.GetLeikaKey(), Area: m.GetId()}))
+		r, err := cs[w].FindProviders(ctx, connect.NewRequest(&registryv1.FindProvidersRequest{LeikaKey: s, Area: m}))
 		if err == nil {
 			<-hitMu
 			asked++
@@ -466,4 +459,42 @@ func (s *rssSampler) stop() []int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.peak)
+}
+
+// nationalQuestions lists the municipalities in the registry at api and
+// the services (LeiKa keys, at most 20) of the first one's offerings.
+func nationalQuestions(ctx context.Context, hc *http.Client, api string) (municipalities, services []string, err error) {
+	q := registryv1connect.NewQueryServiceClient(hc, api)
+	token := ""
+	for {
+		r, err := q.ListOrganisations(ctx, connect.NewRequest(&registryv1.ListOrganisationsRequest{
+			Kind: registryv1.OrganisationKind_ORGANISATION_KIND_MUNICIPALITY, PageSize: 1000, PageToken: token}))
+		if err != nil {
+			return nil, nil, fmt.Errorf("list municipalities: %w", err)
+		}
+		for _, o := range r.Msg.GetOrganisations() {
+			municipalities = append(municipalities, o.GetId())
+		}
+		if token = r.Msg.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	if len(municipalities) == 0 {
+		return nil, nil, errors.New("no municipality in the registry after the load")
+	}
+	r, err := q.ListOfferings(ctx, connect.NewRequest(&registryv1.ListOfferingsRequest{OrganisationId: municipalities[0], PageSize: 20}))
+	if err != nil {
+		return nil, nil, fmt.Errorf("offerings of %s: %w", municipalities[0], err)
+	}
+	seen := map[string]bool{}
+	for _, o := range r.Msg.GetOfferings() {
+		if k := o.GetLeikaKey(); !seen[k] {
+			seen[k] = true
+			services = append(services, k)
+		}
+	}
+	if len(services) == 0 {
+		return nil, nil, fmt.Errorf("%s offers nothing after the load", municipalities[0])
+	}
+	return municipalities, services, nil
 }
