@@ -118,7 +118,7 @@ func RunNational(ctx context.Context, cfg NationalConfig) (*NationalResult, erro
 		return nil, err
 	}
 	res.AppliedAt = st.GetAppliedIndex()
-	logf("loaded in %s (%s offerings/s); leader applied index %d", res.Load.Round(time.Second),
+	logf("loaded in %s (%s offerings); leader applied index %d", res.Load.Round(time.Second),
 		FormatRate(float64(cfg.Offerings)/res.Load.Seconds()), res.AppliedAt)
 	// Every voter holds the state before it is measured.
 	for _, api := range voters {
