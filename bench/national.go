@@ -85,6 +85,10 @@ func RunNational(ctx context.Context, cfg NationalConfig) (*NationalResult, erro
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	if need, free := nationalDiskNeed(cfg.Offerings), freeBytes(dir); free >= 0 && free < need {
+		return nil, fmt.Errorf("%s offerings need about %s free under %s (three voters and a new member; measured: 16–18 GiB per voter at 5 M), %s are free: set TMPDIR to a larger file system or lower NATIONAL_OFFERINGS",
+			Thousands(int64(cfg.Offerings)), bytesIEC(need), cfg.Dir, bytesIEC(free))
+	}
 	logf("starting 3 voters as make cluster does, without the sample data (scripts/cluster.sh, SAMPLE_DATA=0)")
 	v, err := StartVerbund(ctx, cfg.Root, cfg.Bin, dir, "--rate-limits off", prefixWriter{cfg.Log, "  cluster.sh: "},
 		"SAMPLE_DATA=0", "NODES_ONLY=n1 n2 n3")
@@ -497,4 +501,24 @@ func nationalQuestions(ctx context.Context, hc *http.Client, api string) (munici
 		return nil, nil, fmt.Errorf("%s offers nothing after the load", municipalities[0])
 	}
 	return municipalities, services, nil
+}
+
+// nationalDiskNeed estimates the disk a national run of n offerings takes:
+// about 3.6 GiB per million offerings on each of the three voters (state,
+// snapshots and log as measured at 5 M: 16–18 GiB each), the new member's
+// copy of the state, and 1 GiB to spare.
+func nationalDiskNeed(n int) int64 {
+	const gib = 1 << 30
+	perMillion := (3*3.6 + 2) * gib
+	return int64(perMillion*float64(n)/1e6) + gib
+}
+
+// freeBytes is the space available to this user on dir's file system (-1
+// if unknown).
+func freeBytes(dir string) int64 {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return -1
+	}
+	return int64(st.Bavail) * int64(st.Bsize)
 }

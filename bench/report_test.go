@@ -147,3 +147,18 @@ func TestMeasureGossip(t *testing.T) {
 		t.Errorf("measured %+v", g)
 	}
 }
+
+// TestNationalDiskNeed: the national run's disk estimate covers what the
+// 5 M run used (three voters of 16–18 GiB and a new member) and stays small
+// for the smoke run.
+func TestNationalDiskNeed(t *testing.T) {
+	if got := nationalDiskNeed(5_000_000); got < 60<<30 || got > 70<<30 {
+		t.Errorf("5 M offerings: %d GiB", got>>30)
+	}
+	if got := nationalDiskNeed(22_008); got > 2<<30 {
+		t.Errorf("smoke: %d bytes", got)
+	}
+	if freeBytes(t.TempDir()) <= 0 {
+		t.Error("no free space measured for the test's temporary directory")
+	}
+}
