@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -169,25 +170,21 @@ func RunNational(ctx context.Context, cfg NationalConfig) (*NationalResult, erro
 	for w := range cs {
 		cs[w] = registryv1connect.NewQueryServiceClient(sharedClient(w), followers[w%2])
 	}
-	var hits, asked int64
-	var hitMu = make(chan struct{}, 1)
-	hitMu <- struct{}{}
+	var hits, asked atomic.Int64
 	res.Query = RunWith(ctx, clients, cfg.QueryDuration, pids, func(ctx context.Context, w int) (int, error) {
 		m := ms[rand.IntN(len(ms))]
 		s := services[rand.IntN(len(services))]
 		r, err := cs[w].FindProviders(ctx, connect.NewRequest(&registryv1.FindProvidersRequest{LeikaKey: s, Area: m}))
 		if err == nil {
-			<-hitMu
-			asked++
+			asked.Add(1)
 			if len(r.Msg.GetProviders()) > 0 {
-				hits++
+				hits.Add(1)
 			}
-			hitMu <- struct{}{}
 		}
 		return 1, err
 	})
-	if asked > 0 {
-		res.QueryHits = float64(hits) / float64(asked)
+	if n := asked.Load(); n > 0 {
+		res.QueryHits = float64(hits.Load()) / float64(n)
 	}
 	logf("  FindProviders, local, %d clients: %s, p50 %s, p99 %s, %.0f %% with a provider", clients, FormatRate(res.Query.Rate()),
 		FormatDuration(res.Query.P50), FormatDuration(res.Query.P99), 100*res.QueryHits)
@@ -222,16 +219,6 @@ func RunNational(ctx context.Context, cfg NationalConfig) (*NationalResult, erro
 	logf("  new member complete in %s (from its start); peak RSS %s (not file-backed: %s), disk %s", res.MemberCatchUp.Round(100*time.Millisecond),
 		bytesIEC(res.Member.PeakRSS), bytesIEC(res.Member.PeakAnon), bytesIEC(res.Member.Disk))
 	return res, nil
-}
-
-func status(ctx context.Context, hc *http.Client, api string) (*nodev1.GetStatusResponse, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	r, err := nodev1connect.NewNodeServiceClient(hc, api).GetStatus(ctx, connect.NewRequest(&nodev1.GetStatusRequest{}))
-	if err != nil {
-		return nil, fmt.Errorf("status of %s: %w", api, err)
-	}
-	return r.Msg, nil
 }
 
 // waitVoters waits until the Raft configuration seen at api has n voters.
@@ -344,22 +331,13 @@ func dirSize(dir string) (int64, error) {
 
 // scrapeMetrics reads the unlabelled samples of a node's /metrics.
 func scrapeMetrics(ctx context.Context, admin string) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, admin+"/metrics", nil)
+	b, err := adminGet(ctx, admin+"/metrics")
 	if err != nil {
 		return nil, err
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s/metrics: %s", admin, res.Status)
 	}
 	out := map[string]float64{}
-	sc := bufio.NewScanner(res.Body)
-	for sc.Scan() {
-		name, val, ok := strings.Cut(sc.Text(), " ")
+	for line := range strings.Lines(string(b)) {
+		name, val, ok := strings.Cut(strings.TrimSpace(line), " ")
 		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
 			continue
 		}
@@ -367,7 +345,7 @@ func scrapeMetrics(ctx context.Context, admin string) (map[string]float64, error
 			out[name] = f
 		}
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // bytesIEC formats n as KiB, MiB or GiB.

@@ -340,20 +340,9 @@ func (cfg *Config) profile(ctx context.Context, tag string, admins map[string]st
 	return wg.Wait
 }
 
+// fetchProfile saves what url (a pprof endpoint) answers to path.
 func fetchProfile(ctx context.Context, url, path string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, res.Status)
-	}
-	b, err := io.ReadAll(res.Body)
+	b, err := adminGet(ctx, url)
 	if err != nil {
 		return err
 	}
@@ -361,4 +350,22 @@ func fetchProfile(ctx context.Context, url, path string) error {
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)
+}
+
+// adminGet reads url from a node's admin listener (plain HTTP on
+// loopback); any status but 200 is an error.
+func adminGet(ctx context.Context, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", url, res.Status)
+	}
+	return io.ReadAll(res.Body)
 }

@@ -72,17 +72,24 @@ var readPairs = [][2]string{
 	{leikaRead, "091620000000"}, {leikaRead, "09162000"}, {leikaRead, "091840112112"}, {leikaRead, "097610000000"},
 }
 
+// status asks the node at api for its status (3 s at most).
+func status(ctx context.Context, hc *http.Client, api string) (*nodev1.GetStatusResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	r, err := nodev1connect.NewNodeServiceClient(hc, api).GetStatus(ctx, connect.NewRequest(&nodev1.GetStatusRequest{}))
+	if err != nil {
+		return nil, fmt.Errorf("status of %s: %w", api, err)
+	}
+	return r.Msg, nil
+}
+
 // leaderIndex returns the index in apis of the node that reports itself
 // Raft leader.
 func leaderIndex(ctx context.Context, hc *http.Client, apis []string) (int, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		for i, a := range apis {
-			c := nodev1connect.NewNodeServiceClient(hc, a)
-			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			res, err := c.GetStatus(cctx, connect.NewRequest(&nodev1.GetStatusRequest{}))
-			cancel()
-			if err == nil && res.Msg.GetRaftState() == "Leader" {
+			if st, err := status(ctx, hc, a); err == nil && st.GetRaftState() == "Leader" {
 				return i, nil
 			}
 		}

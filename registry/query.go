@@ -151,18 +151,28 @@ func (r *Reader) Service(leika string) (*registryv1.Service, uint64, error) {
 	if !ValidLeiKa(leika) {
 		return nil, 0, invalid("LeiKa key %q must match ^99\\d{12}$", leika)
 	}
-	s := &registryv1.Service{}
-	idx, err := r.view(func(st *stage) error {
-		ok, err := st.getProto(serviceKey(leika), s)
-		if err == nil && !ok {
-			err = fmt.Errorf("%w: service %s", ErrNotFound, leika)
-		}
+	var s *registryv1.Service
+	idx, err := r.view(func(st *stage) (err error) {
+		s, err = loadService(st, leika)
 		return err
 	})
 	if err != nil {
 		return nil, idx, err
 	}
 	return s, idx, nil
+}
+
+// loadService reads catalogue entry leika (ErrNotFound if there is none).
+func loadService(st *stage, leika string) (*registryv1.Service, error) {
+	s := &registryv1.Service{}
+	ok, err := st.getProto(serviceKey(leika), s)
+	if err == nil && !ok {
+		err = fmt.Errorf("%w: service %s", ErrNotFound, leika)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Offering returns one offering.
@@ -510,11 +520,9 @@ func (r *Reader) findProviders(leika, area string, limit int, withProof bool) (*
 	}
 	res := &Providers{}
 	idx, err := r.view(func(st *stage) error {
-		svc := &registryv1.Service{}
-		if ok, err := st.getProto(serviceKey(leika), svc); err != nil {
+		svc, err := loadService(st, leika)
+		if err != nil {
 			return err
-		} else if !ok {
-			return fmt.Errorf("%w: service %s", ErrNotFound, leika)
 		}
 		res.Service = svc
 		ars := area
@@ -555,7 +563,6 @@ func (r *Reader) findProviders(leika, area string, limit int, withProof bool) (*
 			})
 			return ids
 		}
-		var err error
 		res.Matches, err = providerCandidates(st, ars, res.Area, idsAt, map[string]*registryv1.Offering{}, orgs)
 		if err != nil {
 			return err

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 
@@ -44,11 +43,9 @@ func (r *Reader) Coverage(leika, state string) (*Coverage, error) {
 	}
 	res := &Coverage{}
 	idx, err := r.view(func(st *stage) error {
-		svc := &registryv1.Service{}
-		if ok, err := st.getProto(serviceKey(leika), svc); err != nil {
+		svc, err := loadService(st, leika)
+		if err != nil {
 			return err
-		} else if !ok {
-			return fmt.Errorf("%w: service %s", ErrNotFound, leika)
 		}
 		res.Service = svc
 		// The provider index of the service, by area prefix.
