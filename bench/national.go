@@ -274,7 +274,7 @@ func waitApplied(ctx context.Context, hc *http.Client, api string, idx uint64, b
 func nodeUse(dataDir, name string, pids []int, i int) (NodeUse, error) {
 	u := NodeUse{Node: name}
 	if i < len(pids) {
-		u.PeakRSS = peakRSS(pids[i])
+		u.PeakRSS = procStatusBytes(pids[i], "VmHWM:") // the kernel's peak RSS
 	}
 	var err error
 	if u.Disk, err = dirSize(dataDir); err != nil {
@@ -286,9 +286,6 @@ func nodeUse(dataDir, name string, pids []int, i int) (NodeUse, error) {
 	u.State, _ = dirSize(filepath.Join(dataDir, "state"))
 	return u, nil
 }
-
-// peakRSS is VmHWM of /proc/pid/status in bytes (0 if unknown).
-func peakRSS(pid int) int64 { return procStatusBytes(pid, "VmHWM:") }
 
 // procStatusBytes reads a "… kB" field of /proc/pid/status in bytes (0 if
 // unknown).

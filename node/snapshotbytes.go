@@ -129,12 +129,6 @@ func (n *Node) snapshotThreshold(lastSize int64) uint64 {
 	return t
 }
 
-// latestSnapshotIndex is the index of the newest snapshot on disk (0 if none).
-func (n *Node) latestSnapshotIndex() uint64 {
-	idx, _ := n.latestSnapshot()
-	return idx
-}
-
 // latestSnapshot is the index and size of the newest snapshot on disk (0, 0
 // if none).
 func (n *Node) latestSnapshot() (index uint64, size int64) {

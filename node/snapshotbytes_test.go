@@ -47,7 +47,7 @@ func TestSnapshotByLogBytes(t *testing.T) {
 	for {
 		first, _ := n.logStore.FirstIndex()
 		last, _ := n.logStore.LastIndex()
-		snap := n.latestSnapshotIndex()
+		snap, _ := n.latestSnapshot()
 		// Once the last snapshot is done, the configured TrailingLogs is back.
 		trailing := n.raft.ReloadableConfig().TrailingLogs
 		if snap > 0 && last-first+1 <= maxKept && trailing == cfg.TrailingLogs {
